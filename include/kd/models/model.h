@@ -1,0 +1,47 @@
+// The one interface every network goes through: zoo models, TorchScript files,
+// ONNX graphs and TF.js models alike. The trainer, the evaluator and the
+// exporters see only this.
+//
+//   forward: input [N, ...input_shape] float32 -> output [N, outputs]
+//            (logits for classification, values for regression)
+#pragma once
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace kd::models {
+
+using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
+
+// Size and cost of a model at a given input shape.
+struct ModelSummary {
+  int64_t params = 0;        // trainable and frozen parameters
+  int64_t macs = 0;          // multiply-accumulates for ONE example
+  std::vector<std::string> layers;  // one line per layer: name, kind, output shape, params
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  virtual torch::Tensor forward(const torch::Tensor& input) = 0;
+  // Parameters the optimizer updates (empty for a frozen teacher format).
+  virtual std::vector<torch::Tensor> parameters() = 0;
+  // Everything that defines the model's numbers: parameters and buffers by name.
+  virtual NamedTensors state() = 0;
+  // Copies `state` into the model; kd::Error on a missing name or a shape mismatch.
+  virtual void load_state(const NamedTensors& state) = 0;
+  virtual void set_training(bool training) = 0;
+  virtual void to(torch::Device device) = 0;
+  virtual ModelSummary summary(const std::vector<int64_t>& input_shape) = 0;
+  // "mlp", "cnn", "resnet", "linear", "torchscript", "onnx", "tfjs".
+  virtual std::string kind() const = 0;
+};
+
+using ModelPtr = std::shared_ptr<Model>;
+
+}  // namespace kd::models

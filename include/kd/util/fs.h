@@ -1,0 +1,28 @@
+// File helpers: reading whole files with clear errors, and atomic writes
+// (a temporary name in the same folder, then rename) so that no reader ever
+// sees a half-written output.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <string>
+
+namespace kd {
+
+// The whole file; kd::Error naming the path if it is missing or unreadable.
+std::string read_file(const std::filesystem::path& path);
+// The file, gunzipped when it starts with the gzip magic (whatever its name).
+std::string read_file_maybe_gz(const std::filesystem::path& path);
+
+// Fails with a kd::Error naming `what` and the path if the file does not exist.
+void require_file(const std::filesystem::path& path, const std::string& what);
+
+// Writes `bytes` to `path` atomically.
+void write_file_atomic(const std::filesystem::path& path, const std::string& bytes);
+// Calls `write` with a temporary path beside `path`, then renames it into place;
+// the temporary is removed if `write` throws. For writers that need a file name
+// (torch::save, protobuf) rather than bytes.
+void write_atomic_with(const std::filesystem::path& path,
+                       const std::function<void(const std::filesystem::path& temporary)>& write);
+
+}  // namespace kd

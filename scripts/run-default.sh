@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Sets up, builds and runs the main job on the bundled default data (Fashion-MNIST).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/build.sh
+build/kdistill run examples/fashion-mnist-cnn.yaml --out runs/fashion-mnist-cnn "$@"

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what kdistill needs to build, run and test, from Debian's packages.
+# Idempotent: installs only what is missing, so a second run costs a second.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config git
+  libtorch-dev libopenblas0-openmp libopenblas-openmp-dev
+  libgloo-dev libonnx-dev libprotobuf-dev protobuf-compiler
+  libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
+  libgtest-dev libgmock-dev zlib1g-dev libstb-dev
+  dataset-fashion-mnist
+  python3-torch python3-sklearn python3-numpy
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo_cmd apt-get update -q
+  $sudo_cmd apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

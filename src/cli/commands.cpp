@@ -1,0 +1,67 @@
+#include "cli/commands.h"
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include <iostream>
+
+#include "kd/util/error.h"
+#include "kd/util/runtime.h"
+
+namespace kd::cli {
+
+void apply_global_options(const GlobalOptions& global) {
+  auto logger = spdlog::stderr_color_mt("kdistill");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("[%H:%M:%S] %v");
+  spdlog::set_level(global.quiet ? spdlog::level::warn : spdlog::level::from_str(global.log_level));
+  int threads = configure_threads(global.threads);
+  spdlog::debug("threads: {}", threads);
+}
+
+int guarded(const std::function<void()>& body) {
+  try {
+    body();
+    return 0;
+  } catch (const kd::Error& e) {
+    std::cerr << "kdistill: error: " << e.what() << "\n";
+    return 2;
+  } catch (const c10::Error& e) {
+    // libtorch messages carry a C++ backtrace after the first line; the user needs the first.
+    std::string message = e.what_without_backtrace();
+    std::cerr << "kdistill: error: " << message.substr(0, message.find('\n')) << "\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "kdistill: internal error: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+namespace {
+
+void register_not_built(CLI::App& app, GlobalOptions& global, const std::string& name,
+                        const std::string& description) {
+  auto* command = app.add_subcommand(name, description + " (not built yet)");
+  command->allow_extras();
+  command->callback([&global, name] {
+    std::cerr << "kdistill: error: '" << name << "' is not built yet in this version\n";
+    global.exit_status = 3;
+  });
+}
+
+}  // namespace
+
+void register_run_command(CLI::App& app, GlobalOptions& global);
+
+void register_commands(CLI::App& app, GlobalOptions& global) {
+  register_run_command(app, global);
+  register_not_built(app, global, "auto", "search student size and distillation settings under a budget");
+  register_not_built(app, global, "eval", "evaluate a model on data");
+  register_not_built(app, global, "export", "export a model to TorchScript, ONNX or TF.js");
+  register_not_built(app, global, "inspect", "print layers, parameters and MACs of a model");
+  register_not_built(app, global, "report", "re-render a run's report");
+  register_not_built(app, global, "predict", "run a model on a .npy array");
+}
+
+}  // namespace kd::cli

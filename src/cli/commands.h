@@ -1,0 +1,29 @@
+// The subcommands. Each registers its flags and a callback that calls the library.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace kd::cli {
+
+struct GlobalOptions {
+  int threads = 0;
+  std::optional<uint64_t> seed;
+  bool quiet = false;
+  std::string log_level = "info";
+  int exit_status = 0;
+};
+
+void register_commands(CLI::App& app, GlobalOptions& global);
+
+// Sets logging and threads from the global flags; call first in every command.
+void apply_global_options(const GlobalOptions& global);
+
+// Runs `body`, turning any error into one line on stderr and an exit status:
+// 2 for bad input (kd::Error), 1 for anything else.
+int guarded(const std::function<void()>& body);
+
+}  // namespace kd::cli

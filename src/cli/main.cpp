@@ -1,0 +1,33 @@
+// kdistill: the command-line front. Parses, calls the library, prints, exits.
+// Every kd::Error becomes one line on stderr and exit status 2.
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+
+#include "cli/commands.h"
+#include "kd/util/error.h"
+#include "kd/util/runtime.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"kdistill: knowledge distillation from a large teacher to a small, fast student"};
+  app.set_version_flag("--version", std::string("kdistill ") + KD_VERSION);
+  app.require_subcommand(1);
+
+  kd::cli::GlobalOptions global;
+  app.add_option("--threads", global.threads, "intra-op threads (default: all cores)");
+  app.add_option("--seed", global.seed, "random seed (overrides the recipe's)");
+  app.add_flag("-q,--quiet", global.quiet, "print only warnings and errors");
+  app.add_option("--log-level", global.log_level, "trace | debug | info | warn | error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+
+  kd::cli::register_commands(app, global);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int status = app.exit(e);
+    return status == 0 ? 0 : 2;
+  }
+  return global.exit_status;
+}

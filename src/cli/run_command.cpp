@@ -1,0 +1,34 @@
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+
+#include "cli/commands.h"
+#include "kd/util/error.h"
+
+namespace kd::cli {
+
+namespace {
+struct RunFlags {
+  std::string recipe;
+  std::string out = "runs/latest";
+  std::vector<std::string> overrides;
+  bool resume = false;
+};
+}  // namespace
+
+void register_run_command(CLI::App& app, GlobalOptions& global) {
+  auto flags = std::make_shared<RunFlags>();
+  auto* command = app.add_subcommand("run", "train the teacher, a baseline and the distilled student");
+  command->add_option("recipe", flags->recipe, "recipe YAML")->required();
+  command->add_option("--out", flags->out, "output folder");
+  command->add_option("--set", flags->overrides, "override a recipe key: --set distill.epochs=5");
+  command->add_flag("--resume", flags->resume, "continue an interrupted run in --out");
+  command->callback([flags, &global] {
+    global.exit_status = guarded([&] {
+      apply_global_options(global);
+      fail("{}: run is not built yet", flags->recipe);
+    });
+  });
+}
+
+}  // namespace kd::cli
