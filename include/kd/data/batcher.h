@@ -1,0 +1,45 @@
+// Mini-batches from in-memory tensors by batched index_select: one gather per
+// tensor per batch instead of libtorch's DataLoader, which stacks examples one by one.
+//
+//   Batcher batcher({x, y, teacher_logits}, BatcherOptions().batch_size(128).seed(3));
+//   for (int64_t b = 0; b < batcher.batches(); ++b) auto [xb, yb, tb] = batcher.batch(epoch, b);
+//
+// The order of epoch e depends only on (seed, e), so a resumed run sees the same batches.
+#pragma once
+
+#include <torch/arg.h>
+#include <torch/torch.h>
+
+#include <vector>
+
+namespace kd::data {
+
+struct BatcherOptions {
+  TORCH_ARG(int64_t, batch_size) = 128;
+  TORCH_ARG(bool, shuffle) = true;
+  TORCH_ARG(bool, drop_last) = false;
+  TORCH_ARG(uint64_t, seed) = 0;
+};
+
+class Batcher {
+ public:
+  // Every tensor has the same first dimension (rows).
+  Batcher(std::vector<torch::Tensor> tensors, const BatcherOptions& options);
+  int64_t rows() const { return rows_; }
+  int64_t batches() const;
+  // Batch `index` of epoch `epoch`: one tensor per input tensor, rows in that epoch's order.
+  std::vector<torch::Tensor> batch(int64_t epoch, int64_t index);
+  // The row indices of that batch (int64), e.g. to look up cached teacher outputs.
+  torch::Tensor batch_rows(int64_t epoch, int64_t index);
+
+ private:
+  void prepare_epoch(int64_t epoch);
+
+  std::vector<torch::Tensor> tensors_;
+  BatcherOptions options_;
+  int64_t rows_ = 0;
+  int64_t order_epoch_ = -1;
+  torch::Tensor order_;
+};
+
+}  // namespace kd::data
