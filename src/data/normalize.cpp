@@ -7,12 +7,12 @@ namespace kd::data {
 
 void validate(const NormalizeOptions& options) {
   const std::vector<std::string> modes = {"standard", "minmax", "none"};
-  const std::vector<std::string> scopes = {"feature", "channel", "global"};
+  const std::vector<std::string> scopes = {"auto", "feature", "channel", "global"};
   if (std::find(modes.begin(), modes.end(), options.mode()) == modes.end()) {
     fail("data.normalize: {} is not a mode, expected standard, minmax or none", quote(options.mode()));
   }
   if (std::find(scopes.begin(), scopes.end(), options.scope()) == scopes.end()) {
-    fail("data.normalize_scope: {} is not a scope, expected feature, channel or global", quote(options.scope()));
+    fail("data.normalize_scope: {} is not a scope, expected auto, feature, channel or global", quote(options.scope()));
   }
 }
 
@@ -21,13 +21,14 @@ Normalizer Normalizer::fit(const torch::Tensor& train_x, const NormalizeOptions&
   Normalizer normalizer;
   normalizer.mode_ = options.mode();
   normalizer.scope_ = options.scope();
+  if (normalizer.scope_ == "auto") normalizer.scope_ = train_x.dim() == 4 ? "channel" : "feature";
   if (options.mode() == "none") return normalizer;
   if (train_x.size(0) == 0) fail("data: cannot fit normalisation on an empty training set");
   auto x = train_x.to(torch::kDouble);
   std::vector<int64_t> dims;
-  if (options.scope() == "feature") {
+  if (normalizer.scope_ == "feature") {
     dims = {0};
-  } else if (options.scope() == "channel") {
+  } else if (normalizer.scope_ == "channel") {
     if (x.dim() != 4) fail("data.normalize_scope: channel needs images [N, C, H, W], found {} dims", x.dim());
     dims = {0, 2, 3};
   } else {
@@ -45,7 +46,7 @@ Normalizer Normalizer::fit(const torch::Tensor& train_x, const NormalizeOptions&
   scale = torch::where(scale > 1e-12, scale, torch::ones_like(scale));
   normalizer.shift_ = shift.squeeze(0).to(torch::kFloat);
   normalizer.scale_ = scale.squeeze(0).to(torch::kFloat);
-  if (options.scope() == "global") {
+  if (normalizer.scope_ == "global") {
     normalizer.shift_ = normalizer.shift_.reshape({});
     normalizer.scale_ = normalizer.scale_.reshape({});
   }

@@ -18,7 +18,7 @@ namespace kd::data {
 
 struct NormalizeOptions {
   TORCH_ARG(std::string, mode) = "standard";  // standard | minmax | none
-  TORCH_ARG(std::string, scope) = "feature";  // feature | channel | global
+  TORCH_ARG(std::string, scope) = "auto";  // auto (channel for images, else feature) | feature | channel | global
 };
 
 class Normalizer {

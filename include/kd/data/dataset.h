@@ -1,0 +1,91 @@
+// The data stage of the flow: the recipe's data section in, ready tensors out.
+//
+// Files (IDX, CSV, NPY/NPZ, image folders) are read once; train and test rows are
+// pooled so that labels and categories map the same way in both; the test rows are
+// held out (a file, or a stratified fraction); the rest is split into train/val
+// (holdout) or K folds. Everything fitted -- category vocabularies, imputation,
+// normalisation -- is fitted on each fold's training rows only, and kept as
+// `preprocessing` JSON with every model so that inference applies the same transform.
+//
+//   Dataset d = load_dataset(DataSpec().task(Task::classification).train({...}));
+//   d.folds[0].train.x  float32 [N, 1, 28, 28];  d.folds[0].train.y  int64 [N]
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <torch/arg.h>
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "kd/data/csv.h"
+#include "kd/data/image_folder.h"
+#include "kd/data/normalize.h"
+#include "kd/data/tabular.h"
+#include "kd/data/task.h"
+
+namespace kd::data {
+
+// One split's files. `path` is a single file or folder (CSV, NPZ with arrays x and y,
+// image folder); `inputs` and `labels` are a pair (IDX or NPY; for CSV, `labels` is an
+// optional separate target file).
+struct DataFiles {
+  std::string path;
+  std::string inputs;
+  std::string labels;
+  bool empty() const { return path.empty() && inputs.empty(); }
+};
+
+struct DataSpec {
+  TORCH_ARG(Task, task) = Task::classification;
+  TORCH_ARG(std::string, format) = "";  // idx | csv | npy | npz | images; "" = from the file names
+  TORCH_ARG(DataFiles, train);
+  TORCH_ARG(DataFiles, test);           // empty: test_fraction of the training file is held out
+  TORCH_ARG(std::string, transfer) = "";  // unlabeled inputs for distillation (same format as train inputs)
+  TORCH_ARG(double, test_fraction) = 0.2;
+  TORCH_ARG(double, val_fraction) = 0.1;
+  TORCH_ARG(int64_t, folds) = 0;          // >= 2: K-fold instead of one train/val split
+  TORCH_ARG(int64_t, labeled) = 0;        // > 0: the students see only this many training labels
+  TORCH_ARG(int64_t, train_limit) = 0;    // > 0: a seeded stratified subset of the training pool
+  TORCH_ARG(int64_t, test_limit) = 0;     // > 0: likewise for the test rows
+  TORCH_ARG(NormalizeOptions, normalize);
+  TORCH_ARG(bool, normalize_target) = true;  // regression: standardise targets (metrics stay in their units)
+  TORCH_ARG(CsvOptions, csv);
+  TORCH_ARG(TabularOptions, tabular);
+  TORCH_ARG(ImageFolderOptions, images);
+  TORCH_ARG(uint64_t, seed) = 0;
+};
+
+struct Examples {
+  torch::Tensor x;  // float32 [N, ...input_shape], preprocessed
+  torch::Tensor y;  // int64 [N] classes, or float32 [N, K] (normalised when normalize_target)
+  int64_t size() const { return x.defined() ? x.size(0) : 0; }
+};
+
+// One train/val partition with everything fitted on its training rows.
+struct DataFold {
+  Examples train;
+  Examples val;
+  Examples test;
+  torch::Tensor labeled;     // bool [train rows]: rows whose labels the students may use
+  torch::Tensor transfer_x;  // float32 [M, ...]: extra unlabeled inputs (may be undefined)
+  Normalizer target_normalizer;  // regression targets; identity for classification
+  nlohmann::json preprocessing;  // everything needed to turn raw inputs into model inputs
+};
+
+struct Dataset {
+  Task task = Task::classification;
+  std::vector<int64_t> input_shape;  // one example, e.g. {1, 28, 28} or {30}
+  int64_t outputs = 0;               // classes, or regression targets
+  std::vector<std::string> class_names;
+  std::vector<std::string> feature_names;  // tabular only
+  std::vector<DataFold> folds;             // one for holdout, K for K-fold
+  std::string source;                      // what was read, for the report
+
+  // A few lines for the terminal: sizes, classes and their counts, splits.
+  std::string summary() const;
+};
+
+Dataset load_dataset(const DataSpec& spec);
+
+}  // namespace kd::data

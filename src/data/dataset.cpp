@@ -1,0 +1,389 @@
+#include "kd/data/dataset.h"
+
+#include <filesystem>
+#include <numeric>
+#include <set>
+#include <sstream>
+
+#include "kd/data/idx.h"
+#include "kd/data/npy.h"
+#include "kd/data/split.h"
+#include "kd/util/error.h"
+#include "kd/util/strings.h"
+
+namespace kd::data {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Everything read from the files, train and test rows pooled, before anything is fitted.
+struct Pool {
+  torch::Tensor x;            // array formats: float32 [N, ...]
+  LabeledTable table;         // csv
+  bool tabular = false;
+  torch::Tensor y;            // int64 [N] or float32 [N, K]
+  std::vector<int64_t> test_rows;   // rows from the test files (empty: hold out a fraction)
+  std::vector<int64_t> train_rows;  // rows from the train files
+  std::vector<std::string> class_names;
+  std::string source;
+};
+
+std::string detect_format(const DataSpec& spec) {
+  if (!spec.format().empty()) {
+    static const std::vector<std::string> formats = {"idx", "csv", "npy", "npz", "images"};
+    if (std::find(formats.begin(), formats.end(), spec.format()) == formats.end()) {
+      auto suggestion = nearest(spec.format(), formats);
+      fail("data.format: {} is not a format, expected idx, csv, npy, npz or images{}", quote(spec.format()),
+           suggestion ? " (did you mean " + *suggestion + "?)" : "");
+    }
+    return spec.format();
+  }
+  const DataFiles& train = spec.train();
+  if (train.empty()) fail("data.train: no training data given (a path, or inputs and labels)");
+  std::string name = to_lower(train.inputs.empty() ? train.path : train.inputs);
+  if (ends_with(name, ".gz")) name = name.substr(0, name.size() - 3);
+  if (name.find("ubyte") != std::string::npos || ends_with(name, ".idx")) return "idx";
+  if (ends_with(name, ".npy")) return "npy";
+  if (ends_with(name, ".npz")) return "npz";
+  if (ends_with(name, ".csv") || ends_with(name, ".tsv") || ends_with(name, ".txt") || ends_with(name, ".data")) {
+    return "csv";
+  }
+  if (!train.path.empty() && fs::is_directory(train.path)) return "images";
+  fail("data.format: cannot tell the format of {}; set data.format to idx, csv, npy, npz or images",
+       quote(train.inputs.empty() ? train.path : train.inputs));
+}
+
+// Inputs as float32 with a channel axis for images: [N, H, W] -> [N, 1, H, W]. Integer
+// pixel data (uint8) is scaled to [0, 1].
+torch::Tensor as_inputs(torch::Tensor x, const std::string& file) {
+  if (x.dim() < 2) fail("{}: inputs have shape {}, expected [examples, features...]", file, fmt::format("{}", x.sizes()));
+  bool pixels = x.scalar_type() == torch::kByte;
+  x = x.to(torch::kFloat);
+  if (pixels) x = x / 255.0;
+  if (x.dim() == 3) x = x.unsqueeze(1);
+  auto finite = torch::isfinite(x).all(); 
+  if (!finite.item<bool>()) {
+    auto flat = torch::isfinite(x.reshape({x.size(0), -1})).all(1).logical_not().nonzero();
+    fail("{}: example {} has a NaN or infinite value, expected finite numbers", file, flat[0][0].item<int64_t>());
+  }
+  return x;
+}
+
+std::pair<torch::Tensor, torch::Tensor> read_pair(const std::string& format, const DataFiles& files,
+                                                  const std::string& field) {
+  if (format == "npz") {
+    if (files.path.empty()) fail("{}: npz data needs path: file.npz (with arrays x and y)", field);
+    auto arrays = read_npz(files.path);
+    std::vector<std::string> names;
+    for (const auto& item : arrays) names.push_back(item.first);
+    if (!arrays.count("x") || !arrays.count("y")) {
+      fail("{}: expected arrays named x and y, found {}", files.path, join(names, ", "));
+    }
+    return {as_inputs(arrays.at("x"), files.path), arrays.at("y")};
+  }
+  if (files.inputs.empty() || files.labels.empty()) {
+    fail("{}: {} data needs inputs: and labels: files", field, format);
+  }
+  auto read = format == "idx" ? read_idx : read_npy;
+  torch::Tensor x = read(files.inputs);
+  torch::Tensor y = read(files.labels);
+  if (x.size(0) != y.size(0)) {
+    fail("{}: {} has {} examples but {} has {} labels", field, files.inputs, x.size(0), files.labels, y.size(0));
+  }
+  return {as_inputs(x, files.inputs), y};
+}
+
+// Class ids 0..C-1 from integer labels (numeric order), names the label values.
+torch::Tensor map_classes(const torch::Tensor& raw, const std::string& file, std::vector<std::string>& names) {
+  auto y = raw.reshape({-1});
+  if (raw.dim() > 1 && raw.numel() != raw.size(0)) {
+    fail("{}: labels have shape {}, expected one class per example", file, fmt::format("{}", raw.sizes()));
+  }
+  if (y.is_floating_point()) {
+    auto bad = (y != y.round()).nonzero();
+    if (bad.size(0) > 0) {
+      fail("{}: label {} is {}, expected an integer class", file, bad[0][0].item<int64_t>(),
+           y[bad[0][0]].item<double>());
+    }
+  }
+  auto values = y.to(torch::kLong);
+  auto unique = std::get<0>(torch::_unique(values, /*sorted=*/true));
+  if (unique.size(0) < 2) {
+    fail("{}: every label is {}, expected at least two classes", file, unique.size(0) ? unique[0].item<int64_t>() : 0);
+  }
+  names.clear();
+  for (int64_t i = 0; i < unique.size(0); ++i) names.push_back(std::to_string(unique[i].item<int64_t>()));
+  return torch::searchsorted(unique, values);
+}
+
+Pool read_arrays(const DataSpec& spec, const std::string& format) {
+  Pool pool;
+  torch::Tensor x, y, x_test, y_test;
+  if (format == "images") {
+    auto train = read_image_folder(spec.train().path, spec.images());
+    x = as_inputs(train.images, spec.train().path);
+    y = train.labels;
+    pool.class_names = train.class_names;
+    if (!spec.test().empty()) {
+      auto test = read_image_folder(spec.test().path, spec.images());
+      if (test.class_names != train.class_names) {
+        fail("data.test: {} has classes [{}], expected the training classes [{}]", spec.test().path,
+             join(test.class_names, ", "), join(train.class_names, ", "));
+      }
+      x_test = as_inputs(test.images, spec.test().path);
+      y_test = test.labels;
+    }
+  } else {
+    std::tie(x, y) = read_pair(format, spec.train(), "data.train");
+    if (!spec.test().empty()) std::tie(x_test, y_test) = read_pair(format, spec.test(), "data.test");
+  }
+  int64_t train_count = x.size(0);
+  if (x_test.defined()) {
+    if (x_test.sizes().slice(1) != x.sizes().slice(1)) {
+      fail("data.test: examples have shape {}, expected the training shape {}", fmt::format("{}", x_test.sizes().slice(1)),
+           fmt::format("{}", x.sizes().slice(1)));
+    }
+    x = torch::cat({x, x_test});
+    y = torch::cat({y.reshape({y.size(0), -1}).to(torch::kDouble), y_test.reshape({y_test.size(0), -1}).to(torch::kDouble)});
+  }
+  pool.x = x;
+  std::string label_file = spec.train().labels.empty() ? spec.train().path : spec.train().labels;
+  if (spec.task() == Task::classification) {
+    if (format == "images") {
+      pool.y = y.to(torch::kLong).reshape({-1});
+    } else {
+      pool.y = map_classes(y, label_file, pool.class_names);
+    }
+  } else {
+    auto values = y.to(torch::kFloat);
+    pool.y = values.dim() == 1 ? values.unsqueeze(1) : values.reshape({values.size(0), -1});
+    if (!torch::isfinite(pool.y).all().item<bool>()) fail("{}: a target is NaN or infinite", label_file);
+  }
+  pool.train_rows.resize(static_cast<size_t>(train_count));
+  std::iota(pool.train_rows.begin(), pool.train_rows.end(), 0);
+  for (int64_t i = train_count; i < x.size(0); ++i) pool.test_rows.push_back(i);
+  return pool;
+}
+
+// Reads a CSV and, when given, its separate target file appended as the last column.
+CsvTable read_table(const DataFiles& files, const DataSpec& spec, const std::string& field) {
+  if (files.path.empty()) fail("{}: csv data needs path: file.csv", field);
+  CsvTable table = read_csv(files.path, spec.csv());
+  if (!files.labels.empty()) {
+    CsvTable target = read_csv(files.labels, CsvOptions().header(spec.csv().header()));
+    if (target.columns.size() != 1) {
+      fail("{}: expected one target column, found {}", files.labels, target.columns.size());
+    }
+    if (target.rows.size() != table.rows.size()) {
+      fail("{}: {} has {} rows but its target file {} has {}", field, files.path, table.rows.size(), files.labels,
+           target.rows.size());
+    }
+    table.columns.push_back(target.columns[0] == "0" ? "target" : target.columns[0]);
+    for (size_t i = 0; i < table.rows.size(); ++i) table.rows[i].push_back(target.rows[i][0]);
+  }
+  return table;
+}
+
+const char* kSplitColumn = "__kd_split__";
+
+Pool read_tabular(const DataSpec& spec) {
+  Pool pool;
+  pool.tabular = true;
+  TabularOptions options = spec.tabular();
+  options.task(spec.task());
+  CsvTable table = read_table(spec.train(), spec, "data.train");
+  if (!spec.train().labels.empty()) {
+    if (!options.target().empty()) fail("data.target: the target is already the file data.train.labels");
+    options.target(table.columns.back());
+  } else if (options.target().empty()) {
+    options.target(std::to_string(static_cast<int64_t>(table.columns.size()) - 1));
+  } else if (auto index = parse_int(options.target()); index && *index < 0) {
+    // Negative indices count from the end of the file's columns, before the split marker is added.
+    options.target(std::to_string(static_cast<int64_t>(table.columns.size()) + *index));
+  }
+  size_t train_rows = table.rows.size();
+  if (!spec.test().empty()) {
+    CsvTable test = read_table(spec.test(), spec, "data.test");
+    if (test.columns.size() != table.columns.size()) {
+      fail("data.test: {} has {} columns, expected {} as in {}", spec.test().path, test.columns.size(),
+           table.columns.size(), spec.train().path);
+    }
+    table.rows.insert(table.rows.end(), test.rows.begin(), test.rows.end());
+    table.line_numbers.insert(table.line_numbers.end(), test.line_numbers.begin(), test.line_numbers.end());
+  }
+  // Rows may be dropped for missing values; a marker column remembers which file each came from.
+  table.columns.push_back(kSplitColumn);
+  for (size_t i = 0; i < table.rows.size(); ++i) table.rows[i].push_back(i < train_rows ? "train" : "test");
+  auto drop = options.drop();
+  drop.push_back(kSplitColumn);
+  options.drop(drop);
+  pool.table = label_table(table, options);
+  pool.y = pool.table.labels;
+  if (pool.y.is_floating_point() && pool.y.dim() == 1) pool.y = pool.y.unsqueeze(1);
+  pool.class_names = pool.table.class_names;
+  size_t marker = pool.table.table.columns.size() - 1;
+  for (size_t i = 0; i < pool.table.table.rows.size(); ++i) {
+    (pool.table.table.rows[i][marker] == "test" ? pool.test_rows : pool.train_rows).push_back(static_cast<int64_t>(i));
+  }
+  return pool;
+}
+
+std::vector<int64_t> pick(const std::vector<int64_t>& rows, const std::vector<int64_t>& positions) {
+  std::vector<int64_t> out;
+  out.reserve(positions.size());
+  for (auto p : positions) out.push_back(rows[static_cast<size_t>(p)]);
+  return out;
+}
+
+torch::Tensor labels_of(const Pool& pool, const std::vector<int64_t>& rows) {
+  return pool.y.index_select(0, to_index(rows));
+}
+
+// A seeded stratified subset of `rows` of size `limit` (all when limit <= 0).
+std::vector<int64_t> limit_rows(const Pool& pool, const std::vector<int64_t>& rows, int64_t limit, uint64_t seed) {
+  if (limit <= 0 || limit >= static_cast<int64_t>(rows.size())) return rows;
+  auto y = pool.y.scalar_type() == torch::kLong ? labels_of(pool, rows) : torch::Tensor();
+  return pick(rows, subsample(static_cast<int64_t>(rows.size()), y, limit, seed));
+}
+
+DataFold make_fold(const Pool& pool, const DataSpec& spec, const std::vector<int64_t>& train,
+                   const std::vector<int64_t>& val, const std::vector<int64_t>& test,
+                   const torch::Tensor& transfer_raw, uint64_t seed) {
+  DataFold fold;
+  torch::Tensor x_all;
+  nlohmann::json preprocessing;
+  if (pool.tabular) {
+    auto encoder = TabularEncoder::fit(pool.table, train, spec.tabular());
+    x_all = encoder.transform(pool.table);
+    preprocessing["tabular"] = encoder.to_json();
+  } else {
+    x_all = pool.x;
+  }
+  auto train_index = to_index(train);
+  auto normalizer = Normalizer::fit(x_all.index_select(0, train_index), spec.normalize());
+  preprocessing["normalize"] = normalizer.to_json();
+  auto select = [&](const std::vector<int64_t>& rows) {
+    auto index = to_index(rows);
+    return Examples{normalizer.apply(x_all.index_select(0, index)).contiguous(), pool.y.index_select(0, index)};
+  };
+  fold.train = select(train);
+  fold.val = select(val);
+  fold.test = select(test);
+  if (spec.task() == Task::regression && spec.normalize_target()) {
+    fold.target_normalizer = Normalizer::fit(fold.train.y, NormalizeOptions().mode("standard").scope("feature"));
+    for (Examples* e : {&fold.train, &fold.val, &fold.test}) e->y = fold.target_normalizer.apply(e->y);
+    preprocessing["target_normalize"] = fold.target_normalizer.to_json();
+  }
+  fold.labeled = torch::ones({fold.train.size()}, torch::kBool);
+  if (spec.labeled() > 0) {
+    if (spec.labeled() >= fold.train.size()) {
+      fail("data.labeled: {} labels asked for, but the training split has only {} rows", spec.labeled(),
+           fold.train.size());
+    }
+    auto y = spec.task() == Task::classification ? fold.train.y : torch::Tensor();
+    auto keep = subsample(fold.train.size(), y, spec.labeled(), seed + 2);
+    fold.labeled = torch::zeros({fold.train.size()}, torch::kBool);
+    fold.labeled.index_fill_(0, to_index(keep), true);
+  }
+  if (transfer_raw.defined()) fold.transfer_x = normalizer.apply(transfer_raw).contiguous();
+  fold.preprocessing = preprocessing;
+  return fold;
+}
+
+torch::Tensor read_transfer(const DataSpec& spec, const std::string& format, const Pool& pool) {
+  if (spec.transfer().empty()) return {};
+  if (pool.tabular) fail("data.transfer: unlabeled transfer inputs are read from .npy or IDX files, not CSV");
+  std::string name = to_lower(spec.transfer());
+  torch::Tensor x;
+  if (ends_with(name, ".npy")) {
+    x = read_npy(spec.transfer());
+  } else if (name.find("ubyte") != std::string::npos || ends_with(name, ".idx") || ends_with(name, ".idx.gz")) {
+    x = read_idx(spec.transfer());
+  } else {
+    fail("data.transfer: {}: expected a .npy or IDX file of inputs", spec.transfer());
+  }
+  x = as_inputs(x, spec.transfer());
+  if (x.sizes().slice(1) != pool.x.sizes().slice(1)) {
+    fail("data.transfer: {}: examples have shape {}, expected the training shape {}", spec.transfer(),
+         fmt::format("{}", x.sizes().slice(1)), fmt::format("{}", pool.x.sizes().slice(1)));
+  }
+  return x;
+}
+
+}  // namespace
+
+Dataset load_dataset(const DataSpec& spec) {
+  std::string format = detect_format(spec);
+  Pool pool = format == "csv" ? read_tabular(spec) : read_arrays(spec, format);
+  Dataset dataset;
+  dataset.task = spec.task();
+  dataset.class_names = pool.class_names;
+  dataset.outputs = spec.task() == Task::classification ? static_cast<int64_t>(pool.class_names.size())
+                                                        : pool.y.size(1);
+  dataset.source = fmt::format("{} ({})", spec.train().path.empty() ? spec.train().inputs : spec.train().path, format);
+
+  bool stratify = spec.task() == Task::classification;
+  std::vector<int64_t> test = pool.test_rows;
+  std::vector<int64_t> trainval = pool.train_rows;
+  if (test.empty()) {
+    if (!(spec.test_fraction() > 0.0 && spec.test_fraction() < 1.0)) {
+      fail("data.test_fraction: {} is outside (0, 1), and there is no data.test file", spec.test_fraction());
+    }
+    auto y = stratify ? labels_of(pool, trainval) : torch::Tensor();
+    auto holdout = holdout_split(static_cast<int64_t>(trainval.size()), y, spec.test_fraction(), spec.seed() + 1);
+    test = pick(trainval, holdout.val);
+    trainval = pick(trainval, holdout.train);
+  }
+  trainval = limit_rows(pool, trainval, spec.train_limit(), spec.seed() + 3);
+  test = limit_rows(pool, test, spec.test_limit(), spec.seed() + 4);
+
+  auto y = stratify ? labels_of(pool, trainval) : torch::Tensor();
+  auto count = static_cast<int64_t>(trainval.size());
+  std::vector<Split> splits = spec.folds() != 0
+                                  ? kfold_split(count, y, spec.folds(), spec.seed())
+                                  : std::vector<Split>{holdout_split(count, y, spec.val_fraction(), spec.seed())};
+  torch::Tensor transfer = read_transfer(spec, format, pool);
+  for (const auto& split : splits) {
+    dataset.folds.push_back(make_fold(pool, spec, pick(trainval, split.train), pick(trainval, split.val), test,
+                                      transfer, spec.seed()));
+  }
+  dataset.input_shape = dataset.folds[0].train.x.sizes().slice(1).vec();
+  if (pool.tabular && dataset.folds[0].preprocessing.contains("tabular")) {
+    dataset.feature_names = TabularEncoder::from_json(dataset.folds[0].preprocessing["tabular"]).feature_names();
+  }
+  return dataset;
+}
+
+std::string Dataset::summary() const {
+  std::ostringstream out;
+  const DataFold& f = folds.front();
+  out << "data: " << source << ", " << to_string(task) << ", input " << fmt::format("{}", input_shape);
+  if (task == Task::classification) {
+    out << ", " << outputs << " classes";
+  } else {
+    out << ", " << outputs << " target(s)";
+  }
+  out << "\n";
+  if (folds.size() == 1) {
+    out << fmt::format("splits: train {}, val {}, test {}", f.train.size(), f.val.size(), f.test.size());
+  } else {
+    out << fmt::format("splits: {} folds of train {} / val {}; test {}", folds.size(), f.train.size(), f.val.size(),
+                       f.test.size());
+  }
+  auto labeled = f.labeled.sum().item<int64_t>();
+  if (labeled < f.train.size()) out << fmt::format(", labels for {} training rows", labeled);
+  if (f.transfer_x.defined()) out << fmt::format(", transfer {}", f.transfer_x.size(0));
+  out << "\n";
+  if (task == Task::classification) {
+    auto counts = torch::bincount(f.train.y, {}, outputs);
+    out << "train class counts:";
+    for (int64_t c = 0; c < outputs; ++c) {
+      out << " " << class_names[static_cast<size_t>(c)] << "=" << counts[c].item<int64_t>();
+    }
+    out << "\n";
+  }
+  return out.str();
+}
+
+}  // namespace kd::data
