@@ -3,7 +3,10 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "kd/data/dataset.h"
+#include "kd/io/recipe.h"
 #include "kd/util/error.h"
+#include "kd/util/runtime.h"
 
 namespace kd::cli {
 
@@ -26,7 +29,12 @@ void register_run_command(CLI::App& app, GlobalOptions& global) {
   command->callback([flags, &global] {
     global.exit_status = guarded([&] {
       apply_global_options(global);
-      fail("{}: run is not built yet", flags->recipe);
+      auto overrides = flags->overrides;
+      if (global.seed) overrides.push_back("seed=" + std::to_string(*global.seed));
+      io::Recipe recipe = io::load_recipe(flags->recipe, overrides);
+      seed_everything(recipe.seed);
+      data::Dataset dataset = data::load_dataset(recipe.data);
+      std::cout << dataset.summary();
     });
   });
 }
