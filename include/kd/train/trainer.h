@@ -1,0 +1,101 @@
+// The one place that owns the training loop: teacher training, the baseline and
+// the distilled student all go through Trainer::fit with different loss terms.
+//
+// Per step: a batch by index_select (kd::data::Batcher), optional augmentation,
+// the student's forward (optionally under bfloat16 autocast), the teacher's outputs
+// from the cache (or a live forward on the augmented batch), the weighted loss,
+// backward, gradient clipping, the optimizer step under the LR schedule. Per epoch:
+// validation, the best state kept, the target checked, early stopping, a checkpoint.
+//
+//   Trainer trainer(TrainOptions().epochs(10), distiller, "student");
+//   TrainResult r = trainer.fit(model, data, validate);
+#pragma once
+
+#include <torch/arg.h>
+#include <torch/torch.h>
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kd/losses/distiller.h"
+#include "kd/models/model.h"
+#include "kd/report/metrics.h"
+#include "kd/train/optim.h"
+#include "kd/train/target.h"
+
+namespace kd::train {
+
+struct TrainOptions {
+  TORCH_ARG(int64_t, epochs) = 10;
+  TORCH_ARG(int64_t, steps) = 0;  // > 0: exactly this many optimizer steps (epochs = ceil(steps / batches))
+  TORCH_ARG(int64_t, batch_size) = 128;
+  TORCH_ARG(OptimizerOptions, optimizer);
+  TORCH_ARG(ScheduleOptions, schedule);
+  TORCH_ARG(double, grad_clip) = 0.0;          // max global gradient norm; 0 = off
+  TORCH_ARG(std::string, precision) = "fp32";  // fp32 | bf16 (CPU autocast for the forward passes)
+  TORCH_ARG(std::string, augment) = "none";    // none | shift | flip | shift+flip (images [N, C, H, W])
+  TORCH_ARG(int64_t, shift_pixels) = 2;
+  TORCH_ARG(int64_t, patience) = 0;            // stop after this many epochs without improvement; 0 = off
+  TORCH_ARG(std::string, selection_metric) = "";  // "" = accuracy (classification) or rmse (regression)
+  TORCH_ARG(std::optional<Target>, target) = std::nullopt;
+  TORCH_ARG(double, teacher_target_value) = 0.0;  // the teacher's value of the target's metric
+  TORCH_ARG(std::string, checkpoint) = "";     // file for per-epoch checkpoints ("" = none)
+  TORCH_ARG(bool, resume) = false;             // continue from `checkpoint` when it exists
+  TORCH_ARG(uint64_t, seed) = 0;
+};
+
+void validate(const TrainOptions& options, const std::string& field);
+
+// Training rows. `teacher` holds cached teacher outputs per row (undefined: no teacher, or
+// a live teacher when augmentation makes the inputs change every epoch).
+struct TrainData {
+  torch::Tensor x;          // float32 [N, ...]
+  torch::Tensor y;          // labels; rows without a label hold any value
+  torch::Tensor has_label;  // bool [N] or undefined (all labeled)
+  torch::Tensor teacher;    // [N, outputs] or undefined
+};
+
+struct EpochRecord {
+  int64_t epoch = 0;           // 1-based
+  double train_loss = 0.0;     // mean total loss over the epoch's batches
+  std::vector<double> terms;   // mean of each unweighted term, in Distiller::term_names() order
+  double lr = 0.0;             // at the epoch's last step
+  report::Metrics val;         // from the validate callback
+  double seconds = 0.0;        // training time of the epoch, without validation
+};
+
+struct TrainResult {
+  std::vector<EpochRecord> history;
+  int64_t best_epoch = 0;      // 1-based; the model holds this epoch's state after fit
+  double best_value = 0.0;     // selection metric at best_epoch
+  bool target_reached = false;
+  std::string stop_reason;     // "epochs", "target", "patience"
+  int64_t steps = 0;
+};
+
+// Validation of the model in its current state (the trainer switches train/eval around it).
+using ValidateFn = std::function<report::Metrics(models::Model&)>;
+
+class Trainer {
+ public:
+  Trainer(TrainOptions options, const losses::Distiller& distiller, std::string name);
+  // `live_teacher`: when set and data.teacher is undefined, the teacher runs on every batch.
+  TrainResult fit(models::Model& model, const TrainData& data, const ValidateFn& validate,
+                  models::Model* live_teacher = nullptr);
+
+ private:
+  TrainOptions options_;
+  const losses::Distiller& distiller_;
+  std::string name_;
+};
+
+// Outputs of `model` on `x` in eval mode without gradients, in batches.
+torch::Tensor predict(models::Model& model, const torch::Tensor& x, int64_t batch_size = 1024);
+
+// Random shifts (zero padded) and horizontal flips of a batch of images [N, C, H, W].
+torch::Tensor augment_images(const torch::Tensor& images, const std::string& augment, int64_t shift_pixels,
+                             torch::Generator& generator);
+
+}  // namespace kd::train

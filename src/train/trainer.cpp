@@ -1,0 +1,315 @@
+#include "kd/train/trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "kd/data/batcher.h"
+#include "kd/util/error.h"
+#include "kd/util/fs.h"
+#include "kd/util/strings.h"
+
+namespace kd::train {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// bfloat16 autocast for the forward passes, restored on scope exit.
+class AutocastScope {
+ public:
+  explicit AutocastScope(bool enabled) : previous_(at::autocast::is_cpu_enabled()) {
+    if (enabled) {
+      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+      at::autocast::set_cpu_enabled(true);
+    }
+  }
+  ~AutocastScope() {
+    at::autocast::set_cpu_enabled(previous_);
+    at::autocast::clear_cache();
+  }
+
+ private:
+  bool previous_;
+};
+
+models::NamedTensors clone_state(models::Model& model) {
+  models::NamedTensors copy;
+  for (auto& [name, tensor] : model.state()) copy.emplace_back(name, tensor.detach().clone());
+  return copy;
+}
+
+nlohmann::json record_to_json(const EpochRecord& r) {
+  return {{"epoch", r.epoch}, {"train_loss", r.train_loss}, {"terms", r.terms},
+          {"lr", r.lr},       {"val", r.val},               {"seconds", r.seconds}};
+}
+
+EpochRecord record_from_json(const nlohmann::json& j) {
+  EpochRecord r;
+  r.epoch = j.at("epoch");
+  r.train_loss = j.at("train_loss");
+  r.terms = j.at("terms").get<std::vector<double>>();
+  r.lr = j.at("lr");
+  r.val = j.at("val").get<report::Metrics>();
+  r.seconds = j.at("seconds");
+  return r;
+}
+
+// Everything needed to continue after epoch `epoch` as if never stopped.
+struct LoopState {
+  int64_t epoch = 0;  // epochs finished
+  int64_t step = 0;
+  int64_t stale_epochs = 0;
+  TrainResult result;
+  models::NamedTensors best_state;
+};
+
+void save_checkpoint(const std::string& path, models::Model& model, torch::optim::Optimizer& optimizer,
+                     const LoopState& state) {
+  torch::serialize::OutputArchive archive;
+  for (auto& [name, tensor] : model.state()) archive.write("model/" + name, tensor);
+  for (auto& [name, tensor] : state.best_state) archive.write("best/" + name, tensor);
+  torch::serialize::OutputArchive optimizer_archive;
+  optimizer.save(optimizer_archive);
+  archive.write("optimizer", optimizer_archive);
+  nlohmann::json history = nlohmann::json::array();
+  for (const auto& r : state.result.history) history.push_back(record_to_json(r));
+  nlohmann::json meta = {{"epoch", state.epoch},
+                         {"step", state.step},
+                         {"stale_epochs", state.stale_epochs},
+                         {"best_epoch", state.result.best_epoch},
+                         {"best_value", state.result.best_value},
+                         {"stop_reason", state.result.stop_reason},
+                         {"target_reached", state.result.target_reached},
+                         {"history", history}};
+  archive.write("meta", c10::IValue(meta.dump()));
+  archive.write("rng", at::detail::getDefaultCPUGenerator().get_state());
+  write_atomic_with(path, [&](const std::filesystem::path& temporary) { archive.save_to(temporary.string()); });
+}
+
+models::NamedTensors read_named(torch::serialize::InputArchive& archive, const std::string& prefix,
+                                models::Model& model) {
+  models::NamedTensors out;
+  for (auto& [name, tensor] : model.state()) {
+    torch::Tensor value;
+    archive.read(prefix + name, value);
+    out.emplace_back(name, value);
+  }
+  return out;
+}
+
+LoopState load_checkpoint(const std::string& path, models::Model& model, torch::optim::Optimizer& optimizer) {
+  LoopState state;
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(path);
+    model.load_state(read_named(archive, "model/", model));
+    state.best_state = read_named(archive, "best/", model);
+    torch::serialize::InputArchive optimizer_archive;
+    archive.read("optimizer", optimizer_archive);
+    optimizer.load(optimizer_archive);
+    c10::IValue meta_value;
+    archive.read("meta", meta_value);
+    auto meta = nlohmann::json::parse(meta_value.toStringRef());
+    state.epoch = meta.at("epoch");
+    state.step = meta.at("step");
+    state.stale_epochs = meta.at("stale_epochs");
+    state.result.best_epoch = meta.at("best_epoch");
+    state.result.best_value = meta.at("best_value");
+    state.result.stop_reason = meta.at("stop_reason");
+    state.result.target_reached = meta.at("target_reached");
+    for (const auto& r : meta.at("history")) state.result.history.push_back(record_from_json(r));
+    torch::Tensor rng;
+    archive.read("rng", rng);
+    at::detail::getDefaultCPUGenerator().set_state(rng);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    std::string message = e.what();
+    fail("{}: not a usable checkpoint of this model ({}); remove it or run without --resume", path,
+         message.substr(0, message.find('\n')));
+  }
+  return state;
+}
+
+}  // namespace
+
+void validate(const TrainOptions& options, const std::string& field) {
+  if (options.epochs() < 1 && options.steps() < 1) fail("{}.epochs: {} is not a positive number", field, options.epochs());
+  if (options.batch_size() < 1) fail("{}.batch_size: {} is not a positive number", field, options.batch_size());
+  if (options.grad_clip() < 0) fail("{}.grad_clip: {} is negative", field, options.grad_clip());
+  if (options.precision() != "fp32" && options.precision() != "bf16") {
+    fail("{}.precision: {} is not fp32 or bf16", field, quote(options.precision()));
+  }
+  const std::vector<std::string> augments = {"none", "shift", "flip", "shift+flip"};
+  if (std::find(augments.begin(), augments.end(), options.augment()) == augments.end()) {
+    fail("{}.augment: {} is not one of {}", field, quote(options.augment()), join(augments, ", "));
+  }
+  if (options.patience() < 0) fail("{}.patience: {} is negative", field, options.patience());
+  train::validate(options.optimizer(), field + ".optimizer");
+  train::validate(options.schedule(), field + ".schedule");
+}
+
+torch::Tensor predict(models::Model& model, const torch::Tensor& x, int64_t batch_size) {
+  torch::NoGradGuard no_grad;
+  model.set_training(false);
+  std::vector<torch::Tensor> outputs;
+  for (int64_t start = 0; start < x.size(0); start += batch_size) {
+    outputs.push_back(model.forward(x.slice(0, start, std::min(x.size(0), start + batch_size))).to(torch::kFloat));
+  }
+  if (outputs.empty()) return torch::empty({0});
+  return torch::cat(outputs);
+}
+
+torch::Tensor augment_images(const torch::Tensor& images, const std::string& augment, int64_t shift_pixels,
+                             torch::Generator& generator) {
+  if (augment == "none") return images;
+  if (images.dim() != 4) fail("augment: {} needs images [N, C, H, W], found {} dims", augment, images.dim());
+  auto out = images;
+  int64_t n = images.size(0);
+  if (augment.find("flip") != std::string::npos) {
+    auto flip = torch::rand({n}, generator) < 0.5;
+    out = torch::where(flip.view({n, 1, 1, 1}), out.flip({3}), out);
+  }
+  if (augment.find("shift") != std::string::npos && shift_pixels > 0) {
+    int64_t s = shift_pixels, h = images.size(2), w = images.size(3);
+    auto padded = torch::constant_pad_nd(out, {s, s, s, s}, 0.0);
+    auto offsets = torch::randint(0, 2 * s + 1, {n, 2}, generator, torch::kLong);
+    auto shifted = torch::empty_like(out);
+    auto o = offsets.accessor<int64_t, 2>();
+    for (int64_t i = 0; i < n; ++i) shifted[i].copy_(padded[i].narrow(1, o[i][0], h).narrow(2, o[i][1], w));
+    out = shifted;
+  }
+  return out;
+}
+
+Trainer::Trainer(TrainOptions options, const losses::Distiller& distiller, std::string name)
+    : options_(std::move(options)), distiller_(distiller), name_(std::move(name)) {}
+
+TrainResult Trainer::fit(models::Model& model, const TrainData& data, const ValidateFn& validate_model,
+                         models::Model* live_teacher) {
+  validate(options_, name_);
+  std::vector<torch::Tensor> columns = {data.x, data.y};
+  bool masked = data.has_label.defined();
+  bool cached_teacher = data.teacher.defined();
+  if (masked) columns.push_back(data.has_label);
+  if (cached_teacher) columns.push_back(data.teacher);
+  if (distiller_.needs_teacher() && !cached_teacher && live_teacher == nullptr) {
+    fail("{}: the loss terms need a teacher, but there is none", name_);
+  }
+  data::Batcher batcher(columns, data::BatcherOptions().batch_size(options_.batch_size()).seed(options_.seed()));
+  int64_t batches = batcher.batches();
+  int64_t total_steps = options_.steps() > 0 ? options_.steps() : options_.epochs() * batches;
+  int64_t epochs = (total_steps + batches - 1) / batches;
+
+  auto optimizer = make_optimizer(model.parameters(), options_.optimizer());
+  LrSchedule schedule(options_.schedule(), options_.optimizer().lr(), total_steps, batches);
+  std::string metric = options_.selection_metric();
+  if (metric.empty()) metric = options_.target() ? options_.target()->metric()
+                               : distiller_.task() == Task::classification ? "accuracy" : "rmse";
+  bool higher = higher_is_better(metric);
+
+  LoopState state;
+  if (options_.resume() && !options_.checkpoint().empty() && std::filesystem::exists(options_.checkpoint())) {
+    state = load_checkpoint(options_.checkpoint(), model, *optimizer);
+    spdlog::info("{}: resuming after epoch {}", name_, state.epoch);
+  }
+  bool done = !state.result.stop_reason.empty();
+  // A checkpoint written after the last epoch finished: nothing left but restoring the best state.
+  if (state.epoch >= epochs) done = true;
+  auto augment_generator = at::make_generator<at::CPUGeneratorImpl>(options_.seed() + 17);
+  bool bf16 = options_.precision() == "bf16";
+
+  for (int64_t epoch = state.epoch; epoch < epochs && !done; ++epoch) {
+    auto start = Clock::now();
+    model.set_training(true);
+    if (live_teacher) live_teacher->set_training(false);
+    augment_generator.set_current_seed(options_.seed() * 7919 + static_cast<uint64_t>(epoch));
+    double loss_sum = 0.0;
+    std::vector<double> term_sums(distiller_.term_names().size(), 0.0);
+    int64_t steps_this_epoch = 0;
+    for (int64_t b = 0; b < batches && state.step < total_steps; ++b, ++state.step, ++steps_this_epoch) {
+      auto batch = batcher.batch(epoch, b);
+      losses::LossInputs inputs;
+      torch::Tensor x = augment_images(batch[0], options_.augment(), options_.shift_pixels(), augment_generator);
+      inputs.labels = batch[1];
+      size_t next = 2;
+      if (masked) inputs.has_label = batch[next++];
+      {
+        AutocastScope autocast(bf16);
+        if (cached_teacher) {
+          inputs.teacher = batch[next++];
+        } else if (live_teacher && distiller_.needs_teacher()) {
+          torch::NoGradGuard no_grad;
+          inputs.teacher = live_teacher->forward(x).to(torch::kFloat);
+        }
+        inputs.student = model.forward(x);
+      }
+      inputs.student = inputs.student.to(torch::kFloat);
+      schedule.apply(*optimizer, state.step);
+      optimizer->zero_grad();
+      auto values = distiller_.compute(inputs);
+      values.total.backward();
+      if (options_.grad_clip() > 0) torch::nn::utils::clip_grad_norm_(model.parameters(), options_.grad_clip());
+      optimizer->step();
+      // One host sync per step for the running mean; the loss must be read anyway to catch divergence.
+      double loss = values.total.item<double>();
+      if (!std::isfinite(loss)) {
+        fail("{}: the loss became {} at epoch {} step {}; lower the learning rate ({}) or set grad_clip", name_,
+             loss, epoch + 1, b + 1, options_.optimizer().lr());
+      }
+      loss_sum += loss;
+      for (size_t t = 0; t < values.terms.size(); ++t) term_sums[t] += values.terms[t].item<double>();
+    }
+    EpochRecord record;
+    record.epoch = epoch + 1;
+    record.seconds = seconds_since(start);
+    record.train_loss = loss_sum / std::max<int64_t>(1, steps_this_epoch);
+    for (double s : term_sums) record.terms.push_back(s / std::max<int64_t>(1, steps_this_epoch));
+    record.lr = schedule.lr_at(std::max<int64_t>(0, state.step - 1));
+    record.val = validate_model(model);
+    double value = metric_value(record.val, metric);
+    bool improved = state.result.history.empty() || (higher ? value > state.result.best_value : value < state.result.best_value);
+    state.result.history.push_back(record);
+    state.epoch = epoch + 1;
+    if (improved) {
+      state.result.best_epoch = record.epoch;
+      state.result.best_value = value;
+      state.best_state = clone_state(model);
+      state.stale_epochs = 0;
+    } else {
+      ++state.stale_epochs;
+    }
+    spdlog::info("{} epoch {}/{}: loss {:.4f}, val {} {:.4g}{}, {:.1f}s", name_, record.epoch, epochs,
+                 record.train_loss, metric, value, improved ? " *" : "", record.seconds);
+    if (options_.target() && options_.target()->reached(value, options_.teacher_target_value())) {
+      state.result.target_reached = true;
+      state.result.stop_reason = "target";
+      // The first epoch that meets the target is the result, even if not the best so far.
+      state.result.best_epoch = record.epoch;
+      state.result.best_value = value;
+      state.best_state = clone_state(model);
+      done = true;
+    } else if (options_.patience() > 0 && state.stale_epochs >= options_.patience()) {
+      state.result.stop_reason = "patience";
+      done = true;
+    }
+    if (!options_.checkpoint().empty()) save_checkpoint(options_.checkpoint(), model, *optimizer, state);
+  }
+  if (state.result.stop_reason.empty()) state.result.stop_reason = "epochs";
+  if (!state.best_state.empty()) model.load_state(state.best_state);
+  model.set_training(false);
+  state.result.steps = state.step;
+  return state.result;
+}
+
+}  // namespace kd::train
