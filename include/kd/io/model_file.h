@@ -1,0 +1,44 @@
+// Model files: kdistill's own (.kdm: a zoo spec, the preprocessing and the tensors)
+// and the formats users bring. Every model kdistill writes carries ModelInfo, so
+// that evaluation and export know the input shape, classes and preprocessing.
+//
+//   save_model("out/student.kdm", student, info);
+//   LoadedModel m = load_model("teacher.pt");   // .kdm | .pt (TorchScript)
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+#include "kd/data/task.h"
+#include "kd/models/model.h"
+
+namespace kd::io {
+
+struct ModelInfo {
+  Task task = Task::classification;
+  std::vector<int64_t> input_shape;      // one example
+  int64_t outputs = 0;
+  std::vector<std::string> class_names;
+  nlohmann::json spec;                   // zoo spec (to_json(ZooSpec)); null for imported models
+  nlohmann::json preprocessing;          // from kd::data::DataFold::preprocessing
+  std::string output;                    // which output of a multi-output model is the logits
+
+  nlohmann::json to_json() const;
+  static ModelInfo from_json(const nlohmann::json& json, const std::string& file);
+};
+
+struct LoadedModel {
+  models::ModelPtr model;
+  ModelInfo info;
+  bool has_info = false;  // false for a plain user file without kdistill's metadata
+};
+
+// Writes a zoo model as .kdm, or a TorchScript model as .pt with the info embedded. Atomic.
+void save_model(const std::string& path, models::Model& model, const ModelInfo& info);
+
+// `output` selects the logits of a multi-output TorchScript model (index or dict key).
+LoadedModel load_model(const std::string& path, const std::string& output = "");
+
+}  // namespace kd::io

@@ -1,0 +1,44 @@
+// A TorchScript file (torch.jit.script/trace(...).save in Python) behind the Model
+// interface: as a frozen teacher, or as a user-defined student whose parameters
+// kdistill trains and saves back.
+//
+//   auto teacher = load_torchscript("teacher.pt", "logits");  // output: index or dict key
+#pragma once
+
+#include <torch/script.h>
+
+#include <string>
+
+#include "kd/models/model.h"
+
+namespace kd::models {
+
+class TorchScriptModel : public Model {
+ public:
+  // `output`: which output is the logits when forward returns a tuple/list ("0", "1", ...)
+  // or a dict ("logits"); "" when it returns a tensor.
+  TorchScriptModel(torch::jit::Module module, std::string path, std::string output);
+
+  torch::Tensor forward(const torch::Tensor& input) override;
+  std::vector<torch::Tensor> parameters() override;
+  NamedTensors state() override;
+  void load_state(const NamedTensors& state) override;
+  void set_training(bool training) override;
+  void to(torch::Device device) override;
+  ModelSummary summary(const std::vector<int64_t>& input_shape) override;
+  std::string kind() const override { return "torchscript"; }
+
+  torch::jit::Module& module() { return module_; }
+  // Saves the module (with its current parameters) as TorchScript, atomically.
+  void save(const std::string& path);
+
+ private:
+  torch::jit::Module module_;
+  std::string path_;
+  std::string output_;
+};
+
+// kd::Error naming the file on a missing, truncated or non-TorchScript file.
+std::shared_ptr<TorchScriptModel> load_torchscript(const std::string& path, const std::string& output = "");
+
+}  // namespace kd::models

@@ -1,0 +1,110 @@
+#include "kd/io/model_file.h"
+
+#include <filesystem>
+
+#include "kd/models/torchscript_model.h"
+#include "kd/models/zoo.h"
+#include "kd/util/error.h"
+#include "kd/util/fs.h"
+#include "kd/util/strings.h"
+
+namespace kd::io {
+
+namespace {
+const char* kInfoEntry = "kdistill.json";
+const int kFormatVersion = 1;
+}  // namespace
+
+nlohmann::json ModelInfo::to_json() const {
+  return {{"format", "kdistill-model"}, {"version", kFormatVersion}, {"task", kd::to_string(task)},
+          {"input_shape", input_shape}, {"outputs", outputs}, {"class_names", class_names},
+          {"spec", spec}, {"preprocessing", preprocessing}, {"output", output}};
+}
+
+ModelInfo ModelInfo::from_json(const nlohmann::json& json, const std::string& file) {
+  try {
+    ModelInfo info;
+    info.task = parse_task(json.at("task").get<std::string>(), file + ": task");
+    info.input_shape = json.at("input_shape").get<std::vector<int64_t>>();
+    info.outputs = json.at("outputs").get<int64_t>();
+    info.class_names = json.value("class_names", std::vector<std::string>{});
+    info.spec = json.value("spec", nlohmann::json());
+    info.preprocessing = json.value("preprocessing", nlohmann::json());
+    info.output = json.value("output", "");
+    return info;
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: model metadata is incomplete ({})", file, e.what());
+  }
+}
+
+void save_model(const std::string& path, models::Model& model, const ModelInfo& info) {
+  if (model.kind() == "torchscript") {
+    auto& scripted = dynamic_cast<models::TorchScriptModel&>(model);
+    torch::jit::ExtraFilesMap extra = {{kInfoEntry, info.to_json().dump()}};
+    write_atomic_with(path, [&](const std::filesystem::path& temporary) {
+      scripted.module().save(temporary.string(), extra);
+    });
+    return;
+  }
+  torch::serialize::OutputArchive archive;
+  archive.write("kdistill", c10::IValue(info.to_json().dump()));
+  for (auto& [name, tensor] : model.state()) archive.write("state/" + name, tensor);
+  write_atomic_with(path, [&](const std::filesystem::path& temporary) { archive.save_to(temporary.string()); });
+}
+
+LoadedModel load_model(const std::string& path, const std::string& output) {
+  require_file(path, "model file");
+  std::string lower = to_lower(path);
+  LoadedModel loaded;
+  if (ends_with(lower, ".kdm")) {
+    torch::serialize::InputArchive archive;
+    c10::IValue meta;
+    try {
+      archive.load_from(path);
+      archive.read("kdistill", meta);
+    } catch (const std::exception&) {
+      fail("{}: not a kdistill model file (truncated or of another format)", path);
+    }
+    loaded.info = ModelInfo::from_json(nlohmann::json::parse(meta.toStringRef()), path);
+    loaded.has_info = true;
+    auto spec = models::zoo_spec_from_json(loaded.info.spec, path);
+    loaded.model = models::build_zoo_model(spec, loaded.info.input_shape, loaded.info.outputs);
+    models::NamedTensors state;
+    for (auto& [name, tensor] : loaded.model->state()) {
+      torch::Tensor value;
+      try {
+        archive.read("state/" + name, value);
+      } catch (const std::exception&) {
+        fail("{}: tensor {} is missing", path, quote(name));
+      }
+      state.emplace_back(name, value);
+    }
+    loaded.model->load_state(state);
+    loaded.model->set_training(false);
+    return loaded;
+  }
+  if (ends_with(lower, ".pt") || ends_with(lower, ".pth") || ends_with(lower, ".torchscript")) {
+    torch::jit::ExtraFilesMap extra = {{kInfoEntry, ""}};
+    std::shared_ptr<models::TorchScriptModel> scripted;
+    try {
+      scripted = std::make_shared<models::TorchScriptModel>(torch::jit::load(path, c10::nullopt, extra), path, output);
+    } catch (const std::exception& e) {
+      std::string message = e.what();
+      fail("{}: not a readable TorchScript file ({}); save it with torch.jit.script(model).save(path)", path,
+           message.substr(0, message.find('\n')));
+    }
+    if (!extra[kInfoEntry].empty()) {
+      loaded.info = ModelInfo::from_json(nlohmann::json::parse(extra[kInfoEntry]), path);
+      loaded.has_info = true;
+      if (output.empty() && !loaded.info.output.empty()) {
+        scripted = std::make_shared<models::TorchScriptModel>(scripted->module(), path, loaded.info.output);
+      }
+    }
+    scripted->set_training(false);
+    loaded.model = scripted;
+    return loaded;
+  }
+  fail("{}: unknown model format, expected .kdm (kdistill) or .pt (TorchScript)", path);
+}
+
+}  // namespace kd::io

@@ -1,0 +1,122 @@
+#include "kd/models/torchscript_model.h"
+
+#include "kd/util/error.h"
+#include "kd/util/fs.h"
+#include "kd/util/strings.h"
+
+namespace kd::models {
+
+namespace {
+std::string first_line(const std::exception& e) {
+  std::string message = e.what();
+  if (auto* c10_error = dynamic_cast<const c10::Error*>(&e)) message = c10_error->what_without_backtrace();
+  return message.substr(0, message.find('\n'));
+}
+}  // namespace
+
+TorchScriptModel::TorchScriptModel(torch::jit::Module module, std::string path, std::string output)
+    : module_(std::move(module)), path_(std::move(path)), output_(std::move(output)) {}
+
+torch::Tensor TorchScriptModel::forward(const torch::Tensor& input) {
+  c10::IValue result;
+  try {
+    result = module_.forward({input});
+  } catch (const c10::Error& e) {
+    fail("{}: forward failed on input {}: {}", path_, fmt::format("{}", input.sizes()), first_line(e));
+  }
+  if (result.isTensor()) {
+    if (!output_.empty()) fail("{}: teacher.output is {}, but forward returns a single tensor", path_, quote(output_));
+    return result.toTensor();
+  }
+  if (result.isTuple() || result.isList()) {
+    std::vector<c10::IValue> items;
+    if (result.isTuple()) {
+      items = result.toTupleRef().elements().vec();
+    } else {
+      for (const auto& item : result.toListRef()) items.push_back(item);
+    }
+    auto index = parse_int(output_);
+    if (output_.empty() || !index || *index < 0 || *index >= static_cast<long long>(items.size())) {
+      fail("{}: forward returns {} outputs; set teacher.output to the index of the logits (0..{})", path_,
+           items.size(), items.size() - 1);
+    }
+    if (!items[static_cast<size_t>(*index)].isTensor()) fail("{}: output {} is not a tensor", path_, *index);
+    return items[static_cast<size_t>(*index)].toTensor();
+  }
+  if (result.isGenericDict()) {
+    auto dict = result.toGenericDict();
+    std::vector<std::string> keys;
+    for (const auto& item : dict) keys.push_back(item.key().isString() ? item.key().toStringRef() : "?");
+    for (const auto& item : dict) {
+      if (item.key().isString() && item.key().toStringRef() == output_) {
+        if (!item.value().isTensor()) fail("{}: output {} is not a tensor", path_, quote(output_));
+        return item.value().toTensor();
+      }
+    }
+    fail("{}: forward returns a dict with keys {}; set teacher.output to the key of the logits", path_, join(keys, ", "));
+  }
+  fail("{}: forward returns a {}, expected a tensor, a tuple or a dict of tensors", path_, result.tagKind());
+}
+
+std::vector<torch::Tensor> TorchScriptModel::parameters() {
+  std::vector<torch::Tensor> out;
+  for (const auto& p : module_.parameters()) out.push_back(p);
+  return out;
+}
+
+NamedTensors TorchScriptModel::state() {
+  NamedTensors out;
+  for (const auto& p : module_.named_parameters()) out.emplace_back(p.name, p.value);
+  for (const auto& b : module_.named_buffers()) out.emplace_back(b.name, b.value);
+  return out;
+}
+
+void TorchScriptModel::load_state(const NamedTensors& state) {
+  torch::NoGradGuard no_grad;
+  auto current = this->state();
+  for (const auto& [name, tensor] : current) {
+    auto it = std::find_if(state.begin(), state.end(), [&](const auto& item) { return item.first == name; });
+    if (it == state.end()) fail("{}: state has no tensor {}", path_, quote(name));
+    if (it->second.sizes() != tensor.sizes()) {
+      fail("{}: {} has shape {}, the state has {}", path_, quote(name), fmt::format("{}", tensor.sizes()),
+           fmt::format("{}", it->second.sizes()));
+    }
+    tensor.copy_(it->second);
+  }
+}
+
+void TorchScriptModel::set_training(bool training) { module_.train(training); }
+
+void TorchScriptModel::to(torch::Device device) { module_.to(device); }
+
+ModelSummary TorchScriptModel::summary(const std::vector<int64_t>& input_shape) {
+  ModelSummary summary;
+  for (const auto& p : module_.parameters()) summary.params += p.numel();
+  for (const auto& child : module_.named_children()) {
+    int64_t params = 0;
+    for (const auto& p : child.value.parameters()) params += p.numel();
+    summary.layers.push_back(fmt::format("{} ({}): {} params", child.name,
+                                         child.value.type()->name() ? child.value.type()->name()->name() : "?", params));
+  }
+  return summary;
+}
+
+void TorchScriptModel::save(const std::string& path) {
+  write_atomic_with(path, [&](const std::filesystem::path& temporary) { module_.save(temporary.string()); });
+}
+
+std::shared_ptr<TorchScriptModel> load_torchscript(const std::string& path, const std::string& output) {
+  require_file(path, "TorchScript model");
+  try {
+    auto module = torch::jit::load(path);
+    module.eval();
+    return std::make_shared<TorchScriptModel>(std::move(module), path, output);
+  } catch (const c10::Error& e) {
+    fail("{}: not a readable TorchScript file ({}); save it with torch.jit.script(model).save(path)", path,
+         first_line(e));
+  } catch (const std::exception& e) {
+    fail("{}: not a readable TorchScript file ({})", path, first_line(e));
+  }
+}
+
+}  // namespace kd::models
