@@ -1,0 +1,72 @@
+// `kdistill run` as a library call: teacher (loaded or trained), a baseline student
+// trained without the teacher, the distilled student, all evaluated on the same test
+// rows, with metrics.json, epochs.csv, the model files and checkpoints in one folder.
+//
+//   RunResult r = run_distillation(spec, RunOptions().out("runs/x"));
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <torch/arg.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kd/data/dataset.h"
+#include "kd/losses/loss_term.h"
+#include "kd/models/zoo.h"
+#include "kd/train/trainer.h"
+
+namespace kd::train {
+
+struct TeacherSpec {
+  std::string path;                        // a model file (.kdm, .pt); or
+  std::optional<models::ZooSpec> model;    // a zoo spec that kdistill trains
+  std::string output;                      // logits of a multi-output model: index or dict key
+  TrainOptions train;                      // when trained here
+};
+
+struct StudentSpec {
+  std::optional<models::ZooSpec> model;    // a zoo spec; or
+  std::string path;                        // a trainable TorchScript student (.pt)
+  std::string init = "random";             // random | teacher (copy matching teacher tensors, leading slices)
+};
+
+struct DistillSpec {
+  std::vector<losses::LossTermOptions> losses;           // the distilled student's objective
+  std::vector<losses::LossTermOptions> baseline_losses;  // default: ce (classification), mse to labels
+  bool baseline = true;
+  TrainOptions train;
+  std::string target;                                    // target expression, "" = none
+};
+
+struct RunSpec {
+  Task task = Task::classification;
+  uint64_t seed = 0;
+  data::DataSpec data;
+  TeacherSpec teacher;
+  StudentSpec student;
+  DistillSpec distill;
+  std::vector<std::string> exports;        // torchscript (more formats come with the exporters)
+  std::string recipe_text;                 // the recipe as run (written to DIR/recipe.yaml)
+  std::string teacher_fingerprint;         // identifies the teacher part + data; a saved teacher is reused when equal
+};
+
+struct RunOptions {
+  TORCH_ARG(std::string, out) = "runs/latest";
+  TORCH_ARG(bool, resume) = false;
+  TORCH_ARG(int64_t, latency_repeats) = 20;
+};
+
+struct RunResult {
+  nlohmann::json metrics;   // what metrics.json holds
+  std::string table;        // the summary table printed at the end
+};
+
+RunResult run_distillation(const RunSpec& spec, const RunOptions& options);
+
+// Student initialised from the teacher: every tensor whose name matches is copied, the
+// leading slice along each axis when the student's is smaller. Returns how many were copied.
+int64_t init_from_teacher(models::Model& student, models::Model& teacher);
+
+}  // namespace kd::train

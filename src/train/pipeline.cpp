@@ -1,0 +1,499 @@
+#include "kd/train/pipeline.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <sstream>
+
+#include "kd/io/model_file.h"
+#include "kd/losses/distiller.h"
+#include "kd/models/torchscript_model.h"
+#include "kd/report/metrics.h"
+#include "kd/util/error.h"
+#include "kd/util/fs.h"
+#include "kd/util/strings.h"
+
+namespace kd::train {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// One trained (or loaded) model and what was measured of it.
+struct Trained {
+  models::ModelPtr model;
+  io::ModelInfo info;
+  std::optional<TrainResult> train;
+  report::Metrics test;
+  nlohmann::json size;  // params, macs, bytes, latency_ms, file
+};
+
+std::vector<losses::LossTermOptions> default_supervised_losses(Task task) {
+  if (task == Task::classification) return {losses::LossTermOptions("ce")};
+  return {losses::LossTermOptions("mse").target("labels")};
+}
+
+// Outputs in the targets' own units (regression targets may be standardised for training).
+torch::Tensor in_units(const data::DataFold& fold, const torch::Tensor& t) {
+  return t.defined() ? fold.target_normalizer.invert(t) : t;
+}
+
+report::Metrics score(Task task, const data::DataFold& fold, const torch::Tensor& outputs, const torch::Tensor& y,
+                      const torch::Tensor& teacher_outputs) {
+  if (task == Task::classification) return report::classification_metrics(outputs, y, teacher_outputs);
+  return report::regression_metrics(in_units(fold, outputs), in_units(fold, y), in_units(fold, teacher_outputs));
+}
+
+double median_ms(std::vector<double> samples) {
+  std::sort(samples.begin(), samples.end());
+  return samples[samples.size() / 2] * 1000.0;
+}
+
+nlohmann::json measure_latency(models::Model& model, const std::vector<int64_t>& input_shape, int64_t repeats) {
+  torch::NoGradGuard no_grad;
+  model.set_training(false);
+  nlohmann::json out;
+  for (int64_t batch : {int64_t{1}, int64_t{256}}) {
+    std::vector<int64_t> shape = {batch};
+    shape.insert(shape.end(), input_shape.begin(), input_shape.end());
+    auto x = torch::randn(shape);
+    for (int i = 0; i < 3; ++i) model.forward(x);
+    int64_t runs = batch == 1 ? repeats : std::max<int64_t>(3, repeats / 4);
+    std::vector<double> samples;
+    for (int64_t r = 0; r < runs; ++r) {
+      auto start = Clock::now();
+      model.forward(x);
+      samples.push_back(seconds_since(start));
+    }
+    out["batch" + std::to_string(batch)] = median_ms(samples);
+  }
+  out["threads"] = torch::get_num_threads();
+  return out;
+}
+
+nlohmann::json size_of(models::Model& model, const std::vector<int64_t>& input_shape, const std::string& file,
+                       int64_t repeats) {
+  auto summary = model.summary(input_shape);
+  nlohmann::json size = {{"params", summary.params}, {"macs", summary.macs}};
+  std::error_code ec;
+  size["bytes"] = fs::exists(file, ec) ? static_cast<int64_t>(fs::file_size(file, ec)) : 0;
+  size["file"] = fs::path(file).filename().string();
+  size["latency_ms"] = measure_latency(model, input_shape, repeats);
+  return size;
+}
+
+models::ModelPtr build_student(const StudentSpec& spec, const data::Dataset& dataset) {
+  if (spec.model) return models::build_zoo_model(*spec.model, dataset.input_shape, dataset.outputs, "student.model");
+  if (spec.path.empty()) fail("student: give model: (a zoo spec) or path: (a TorchScript student)");
+  auto student = models::load_torchscript(spec.path);
+  if (student->parameters().empty()) fail("{}: the TorchScript student has no parameters to train", spec.path);
+  return student;
+}
+
+// Checks that a model maps one batch of the data to [N, outputs].
+void check_outputs(models::Model& model, const data::Dataset& dataset, const torch::Tensor& x, const std::string& what) {
+  torch::NoGradGuard no_grad;
+  model.set_training(false);
+  torch::Tensor out;
+  try {
+    out = model.forward(x.slice(0, 0, std::min<int64_t>(2, x.size(0))));
+  } catch (const c10::Error& e) {
+    std::string message = e.what_without_backtrace();
+    fail("{}: does not run on inputs of shape {}: {}", what, fmt::format("{}", dataset.input_shape),
+         message.substr(0, message.find('\n')));
+  }
+  if (out.dim() != 2 || out.size(1) != dataset.outputs) {
+    fail("{}: outputs have shape {}, expected [N, {}] ({} {})", what, fmt::format("{}", out.sizes()), dataset.outputs,
+         dataset.outputs, dataset.task == Task::classification ? "classes in the data" : "targets in the data");
+  }
+}
+
+std::string fold_dir(const std::string& out, size_t fold, size_t folds) {
+  return folds == 1 ? out : (fs::path(out) / ("fold-" + std::to_string(fold + 1))).string();
+}
+
+std::string model_extension(models::Model& model) { return model.kind() == "torchscript" ? ".pt" : ".kdm"; }
+
+io::ModelInfo info_for(const data::Dataset& dataset, const data::DataFold& fold, const nlohmann::json& spec,
+                       const std::string& output = "") {
+  io::ModelInfo info;
+  info.task = dataset.task;
+  info.input_shape = dataset.input_shape;
+  info.outputs = dataset.outputs;
+  info.class_names = dataset.class_names;
+  info.spec = spec;
+  info.preprocessing = fold.preprocessing;
+  info.output = output;
+  return info;
+}
+
+// What the checkpoints were written for; a resumed run must match it.
+void check_resume(const RunSpec& spec, const RunOptions& options) {
+  fs::path recorded = fs::path(options.out()) / "recipe.yaml";
+  if (!options.resume()) return;
+  if (!fs::exists(recorded)) fail("{}: nothing to resume (no recipe.yaml from an earlier run)", options.out());
+  std::string before = read_file(recorded);
+  if (before == spec.recipe_text) return;
+  auto a = split(before, '\n');
+  auto b = split(spec.recipe_text, '\n');
+  size_t line = 0;
+  while (line < a.size() && line < b.size() && a[line] == b[line]) ++line;
+  fail("--resume: the recipe differs from the one {} was run with (recipe.yaml line {}: {} -> {}); resume with the "
+       "same recipe and --set values, or use a new --out",
+       options.out(), line + 1, line < a.size() ? quote(a[line]) : "(end)", line < b.size() ? quote(b[line]) : "(end)");
+}
+
+struct FoldRun {
+  Trained teacher, baseline, student;
+  double teacher_seconds = 0, cache_seconds = 0;
+  int64_t copied_from_teacher = 0;
+};
+
+FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dataset& dataset, size_t fold_index) {
+  const data::DataFold& fold = dataset.folds[fold_index];
+  std::string dir = fold_dir(options.out(), fold_index, dataset.folds.size());
+  std::string checkpoints = (fs::path(dir) / "checkpoints").string();
+  fs::create_directories(checkpoints);
+  FoldRun run;
+  Task task = dataset.task;
+  std::string tag = dataset.folds.size() == 1 ? "" : fmt::format(" (fold {}/{})", fold_index + 1, dataset.folds.size());
+
+  auto make_validate = [&](const torch::Tensor& teacher_val) {
+    return [&fold, task, teacher_val](models::Model& model) {
+      return score(task, fold, predict(model, fold.val.x), fold.val.y, teacher_val);
+    };
+  };
+
+  // Teacher: loaded, reused from an earlier run with the same teacher part, or trained.
+  auto teacher_start = Clock::now();
+  std::string teacher_file;
+  if (!spec.teacher.path.empty()) {
+    auto loaded = io::load_model(spec.teacher.path, spec.teacher.output);
+    run.teacher.model = loaded.model;
+    run.teacher.info = loaded.has_info ? loaded.info : info_for(dataset, fold, nullptr, spec.teacher.output);
+    teacher_file = spec.teacher.path;
+    check_outputs(*run.teacher.model, dataset, fold.train.x, spec.teacher.path);
+  } else if (spec.teacher.model) {
+    teacher_file = (fs::path(dir) / "teacher.kdm").string();
+    std::string fingerprint_file = teacher_file + ".fingerprint";
+    bool reuse = fs::exists(teacher_file) && fs::exists(fingerprint_file) &&
+                 read_file(fingerprint_file) == spec.teacher_fingerprint;
+    if (reuse) {
+      auto loaded = io::load_model(teacher_file);
+      run.teacher.model = loaded.model;
+      run.teacher.info = loaded.info;
+      spdlog::info("teacher{}: reusing {} (same teacher recipe and data)", tag, teacher_file);
+    } else {
+      spdlog::info("teacher{}: training {}", tag, models::to_json(*spec.teacher.model).dump());
+      run.teacher.model = models::build_zoo_model(*spec.teacher.model, dataset.input_shape, dataset.outputs, "teacher.model");
+      losses::Distiller supervised(default_supervised_losses(task), task);
+      TrainOptions train = spec.teacher.train;
+      train.checkpoint((fs::path(checkpoints) / "teacher.ckpt").string()).resume(options.resume()).seed(spec.seed);
+      Trainer trainer(train, supervised, "teacher" + tag);
+      TrainData data{fold.train.x, fold.train.y, {}, {}};
+      run.teacher.train = trainer.fit(*run.teacher.model, data, make_validate({}));
+      run.teacher.info = info_for(dataset, fold, models::to_json(*spec.teacher.model));
+      io::save_model(teacher_file, *run.teacher.model, run.teacher.info);
+      write_file_atomic(fingerprint_file, spec.teacher_fingerprint);
+    }
+  } else {
+    fail("teacher: give path: (a model file) or model: (a zoo spec to train)");
+  }
+  run.teacher.model->set_training(false);
+  run.teacher_seconds = seconds_since(teacher_start);
+
+  // TeacherCache: the teacher runs once over every row it will be asked about.
+  auto cache_start = Clock::now();
+  torch::Tensor teacher_train = predict(*run.teacher.model, fold.train.x);
+  torch::Tensor teacher_transfer = fold.transfer_x.defined() ? predict(*run.teacher.model, fold.transfer_x) : torch::Tensor();
+  torch::Tensor teacher_val = predict(*run.teacher.model, fold.val.x);
+  torch::Tensor teacher_test = predict(*run.teacher.model, fold.test.x);
+  run.cache_seconds = seconds_since(cache_start);
+  run.teacher.test = score(task, fold, teacher_test, fold.test.y, {});
+  run.teacher.size = size_of(*run.teacher.model, dataset.input_shape, teacher_file, options.latency_repeats());
+
+  // The distilled student's data: every training row (labels where allowed) plus transfer rows.
+  TrainData distill_data{fold.train.x, fold.train.y, fold.labeled, teacher_train};
+  if (fold.transfer_x.defined()) {
+    auto rows = fold.transfer_x.size(0);
+    distill_data.x = torch::cat({fold.train.x, fold.transfer_x});
+    distill_data.y = torch::cat({fold.train.y, torch::zeros({rows}, fold.train.y.options()).expand(
+                                                   fold.train.y.dim() == 1 ? std::vector<int64_t>{rows}
+                                                                           : std::vector<int64_t>{rows, fold.train.y.size(1)})});
+    distill_data.has_label = torch::cat({fold.labeled, torch::zeros({rows}, torch::kBool)});
+    distill_data.teacher = torch::cat({teacher_train, teacher_transfer});
+  }
+  bool live_teacher = spec.distill.train.augment() != "none";
+  if (live_teacher) distill_data.teacher = torch::Tensor();
+  int64_t batches = (distill_data.x.size(0) + spec.distill.train.batch_size() - 1) / spec.distill.train.batch_size();
+  int64_t distill_steps = spec.distill.train.steps() > 0 ? spec.distill.train.steps() : spec.distill.train.epochs() * batches;
+
+  TrainOptions student_train = spec.distill.train;
+  student_train.seed(spec.seed);
+  if (!spec.distill.target.empty()) {
+    auto target = Target::parse(spec.distill.target, "distill.target");
+    student_train.target(target);
+    auto teacher_val_metrics = score(task, fold, teacher_val, fold.val.y, {});
+    student_train.teacher_target_value(metric_value(teacher_val_metrics, target.metric()));
+  }
+  auto student_spec_json = spec.student.model ? models::to_json(*spec.student.model) : nlohmann::json();
+
+  // Baseline: the same student, optimiser, schedule and number of steps, labels only.
+  if (spec.distill.baseline) {
+    torch::manual_seed(spec.seed + 100);
+    run.baseline.model = build_student(spec.student, dataset);
+    check_outputs(*run.baseline.model, dataset, fold.train.x, "student");
+    auto labeled_index = fold.labeled.nonzero().squeeze(1);
+    TrainData data{fold.train.x.index_select(0, labeled_index), fold.train.y.index_select(0, labeled_index), {}, {}};
+    TrainOptions train = student_train;
+    train.steps(distill_steps).target(std::nullopt)
+        .checkpoint((fs::path(checkpoints) / "baseline.ckpt").string()).resume(options.resume());
+    losses::Distiller supervised(spec.distill.baseline_losses.empty() ? default_supervised_losses(task)
+                                                                     : spec.distill.baseline_losses, task);
+    Trainer trainer(train, supervised, "baseline" + tag);
+    run.baseline.train = trainer.fit(*run.baseline.model, data, make_validate(teacher_val));
+    run.baseline.info = info_for(dataset, fold, student_spec_json);
+    std::string file = (fs::path(dir) / ("baseline" + model_extension(*run.baseline.model))).string();
+    io::save_model(file, *run.baseline.model, run.baseline.info);
+    run.baseline.test = score(task, fold, predict(*run.baseline.model, fold.test.x), fold.test.y, teacher_test);
+    run.baseline.size = size_of(*run.baseline.model, dataset.input_shape, file, options.latency_repeats());
+  }
+
+  // The distilled student, from the same initial weights as the baseline.
+  torch::manual_seed(spec.seed + 100);
+  run.student.model = build_student(spec.student, dataset);
+  check_outputs(*run.student.model, dataset, fold.train.x, "student");
+  if (spec.student.init == "teacher") {
+    run.copied_from_teacher = init_from_teacher(*run.student.model, *run.teacher.model);
+    spdlog::info("student{}: {} tensors initialised from the teacher", tag, run.copied_from_teacher);
+  }
+  losses::Distiller distiller(spec.distill.losses, task);
+  student_train.checkpoint((fs::path(checkpoints) / "student.ckpt").string()).resume(options.resume());
+  Trainer trainer(student_train, distiller, "student" + tag);
+  run.student.train = trainer.fit(*run.student.model, distill_data, make_validate(teacher_val),
+                                  live_teacher ? run.teacher.model.get() : nullptr);
+  run.student.info = info_for(dataset, fold, student_spec_json);
+  std::string file = (fs::path(dir) / ("student" + model_extension(*run.student.model))).string();
+  io::save_model(file, *run.student.model, run.student.info);
+  run.student.test = score(task, fold, predict(*run.student.model, fold.test.x), fold.test.y, teacher_test);
+  run.student.size = size_of(*run.student.model, dataset.input_shape, file, options.latency_repeats());
+  return run;
+}
+
+// {mean, std, folds} of a per-fold number (population std; 0 for one fold).
+nlohmann::json aggregate(const std::vector<double>& values) {
+  double mean = 0;
+  for (double v : values) mean += v;
+  mean /= static_cast<double>(values.size());
+  double var = 0;
+  for (double v : values) var += (v - mean) * (v - mean);
+  return {{"mean", mean}, {"std", std::sqrt(var / static_cast<double>(values.size()))}, {"folds", values}};
+}
+
+nlohmann::json model_json(const std::vector<const Trained*>& per_fold) {
+  nlohmann::json m = per_fold[0]->size;
+  nlohmann::json test;
+  if (per_fold.size() == 1) {
+    test = per_fold[0]->test;
+  } else {
+    for (const auto& [key, value] : per_fold[0]->test) {
+      std::vector<double> values;
+      for (const auto* t : per_fold) values.push_back(t->test.at(key));
+      test[key] = aggregate(values);
+    }
+  }
+  m["test"] = test;
+  if (per_fold[0]->train) {
+    nlohmann::json epochs;
+    for (const auto* t : per_fold) {
+      epochs.push_back({{"epochs_run", t->train->history.size()}, {"best_epoch", t->train->best_epoch},
+                        {"stop_reason", t->train->stop_reason}, {"target_reached", t->train->target_reached},
+                        {"steps", t->train->steps}});
+    }
+    m["training"] = per_fold.size() == 1 ? epochs[0] : epochs;
+  }
+  return m;
+}
+
+double mean_metric(const nlohmann::json& test, const std::string& key) {
+  const auto& v = test.at(key);
+  return v.is_object() ? v.at("mean").get<double>() : v.get<double>();
+}
+
+std::string epochs_csv(const std::vector<FoldRun>& runs) {
+  std::ostringstream out;
+  out << "model,fold,epoch,train_loss,lr,seconds,val_metrics,terms\n";
+  for (size_t f = 0; f < runs.size(); ++f) {
+    for (const auto& [name, trained] : {std::pair<std::string, const Trained*>{"teacher", &runs[f].teacher},
+                                        {"baseline", &runs[f].baseline}, {"student", &runs[f].student}}) {
+      if (!trained->train) continue;
+      for (const auto& r : trained->train->history) {
+        std::vector<std::string> metrics, terms;
+        for (const auto& [k, v] : r.val) metrics.push_back(fmt::format("{}={:.6g}", k, v));
+        for (double t : r.terms) terms.push_back(fmt::format("{:.6g}", t));
+        out << fmt::format("{},{},{},{:.6g},{:.6g},{:.3f},{},{}\n", name, f + 1, r.epoch, r.train_loss, r.lr,
+                           r.seconds, join(metrics, ";"), join(terms, ";"));
+      }
+    }
+  }
+  return out.str();
+}
+
+std::string summary_table(Task task, const nlohmann::json& models) {
+  std::ostringstream out;
+  bool classification = task == Task::classification;
+  auto cell = [&](const nlohmann::json& test, const std::string& key, double scale, int decimals) {
+    const auto& v = test.at(key);
+    if (v.is_object()) {
+      return fmt::format("{:.{}f} ± {:.{}f}", v.at("mean").get<double>() * scale, decimals,
+                         v.at("std").get<double>() * scale, decimals);
+    }
+    return fmt::format("{:.{}f}", v.get<double>() * scale, decimals);
+  };
+  if (classification) {
+    out << fmt::format("{:<9} {:>10} {:>12} {:>16} {:>10} {:>9} {:>10}\n", "model", "params", "MACs", "test acc %",
+                       "errors", "agree %", "ms/batch1");
+  } else {
+    out << fmt::format("{:<9} {:>10} {:>12} {:>18} {:>18} {:>9} {:>10}\n", "model", "params", "MACs", "test RMSE",
+                       "test MAE", "R2", "ms/batch1");
+  }
+  for (const char* name : {"teacher", "baseline", "student"}) {
+    if (!models.contains(name)) continue;
+    const auto& m = models.at(name);
+    const auto& t = m.at("test");
+    std::string latency = fmt::format("{:.3f}", m.at("latency_ms").at("batch1").get<double>());
+    if (classification) {
+      std::string agree = t.contains("agreement_with_teacher") ? cell(t, "agreement_with_teacher", 100, 1) : "-";
+      out << fmt::format("{:<9} {:>10} {:>12} {:>16} {:>10} {:>9} {:>10}\n", name, m.at("params").get<int64_t>(),
+                         m.at("macs").get<int64_t>(), cell(t, "accuracy", 100, 2), cell(t, "errors", 1, 0), agree,
+                         latency);
+    } else {
+      out << fmt::format("{:<9} {:>10} {:>12} {:>18} {:>18} {:>9} {:>10}\n", name, m.at("params").get<int64_t>(),
+                         m.at("macs").get<int64_t>(), cell(t, "rmse", 1, 3), cell(t, "mae", 1, 3), cell(t, "r2", 1, 3),
+                         latency);
+    }
+  }
+  if (models.contains("baseline")) {
+    std::string key = classification ? "accuracy" : "rmse";
+    double teacher = mean_metric(models["teacher"]["test"], key);
+    double baseline = mean_metric(models["baseline"]["test"], key);
+    double student = mean_metric(models["student"]["test"], key);
+    if (std::abs(teacher - baseline) > 1e-12) {
+      out << fmt::format("distillation recovered {:.0f}% of the teacher-baseline gap in test {}\n",
+                         100.0 * (student - baseline) / (teacher - baseline), classification ? "accuracy" : "RMSE");
+    }
+  }
+  return out.str();
+}
+
+}  // namespace
+
+int64_t init_from_teacher(models::Model& student, models::Model& teacher) {
+  torch::NoGradGuard no_grad;
+  auto teacher_state = teacher.state();
+  int64_t copied = 0;
+  for (auto& [name, tensor] : student.state()) {
+    auto it = std::find_if(teacher_state.begin(), teacher_state.end(), [&](const auto& t) { return t.first == name; });
+    if (it == teacher_state.end() || it->second.dim() != tensor.dim()) continue;
+    auto source = it->second;
+    bool fits = true;
+    for (int64_t d = 0; d < tensor.dim(); ++d) fits = fits && source.size(d) >= tensor.size(d);
+    if (!fits) continue;
+    for (int64_t d = 0; d < tensor.dim(); ++d) source = source.narrow(d, 0, tensor.size(d));
+    tensor.copy_(source);
+    ++copied;
+  }
+  return copied;
+}
+
+RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
+  check_resume(spec, options);
+  if (spec.student.init != "random" && spec.student.init != "teacher") {
+    fail("student.init: {} is not random or teacher", quote(spec.student.init));
+  }
+  if (spec.distill.losses.empty()) fail("distill.losses: the list is empty; e.g. [{kind: kl, temperature: 4}, {kind: ce}]");
+  // Fail on bad loss or target settings before any data is read or any model trained.
+  losses::Distiller check_losses(spec.distill.losses, spec.task);
+  if (!spec.distill.target.empty()) Target::parse(spec.distill.target, "distill.target");
+  validate(spec.distill.train, "distill");
+  if (spec.teacher.model) validate(spec.teacher.train, "teacher.train");
+
+  fs::create_directories(options.out());
+  write_file_atomic(fs::path(options.out()) / "recipe.yaml", spec.recipe_text);
+  auto data_start = Clock::now();
+  data::Dataset dataset = data::load_dataset(spec.data);
+  double data_seconds = seconds_since(data_start);
+  spdlog::info("{}", trim(dataset.summary()));
+
+  std::vector<FoldRun> runs;
+  for (size_t f = 0; f < dataset.folds.size(); ++f) runs.push_back(run_fold(spec, options, dataset, f));
+
+  nlohmann::json metrics;
+  metrics["task"] = to_string(spec.task);
+  auto collect = [&](Trained FoldRun::*member) {
+    std::vector<const Trained*> per_fold;
+    for (const auto& r : runs) per_fold.push_back(&(r.*member));
+    return model_json(per_fold);
+  };
+  metrics["models"]["teacher"] = collect(&FoldRun::teacher);
+  if (spec.distill.baseline) metrics["models"]["baseline"] = collect(&FoldRun::baseline);
+  metrics["models"]["student"] = collect(&FoldRun::student);
+
+  nlohmann::json distill;
+  nlohmann::json terms = nlohmann::json::array();
+  double soft_weight = 0, total_weight = 0;
+  std::optional<double> temperature;
+  for (const auto& t : spec.distill.losses) {
+    terms.push_back({{"kind", t.kind()}, {"weight", t.weight()}, {"temperature", t.temperature()}});
+    total_weight += t.weight();
+    if (t.kind() != "ce" && !(t.target() == "labels")) {
+      soft_weight += t.weight();
+      if (!temperature) temperature = t.temperature();
+    }
+  }
+  distill["loss"] = terms;
+  distill["temperature"] = temperature.value_or(1.0);
+  distill["alpha"] = total_weight > 0 ? soft_weight / total_weight : 0.0;
+  distill["epochs_run"] = runs[0].student.train->history.size();
+  distill["target"] = spec.distill.target;
+  distill["target_reached"] = runs[0].student.train->target_reached;
+  distill["student_init"] = spec.student.init;
+  metrics["distill"] = distill;
+
+  nlohmann::json timing;
+  timing["data_seconds"] = data_seconds;
+  timing["teacher_seconds"] = runs[0].teacher_seconds;
+  timing["teacher_cache_seconds"] = runs[0].cache_seconds;
+  std::vector<double> epoch_seconds;
+  for (const auto& r : runs[0].student.train->history) epoch_seconds.push_back(r.seconds);
+  timing["distill_epoch_seconds"] = epoch_seconds;
+  timing["threads"] = torch::get_num_threads();
+  metrics["timing"] = timing;
+  metrics["data"] = {{"source", dataset.source},
+                     {"input_shape", dataset.input_shape},
+                     {"outputs", dataset.outputs},
+                     {"class_names", dataset.class_names},
+                     {"folds", dataset.folds.size()},
+                     {"train", dataset.folds[0].train.size()},
+                     {"val", dataset.folds[0].val.size()},
+                     {"test", dataset.folds[0].test.size()},
+                     {"labeled", dataset.folds[0].labeled.sum().item<int64_t>()},
+                     {"transfer", dataset.folds[0].transfer_x.defined() ? dataset.folds[0].transfer_x.size(0) : 0}};
+  metrics["seed"] = spec.seed;
+
+  fs::path out(options.out());
+  write_file_atomic(out / "metrics.json", metrics.dump(2) + "\n");
+  write_file_atomic(out / "epochs.csv", epochs_csv(runs));
+  RunResult result;
+  result.metrics = metrics;
+  result.table = summary_table(spec.task, metrics["models"]);
+  return result;
+}
+
+}  // namespace kd::train
