@@ -3,7 +3,6 @@
 #include <iostream>
 
 #include "cli/commands.h"
-#include "kd/data/dataset.h"
 #include "kd/io/recipe.h"
 #include "kd/util/error.h"
 #include "kd/util/runtime.h"
@@ -33,8 +32,8 @@ void register_run_command(CLI::App& app, GlobalOptions& global) {
       if (global.seed) overrides.push_back("seed=" + std::to_string(*global.seed));
       io::Recipe recipe = io::load_recipe(flags->recipe, overrides);
       seed_everything(recipe.seed);
-      data::Dataset dataset = data::load_dataset(recipe.data);
-      std::cout << dataset.summary();
+      auto result = train::run_distillation(recipe.run, train::RunOptions().out(flags->out).resume(flags->resume));
+      std::cout << result.table << "outputs: " << flags->out << "/ (metrics.json, epochs.csv, models)\n";
     });
   });
 }

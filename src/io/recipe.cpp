@@ -108,6 +108,96 @@ data::DataSpec parse_data_section(YamlSection section, Task task, uint64_t seed,
   return spec;
 }
 
+models::ZooSpec parse_zoo_spec(YamlSection section) {
+  models::ZooSpec spec;
+  spec.arch(section.require<std::string>("arch"));
+  spec.hidden(section.get<std::vector<int64_t>>("hidden", spec.hidden()));
+  spec.activation(section.get<std::string>("activation", spec.activation()));
+  spec.dropout(section.get<double>("dropout", spec.dropout()));
+  spec.batch_norm(section.get<bool>("batch_norm", spec.batch_norm()));
+  spec.channels(section.get<std::vector<int64_t>>("channels", spec.channels()));
+  spec.kernel(section.get<int64_t>("kernel", spec.kernel()));
+  spec.pool(section.get<std::string>("pool", spec.pool()));
+  spec.depth(section.get<int64_t>("depth", spec.depth()));
+  spec.width(section.get<int64_t>("width", spec.width()));
+  spec.width_multiplier(section.get<double>("width_multiplier", spec.width_multiplier()));
+  section.finish();
+  return spec;
+}
+
+namespace {
+
+// `optimizer: adam` or `optimizer: {name: sgd, lr: 0.05, momentum: 0.9}`.
+train::OptimizerOptions parse_optimizer(YamlSection& parent, train::OptimizerOptions options) {
+  YAML::Node node = parent.node("optimizer");
+  if (!node || node.IsNull()) return options;
+  if (node.IsScalar()) return options.name(node.Scalar());
+  YamlSection section(node, parent.file(), parent.path() + ".optimizer");
+  options.name(section.get<std::string>("name", options.name()));
+  options.lr(section.get<double>("lr", options.lr()));
+  options.momentum(section.get<double>("momentum", options.momentum()));
+  options.nesterov(section.get<bool>("nesterov", options.nesterov()));
+  options.weight_decay(section.get<double>("weight_decay", options.weight_decay()));
+  options.beta1(section.get<double>("beta1", options.beta1()));
+  options.beta2(section.get<double>("beta2", options.beta2()));
+  section.finish();
+  return options;
+}
+
+train::ScheduleOptions parse_schedule(YamlSection& parent, train::ScheduleOptions options) {
+  YAML::Node node = parent.node("schedule");
+  if (!node || node.IsNull()) return options;
+  if (node.IsScalar()) return options.name(node.Scalar());
+  YamlSection section(node, parent.file(), parent.path() + ".schedule");
+  options.name(section.get<std::string>("name", options.name()));
+  options.warmup_fraction(section.get<double>("warmup_fraction", options.warmup_fraction()));
+  options.step_epochs(section.get<int64_t>("step_epochs", options.step_epochs()));
+  options.gamma(section.get<double>("gamma", options.gamma()));
+  options.onecycle_peak_fraction(section.get<double>("peak_fraction", options.onecycle_peak_fraction()));
+  options.min_lr_fraction(section.get<double>("min_lr_fraction", options.min_lr_fraction()));
+  section.finish();
+  return options;
+}
+
+std::vector<losses::LossTermOptions> parse_losses(YamlSection& parent, const std::string& key) {
+  std::vector<losses::LossTermOptions> terms;
+  for (auto& item : parent.list(key)) {
+    losses::LossTermOptions t(item.require<std::string>("kind"));
+    t.weight(item.get<double>("weight", t.weight()));
+    t.temperature(item.get<double>("temperature", t.temperature()));
+    t.label_smoothing(item.get<double>("label_smoothing", t.label_smoothing()));
+    t.delta(item.get<double>("delta", t.delta()));
+    t.target(item.get<std::string>("target", t.target()));
+    t.alpha(item.get<double>("alpha", t.alpha()));
+    t.beta(item.get<double>("beta", t.beta()));
+    item.finish();
+    terms.push_back(t);
+  }
+  return terms;
+}
+
+std::string dump(const YAML::Node& node) {
+  YAML::Emitter out;
+  out << node;
+  return out.c_str();
+}
+
+}  // namespace
+
+train::TrainOptions parse_train_options(YamlSection& section, train::TrainOptions options) {
+  options.epochs(section.get<int64_t>("epochs", options.epochs()));
+  options.steps(section.get<int64_t>("steps", options.steps()));
+  options.batch_size(section.get<int64_t>("batch_size", options.batch_size()));
+  options.optimizer(parse_optimizer(section, options.optimizer()));
+  options.schedule(parse_schedule(section, options.schedule()));
+  options.grad_clip(section.get<double>("grad_clip", options.grad_clip()));
+  options.precision(section.get<std::string>("precision", options.precision()));
+  options.augment(section.get<std::string>("augment", options.augment()));
+  options.shift_pixels(section.get<int64_t>("shift_pixels", options.shift_pixels()));
+  options.patience(section.get<int64_t>("patience", options.patience()));
+  return options;
+}
+
 Recipe load_recipe(const std::string& path, const std::vector<std::string>& overrides) {
   Recipe recipe;
   recipe.file = path;
@@ -119,9 +209,55 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
   recipe.task = parse_task(root.get<std::string>("task", "classification"), root.where("task"));
   recipe.seed = root.get<uint64_t>("seed", 0);
   recipe.data = parse_data_section(root.section("data"), recipe.task, recipe.seed, base_folder);
-  // Sections read by later stages; named here so that a typo at the top level is caught.
-  for (const char* key : {"teacher", "student", "distill", "export", "search"}) root.node(key);
+  train::RunSpec& run = recipe.run;
+  run.task = recipe.task;
+  run.seed = recipe.seed;
+  run.data = recipe.data;
+
+  YamlSection teacher = root.section("teacher");
+  if (!teacher.defined()) fail("{}: teacher: section is missing (path: a model file, or model: a zoo spec)", path);
+  run.teacher.path = resolve_path(teacher.get<std::string>("path", ""), base_folder);
+  run.teacher.output = teacher.get<std::string>("output", "");
+  if (teacher.has("model")) run.teacher.model = parse_zoo_spec(teacher.section("model"));
+  if (run.teacher.model && !run.teacher.path.empty()) fail("{}: give path or model, not both", teacher.where("model"));
+  YamlSection teacher_train = teacher.section("train");
+  run.teacher.train = parse_train_options(teacher_train, train::TrainOptions().schedule(train::ScheduleOptions()));
+  teacher_train.finish();
+  teacher.finish();
+
+  YamlSection student = root.section("student");
+  if (!student.defined()) fail("{}: student: section is missing (model: a zoo spec, or path: a TorchScript student)", path);
+  if (student.has("model")) run.student.model = parse_zoo_spec(student.section("model"));
+  run.student.path = resolve_path(student.get<std::string>("path", ""), base_folder);
+  if (run.student.model && !run.student.path.empty()) fail("{}: give path or model, not both", student.where("model"));
+  run.student.init = student.get<std::string>("init", "random");
+  student.finish();
+
+  YamlSection distill = root.section("distill");
+  run.distill.losses = parse_losses(distill, "losses");
+  if (run.distill.losses.empty()) {
+    run.distill.losses = {losses::LossTermOptions("kl").weight(0.9).temperature(4), losses::LossTermOptions("ce").weight(0.1)};
+    if (recipe.task == Task::regression) {
+      run.distill.losses = {losses::LossTermOptions("mse").target("teacher").weight(0.5),
+                            losses::LossTermOptions("mse").target("labels").weight(0.5)};
+    }
+  }
+  run.distill.baseline_losses = parse_losses(distill, "baseline_losses");
+  run.distill.baseline = distill.get<bool>("baseline", true);
+  run.distill.target = distill.get<std::string>("target", "");
+  run.distill.train = parse_train_options(distill, train::TrainOptions());
+  distill.finish();
+
+  YAML::Node exports = root.node("export");
+  if (exports && exports.IsScalar()) run.exports = {exports.Scalar()};
+  else if (exports && !exports.IsNull()) run.exports = root.get<std::vector<std::string>>("export", {});
+  root.node("search");
   root.finish();
+
+  run.recipe_text = dump(recipe.root) + "\n";
+  YAML::Node teacher_part;
+  for (const char* key : {"task", "seed", "data", "teacher"}) teacher_part[key] = recipe.root[key];
+  run.teacher_fingerprint = dump(teacher_part);
   return recipe;
 }
 

@@ -14,6 +14,7 @@
 
 #include "kd/data/dataset.h"
 #include "kd/io/yaml_reader.h"
+#include "kd/train/pipeline.h"
 
 namespace kd::io {
 
@@ -22,7 +23,8 @@ struct Recipe {
   Task task = Task::classification;
   uint64_t seed = 0;
   data::DataSpec data;
-  YAML::Node root;  // the recipe after --set overrides, as run (kept with the outputs)
+  train::RunSpec run;  // everything `kdistill run` needs (run.data == data)
+  YAML::Node root;     // the recipe after --set overrides, as run (kept with the outputs)
 };
 
 // Reads, applies overrides, validates every key. kd::Error with file:line: key on any problem.
@@ -30,5 +32,9 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
 
 // The data: section alone (exposed for the tests and for `kdistill eval --data`).
 data::DataSpec parse_data_section(YamlSection section, Task task, uint64_t seed, const std::string& base_folder);
+// A zoo spec (`model:` of teacher or student).
+models::ZooSpec parse_zoo_spec(YamlSection section);
+// Training keys shared by teacher.train and distill: epochs, batch_size, optimizer, schedule, ...
+train::TrainOptions parse_train_options(YamlSection& section, train::TrainOptions defaults);
 
 }  // namespace kd::io
