@@ -1,0 +1,136 @@
+// Every bad input is one line on stderr naming the file and field, and exit status 2.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "cli/cli_util.h"
+#include "kd/util/fs.h"
+#include "test_util.h"
+
+namespace kd::test {
+namespace {
+
+const std::string kIris = "/usr/lib/python3/dist-packages/sklearn/datasets/data/iris.csv";
+
+std::string recipe_with_data(const std::string& data_lines) {
+  return "task: classification\n"
+         "data:\n" + data_lines +
+         "teacher:\n  model: {arch: mlp, hidden: [8]}\n  train: {epochs: 1}\n"
+         "student:\n  model: {arch: mlp, hidden: [4]}\n"
+         "distill:\n  epochs: 1\n";
+}
+
+void expect_bad_input(const CommandResult& r, const std::string& message) {
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find(message), std::string::npos) << "output: " << r.output << "\nexpected: " << message;
+  // One line: the error, nothing else (no backtrace, no usage dump).
+  auto error_line = r.output.find("kdistill: error: ");
+  ASSERT_NE(error_line, std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find('\n', error_line), r.output.size() - 1) << r.output;
+}
+
+class BadInput : public ::testing::Test {
+ protected:
+  std::string write(const std::string& name, const std::string& text) {
+    auto path = (dir_ / name).string();
+    write_file_atomic(path, text);
+    return path;
+  }
+  CommandResult run_recipe(const std::string& recipe_text, const std::string& extra = "") {
+    return run_kdistill("run " + write("recipe.yaml", recipe_text) + " --out " + (dir_ / "out").string() + " " + extra);
+  }
+  TempDir dir_;
+};
+
+TEST_F(BadInput, MissingRecipe) {
+  expect_bad_input(run_kdistill("run " + (dir_ / "nope.yaml").string()), "nope.yaml: file does not exist");
+}
+
+TEST_F(BadInput, UnreadableYaml) {
+  expect_bad_input(run_recipe("task: [classification\n"), "recipe.yaml:2: not valid YAML");
+}
+
+TEST_F(BadInput, UnknownKeySuggestsTheNearest) {
+  expect_bad_input(run_recipe(recipe_with_data("  train: " + kIris + "\n  val_fractoin: 0.2\n")),
+                   "recipe.yaml:4: data.val_fractoin: unknown key (did you mean val_fraction?)");
+}
+
+TEST_F(BadInput, WrongType) {
+  expect_bad_input(run_recipe(recipe_with_data("  train: " + kIris + "\n  folds: many\n")),
+                   "recipe.yaml:4: data.folds: expected an integer, found \"many\"");
+}
+
+TEST_F(BadInput, SetOverrideWithoutEquals) {
+  expect_bad_input(run_recipe(recipe_with_data("  train: " + kIris + "\n"), "--set data.folds"),
+                   "--set \"data.folds\": expected key=value");
+}
+
+TEST_F(BadInput, MissingDataFile) {
+  expect_bad_input(run_recipe(recipe_with_data("  train: " + (dir_ / "absent.csv").string() + "\n")),
+                   "absent.csv: file does not exist");
+}
+
+TEST_F(BadInput, TruncatedIdx) {
+  // An IDX header promising 10 images of 28x28 with only 100 bytes of pixels.
+  std::string idx("\x00\x00\x08\x03\x00\x00\x00\x0a\x00\x00\x00\x1c\x00\x00\x00\x1c", 16);
+  idx += std::string(100, '\x01');
+  std::string labels("\x00\x00\x08\x01\x00\x00\x00\x0a", 8);
+  labels += std::string(10, '\x01');
+  auto images_path = write("images-idx3-ubyte", idx);
+  auto labels_path = write("labels-idx1-ubyte", labels);
+  auto r = run_recipe(recipe_with_data("  train: {images: " + images_path + ", labels: " + labels_path + "}\n"));
+  expect_bad_input(r, "images-idx3-ubyte:");
+}
+
+TEST_F(BadInput, RaggedCsvRow) {
+  auto csv = write("ragged.csv", "a,b,y\n1,2,0\n3,4,1\n5,1\n7,8,1\n");
+  expect_bad_input(run_recipe(recipe_with_data("  train: " + csv + "\n")), "ragged.csv:4:");
+}
+
+TEST_F(BadInput, NonNumericCell) {
+  auto csv = write("cells.csv", "a,b,y\n1,2,0\n3,abc,1\n5,6,0\n7,8,1\n");
+  expect_bad_input(run_recipe(recipe_with_data("  train: " + csv + "\n")), "cells.csv:3: column \"b\": \"abc\" is not a number");
+}
+
+TEST_F(BadInput, TargetColumnMissing) {
+  expect_bad_input(run_recipe(recipe_with_data("  train: " + kIris + "\n  target: specis\n")), "specis");
+}
+
+TEST_F(BadInput, SingleClass) {
+  auto csv = write("one.csv", "a,b,y\n1,2,0\n3,4,0\n5,6,0\n7,8,0\n");
+  expect_bad_input(run_recipe(recipe_with_data("  train: " + csv + "\n")), "one.csv");
+}
+
+TEST_F(BadInput, EmptyFile) {
+  auto csv = write("empty.csv", "");
+  expect_bad_input(run_recipe(recipe_with_data("  train: " + csv + "\n")), "empty.csv");
+}
+
+TEST_F(BadInput, NanInNpyFeatures) {
+  int status = std::system(("/usr/bin/python3 -c \"import numpy as np; x = np.ones((6, 3), np.float32); x[4, 1] = np.nan; "
+                            "np.save('" + (dir_ / "x.npy").string() + "', x); np.save('" + (dir_ / "y.npy").string() +
+                            "', np.array([0, 1, 0, 1, 0, 1]))\"").c_str());
+  ASSERT_EQ(status, 0);
+  auto r = run_recipe(recipe_with_data("  train: {inputs: " + (dir_ / "x.npy").string() + ", labels: " +
+                                       (dir_ / "y.npy").string() + "}\n"));
+  expect_bad_input(r, "x.npy: example 4 has a NaN or infinite value");
+}
+
+TEST_F(BadInput, FortranOrderNpy) {
+  int status = std::system(("/usr/bin/python3 -c \"import numpy as np; np.save('" + (dir_ / "f.npy").string() +
+                            "', np.asfortranarray(np.ones((4, 3), np.float32))); np.save('" +
+                            (dir_ / "y.npy").string() + "', np.array([0, 1, 0, 1]))\"").c_str());
+  ASSERT_EQ(status, 0);
+  auto r = run_recipe(recipe_with_data("  train: {inputs: " + (dir_ / "f.npy").string() + ", labels: " +
+                                       (dir_ / "y.npy").string() + "}\n"));
+  expect_bad_input(r, "f.npy");
+}
+
+TEST_F(BadInput, CommandsNotBuiltSaySo) {
+  auto r = run_kdistill("auto x.yaml");
+  EXPECT_EQ(r.status, 3);
+  EXPECT_NE(r.output.find("not built yet"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kd::test
