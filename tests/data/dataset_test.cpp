@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "kd/io/recipe.h"
 #include "kd/util/fs.h"
 #include "test_util.h"
