@@ -44,4 +44,8 @@ class Model {
 
 using ModelPtr = std::shared_ptr<Model>;
 
+// Number of parameters the optimizer sees (PyTorch's sum(p.numel() for p in m.parameters()):
+// batch-norm running statistics are buffers and do not count).
+int64_t count_params(Model& model);
+
 }  // namespace kd::models

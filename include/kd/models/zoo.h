@@ -1,0 +1,108 @@
+// The model zoo: the networks kdistill builds from a spec (a recipe's
+// `student: {model: {...}}` or `teacher: {model: {...}}`), behind kd::models::Model.
+//
+//   arch: mlp     [N, F] or [N, C, H, W] (flattened) -> Linear+act (per hidden size) -> Linear -> [N,
+//   outputs] arch: cnn     [N, C, H, W] -> per stage: conv(k, same padding) [+BN] + act + 2x2 pool
+//                 -> global average pool -> optional MLP head (`hidden`) -> Linear -> [N, outputs]
+//   arch: resnet  CIFAR ResNet (He et al. 2016), depth 6n+2, stages of width w, 2w, 4w, BN everywhere,
+//                 option B shortcuts (1x1 conv + BN where the shape changes) -> GAP -> Linear
+//   arch: linear  one Linear layer on the flattened input (logistic / linear regression)
+// cnn and resnet on flat input [F]: F must be a perfect square s*s; the input is reshaped to [1, s, s]
+// (the 8x8 digits set is 64 flat features). Any other F is a kd::Error.
+//
+// Example:
+//   auto model = build_zoo_model(ZooSpec().arch("cnn").channels({16, 32}), {1, 28, 28}, 10);
+//   torch::Tensor logits = model->forward(torch::randn({8, 1, 28, 28}));  // [8, 10]
+#pragma once
+
+#include <torch/arg.h>
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "kd/models/model.h"
+
+namespace kd::models {
+
+struct ZooSpec {
+  TORCH_ARG(std::string, arch) = "mlp";            // mlp | cnn | resnet | linear
+  TORCH_ARG(std::vector<int64_t>, hidden) = {};    // mlp: hidden sizes; cnn/resnet: MLP head after pooling
+  TORCH_ARG(std::string, activation) = "relu";     // relu | gelu | tanh | leaky_relu (slope 0.01) | silu
+  TORCH_ARG(double, dropout) = 0.0;                // after each hidden activation, and before the head
+  TORCH_ARG(bool, batch_norm) = false;             // mlp/cnn: BN before each activation (resnet: always)
+  TORCH_ARG(std::vector<int64_t>, channels) = {};  // cnn: channels per stage, e.g. {32, 64}
+  TORCH_ARG(int64_t, kernel) = 3;                  // cnn: odd kernel size ("same" padding)
+  TORCH_ARG(std::string, pool) = "max";            // cnn: max | avg, 2x2 after each stage
+  TORCH_ARG(int64_t, depth) = 20;                  // resnet: 6n+2 (8, 14, 20, 32, 44, 56, 110)
+  TORCH_ARG(int64_t, width) = 16;                  // resnet: stage widths width, 2*width, 4*width
+  TORCH_ARG(double, width_multiplier) = 1.0;  // scales hidden sizes / channels / width: max(1, round(x*m))
+};
+
+// The zoo's names, for recipe checks and help text.
+const std::vector<std::string>& zoo_archs();        // mlp, cnn, resnet, linear
+const std::vector<std::string>& zoo_activations();  // relu, gelu, tanh, leaky_relu, silu
+
+// kd::Error on a bad spec for this input shape and number of outputs. `field` is the recipe path of
+// the spec, used as the prefix of every message: "student.model.depth: a CIFAR ResNet has ...".
+// input_shape excludes the batch dim: {784} for flat features, {1, 28, 28} for images (C, H, W).
+// An mlp with empty `hidden` is allowed: it is the linear model on the flattened input.
+void validate(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int64_t outputs,
+              const std::string& field = "model");
+
+// Validates, then builds the network with PyTorch's default initialisation (deterministic given
+// torch::manual_seed). The result is a ZooModel.
+ModelPtr build_zoo_model(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int64_t outputs,
+                         const std::string& field = "model");
+
+// Every key, always (what checkpoints store). zoo_spec_from_json accepts any subset of the keys and
+// fails with a kd::Error naming `field`.key on an unknown key (with a "did you mean") or a wrong type.
+nlohmann::json to_json(const ZooSpec& spec);
+ZooSpec zoo_spec_from_json(const nlohmann::json& json, const std::string& field = "model");
+
+// Source of a TorchScript `forward` that computes what the ZooModel computes, in plain torch ops
+// (torch.addmm, torch.conv2d, torch.batch_norm, torch.max_pool2d, ...). It reads the state() tensors as
+// attributes of `self` named with dots replaced by underscores ("layer1_0.conv1.weight" ->
+// self.layer1_0_conv1_weight), and honours self.training (dropout, batch-norm statistics).
+std::string torchscript_source(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int64_t outputs);
+// The attribute name torchscript_source uses for a state() name.
+std::string torchscript_attribute_name(const std::string& state_name);
+
+// A zoo network: torch::nn modules (Linear, Conv2d, BatchNorm1d/2d) registered under stable names.
+// State names follow PyTorch's state_dict order and naming, e.g. mlp: fc1.weight, fc1.bias, ...,
+// head.weight, head.bias; resnet: conv1.weight, bn1.*, layer1_0.conv1.weight, ..., head.bias.
+class ZooModel : public Model {
+ public:
+  ZooModel(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int64_t outputs,
+           const std::string& field = "model");
+  ~ZooModel() override;
+
+  // input [N, ...input_shape] -> [N, outputs]; kd::Error when the trailing dims differ from input_shape.
+  torch::Tensor forward(const torch::Tensor& input) override;
+  std::vector<torch::Tensor> parameters() override;
+  NamedTensors state() override;
+  void load_state(const NamedTensors& state) override;
+  void set_training(bool training) override;
+  void to(torch::Device device) override;
+  // params: parameters (BN running statistics excluded, as PyTorch counts). MACs: Linear in*out,
+  // Conv2d k*k*cin*cout*Hout*Wout; BN, activations, pooling, dropout and residual adds count 0.
+  // layers: one line per step: name, kind, output shape (no batch dim), params, MACs.
+  ModelSummary summary(const std::vector<int64_t>& input_shape) override;
+  std::string kind() const override;
+
+  const ZooSpec& spec() const { return spec_; }
+  const std::vector<int64_t>& input_shape() const { return input_shape_; }
+  int64_t outputs() const { return outputs_; }
+  // The underlying module tree (for torch::save, optimizers over named parameters, printing).
+  std::shared_ptr<torch::nn::Module> module();
+
+ private:
+  struct Impl;
+  ZooSpec spec_;
+  std::vector<int64_t> input_shape_;
+  int64_t outputs_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kd::models

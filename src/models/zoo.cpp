@@ -1,0 +1,792 @@
+#include "kd/models/zoo.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "kd/util/error.h"
+#include "kd/util/strings.h"
+
+namespace kd::models {
+namespace {
+
+// BatchNorm hyper-parameters: libtorch's defaults, written into the TorchScript source as well.
+constexpr double kBatchNormMomentum = 0.1;
+constexpr double kBatchNormEps = 1e-5;
+constexpr double kLeakyReluSlope = 0.01;
+
+// One step of a zoo network. The same plan drives the torch::nn modules (forward), the summary
+// (shapes, params, MACs) and the TorchScript source, so the three cannot drift apart.
+enum class StepKind {
+  Flatten,
+  Reshape,
+  Linear,
+  Conv,
+  BatchNorm,
+  Activation,
+  Dropout,
+  Pool,
+  GlobalPool,
+  Block
+};
+
+struct Step {
+  Step(StepKind kind, std::string name) : kind(kind), name(std::move(name)) {}
+
+  StepKind kind;
+  std::string name;         // module name (Linear, Conv, BatchNorm, Block) or row name
+  int64_t in = 0, out = 0;  // Linear: features; Conv: channels; BatchNorm: features in `out`
+  int64_t kernel = 1, stride = 1, padding = 0;
+  bool bias = true;
+  bool spatial = false;              // BatchNorm: 2d (true) or 1d
+  std::vector<int64_t> shape;        // Reshape: target without the batch dim
+  std::string op;                    // Activation: name; Pool: max | avg; Block: activation after the add
+  double p = 0;                      // Dropout probability
+  std::vector<Step> body, shortcut;  // Block: main path; projection (empty = identity)
+
+  torch::nn::Linear linear{nullptr};
+  torch::nn::Conv2d conv{nullptr};
+  torch::nn::BatchNorm1d bn1d{nullptr};
+  torch::nn::BatchNorm2d bn2d{nullptr};
+};
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::vector<std::string> parts;
+  for (int64_t d : shape) parts.push_back(std::to_string(d));
+  return "[" + join(parts, ", ") + "]";
+}
+
+int64_t product(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+int64_t scaled(int64_t size, double multiplier) {
+  return std::max<int64_t>(1, std::llround(static_cast<double>(size) * multiplier));
+}
+
+// The side of a square image with `features` pixels, or 0.
+int64_t square_side(int64_t features) {
+  auto side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(features))));
+  return side * side == features ? side : 0;
+}
+
+std::string one_of(const std::vector<std::string>& names) {
+  std::string text;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (i > 0) text += i + 1 == names.size() ? " or " : ", ";
+    text += names[i];
+  }
+  return text;
+}
+
+void check_name(const std::string& field, const std::string& what, const std::string& value,
+                const std::vector<std::string>& allowed) {
+  if (std::find(allowed.begin(), allowed.end(), value) != allowed.end()) return;
+  auto suggestion = nearest(value, allowed);
+  fail("{}: unknown {} {}{} (expected {})", field, what, quote(value),
+       suggestion ? "; did you mean " + quote(*suggestion) + "?" : std::string(), one_of(allowed));
+}
+
+const std::vector<std::string>& pool_kinds() {
+  static const std::vector<std::string> kinds = {"max", "avg"};
+  return kinds;
+}
+
+// ---- the plan ------------------------------------------------------------------------------------
+
+Step linear_step(const std::string& name, int64_t in, int64_t out, bool bias) {
+  Step s{StepKind::Linear, name};
+  s.in = in;
+  s.out = out;
+  s.bias = bias;
+  return s;
+}
+
+Step conv_step(const std::string& name, int64_t in, int64_t out, int64_t kernel, int64_t stride, bool bias) {
+  Step s{StepKind::Conv, name};
+  s.in = in;
+  s.out = out;
+  s.kernel = kernel;
+  s.stride = stride;
+  s.padding = kernel / 2;
+  s.bias = bias;
+  return s;
+}
+
+Step batch_norm_step(const std::string& name, int64_t features, bool spatial) {
+  Step s{StepKind::BatchNorm, name};
+  s.out = features;
+  s.spatial = spatial;
+  return s;
+}
+
+Step activation_step(const std::string& name, const std::string& activation) {
+  Step s{StepKind::Activation, name};
+  s.op = activation;
+  return s;
+}
+
+Step dropout_step(const std::string& name, double p) {
+  Step s{StepKind::Dropout, name};
+  s.p = p;
+  return s;
+}
+
+// Hidden layers (Linear [+BN] + act [+dropout]) named fc1, fc2, ...; returns the last width.
+int64_t add_hidden_layers(std::vector<Step>& steps, const ZooSpec& spec, int64_t features) {
+  for (size_t i = 0; i < spec.hidden().size(); ++i) {
+    std::string name = "fc" + std::to_string(i + 1);
+    int64_t width = scaled(spec.hidden()[i], spec.width_multiplier());
+    // A layer followed by batch norm has no bias: BN's shift makes it redundant (as in torchvision).
+    steps.push_back(linear_step(name, features, width, !spec.batch_norm()));
+    if (spec.batch_norm()) steps.push_back(batch_norm_step(name + "_bn", width, false));
+    steps.push_back(activation_step(name + "_act", spec.activation()));
+    if (spec.dropout() > 0) steps.push_back(dropout_step(name + "_drop", spec.dropout()));
+    features = width;
+  }
+  return features;
+}
+
+// Steps that bring the input to [C, H, W] for the convolutional families.
+std::vector<int64_t> add_image_view(std::vector<Step>& steps, const std::vector<int64_t>& input_shape) {
+  if (input_shape.size() == 3) return input_shape;
+  int64_t side = square_side(input_shape[0]);
+  Step s{StepKind::Reshape, "reshape"};
+  s.shape = {1, side, side};
+  steps.push_back(s);
+  return s.shape;
+}
+
+Step residual_block(const std::string& name, int64_t in, int64_t out, int64_t stride,
+                    const std::string& act) {
+  Step block{StepKind::Block, name};
+  block.op = act;
+  block.body.push_back(conv_step("conv1", in, out, 3, stride, false));
+  block.body.push_back(batch_norm_step("conv1_bn", out, true));
+  block.body.push_back(activation_step("conv1_act", act));
+  block.body.push_back(conv_step("conv2", out, out, 3, 1, false));
+  block.body.push_back(batch_norm_step("conv2_bn", out, true));
+  // Option B of He et al. 2016: a 1x1 projection where the shape changes, identity elsewhere.
+  if (stride != 1 || in != out) {
+    block.shortcut.push_back(conv_step("shortcut", in, out, 1, stride, false));
+    block.shortcut.back().padding = 0;
+    block.shortcut.push_back(batch_norm_step("shortcut_bn", out, true));
+  }
+  return block;
+}
+
+std::vector<Step> make_plan(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int64_t outputs) {
+  std::vector<Step> steps;
+  const std::string& arch = spec.arch();
+  int64_t features = product(input_shape);
+  if (arch == "mlp" || arch == "linear") {
+    if (input_shape.size() > 1) steps.push_back(Step{StepKind::Flatten, "flatten"});
+    if (arch == "mlp") {
+      features = add_hidden_layers(steps, spec, features);
+    } else if (spec.dropout() > 0) {
+      steps.push_back(dropout_step("input_drop", spec.dropout()));
+    }
+    steps.push_back(linear_step("head", features, outputs, true));
+    return steps;
+  }
+
+  std::vector<int64_t> image = add_image_view(steps, input_shape);
+  int64_t channels = image[0];
+  if (arch == "cnn") {
+    for (size_t i = 0; i < spec.channels().size(); ++i) {
+      std::string name = "conv" + std::to_string(i + 1);
+      int64_t width = scaled(spec.channels()[i], spec.width_multiplier());
+      steps.push_back(conv_step(name, channels, width, spec.kernel(), 1, !spec.batch_norm()));
+      if (spec.batch_norm()) steps.push_back(batch_norm_step(name + "_bn", width, true));
+      steps.push_back(activation_step(name + "_act", spec.activation()));
+      Step pool{StepKind::Pool, name + "_pool"};
+      pool.op = spec.pool();
+      steps.push_back(pool);
+      channels = width;
+    }
+  } else {  // resnet
+    int64_t width = scaled(spec.width(), spec.width_multiplier());
+    int64_t blocks = (spec.depth() - 2) / 6;
+    steps.push_back(conv_step("stem", channels, width, 3, 1, false));
+    steps.push_back(batch_norm_step("stem_bn", width, true));
+    steps.push_back(activation_step("stem_act", spec.activation()));
+    channels = width;
+    for (int64_t stage = 1; stage <= 3; ++stage) {
+      int64_t stage_width = width << (stage - 1);
+      for (int64_t b = 0; b < blocks; ++b) {
+        int64_t stride = stage > 1 && b == 0 ? 2 : 1;
+        steps.push_back(residual_block(fmt::format("layer{}_{}", stage, b), channels, stage_width, stride,
+                                       spec.activation()));
+        channels = stage_width;
+      }
+    }
+  }
+  steps.push_back(Step{StepKind::GlobalPool, "gap"});
+  if (spec.dropout() > 0) steps.push_back(dropout_step("gap_drop", spec.dropout()));
+  features = add_hidden_layers(steps, spec, channels);
+  steps.push_back(linear_step("head", features, outputs, true));
+  return steps;
+}
+
+// ---- modules and forward -------------------------------------------------------------------------
+
+void build_modules(torch::nn::Module& parent, std::vector<Step>& steps) {
+  for (Step& s : steps) {
+    switch (s.kind) {
+      case StepKind::Linear:
+        s.linear = parent.register_module(
+            s.name, torch::nn::Linear(torch::nn::LinearOptions(s.in, s.out).bias(s.bias)));
+        break;
+      case StepKind::Conv:
+        s.conv =
+            parent.register_module(s.name, torch::nn::Conv2d(torch::nn::Conv2dOptions(s.in, s.out, s.kernel)
+                                                                 .stride(s.stride)
+                                                                 .padding(s.padding)
+                                                                 .bias(s.bias)));
+        break;
+      case StepKind::BatchNorm: {
+        auto options = torch::nn::BatchNormOptions(s.out).momentum(kBatchNormMomentum).eps(kBatchNormEps);
+        if (s.spatial) {
+          s.bn2d = parent.register_module(s.name, torch::nn::BatchNorm2d(options));
+        } else {
+          s.bn1d = parent.register_module(s.name, torch::nn::BatchNorm1d(options));
+        }
+        break;
+      }
+      case StepKind::Block: {
+        auto block = std::make_shared<torch::nn::Module>("ResidualBlock");
+        build_modules(*block, s.body);
+        build_modules(*block, s.shortcut);
+        parent.register_module(s.name, block);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+}
+
+torch::Tensor activate(const std::string& name, const torch::Tensor& x) {
+  if (name == "relu") return torch::relu(x);
+  if (name == "gelu") return torch::gelu(x);
+  if (name == "tanh") return torch::tanh(x);
+  if (name == "leaky_relu") return torch::leaky_relu(x, kLeakyReluSlope);
+  if (name == "silu") return torch::silu(x);
+  KD_CHECK(false, "activation {} passed validation", name);
+}
+
+torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training) {
+  for (Step& s : steps) {
+    switch (s.kind) {
+      case StepKind::Flatten:
+        x = x.flatten(1);
+        break;
+      case StepKind::Reshape: {
+        std::vector<int64_t> shape = {-1};
+        shape.insert(shape.end(), s.shape.begin(), s.shape.end());
+        x = x.reshape(shape);
+        break;
+      }
+      case StepKind::Linear:
+        x = s.linear(x);
+        break;
+      case StepKind::Conv:
+        x = s.conv(x);
+        break;
+      case StepKind::BatchNorm:
+        x = s.spatial ? s.bn2d(x) : s.bn1d(x);
+        break;
+      case StepKind::Activation:
+        x = activate(s.op, x);
+        break;
+      case StepKind::Dropout:
+        x = torch::dropout(x, s.p, training);
+        break;
+      case StepKind::Pool:
+        x = s.op == "max" ? torch::max_pool2d(x, {2, 2}, {2, 2}) : torch::avg_pool2d(x, {2, 2}, {2, 2});
+        break;
+      case StepKind::GlobalPool:
+        x = x.mean({2, 3});
+        break;
+      case StepKind::Block: {
+        torch::Tensor y = run(s.body, x, training);
+        torch::Tensor shortcut = s.shortcut.empty() ? x : run(s.shortcut, x, training);
+        x = activate(s.op, y + shortcut);
+        break;
+      }
+    }
+  }
+  return x;
+}
+
+// ---- summary -------------------------------------------------------------------------------------
+
+struct Row {
+  std::string name, kind;
+  std::vector<int64_t> shape;
+  int64_t params = 0, macs = 0;
+};
+
+std::string activation_kind(const std::string& name) {
+  static const std::map<std::string, std::string> kinds = {
+      {"relu", "ReLU"}, {"gelu", "GELU"}, {"tanh", "Tanh"}, {"leaky_relu", "LeakyReLU"}, {"silu", "SiLU"}};
+  return kinds.at(name);
+}
+
+std::vector<int64_t> infer(const std::vector<Step>& steps, std::vector<int64_t> shape,
+                           const std::string& prefix, std::vector<Row>& rows) {
+  for (const Step& s : steps) {
+    Row row;
+    row.name = prefix + s.name;
+    auto need = [&](bool ok, const std::string& expected) {
+      if (!ok) fail("summary: layer {} expects input {}, got {}", row.name, expected, shape_text(shape));
+    };
+    switch (s.kind) {
+      case StepKind::Flatten:
+        row.kind = "Flatten";
+        shape = {product(shape)};
+        break;
+      case StepKind::Reshape:
+        row.kind = "Reshape";
+        need(product(shape) == product(s.shape), fmt::format("of {} features", product(s.shape)));
+        shape = s.shape;
+        break;
+      case StepKind::Linear:
+        row.kind = "Linear";
+        need(shape.size() == 1 && shape[0] == s.in, fmt::format("[{}]", s.in));
+        shape = {s.out};
+        row.params = s.in * s.out + (s.bias ? s.out : 0);
+        row.macs = s.in * s.out;
+        break;
+      case StepKind::Conv: {
+        row.kind = "Conv2d";
+        need(shape.size() == 3 && shape[0] == s.in, fmt::format("[{}, H, W]", s.in));
+        int64_t h = (shape[1] + 2 * s.padding - s.kernel) / s.stride + 1;
+        int64_t w = (shape[2] + 2 * s.padding - s.kernel) / s.stride + 1;
+        need(h >= 1 && w >= 1, fmt::format("of at least {}x{} pixels", s.kernel, s.kernel));
+        shape = {s.out, h, w};
+        row.params = s.kernel * s.kernel * s.in * s.out + (s.bias ? s.out : 0);
+        row.macs = s.kernel * s.kernel * s.in * s.out * h * w;
+        break;
+      }
+      case StepKind::BatchNorm:
+        row.kind = s.spatial ? "BatchNorm2d" : "BatchNorm1d";
+        row.params = 2 * s.out;
+        break;
+      case StepKind::Activation:
+        row.kind = activation_kind(s.op);
+        break;
+      case StepKind::Dropout:
+        row.kind = "Dropout";
+        break;
+      case StepKind::Pool:
+        row.kind = s.op == "max" ? "MaxPool2d" : "AvgPool2d";
+        need(shape.size() == 3 && shape[1] >= 2 && shape[2] >= 2, "of at least 2x2 pixels");
+        shape = {shape[0], shape[1] / 2, shape[2] / 2};
+        break;
+      case StepKind::GlobalPool:
+        row.kind = "GlobalAvgPool";
+        need(shape.size() == 3, "[C, H, W]");
+        shape = {shape[0]};
+        break;
+      case StepKind::Block: {
+        std::vector<int64_t> main = infer(s.body, shape, row.name + ".", rows);
+        std::vector<int64_t> side =
+            s.shortcut.empty() ? shape : infer(s.shortcut, shape, row.name + ".", rows);
+        KD_CHECK(main == side, "block {}: {} vs {}", row.name, shape_text(main), shape_text(side));
+        row.kind = "Add+" + activation_kind(s.op);
+        shape = main;
+        break;
+      }
+    }
+    row.shape = shape;
+    rows.push_back(row);
+  }
+  return shape;
+}
+
+// ---- TorchScript source --------------------------------------------------------------------------
+
+std::string activation_source(const std::string& name, const std::string& x) {
+  if (name == "leaky_relu") return fmt::format("torch.leaky_relu({}, {})", x, kLeakyReluSlope);
+  return fmt::format("torch.{}({})", name, x);
+}
+
+void emit(const std::vector<Step>& steps, const std::string& x, const std::string& prefix, std::string& out) {
+  auto attr = [&](const Step& s, const std::string& tensor) {
+    return "self." + torchscript_attribute_name(prefix + s.name + "." + tensor);
+  };
+  for (const Step& s : steps) {
+    switch (s.kind) {
+      case StepKind::Flatten:
+        out += fmt::format("    {0} = torch.flatten({0}, 1)\n", x);
+        break;
+      case StepKind::Reshape:
+        out += fmt::format("    {0} = torch.reshape({0}, [-1, {1}, {2}, {3}])\n", x, s.shape[0], s.shape[1],
+                           s.shape[2]);
+        break;
+      case StepKind::Linear:
+        if (s.bias) {
+          out += fmt::format("    {0} = torch.addmm({1}, {0}, {2}.t())\n", x, attr(s, "bias"),
+                             attr(s, "weight"));
+        } else {
+          out += fmt::format("    {0} = torch.mm({0}, {1}.t())\n", x, attr(s, "weight"));
+        }
+        break;
+      case StepKind::Conv:
+        out += fmt::format("    {0} = torch.conv2d({0}, {1}, {2}, [{3}, {3}], [{4}, {4}])\n", x,
+                           attr(s, "weight"), s.bias ? attr(s, "bias") : "None", s.stride, s.padding);
+        break;
+      case StepKind::BatchNorm:
+        // PyTorch's BatchNorm counts batches in training; kept so a trained file round-trips exactly.
+        out += fmt::format("    if self.training:\n        {}.add_(1)\n", attr(s, "num_batches_tracked"));
+        out += fmt::format(
+            "    {0} = torch.batch_norm({0}, {1}, {2}, {3}, {4}, self.training, {5}, {6}, False)\n", x,
+            attr(s, "weight"), attr(s, "bias"), attr(s, "running_mean"), attr(s, "running_var"),
+            kBatchNormMomentum, kBatchNormEps);
+        break;
+      case StepKind::Activation:
+        out += fmt::format("    {} = {}\n", x, activation_source(s.op, x));
+        break;
+      case StepKind::Dropout:
+        out += fmt::format("    {0} = torch.dropout({0}, {1}, self.training)\n", x, s.p);
+        break;
+      case StepKind::Pool:
+        out += fmt::format("    {0} = torch.{1}_pool2d({0}, [2, 2], [2, 2])\n", x, s.op);
+        break;
+      case StepKind::GlobalPool:
+        out += fmt::format("    {0} = torch.mean({0}, [2, 3])\n", x);
+        break;
+      case StepKind::Block: {
+        out += fmt::format("    y = {}\n", x);
+        emit(s.body, "y", prefix + s.name + ".", out);
+        std::string side = x;
+        if (!s.shortcut.empty()) {
+          out += fmt::format("    s = {}\n", x);
+          emit(s.shortcut, "s", prefix + s.name + ".", out);
+          side = "s";
+        }
+        out += fmt::format("    {} = {}\n", x, activation_source(s.op, "y + " + side));
+        break;
+      }
+    }
+  }
+}
+
+// ---- JSON ----------------------------------------------------------------------------------------
+
+const std::vector<std::string>& spec_keys() {
+  static const std::vector<std::string> keys = {"arch",       "hidden",   "activation",      "dropout",
+                                                "batch_norm", "channels", "kernel",          "pool",
+                                                "depth",      "width",    "width_multiplier"};
+  return keys;
+}
+
+std::string json_string(const nlohmann::json& value, const std::string& field) {
+  if (!value.is_string()) fail("{}: expected a name, got {}", field, value.dump());
+  return value.get<std::string>();
+}
+
+int64_t json_int(const nlohmann::json& value, const std::string& field) {
+  if (value.is_number_integer()) return value.get<int64_t>();
+  if (value.is_number_float()) {
+    double d = value.get<double>();
+    if (std::isfinite(d) && d == std::floor(d) && std::abs(d) < 9e15) return static_cast<int64_t>(d);
+  }
+  fail("{}: expected an integer, got {}", field, value.dump());
+}
+
+double json_double(const nlohmann::json& value, const std::string& field) {
+  if (!value.is_number()) fail("{}: expected a number, got {}", field, value.dump());
+  return value.get<double>();
+}
+
+std::vector<int64_t> json_int_list(const nlohmann::json& value, const std::string& field) {
+  if (!value.is_array())
+    fail("{}: expected a list of integers such as [64, 32], got {}", field, value.dump());
+  std::vector<int64_t> list;
+  for (size_t i = 0; i < value.size(); ++i)
+    list.push_back(json_int(value[i], fmt::format("{}[{}]", field, i)));
+  return list;
+}
+
+}  // namespace
+
+const std::vector<std::string>& zoo_archs() {
+  static const std::vector<std::string> archs = {"mlp", "cnn", "resnet", "linear"};
+  return archs;
+}
+
+const std::vector<std::string>& zoo_activations() {
+  static const std::vector<std::string> activations = {"relu", "gelu", "tanh", "leaky_relu", "silu"};
+  return activations;
+}
+
+void validate(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int64_t outputs,
+              const std::string& field) {
+  const std::string& arch = spec.arch();
+  check_name(field + ".arch", "architecture", arch, zoo_archs());
+  check_name(field + ".activation", "activation", spec.activation(), zoo_activations());
+  check_name(field + ".pool", "pooling", spec.pool(), pool_kinds());
+
+  bool shape_ok = input_shape.size() == 1 || input_shape.size() == 3;
+  for (int64_t d : input_shape) shape_ok = shape_ok && d > 0;
+  if (!shape_ok) {
+    fail("{}: input shape {} is neither [features] nor [channels, height, width]", field,
+         shape_text(input_shape));
+  }
+  if (outputs < 1) fail("{}: the model needs at least 1 output, got {}", field, outputs);
+
+  for (size_t i = 0; i < spec.hidden().size(); ++i) {
+    if (spec.hidden()[i] <= 0) {
+      fail("{}.hidden[{}]: a layer size must be positive, got {}", field, i, spec.hidden()[i]);
+    }
+  }
+  for (size_t i = 0; i < spec.channels().size(); ++i) {
+    if (spec.channels()[i] <= 0) {
+      fail("{}.channels[{}]: a channel count must be positive, got {}", field, i, spec.channels()[i]);
+    }
+  }
+  if (!(spec.dropout() >= 0 && spec.dropout() < 1)) {
+    fail("{}.dropout: must be in [0, 1), got {}", field, spec.dropout());
+  }
+  if (!(spec.width_multiplier() > 0 && std::isfinite(spec.width_multiplier()))) {
+    fail("{}.width_multiplier: must be a positive number, got {}", field, spec.width_multiplier());
+  }
+
+  if (arch == "linear" && !spec.hidden().empty()) {
+    fail("{}.hidden: arch linear has no hidden layers (got {}); use arch mlp", field,
+         shape_text(spec.hidden()));
+  }
+  if (arch == "linear" && spec.batch_norm()) {
+    fail("{}.batch_norm: arch linear has no hidden layer to normalise; use arch mlp", field);
+  }
+  if (arch != "cnn" && !spec.channels().empty()) {
+    fail("{}.channels: only arch cnn has conv stages (got {} with arch {})", field,
+         shape_text(spec.channels()), arch);
+  }
+  if (arch != "cnn" && arch != "resnet") return;
+
+  std::vector<int64_t> image = input_shape;
+  if (input_shape.size() == 1) {
+    int64_t side = square_side(input_shape[0]);
+    if (side == 0) {
+      fail(
+          "{}.arch: {} needs image input [channels, height, width]; got {} flat features, not a perfect "
+          "square "
+          "to view as 1 x s x s",
+          field, arch, input_shape[0]);
+    }
+    image = {1, side, side};
+  }
+  if (arch == "resnet") {
+    if (spec.depth() < 8 || (spec.depth() - 2) % 6 != 0) {
+      int64_t n = std::max<int64_t>(1, std::llround((spec.depth() - 2) / 6.0));
+      fail(
+          "{}.depth: a CIFAR ResNet has depth 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), got {}; did you mean "
+          "{}?",
+          field, spec.depth(), 6 * n + 2);
+    }
+    if (spec.width() <= 0) fail("{}.width: must be positive, got {}", field, spec.width());
+    return;
+  }
+  // cnn
+  if (spec.channels().empty()) fail("{}.channels: arch cnn needs at least one stage, e.g. [32, 64]", field);
+  if (spec.kernel() < 1 || spec.kernel() % 2 == 0) {
+    fail("{}.kernel: must be an odd size >= 1 (so that same padding keeps the image size), got {}", field,
+         spec.kernel());
+  }
+  int64_t h = image[1], w = image[2];
+  for (size_t stage = 0; stage < spec.channels().size(); ++stage) {
+    if (h < 2 || w < 2) {
+      fail(
+          "{}.channels: each of the {} stages halves the image, but a {}x{} input is down to {}x{} before "
+          "stage "
+          "{}; use at most {} stages or a larger input",
+          field, spec.channels().size(), image[1], image[2], h, w, stage + 1, stage);
+    }
+    h /= 2;
+    w /= 2;
+  }
+}
+
+ModelPtr build_zoo_model(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int64_t outputs,
+                         const std::string& field) {
+  return std::make_shared<ZooModel>(spec, input_shape, outputs, field);
+}
+
+nlohmann::json to_json(const ZooSpec& spec) {
+  return nlohmann::json{{"arch", spec.arch()},
+                        {"hidden", spec.hidden()},
+                        {"activation", spec.activation()},
+                        {"dropout", spec.dropout()},
+                        {"batch_norm", spec.batch_norm()},
+                        {"channels", spec.channels()},
+                        {"kernel", spec.kernel()},
+                        {"pool", spec.pool()},
+                        {"depth", spec.depth()},
+                        {"width", spec.width()},
+                        {"width_multiplier", spec.width_multiplier()}};
+}
+
+ZooSpec zoo_spec_from_json(const nlohmann::json& json, const std::string& field) {
+  if (!json.is_object()) {
+    fail("{}: expected a mapping such as {{arch: mlp, hidden: [64]}}, got {}", field, json.dump());
+  }
+  ZooSpec spec;
+  for (const auto& [key, value] : json.items()) {
+    std::string where = field + "." + key;
+    if (key == "arch") {
+      spec.arch(json_string(value, where));
+    } else if (key == "hidden") {
+      spec.hidden(json_int_list(value, where));
+    } else if (key == "activation") {
+      spec.activation(json_string(value, where));
+    } else if (key == "dropout") {
+      spec.dropout(json_double(value, where));
+    } else if (key == "batch_norm") {
+      if (!value.is_boolean()) fail("{}: expected true or false, got {}", where, value.dump());
+      spec.batch_norm(value.get<bool>());
+    } else if (key == "channels") {
+      spec.channels(json_int_list(value, where));
+    } else if (key == "kernel") {
+      spec.kernel(json_int(value, where));
+    } else if (key == "pool") {
+      spec.pool(json_string(value, where));
+    } else if (key == "depth") {
+      spec.depth(json_int(value, where));
+    } else if (key == "width") {
+      spec.width(json_int(value, where));
+    } else if (key == "width_multiplier") {
+      spec.width_multiplier(json_double(value, where));
+    } else {
+      auto suggestion = nearest(key, spec_keys());
+      fail("{}: unknown key{} (expected {})", where,
+           suggestion ? "; did you mean " + quote(*suggestion) + "?" : std::string(), one_of(spec_keys()));
+    }
+  }
+  return spec;
+}
+
+std::string torchscript_attribute_name(const std::string& state_name) {
+  std::string name = state_name;
+  std::replace(name.begin(), name.end(), '.', '_');
+  return name;
+}
+
+std::string torchscript_source(const ZooSpec& spec, const std::vector<int64_t>& input_shape,
+                               int64_t outputs) {
+  validate(spec, input_shape, outputs);
+  std::string source = "def forward(self, x):\n";
+  emit(make_plan(spec, input_shape, outputs), "x", "", source);
+  source += "    return x\n";
+  return source;
+}
+
+// ---- ZooModel ------------------------------------------------------------------------------------
+
+struct ZooModel::Impl {
+  std::shared_ptr<torch::nn::Module> root;
+  std::vector<Step> steps;
+};
+
+ZooModel::ZooModel(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int64_t outputs,
+                   const std::string& field)
+    : spec_(spec), input_shape_(input_shape), outputs_(outputs), impl_(std::make_unique<Impl>()) {
+  validate(spec, input_shape, outputs, field);
+  impl_->steps = make_plan(spec, input_shape, outputs);
+  impl_->root = std::make_shared<torch::nn::Module>("ZooModel");
+  build_modules(*impl_->root, impl_->steps);
+}
+
+ZooModel::~ZooModel() = default;
+
+torch::Tensor ZooModel::forward(const torch::Tensor& input) {
+  bool fits = input.dim() == static_cast<int64_t>(input_shape_.size()) + 1;
+  for (size_t i = 0; fits && i < input_shape_.size(); ++i) fits = input.size(i + 1) == input_shape_[i];
+  if (!fits) {
+    std::vector<std::string> expected = {"N"};
+    for (int64_t d : input_shape_) expected.push_back(std::to_string(d));
+    fail("{} model: input has shape {}, expected [{}]", spec_.arch(), shape_text(input.sizes().vec()),
+         join(expected, ", "));
+  }
+  torch::Tensor x = input.scalar_type() == torch::kFloat ? input : input.to(torch::kFloat);
+  return run(impl_->steps, x, impl_->root->is_training());
+}
+
+std::vector<torch::Tensor> ZooModel::parameters() { return impl_->root->parameters(); }
+
+NamedTensors ZooModel::state() {
+  // PyTorch's state_dict order: each module's parameters, then its buffers, then its children.
+  NamedTensors state;
+  for (const auto& item : impl_->root->named_modules("", /*include_self=*/true)) {
+    std::string prefix = item.key().empty() ? "" : item.key() + ".";
+    for (const auto& p : item.value()->named_parameters(/*recurse=*/false))
+      state.emplace_back(prefix + p.key(), p.value());
+    for (const auto& b : item.value()->named_buffers(/*recurse=*/false))
+      state.emplace_back(prefix + b.key(), b.value());
+  }
+  return state;
+}
+
+void ZooModel::load_state(const NamedTensors& state) {
+  NamedTensors own = this->state();
+  std::map<std::string, torch::Tensor> given;
+  for (const auto& [name, tensor] : state) {
+    if (!given.emplace(name, tensor).second) fail("load_state: tensor {} appears twice", quote(name));
+  }
+  std::set<std::string> own_names;
+  for (const auto& [name, tensor] : own) {
+    own_names.insert(name);
+    auto it = given.find(name);
+    if (it == given.end()) {
+      fail("load_state: missing tensor {} (shape {}) for the {} model", quote(name),
+           shape_text(tensor.sizes().vec()), spec_.arch());
+    }
+    if (it->second.sizes() != tensor.sizes()) {
+      fail("load_state: {}: shape {} in the state, but the {} model has {}", quote(name),
+           shape_text(it->second.sizes().vec()), spec_.arch(), shape_text(tensor.sizes().vec()));
+    }
+  }
+  for (const auto& [name, tensor] : state) {
+    if (!own_names.count(name)) {
+      fail("load_state: unexpected tensor {}: the {} model has no such parameter or buffer", quote(name),
+           spec_.arch());
+    }
+  }
+  // Everything checked first, so a failed load leaves the model as it was.
+  torch::NoGradGuard no_grad;
+  for (auto& [name, tensor] : own) tensor.copy_(given.at(name));
+}
+
+void ZooModel::set_training(bool training) { impl_->root->train(training); }
+
+void ZooModel::to(torch::Device device) { impl_->root->to(device); }
+
+ModelSummary ZooModel::summary(const std::vector<int64_t>& input_shape) {
+  std::vector<Row> rows;
+  infer(impl_->steps, input_shape, "", rows);
+  ModelSummary summary;
+  summary.params = count_params(*this);
+  int64_t row_params = 0;
+  for (const Row& row : rows) {
+    summary.macs += row.macs;
+    row_params += row.params;
+    summary.layers.push_back(fmt::format("{:<22} {:<14} {:<16} {:>10} {:>12}", row.name, row.kind,
+                                         shape_text(row.shape), row.params, row.macs));
+  }
+  KD_CHECK(row_params == summary.params, "summary rows count {} params, the modules hold {}", row_params,
+           summary.params);
+  return summary;
+}
+
+std::string ZooModel::kind() const { return spec_.arch(); }
+
+std::shared_ptr<torch::nn::Module> ZooModel::module() { return impl_->root; }
+
+}  // namespace kd::models

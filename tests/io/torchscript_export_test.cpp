@@ -1,0 +1,217 @@
+#include "kd/io/torchscript_export.h"
+
+#include <gtest/gtest.h>
+#include <torch/script.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+
+#include "kd/util/error.h"
+#include "kd/util/fs.h"
+
+namespace kd::io {
+namespace {
+
+namespace fs = std::filesystem;
+using models::ZooSpec;
+
+std::string error_of(const std::function<void()>& call) {
+  try {
+    call();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    std::random_device device;
+    path_ = fs::temp_directory_path() / ("kd_torchscript_test_" + std::to_string(device()));
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+struct ExportCase {
+  std::string label;
+  ZooSpec spec;
+  std::vector<int64_t> shape;
+  int64_t outputs;
+};
+
+std::vector<ExportCase> cases() {
+  return {
+      {"mlp", ZooSpec().arch("mlp").hidden({32, 16}).activation("tanh"), {20}, 3},
+      {"mlp_bn_dropout",
+       ZooSpec().arch("mlp").hidden({24}).batch_norm(true).dropout(0.3).activation("gelu"),
+       {1, 6, 6},
+       4},
+      {"cnn", ZooSpec().arch("cnn").channels({4, 8}).activation("leaky_relu"), {3, 12, 12}, 5},
+      {"cnn_bn_avg_head",
+       ZooSpec().arch("cnn").channels({6}).batch_norm(true).pool("avg").kernel(5).hidden({10}).activation(
+           "silu"),
+       {64},
+       10},
+      {"resnet8", ZooSpec().arch("resnet").depth(8).width(4), {2, 10, 10}, 3},
+      {"linear", ZooSpec().arch("linear").dropout(0.1), {1, 5, 5}, 2},
+  };
+}
+
+std::vector<int64_t> batch_shape(int64_t n, const std::vector<int64_t>& shape) {
+  std::vector<int64_t> full = {n};
+  full.insert(full.end(), shape.begin(), shape.end());
+  return full;
+}
+
+// A model whose BN statistics are no longer the initial ones.
+models::ModelPtr trained_model(const ExportCase& c) {
+  torch::manual_seed(3);
+  auto model = models::build_zoo_model(c.spec, c.shape, c.outputs);
+  model->set_training(true);
+  model->forward(torch::randn(batch_shape(8, c.shape)) * 2 + 0.5);
+  model->set_training(false);
+  return model;
+}
+
+void save_tensor(const torch::Tensor& tensor, const fs::path& path) {
+  std::vector<char> bytes = torch::pickle_save(tensor);
+  write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
+}
+
+torch::Tensor load_tensor(const fs::path& path) {
+  std::string bytes = read_file(path);
+  return torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end())).toTensor();
+}
+
+TEST(TorchScriptExport, CppLoadMatchesZooModel) {
+  TempDir dir;
+  for (const auto& c : cases()) {
+    auto model = trained_model(c);
+    fs::path path = dir.path() / (c.label + ".pt");
+    export_torchscript(*model, c.spec, c.shape, c.outputs, path);
+
+    torch::jit::ExtraFilesMap extra{{kTorchScriptSpecFile, ""}};
+    torch::jit::Module loaded = torch::jit::load(path.string(), torch::kCPU, extra);
+    EXPECT_EQ(nlohmann::json::parse(extra[kTorchScriptSpecFile]), models::to_json(c.spec)) << c.label;
+    EXPECT_FALSE(loaded.is_training()) << c.label;
+
+    torch::Tensor x = torch::randn(batch_shape(5, c.shape));
+    torch::Tensor expected = model->forward(x);
+    torch::Tensor actual = loaded.forward({x}).toTensor();
+    ASSERT_EQ(actual.sizes(), expected.sizes()) << c.label;
+    EXPECT_LT((actual - expected).abs().max().item<double>(), 1e-5) << c.label;
+
+    // Parameters stay parameters (trainable), statistics are buffers.
+    int64_t params = 0;
+    for (const auto& p : loaded.parameters()) params += p.numel();
+    EXPECT_EQ(params, models::count_params(*model)) << c.label;
+  }
+}
+
+TEST(TorchScriptExport, TrainingModeMatchesAndTrains) {
+  // Training-mode forward (batch statistics, running-stat updates) agrees with the ZooModel, and the
+  // loaded file takes gradients: a student can be exported, loaded and trained further.
+  TempDir dir;
+  ExportCase c{"resnet8", ZooSpec().arch("resnet").depth(8).width(4), {1, 8, 8}, 3};
+  auto model = trained_model(c);
+  fs::path path = dir.path() / "student.pt";
+  export_torchscript(*model, c.spec, c.shape, c.outputs, path);
+  torch::jit::Module loaded = torch::jit::load(path.string());
+
+  model->set_training(true);
+  loaded.train(true);
+  torch::Tensor x = torch::randn({6, 1, 8, 8});
+  torch::Tensor expected = model->forward(x);
+  torch::Tensor actual = loaded.forward({x}).toTensor();
+  EXPECT_LT((actual - expected).abs().max().item<double>(), 1e-5);
+  torch::Tensor zoo_mean, zoo_count;
+  for (const auto& [name, t] : model->state()) {
+    if (name == "stem_bn.running_mean") zoo_mean = t;
+    if (name == "stem_bn.num_batches_tracked") zoo_count = t;
+  }
+  EXPECT_LT((loaded.attr("stem_bn_running_mean").toTensor() - zoo_mean).abs().max().item<double>(), 1e-6);
+  EXPECT_EQ(loaded.attr("stem_bn_num_batches_tracked").toTensor().item<int64_t>(), zoo_count.item<int64_t>());
+
+  actual.sum().backward();
+  torch::Tensor grad = loaded.attr("head_weight").toTensor().grad();
+  ASSERT_TRUE(grad.defined());
+  EXPECT_GT(grad.abs().sum().item<double>(), 0);
+}
+
+TEST(TorchScriptExport, PythonLoadMatchesZooModel) {
+  const char* python = "/usr/bin/python3";
+  if (!fs::exists(python)) GTEST_SKIP() << python << " is missing";
+  TempDir dir;
+  std::vector<ExportCase> all = cases();
+  std::vector<torch::Tensor> expected;
+  for (const auto& c : all) {
+    auto model = trained_model(c);
+    export_torchscript(*model, c.spec, c.shape, c.outputs, dir.path() / (c.label + ".pt"));
+    torch::Tensor x = torch::randn(batch_shape(5, c.shape));
+    save_tensor(x, dir.path() / (c.label + ".input.pt"));
+    expected.push_back(model->forward(x));
+  }
+  // One interpreter for every case: importing torch takes seconds.
+  std::string script = R"(
+import json, sys, torch
+d = sys.argv[1]
+for label in sys.argv[2:]:
+    extra = {"kdistill/spec.json": ""}
+    m = torch.jit.load(f"{d}/{label}.pt", _extra_files=extra)
+    assert json.loads(extra["kdistill/spec.json"])["arch"] in ("mlp", "cnn", "resnet", "linear")
+    assert not m.training
+    x = torch.load(f"{d}/{label}.input.pt")
+    with torch.no_grad():
+        torch.save(m(x), f"{d}/{label}.output.pt")
+)";
+  write_file_atomic(dir.path() / "run.py", script);
+  std::string command =
+      std::string(python) + " " + (dir.path() / "run.py").string() + " " + dir.path().string();
+  for (const auto& c : all) command += " " + c.label;
+  command += " > " + (dir.path() / "python.log").string() + " 2>&1";
+  int status = std::system(command.c_str());
+  ASSERT_EQ(status, 0) << read_file(dir.path() / "python.log");
+  for (size_t i = 0; i < all.size(); ++i) {
+    torch::Tensor actual = load_tensor(dir.path() / (all[i].label + ".output.pt"));
+    ASSERT_EQ(actual.sizes(), expected[i].sizes()) << all[i].label;
+    EXPECT_LT((actual - expected[i]).abs().max().item<double>(), 1e-5) << all[i].label;
+  }
+}
+
+TEST(TorchScriptExport, RefusesModelOfAnotherSpec) {
+  TempDir dir;
+  auto model = models::build_zoo_model(ZooSpec().arch("mlp").hidden({32}), {8}, 2);
+  fs::path path = dir.path() / "student.pt";
+  std::string message =
+      error_of([&] { export_torchscript(*model, ZooSpec().arch("mlp").hidden({16}), {8}, 2, path); });
+  EXPECT_NE(message.find("student.pt: torchscript export: the mlp model does not match its spec: load_state: "
+                         "\"fc1.weight\": shape [32, 8] in the state, but the mlp model has [16, 8]"),
+            std::string::npos)
+      << message;
+  EXPECT_FALSE(fs::exists(path));
+}
+
+TEST(TorchScriptExport, UnwritablePathIsAnErrorAndLeavesNoFile) {
+  TempDir dir;
+  write_file_atomic(dir.path() / "file", "not a folder");
+  auto model = models::build_zoo_model(ZooSpec().arch("linear"), {4}, 2);
+  fs::path path = dir.path() / "file" / "student.pt";
+  std::string message = error_of([&] { export_torchscript(*model, ZooSpec().arch("linear"), {4}, 2, path); });
+  EXPECT_NE(message.find(path.string()), std::string::npos) << message;
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
+}
+
+}  // namespace
+}  // namespace kd::io

@@ -1,0 +1,403 @@
+#include "kd/models/zoo.h"
+
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+
+#include "kd/util/error.h"
+
+namespace kd::models {
+namespace {
+
+// The kd::Error message of `call`, or "" when it does not throw.
+std::string error_of(const std::function<void()>& call) {
+  try {
+    call();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+#define EXPECT_ERROR_HAS(call, text)                               \
+  do {                                                             \
+    std::string message_ = error_of([&] { call; });                \
+    EXPECT_NE(message_.find(text), std::string::npos) << message_; \
+  } while (0)
+
+const std::vector<int64_t> kImage = {1, 28, 28};
+const std::vector<int64_t> kFlat = {784};
+
+ModelPtr build(const ZooSpec& spec, const std::vector<int64_t>& shape = kImage, int64_t outputs = 10) {
+  return build_zoo_model(spec, shape, outputs, "student.model");
+}
+
+std::vector<int64_t> batch_shape(int64_t n, const std::vector<int64_t>& shape) {
+  std::vector<int64_t> full = {n};
+  full.insert(full.end(), shape.begin(), shape.end());
+  return full;
+}
+
+struct FamilyCase {
+  std::string label;
+  ZooSpec spec;
+};
+
+std::vector<FamilyCase> every_family() {
+  return {
+      {"mlp", ZooSpec().arch("mlp").hidden({64, 32})},
+      {"mlp_bn_dropout_gelu",
+       ZooSpec().arch("mlp").hidden({64}).batch_norm(true).dropout(0.2).activation("gelu")},
+      {"mlp_empty_hidden", ZooSpec().arch("mlp")},
+      {"cnn", ZooSpec().arch("cnn").channels({8, 16})},
+      {"cnn_bn_avg_head",
+       ZooSpec().arch("cnn").channels({8}).batch_norm(true).pool("avg").hidden({20}).kernel(5)},
+      {"resnet8", ZooSpec().arch("resnet").depth(8).width(4).activation("silu")},
+      {"linear", ZooSpec().arch("linear")},
+  };
+}
+
+TEST(Zoo, OutputShapesOnImageAndFlatInput) {
+  torch::manual_seed(0);
+  for (const auto& c : every_family()) {
+    for (const auto& shape : {kImage, kFlat}) {
+      auto model = build(c.spec, shape, 7);
+      model->set_training(false);
+      torch::Tensor out = model->forward(torch::randn(batch_shape(5, shape)));
+      EXPECT_EQ(out.sizes(), (std::vector<int64_t>{5, 7})) << c.label;
+      EXPECT_TRUE(torch::isfinite(out).all().item<bool>()) << c.label;
+      EXPECT_EQ(model->kind(), c.spec.arch());
+    }
+  }
+}
+
+TEST(Zoo, ConvolutionalFamiliesViewSquareFlatInputAsImage) {
+  // 784 flat features are the 28x28 image row by row: same state, same outputs.
+  for (const auto& spec :
+       {ZooSpec().arch("cnn").channels({4, 8}), ZooSpec().arch("resnet").depth(8).width(4)}) {
+    auto image_model = build(spec, kImage);
+    auto flat_model = build(spec, kFlat);
+    flat_model->load_state(image_model->state());
+    image_model->set_training(false);
+    flat_model->set_training(false);
+    torch::Tensor x = torch::randn({3, 1, 28, 28});
+    EXPECT_TRUE(torch::equal(image_model->forward(x), flat_model->forward(x.reshape({3, 784}))));
+  }
+}
+
+TEST(Zoo, ParamsMatchPyTorch) {
+  // Numbers from tests/fixtures/zoo_param_counts.py (real torch.nn modules, sum of p.numel()).
+  struct Case {
+    ZooSpec spec;
+    std::vector<int64_t> shape;
+    int64_t expected;
+  };
+  std::vector<Case> cases = {
+      // 784*1200+1200 + 1200*1200+1200 + 1200*10+10
+      {ZooSpec().arch("mlp").hidden({1200, 1200}), kImage, 2395210},
+      // fc1 without bias (BN follows): 784*100 + BN 2*100 + head 100*10+10
+      {ZooSpec().arch("mlp").hidden({100}).batch_norm(true), kFlat, 79610},
+      // conv1 3*3*1*16+16 + conv2 3*3*16*32+32 + head 32*10+10 = 160 + 4640 + 330
+      {ZooSpec().arch("cnn").channels({16, 32}), kImage, 5130},
+      // 5*5*3*32 + 2*32 + 5*5*32*64 + 2*64 + fc1 64*50 + 2*50 + head 50*10+10 (no bias before BN)
+      {ZooSpec().arch("cnn").channels({32, 64}).batch_norm(true).kernel(5).hidden({50}), {3, 32, 32}, 57602},
+      // ResNet-20 with option B shortcuts; option A's well-known 269,722 + projections 16*32+2*32 +
+      // 32*64+2*64
+      {ZooSpec().arch("resnet").depth(20).width(16), {3, 32, 32}, 272474},
+      {ZooSpec().arch("resnet").depth(8).width(16), kImage, 77754},
+      // 784*10+10
+      {ZooSpec().arch("linear"), kImage, 7850},
+  };
+  for (const auto& c : cases) {
+    auto model = build(c.spec, c.shape);
+    EXPECT_EQ(count_params(*model), c.expected) << to_json(c.spec).dump();
+    EXPECT_EQ(model->summary(c.shape).params, c.expected) << to_json(c.spec).dump();
+  }
+}
+
+TEST(Zoo, MacsByHandForMlp) {
+  auto model = build(ZooSpec().arch("mlp").hidden({1200, 1200}));
+  ModelSummary summary = model->summary(kImage);
+  // 784*1200 + 1200*1200 + 1200*10
+  EXPECT_EQ(summary.macs, 940800 + 1440000 + 12000);
+  // flatten, fc1, fc1_act, fc2, fc2_act, head
+  ASSERT_EQ(summary.layers.size(), 6u);
+  EXPECT_NE(summary.layers[1].find("fc1"), std::string::npos);
+  EXPECT_NE(summary.layers[1].find("Linear"), std::string::npos);
+  EXPECT_NE(summary.layers[1].find("[1200]"), std::string::npos);
+  EXPECT_NE(summary.layers[1].find("942000"), std::string::npos);  // 784*1200+1200 params
+  EXPECT_NE(summary.layers[5].find("head"), std::string::npos);
+}
+
+TEST(Zoo, MacsByHandForSmallCnn) {
+  auto model = build(ZooSpec().arch("cnn").channels({16, 32}).batch_norm(true));
+  ModelSummary summary = model->summary(kImage);
+  // conv1: 3*3*1*16 * 28*28 = 112896; conv2: 3*3*16*32 * 14*14 = 903168; head 32*10 = 320; BN/act/pool 0.
+  EXPECT_EQ(summary.macs, 112896 + 903168 + 320);
+  // conv1 conv1_bn conv1_act conv1_pool conv2 conv2_bn conv2_act conv2_pool gap head
+  ASSERT_EQ(summary.layers.size(), 10u);
+  EXPECT_NE(summary.layers[0].find("Conv2d"), std::string::npos) << summary.layers[0];
+  EXPECT_NE(summary.layers[0].find("[16, 28, 28]"), std::string::npos) << summary.layers[0];
+  EXPECT_NE(summary.layers[0].find("112896"), std::string::npos) << summary.layers[0];
+  EXPECT_NE(summary.layers[3].find("MaxPool2d"), std::string::npos) << summary.layers[3];
+  EXPECT_NE(summary.layers[3].find("[16, 14, 14]"), std::string::npos) << summary.layers[3];
+  EXPECT_NE(summary.layers[7].find("[32, 7, 7]"), std::string::npos) << summary.layers[7];
+  EXPECT_NE(summary.layers[8].find("GlobalAvgPool"), std::string::npos) << summary.layers[8];
+}
+
+TEST(Zoo, MacsOfResNetCountStridedConvsAndShortcuts) {
+  auto model = build(ZooSpec().arch("resnet").depth(8).width(4), {1, 8, 8}, 3);
+  ModelSummary summary = model->summary({1, 8, 8});
+  int64_t expected = 9 * 1 * 4 * 64                                   // stem 8x8
+                     + 2 * 9 * 4 * 4 * 64                             // layer1_0 convs 8x8
+                     + 9 * 4 * 8 * 16 + 9 * 8 * 8 * 16 + 4 * 8 * 16   // layer2_0 4x4 + 1x1 shortcut
+                     + 9 * 8 * 16 * 4 + 9 * 16 * 16 * 4 + 8 * 16 * 4  // layer3_0 2x2
+                     + 16 * 3;                                        // head
+  EXPECT_EQ(summary.macs, expected);
+  EXPECT_ERROR_HAS(model->summary({2, 8, 8}), "summary: layer stem expects input [1, H, W], got [2, 8, 8]");
+}
+
+TEST(Zoo, WidthMultiplierScalesEveryFamily) {
+  // hidden 100 * 2 = 200: 784*200+200 + 200*10+10
+  EXPECT_EQ(count_params(*build(ZooSpec().arch("mlp").hidden({100}).width_multiplier(2.0))), 159010);
+  // channels {16, 32} * 0.5 = {8, 16}: 9*8+8 + 9*8*16+16 + 16*10+10 = 80 + 1168 + 170
+  EXPECT_EQ(count_params(*build(ZooSpec().arch("cnn").channels({16, 32}).width_multiplier(0.5))), 1418);
+  // width 16 * 0.5 = ResNet-8 of width 8; conv params scale by ~1/4
+  auto full = count_params(*build(ZooSpec().arch("resnet").depth(8).width(16)));
+  auto half = count_params(*build(ZooSpec().arch("resnet").depth(8).width(16).width_multiplier(0.5)));
+  EXPECT_EQ(half, count_params(*build(ZooSpec().arch("resnet").depth(8).width(8))));
+  EXPECT_NEAR(static_cast<double>(half) / full, 0.25, 0.02);
+  // Sizes never round to zero: 100 * 0.001 -> 1.
+  EXPECT_EQ(count_params(*build(ZooSpec().arch("mlp").hidden({100}).width_multiplier(0.001))),
+            784 + 1 + 10 + 10);
+}
+
+TEST(Zoo, StateNamesAreStableAndInStateDictOrder) {
+  auto model = build(ZooSpec().arch("cnn").channels({4}).batch_norm(true).hidden({6}));
+  std::vector<std::string> names;
+  for (const auto& [name, tensor] : model->state()) names.push_back(name);
+  std::vector<std::string> expected = {"conv1.weight",         "conv1_bn.weight",
+                                       "conv1_bn.bias",        "conv1_bn.running_mean",
+                                       "conv1_bn.running_var", "conv1_bn.num_batches_tracked",
+                                       "fc1.weight",           "fc1_bn.weight",
+                                       "fc1_bn.bias",          "fc1_bn.running_mean",
+                                       "fc1_bn.running_var",   "fc1_bn.num_batches_tracked",
+                                       "head.weight",          "head.bias"};
+  EXPECT_EQ(names, expected);
+
+  auto resnet = build(ZooSpec().arch("resnet").depth(8).width(4));
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& [name, tensor] : resnet->state()) shapes[name] = tensor.sizes().vec();
+  EXPECT_EQ(shapes.at("stem.weight"), (std::vector<int64_t>{4, 1, 3, 3}));
+  EXPECT_EQ(shapes.at("layer2_0.conv1.weight"), (std::vector<int64_t>{8, 4, 3, 3}));
+  EXPECT_EQ(shapes.at("layer2_0.shortcut.weight"), (std::vector<int64_t>{8, 4, 1, 1}));
+  EXPECT_EQ(shapes.at("layer3_0.shortcut_bn.running_var"), (std::vector<int64_t>{16}));
+  EXPECT_EQ(shapes.count("layer1_0.shortcut.weight"), 0u);  // identity where the shape is kept
+}
+
+TEST(Zoo, InitIsDeterministicGivenSeed) {
+  auto spec = ZooSpec().arch("resnet").depth(8).width(4);
+  torch::manual_seed(42);
+  auto a = build(spec);
+  torch::manual_seed(42);
+  auto b = build(spec);
+  auto sa = a->state(), sb = b->state();
+  ASSERT_EQ(sa.size(), sb.size());
+  for (size_t i = 0; i < sa.size(); ++i) EXPECT_TRUE(torch::equal(sa[i].second, sb[i].second)) << sa[i].first;
+}
+
+TEST(Zoo, StateRoundTripGivesIdenticalOutputs) {
+  for (const auto& c : every_family()) {
+    torch::manual_seed(1);
+    auto source = build(c.spec);
+    // A training-mode forward moves the BN running statistics away from their initial values.
+    source->set_training(true);
+    source->forward(torch::randn({16, 1, 28, 28}) * 3 + 1);
+    torch::manual_seed(2);
+    auto target = build(c.spec);
+    target->load_state(source->state());
+    source->set_training(false);
+    target->set_training(false);
+    torch::Tensor x = torch::randn({4, 1, 28, 28});
+    EXPECT_TRUE(torch::equal(source->forward(x), target->forward(x))) << c.label;
+  }
+}
+
+TEST(Zoo, LoadStateRefusesMismatches) {
+  auto model = build(ZooSpec().arch("mlp").hidden({32}));
+  auto other = build(ZooSpec().arch("mlp").hidden({16}));
+  EXPECT_ERROR_HAS(
+      model->load_state(other->state()),
+      "load_state: \"fc1.weight\": shape [16, 784] in the state, but the mlp model has [32, 784]");
+
+  NamedTensors missing = model->state();
+  missing.pop_back();
+  EXPECT_ERROR_HAS(model->load_state(missing), "load_state: missing tensor \"head.bias\" (shape [10])");
+
+  NamedTensors extra = model->state();
+  extra.emplace_back("fc9.weight", torch::zeros({2}));
+  EXPECT_ERROR_HAS(model->load_state(extra), "unexpected tensor \"fc9.weight\"");
+
+  // A failed load leaves the model untouched.
+  torch::Tensor before = model->state()[0].second.clone();
+  NamedTensors partial = other->state();
+  EXPECT_ERROR_HAS(model->load_state(partial), "shape");
+  EXPECT_TRUE(torch::equal(before, model->state()[0].second));
+}
+
+TEST(Zoo, ForwardRefusesWrongInputShape) {
+  auto model = build(ZooSpec().arch("mlp").hidden({8}));
+  EXPECT_ERROR_HAS(model->forward(torch::randn({2, 784})),
+                   "mlp model: input has shape [2, 784], expected [N, 1, 28, 28]");
+}
+
+TEST(Zoo, ValidateNamesTheField) {
+  auto message = [](const ZooSpec& spec, const std::vector<int64_t>& shape = kImage, int64_t outputs = 10) {
+    return error_of([&] { validate(spec, shape, outputs, "student.model"); });
+  };
+  EXPECT_EQ(message(ZooSpec().arch("mpl")),
+            "student.model.arch: unknown architecture \"mpl\"; did you mean \"mlp\"? "
+            "(expected mlp, cnn, resnet or linear)");
+  EXPECT_EQ(message(ZooSpec().arch("transformer")),
+            "student.model.arch: unknown architecture \"transformer\" (expected mlp, cnn, resnet or linear)");
+  EXPECT_EQ(message(ZooSpec().activation("rleu")),
+            "student.model.activation: unknown activation \"rleu\"; did you mean \"relu\"? "
+            "(expected relu, gelu, tanh, leaky_relu or silu)");
+  EXPECT_EQ(message(ZooSpec().hidden({64, -3})),
+            "student.model.hidden[1]: a layer size must be positive, got -3");
+  EXPECT_EQ(message(ZooSpec().arch("cnn").channels({0})),
+            "student.model.channels[0]: a channel count must be positive, got 0");
+  EXPECT_EQ(message(ZooSpec().arch("resnet").depth(18)),
+            "student.model.depth: a CIFAR ResNet has depth 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), got 18; "
+            "did you mean 20?");
+  EXPECT_EQ(message(ZooSpec().arch("resnet").depth(2)).find("got 2; did you mean 8?") != std::string::npos,
+            true);
+  EXPECT_EQ(message(ZooSpec().arch("resnet").width(0)), "student.model.width: must be positive, got 0");
+  EXPECT_EQ(message(ZooSpec().dropout(1.0)), "student.model.dropout: must be in [0, 1), got 1");
+  EXPECT_EQ(message(ZooSpec().width_multiplier(-1)),
+            "student.model.width_multiplier: must be a positive number, got -1");
+  EXPECT_EQ(message(ZooSpec().arch("cnn").channels({8}).pool("mean")),
+            "student.model.pool: unknown pooling \"mean\"; did you mean \"max\"? (expected max or avg)");
+  EXPECT_EQ(
+      message(ZooSpec().arch("cnn").channels({8}).kernel(4)),
+      "student.model.kernel: must be an odd size >= 1 (so that same padding keeps the image size), got 4");
+  EXPECT_EQ(message(ZooSpec().arch("cnn")),
+            "student.model.channels: arch cnn needs at least one stage, e.g. [32, 64]");
+  EXPECT_EQ(message(ZooSpec().arch("cnn").channels({1, 1, 1, 1, 1})),
+            "student.model.channels: each of the 5 stages halves the image, but a 28x28 input is down to 1x1 "
+            "before stage 5; use at most 4 stages or a larger input");
+  EXPECT_EQ(
+      message(ZooSpec().arch("cnn").channels({8}), {30}),
+      "student.model.arch: cnn needs image input [channels, height, width]; got 30 flat features, not a "
+      "perfect square to view as 1 x s x s");
+  EXPECT_EQ(message(ZooSpec().arch("linear").hidden({32})),
+            "student.model.hidden: arch linear has no hidden layers (got [32]); use arch mlp");
+  EXPECT_EQ(message(ZooSpec().arch("mlp").channels({16})),
+            "student.model.channels: only arch cnn has conv stages (got [16] with arch mlp)");
+  EXPECT_EQ(message(ZooSpec(), {28, 28}),
+            "student.model: input shape [28, 28] is neither [features] nor [channels, height, width]");
+  EXPECT_EQ(message(ZooSpec(), kImage, 0), "student.model: the model needs at least 1 output, got 0");
+  // Allowed: an mlp without hidden layers is the linear model.
+  EXPECT_EQ(message(ZooSpec().arch("mlp")), "");
+  EXPECT_EQ(count_params(*build(ZooSpec().arch("mlp"))), count_params(*build(ZooSpec().arch("linear"))));
+  // build_zoo_model validates too.
+  EXPECT_ERROR_HAS(build(ZooSpec().arch("resnet").depth(21)), "student.model.depth:");
+}
+
+TEST(Zoo, JsonRoundTripAndErrors) {
+  auto spec = ZooSpec()
+                  .arch("cnn")
+                  .channels({16, 32})
+                  .hidden({64})
+                  .activation("gelu")
+                  .dropout(0.25)
+                  .batch_norm(true)
+                  .kernel(5)
+                  .pool("avg")
+                  .depth(32)
+                  .width(8)
+                  .width_multiplier(1.5);
+  nlohmann::json json = to_json(spec);
+  EXPECT_EQ(json.size(), 11u);
+  ZooSpec back = zoo_spec_from_json(json);
+  EXPECT_EQ(to_json(back), json);
+  EXPECT_EQ(back.channels(), (std::vector<int64_t>{16, 32}));
+  EXPECT_EQ(back.width_multiplier(), 1.5);
+
+  ZooSpec partial = zoo_spec_from_json(nlohmann::json::parse(R"({"arch": "mlp", "hidden": [32, 16.0]})"));
+  EXPECT_EQ(partial.hidden(), (std::vector<int64_t>{32, 16}));
+  EXPECT_EQ(partial.activation(), "relu");
+
+  auto message = [](const std::string& text) {
+    return error_of([&] { zoo_spec_from_json(nlohmann::json::parse(text), "student.model"); });
+  };
+  EXPECT_EQ(
+      message(R"({"hiden": [32]})").rfind("student.model.hiden: unknown key; did you mean \"hidden\"?", 0),
+      0u);
+  EXPECT_EQ(message(R"({"hidden": 32})"),
+            "student.model.hidden: expected a list of integers such as [64, 32], got 32");
+  EXPECT_EQ(message(R"({"hidden": [32, 1.5]})"), "student.model.hidden[1]: expected an integer, got 1.5");
+  EXPECT_EQ(message(R"({"batch_norm": "yes"})"),
+            "student.model.batch_norm: expected true or false, got \"yes\"");
+  EXPECT_EQ(message(R"({"arch": 3})"), "student.model.arch: expected a name, got 3");
+  EXPECT_EQ(message(R"([1, 2])").rfind("student.model: expected a mapping", 0), 0u);
+}
+
+TEST(Zoo, MlpLearnsSeparableProblem) {
+  torch::manual_seed(0);
+  // 256 points in 10 dims; class = which side of a fixed hyperplane, with a margin.
+  torch::Tensor x = torch::randn({256, 10});
+  torch::Tensor w = torch::randn({10});
+  torch::Tensor score = x.matmul(w);
+  torch::Tensor keep = score.abs() > 0.3;
+  x = x.index({keep});
+  torch::Tensor y = (score.index({keep}) > 0).to(torch::kLong);
+
+  auto model = build(ZooSpec().arch("mlp").hidden({32}), {10}, 2);
+  model->set_training(true);
+  torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(1e-2));
+  float first_loss = 0, last_loss = 0;
+  for (int step = 0; step < 50; ++step) {
+    optimizer.zero_grad();
+    torch::Tensor loss = torch::nn::functional::cross_entropy(model->forward(x), y);
+    loss.backward();
+    optimizer.step();
+    if (step == 0) first_loss = loss.item<float>();
+    last_loss = loss.item<float>();
+  }
+  model->set_training(false);
+  double accuracy = (model->forward(x).argmax(1) == y).to(torch::kDouble).mean().item<double>();
+  EXPECT_GT(accuracy, 0.9);
+  EXPECT_LT(last_loss, 0.5 * first_loss);
+}
+
+TEST(Zoo, TorchScriptSourceNamesStateTensors) {
+  std::string source = torchscript_source(ZooSpec().arch("mlp").hidden({8}).batch_norm(true), {1, 4, 4}, 3);
+  EXPECT_EQ(source,
+            "def forward(self, x):\n"
+            "    x = torch.flatten(x, 1)\n"
+            "    x = torch.mm(x, self.fc1_weight.t())\n"
+            "    if self.training:\n"
+            "        self.fc1_bn_num_batches_tracked.add_(1)\n"
+            "    x = torch.batch_norm(x, self.fc1_bn_weight, self.fc1_bn_bias, self.fc1_bn_running_mean, "
+            "self.fc1_bn_running_var, self.training, 0.1, 1e-05, False)\n"
+            "    x = torch.relu(x)\n"
+            "    x = torch.addmm(self.head_bias, x, self.head_weight.t())\n"
+            "    return x\n");
+  std::string resnet = torchscript_source(ZooSpec().arch("resnet").depth(8).width(4), {64}, 2);
+  EXPECT_NE(resnet.find("    x = torch.reshape(x, [-1, 1, 8, 8])\n"), std::string::npos) << resnet;
+  EXPECT_NE(resnet.find("    s = torch.conv2d(s, self.layer2_0_shortcut_weight, None, [2, 2], [0, 0])\n"),
+            std::string::npos)
+      << resnet;
+  EXPECT_NE(resnet.find("    x = torch.relu(y + s)\n"), std::string::npos) << resnet;
+  EXPECT_NE(resnet.find("    x = torch.relu(y + x)\n"), std::string::npos) << resnet;
+  // Every attribute the source reads is a state() tensor.
+  auto model = build_zoo_model(ZooSpec().arch("resnet").depth(8).width(4), {64}, 2);
+  for (const auto& [name, tensor] : model->state()) {
+    EXPECT_NE(resnet.find("self." + torchscript_attribute_name(name)), std::string::npos) << name;
+  }
+}
+
+}  // namespace
+}  // namespace kd::models
