@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "kd/io/model_file.h"
+#include "kd/io/torchscript_export.h"
 #include "kd/losses/distiller.h"
 #include "kd/models/torchscript_model.h"
 #include "kd/report/metrics.h"
@@ -153,6 +154,7 @@ struct FoldRun {
   Trained teacher, baseline, student;
   double teacher_seconds = 0, cache_seconds = 0;
   int64_t copied_from_teacher = 0;
+  std::vector<std::string> exported;
 };
 
 FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dataset& dataset, size_t fold_index) {
@@ -283,6 +285,13 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   io::save_model(file, *run.student.model, run.student.info);
   run.student.test = score(task, fold, predict(*run.student.model, fold.test.x), fold.test.y, teacher_test);
   run.student.size = size_of(*run.student.model, dataset.input_shape, file, options.latency_repeats());
+  for (const auto& format : spec.exports) {
+    if (format == "torchscript" && spec.student.model) {
+      std::string exported = (fs::path(dir) / "student.torchscript.pt").string();
+      io::export_torchscript(*run.student.model, *spec.student.model, dataset.input_shape, dataset.outputs, exported);
+      run.exported.push_back(exported);
+    }
+  }
   return run;
 }
 
@@ -417,6 +426,10 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
   if (spec.student.init != "random" && spec.student.init != "teacher") {
     fail("student.init: {} is not random or teacher", quote(spec.student.init));
   }
+  for (const auto& format : spec.exports) {
+    // A TorchScript student is saved as TorchScript already; the other formats come with the exporters.
+    if (format != "torchscript") fail("export: {} is not an export format of this version, expected torchscript", quote(format));
+  }
   if (spec.distill.losses.empty()) fail("distill.losses: the list is empty; e.g. [{kind: kl, temperature: 4}, {kind: ce}]");
   // Fail on bad loss or target settings before any data is read or any model trained.
   losses::Distiller check_losses(spec.distill.losses, spec.task);
@@ -486,6 +499,11 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
                      {"labeled", dataset.folds[0].labeled.sum().item<int64_t>()},
                      {"transfer", dataset.folds[0].transfer_x.defined() ? dataset.folds[0].transfer_x.size(0) : 0}};
   metrics["seed"] = spec.seed;
+  nlohmann::json exported = nlohmann::json::array();
+  for (const auto& r : runs) {
+    for (const auto& file : r.exported) exported.push_back(fs::relative(file, options.out()).string());
+  }
+  metrics["exports"] = exported;
 
   fs::path out(options.out());
   write_file_atomic(out / "metrics.json", metrics.dump(2) + "\n");
