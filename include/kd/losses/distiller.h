@@ -1,0 +1,53 @@
+// The distillation objective: a weighted sum of loss terms (recipe `distill.losses`).
+//
+//   total = sum_i weight_i * term_i(student, teacher, labels)
+//
+// Built once from the recipe's list; compute() returns the total (for backward) and each
+// unweighted term, detached, for logs. Shapes as in kd/losses/loss_term.h.
+//
+// Example:
+//   kd::losses::Distiller distiller({kd::losses::LossTermOptions("kl").weight(0.9).temperature(4),
+//                                    kd::losses::LossTermOptions("ce").weight(0.1)},
+//                                   kd::Task::classification);
+//   auto values = distiller.compute({logits, teacher_logits, labels});  values.total.backward();
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kd/data/task.h"
+#include "kd/losses/loss_term.h"
+
+namespace kd::losses {
+
+struct LossValues {
+  torch::Tensor total;               // 0-dim, carries the graph
+  std::vector<torch::Tensor> terms;  // unweighted, detached, in the order of term_names()
+};
+
+class Distiller {
+ public:
+  // kd::Error naming the entry (`losses[1].temperature: found -1, expected > 0`) when an entry is
+  // invalid, the list is empty, all weights are 0, or a kind does not fit `task`.
+  Distiller(std::vector<LossTermOptions> terms, Task task);
+
+  LossValues compute(const LossInputs& inputs) const;
+
+  // One label per term for logs: the kind, or "kind_i" when a kind appears more than once.
+  const std::vector<std::string>& term_names() const { return names_; }
+  const std::vector<LossTermOptions>& options() const { return options_; }
+  // Whether any term reads the teacher / the labels (e.g. a baseline has no teacher). Terms of
+  // weight 0 are still computed, for the logs, so they count.
+  bool needs_teacher() const;
+  bool needs_labels() const;
+  Task task() const { return task_; }
+
+ private:
+  std::vector<LossTermOptions> options_;
+  std::vector<std::unique_ptr<LossTerm>> terms_;
+  std::vector<std::string> names_;
+  Task task_;
+};
+
+}  // namespace kd::losses
