@@ -9,6 +9,7 @@
 #include "kd/data/npy.h"
 #include "kd/data/split.h"
 #include "kd/util/error.h"
+#include "kd/util/shape.h"
 #include "kd/util/strings.h"
 
 namespace kd::data {
@@ -57,7 +58,7 @@ std::string detect_format(const DataSpec& spec) {
 // Inputs as float32 with a channel axis for images: [N, H, W] -> [N, 1, H, W]. Integer
 // pixel data (uint8) is scaled to [0, 1].
 torch::Tensor as_inputs(torch::Tensor x, const std::string& file) {
-  if (x.dim() < 2) fail("{}: inputs have shape {}, expected [examples, features...]", file, fmt::format("{}", x.sizes()));
+  if (x.dim() < 2) fail("{}: inputs have shape {}, expected [examples, features...]", file, shape_text(x.sizes()));
   bool pixels = x.scalar_type() == torch::kByte;
   x = x.to(torch::kFloat);
   if (pixels) x = x / 255.0;
@@ -98,7 +99,7 @@ std::pair<torch::Tensor, torch::Tensor> read_pair(const std::string& format, con
 torch::Tensor map_classes(const torch::Tensor& raw, const std::string& file, std::vector<std::string>& names) {
   auto y = raw.reshape({-1});
   if (raw.dim() > 1 && raw.numel() != raw.size(0)) {
-    fail("{}: labels have shape {}, expected one class per example", file, fmt::format("{}", raw.sizes()));
+    fail("{}: labels have shape {}, expected one class per example", file, shape_text(raw.sizes()));
   }
   if (y.is_floating_point()) {
     auto bad = (y != y.round()).nonzero();
@@ -141,8 +142,8 @@ Pool read_arrays(const DataSpec& spec, const std::string& format) {
   int64_t train_count = x.size(0);
   if (x_test.defined()) {
     if (x_test.sizes().slice(1) != x.sizes().slice(1)) {
-      fail("data.test: examples have shape {}, expected the training shape {}", fmt::format("{}", x_test.sizes().slice(1)),
-           fmt::format("{}", x.sizes().slice(1)));
+      fail("data.test: examples have shape {}, expected the training shape {}", shape_text(x_test.sizes().slice(1)),
+           shape_text(x.sizes().slice(1)));
     }
     x = torch::cat({x, x_test});
     y = torch::cat({y.reshape({y.size(0), -1}).to(torch::kDouble), y_test.reshape({y_test.size(0), -1}).to(torch::kDouble)});
@@ -306,7 +307,7 @@ torch::Tensor read_transfer(const DataSpec& spec, const std::string& format, con
   x = as_inputs(x, spec.transfer());
   if (x.sizes().slice(1) != pool.x.sizes().slice(1)) {
     fail("data.transfer: {}: examples have shape {}, expected the training shape {}", spec.transfer(),
-         fmt::format("{}", x.sizes().slice(1)), fmt::format("{}", pool.x.sizes().slice(1)));
+         shape_text(x.sizes().slice(1)), shape_text(pool.x.sizes().slice(1)));
   }
   return x;
 }
@@ -358,7 +359,7 @@ Dataset load_dataset(const DataSpec& spec) {
 std::string Dataset::summary() const {
   std::ostringstream out;
   const DataFold& f = folds.front();
-  out << "data: " << source << ", " << to_string(task) << ", input " << fmt::format("{}", input_shape);
+  out << "data: " << source << ", " << to_string(task) << ", input " << shape_text(input_shape);
   if (task == Task::classification) {
     out << ", " << outputs << " classes";
   } else {

@@ -3,23 +3,15 @@
 #include <fmt/format.h>
 
 #include "kd/util/error.h"
+#include "kd/util/shape.h"
 
 namespace kd::losses::detail {
-namespace {
-
-std::string shape_of(const torch::Tensor& t) {
-  std::vector<int64_t> sizes = t.sizes().vec();
-  return fmt::format("[{}]", fmt::join(sizes, ", "));
-}
-
-}  // namespace
-
 const torch::Tensor& student_of(const LossInputs& inputs, const std::string& kind) {
   const torch::Tensor& s = inputs.student;
   if (!s.defined()) fail("loss \"{}\": no student outputs given", kind);
   if (!s.is_floating_point() || s.dim() != 2 || s.size(0) == 0) {
     fail("loss \"{}\": student outputs are {} of {}, expected a float tensor [N, C] with N >= 1", kind,
-         shape_of(s), std::string(c10::toString(s.scalar_type())));
+         shape_text(s.sizes()), std::string(c10::toString(s.scalar_type())));
   }
   return s;
 }
@@ -31,7 +23,7 @@ torch::Tensor teacher_of(const LossInputs& inputs, const std::string& kind) {
   }
   if (inputs.teacher.sizes() != s.sizes()) {
     fail("loss \"{}\": teacher outputs are {}, expected the student's shape {}", kind,
-         shape_of(inputs.teacher), shape_of(s));
+         shape_text(inputs.teacher.sizes()), shape_text(s.sizes()));
   }
   return inputs.teacher.detach().to(s.scalar_type());
 }
@@ -41,13 +33,13 @@ torch::Tensor labelled_rows(const LossInputs& inputs, const std::string& kind) {
   const int64_t n = s.size(0);
   if (!inputs.labels.defined()) fail("loss \"{}\" needs labels, but this batch has none", kind);
   if (inputs.labels.dim() == 0 || inputs.labels.size(0) != n) {
-    fail("loss \"{}\": labels are {}, expected {} rows like the student", kind, shape_of(inputs.labels), n);
+    fail("loss \"{}\": labels are {}, expected {} rows like the student", kind, shape_text(inputs.labels.sizes()), n);
   }
   auto all = torch::arange(n, torch::TensorOptions().dtype(torch::kLong).device(s.device()));
   if (!inputs.has_label.defined()) return all;
   const torch::Tensor& mask = inputs.has_label;
   if (mask.scalar_type() != torch::kBool || mask.dim() != 1 || mask.size(0) != n) {
-    fail("loss \"{}\": has_label is {} of {}, expected bool [{}]", kind, shape_of(mask),
+    fail("loss \"{}\": has_label is {} of {}, expected bool [{}]", kind, shape_text(mask.sizes()),
          std::string(c10::toString(mask.scalar_type())), n);
   }
   return all.masked_select(mask.to(s.device()));
@@ -57,7 +49,7 @@ torch::Tensor class_labels(const LossInputs& inputs, const torch::Tensor& rows, 
   const torch::Tensor& s = student_of(inputs, kind);
   const torch::Tensor& labels = inputs.labels;
   if (labels.dim() != 1 || labels.is_floating_point() || labels.scalar_type() == torch::kBool) {
-    fail("loss \"{}\": labels are {} of {}, expected int64 class indices [N]", kind, shape_of(labels),
+    fail("loss \"{}\": labels are {} of {}, expected int64 class indices [N]", kind, shape_text(labels.sizes()),
          std::string(c10::toString(labels.scalar_type())));
   }
   torch::Tensor y = labels.to(s.device()).index_select(0, rows).to(torch::kLong);
@@ -80,7 +72,7 @@ torch::Tensor regression_labels(const LossInputs& inputs, const torch::Tensor& r
   const int64_t k = s.size(1);
   bool shape_ok = (labels.dim() == 2 && labels.size(1) == k) || (labels.dim() == 1 && k == 1);
   if (!labels.is_floating_point() || !shape_ok) {
-    fail("loss \"{}\": labels are {} of {}, expected float targets [N, {}]{}", kind, shape_of(labels),
+    fail("loss \"{}\": labels are {} of {}, expected float targets [N, {}]{}", kind, shape_text(labels.sizes()),
          std::string(c10::toString(labels.scalar_type())), k, k == 1 ? " or [N]" : "");
   }
   return labels.to(s.device(), s.scalar_type()).index_select(0, rows).reshape({rows.size(0), k});

@@ -1,6 +1,7 @@
 #include "kd/models/torchscript_model.h"
 
 #include "kd/util/error.h"
+#include "kd/util/shape.h"
 #include "kd/util/fs.h"
 #include "kd/util/strings.h"
 
@@ -22,7 +23,7 @@ torch::Tensor TorchScriptModel::forward(const torch::Tensor& input) {
   try {
     result = module_.forward({input});
   } catch (const c10::Error& e) {
-    fail("{}: forward failed on input {}: {}", path_, fmt::format("{}", input.sizes()), first_line(e));
+    fail("{}: forward failed on input {}: {}", path_, shape_text(input.sizes()), first_line(e));
   }
   if (result.isTensor()) {
     if (!output_.empty()) fail("{}: teacher.output is {}, but forward returns a single tensor", path_, quote(output_));
@@ -78,8 +79,8 @@ void TorchScriptModel::load_state(const NamedTensors& state) {
     auto it = std::find_if(state.begin(), state.end(), [&](const auto& item) { return item.first == name; });
     if (it == state.end()) fail("{}: state has no tensor {}", path_, quote(name));
     if (it->second.sizes() != tensor.sizes()) {
-      fail("{}: {} has shape {}, the state has {}", path_, quote(name), fmt::format("{}", tensor.sizes()),
-           fmt::format("{}", it->second.sizes()));
+      fail("{}: {} has shape {}, the state has {}", path_, quote(name), shape_text(tensor.sizes()),
+           shape_text(it->second.sizes()));
     }
     tensor.copy_(it->second);
   }

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "kd/util/error.h"
+#include "kd/util/shape.h"
 #include "kd/util/strings.h"
 
 namespace kd::models {
@@ -52,12 +53,6 @@ struct Step {
   torch::nn::BatchNorm1d bn1d{nullptr};
   torch::nn::BatchNorm2d bn2d{nullptr};
 };
-
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::vector<std::string> parts;
-  for (int64_t d : shape) parts.push_back(std::to_string(d));
-  return "[" + join(parts, ", ") + "]";
-}
 
 int64_t product(const std::vector<int64_t>& shape) {
   int64_t n = 1;

@@ -1,6 +1,7 @@
 #include "kd/report/metrics.h"
 
 #include "kd/util/error.h"
+#include "kd/util/shape.h"
 
 namespace kd::report {
 
@@ -31,7 +32,7 @@ double macro_f1(const torch::Tensor& predictions, const torch::Tensor& labels, i
 Metrics classification_metrics(const torch::Tensor& logits, const torch::Tensor& labels,
                                const torch::Tensor& teacher_logits) {
   KD_CHECK(logits.dim() == 2 && labels.dim() == 1 && logits.size(0) == labels.size(0),
-           "logits {} and labels {}", fmt::format("{}", logits.sizes()), fmt::format("{}", labels.sizes()));
+           "logits {} and labels {}", shape_text(logits.sizes()), shape_text(labels.sizes()));
   Metrics m;
   auto z = logits.to(torch::kDouble);
   auto log_p = torch::log_softmax(z, 1);
@@ -56,8 +57,8 @@ Metrics regression_metrics(const torch::Tensor& predictions, const torch::Tensor
                            const torch::Tensor& teacher_predictions) {
   auto p = predictions.to(torch::kDouble).reshape({predictions.size(0), -1});
   auto y = targets.to(torch::kDouble).reshape({targets.size(0), -1});
-  KD_CHECK(p.sizes() == y.sizes(), "predictions {} and targets {}", fmt::format("{}", p.sizes()),
-           fmt::format("{}", y.sizes()));
+  KD_CHECK(p.sizes() == y.sizes(), "predictions {} and targets {}", shape_text(p.sizes()),
+           shape_text(y.sizes()));
   Metrics m;
   auto error = p - y;
   m["mae"] = error.abs().mean().item<double>();

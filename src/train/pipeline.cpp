@@ -14,6 +14,7 @@
 #include "kd/models/torchscript_model.h"
 #include "kd/report/metrics.h"
 #include "kd/util/error.h"
+#include "kd/util/shape.h"
 #include "kd/util/fs.h"
 #include "kd/util/strings.h"
 
@@ -106,11 +107,11 @@ void check_outputs(models::Model& model, const data::Dataset& dataset, const tor
     out = model.forward(x.slice(0, 0, std::min<int64_t>(2, x.size(0))));
   } catch (const c10::Error& e) {
     std::string message = e.what_without_backtrace();
-    fail("{}: does not run on inputs of shape {}: {}", what, fmt::format("{}", dataset.input_shape),
+    fail("{}: does not run on inputs of shape {}: {}", what, shape_text(dataset.input_shape),
          message.substr(0, message.find('\n')));
   }
   if (out.dim() != 2 || out.size(1) != dataset.outputs) {
-    fail("{}: outputs have shape {}, expected [N, {}] ({} {})", what, fmt::format("{}", out.sizes()), dataset.outputs,
+    fail("{}: outputs have shape {}, expected [N, {}] ({} {})", what, shape_text(out.sizes()), dataset.outputs,
          dataset.outputs, dataset.task == Task::classification ? "classes in the data" : "targets in the data");
   }
 }

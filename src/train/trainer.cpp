@@ -130,7 +130,8 @@ LoopState load_checkpoint(const std::string& path, models::Model& model, torch::
     for (const auto& r : meta.at("history")) state.result.history.push_back(record_from_json(r));
     torch::Tensor rng;
     archive.read("rng", rng);
-    at::detail::getDefaultCPUGenerator().set_state(rng);
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    generator.set_state(rng);
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
