@@ -167,66 +167,41 @@ Pool read_arrays(const DataSpec& spec, const std::string& format) {
   return pool;
 }
 
-// Reads a CSV and, when given, its separate target file appended as the last column.
-CsvTable read_table(const DataFiles& files, const DataSpec& spec, const std::string& field) {
+// Reads and labels one split's CSV (and its separate target file, when given). `known_classes`
+// maps a test file's labels onto the training file's classes.
+LabeledTable read_labeled(const DataFiles& files, const DataSpec& spec, const TabularOptions& options,
+                          const std::vector<std::string>& known_classes, const std::string& field) {
   if (files.path.empty()) fail("{}: csv data needs path: file.csv", field);
   CsvTable table = read_csv(files.path, spec.csv());
-  if (!files.labels.empty()) {
-    CsvTable target = read_csv(files.labels, CsvOptions().header(spec.csv().header()));
-    if (target.columns.size() != 1) {
-      fail("{}: expected one target column, found {}", files.labels, target.columns.size());
-    }
-    if (target.rows.size() != table.rows.size()) {
-      fail("{}: {} has {} rows but its target file {} has {}", field, files.path, table.rows.size(), files.labels,
-           target.rows.size());
-    }
-    table.columns.push_back(target.columns[0] == "0" ? "target" : target.columns[0]);
-    for (size_t i = 0; i < table.rows.size(); ++i) table.rows[i].push_back(target.rows[i][0]);
-  }
-  return table;
+  if (files.labels.empty()) return label_table(table, options, known_classes);
+  CsvTable targets = read_csv(files.labels, CsvOptions());
+  return label_table(table, targets, options, known_classes);
 }
-
-const char* kSplitColumn = "__kd_split__";
 
 Pool read_tabular(const DataSpec& spec) {
   Pool pool;
   pool.tabular = true;
   TabularOptions options = spec.tabular();
   options.task(spec.task());
-  CsvTable table = read_table(spec.train(), spec, "data.train");
-  if (!spec.train().labels.empty()) {
-    if (!options.target().empty()) fail("data.target: the target is already the file data.train.labels");
-    options.target(table.columns.back());
-  } else if (options.target().empty()) {
-    options.target(std::to_string(static_cast<int64_t>(table.columns.size()) - 1));
-  } else if (auto index = parse_int(options.target()); index && *index < 0) {
-    // Negative indices count from the end of the file's columns, before the split marker is added.
-    options.target(std::to_string(static_cast<int64_t>(table.columns.size()) + *index));
-  }
-  size_t train_rows = table.rows.size();
-  if (!spec.test().empty()) {
-    CsvTable test = read_table(spec.test(), spec, "data.test");
-    if (test.columns.size() != table.columns.size()) {
-      fail("data.test: {} has {} columns, expected {} as in {}", spec.test().path, test.columns.size(),
-           table.columns.size(), spec.train().path);
-    }
-    table.rows.insert(table.rows.end(), test.rows.begin(), test.rows.end());
-    table.line_numbers.insert(table.line_numbers.end(), test.line_numbers.begin(), test.line_numbers.end());
-  }
-  // Rows may be dropped for missing values; a marker column remembers which file each came from.
-  table.columns.push_back(kSplitColumn);
-  for (size_t i = 0; i < table.rows.size(); ++i) table.rows[i].push_back(i < train_rows ? "train" : "test");
-  auto drop = options.drop();
-  drop.push_back(kSplitColumn);
-  options.drop(drop);
-  pool.table = label_table(table, options);
-  pool.y = pool.table.labels;
-  if (pool.y.is_floating_point() && pool.y.dim() == 1) pool.y = pool.y.unsqueeze(1);
+  pool.table = read_labeled(spec.train(), spec, options, {}, "data.train");
   pool.class_names = pool.table.class_names;
-  size_t marker = pool.table.table.columns.size() - 1;
-  for (size_t i = 0; i < pool.table.table.rows.size(); ++i) {
-    (pool.table.table.rows[i][marker] == "test" ? pool.test_rows : pool.train_rows).push_back(static_cast<int64_t>(i));
+  auto train_rows = static_cast<int64_t>(pool.table.table.rows.size());
+  auto& labels = pool.table.labels;
+  if (!spec.test().empty()) {
+    LabeledTable test = read_labeled(spec.test(), spec, options, pool.class_names, "data.test");
+    if (test.table.columns != pool.table.table.columns) {
+      fail("data.test: {} has columns [{}], expected [{}] as in {}", spec.test().path, join(test.table.columns, ", "),
+           join(pool.table.table.columns, ", "), spec.train().path);
+    }
+    auto& rows = pool.table.table.rows;
+    rows.insert(rows.end(), test.table.rows.begin(), test.table.rows.end());
+    auto& lines = pool.table.table.line_numbers;
+    lines.insert(lines.end(), test.table.line_numbers.begin(), test.table.line_numbers.end());
+    labels = torch::cat({labels, test.labels});
   }
+  pool.y = labels.is_floating_point() && labels.dim() == 1 ? labels.unsqueeze(1) : labels;
+  auto total = static_cast<int64_t>(pool.table.table.rows.size());
+  for (int64_t i = 0; i < total; ++i) (i < train_rows ? pool.train_rows : pool.test_rows).push_back(i);
   return pool;
 }
 

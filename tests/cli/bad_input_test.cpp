@@ -88,7 +88,9 @@ TEST_F(BadInput, RaggedCsvRow) {
 }
 
 TEST_F(BadInput, NonNumericCell) {
-  auto csv = write("cells.csv", "a,b,y\n1,2,0\n3,abc,1\n5,6,0\n7,8,1\n");
+  std::string text = "a,b,y\n1,2,0\n3,abc,1\n";
+  for (int i = 0; i < 20; ++i) text += std::to_string(i) + "," + std::to_string(i % 7) + "," + std::to_string(i % 2) + "\n";
+  auto csv = write("cells.csv", text);
   expect_bad_input(run_recipe(recipe_with_data("  train: " + csv + "\n")), "cells.csv:3: column \"b\": \"abc\" is not a number");
 }
 
