@@ -16,6 +16,7 @@ void apply_global_options(const GlobalOptions& global) {
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("[%H:%M:%S] %v");
   spdlog::set_level(global.quiet ? spdlog::level::warn : spdlog::level::from_str(global.log_level));
+  configure_allocator();
   int threads = configure_threads(global.threads);
   spdlog::debug("threads: {}", threads);
 }

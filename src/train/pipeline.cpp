@@ -394,9 +394,13 @@ std::string summary_table(Task task, const nlohmann::json& models) {
     double teacher = mean_metric(models["teacher"]["test"], key);
     double baseline = mean_metric(models["baseline"]["test"], key);
     double student = mean_metric(models["student"]["test"], key);
-    if (std::abs(teacher - baseline) > 1e-12) {
+    bool teacher_better = classification ? teacher > baseline : teacher < baseline;
+    if (teacher_better) {
       out << fmt::format("distillation recovered {:.0f}% of the teacher-baseline gap in test {}\n",
                          100.0 * (student - baseline) / (teacher - baseline), classification ? "accuracy" : "RMSE");
+    } else {
+      out << fmt::format("the baseline matched or beat the teacher in test {}: there was no gap to recover\n",
+                         classification ? "accuracy" : "RMSE");
     }
   }
   return out.str();

@@ -290,7 +290,8 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
     } else {
       ++state.stale_epochs;
     }
-    spdlog::info("{} epoch {}/{}: loss {:.4f}, val {} {:.4g}{}, {:.1f}s", name_, record.epoch, epochs,
+    bool worth_a_line = record.seconds >= 1.0 || record.epoch == epochs || record.epoch % std::max<int64_t>(1, epochs / 10) == 0;
+    spdlog::log(worth_a_line ? spdlog::level::info : spdlog::level::debug, "{} epoch {}/{}: loss {:.4f}, val {} {:.4g}{}, {:.1f}s", name_, record.epoch, epochs,
                  record.train_loss, metric, value, improved ? " *" : "", record.seconds);
     if (options_.target() && options_.target()->reached(value, options_.teacher_target_value())) {
       state.result.target_reached = true;
