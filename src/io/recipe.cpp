@@ -236,7 +236,9 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
   YamlSection distill = root.section("distill");
   run.distill.losses = parse_losses(distill, "losses");
   if (run.distill.losses.empty()) {
-    run.distill.losses = {losses::LossTermOptions("kl").weight(0.9).temperature(4), losses::LossTermOptions("ce").weight(0.1)};
+    // Measured on Fashion-MNIST (2x32 MLP student): T=2 with equal weights beat T=4 at 0.9/0.1,
+    // which fell below the baseline; small students want low temperatures (Hinton et al. 2015).
+    run.distill.losses = {losses::LossTermOptions("kl").weight(0.5).temperature(2), losses::LossTermOptions("ce").weight(0.5)};
     if (recipe.task == Task::regression) {
       run.distill.losses = {losses::LossTermOptions("mse").target("teacher").weight(0.5),
                             losses::LossTermOptions("mse").target("labels").weight(0.5)};

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 
 #include "kd/data/batcher.h"
@@ -140,6 +141,14 @@ LoopState load_checkpoint(const std::string& path, models::Model& model, torch::
          message.substr(0, message.find('\n')));
   }
   return state;
+}
+
+// Fault injection for the resume tests: KD_KILL_AFTER_EPOCH="student:3" ends the process
+// abruptly (no clean-up, like a kill) right after that trainer's epoch-3 checkpoint.
+void simulate_kill_if_asked(const std::string& name, int64_t epoch) {
+  const char* request = std::getenv("KD_KILL_AFTER_EPOCH");
+  if (request == nullptr) return;
+  if (std::string(request) == name + ":" + std::to_string(epoch)) std::_Exit(137);
 }
 
 }  // namespace
@@ -306,6 +315,7 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
       done = true;
     }
     if (!options_.checkpoint().empty()) save_checkpoint(options_.checkpoint(), model, *optimizer, state);
+    simulate_kill_if_asked(name_, state.epoch);
   }
   if (state.result.stop_reason.empty()) state.result.stop_reason = "epochs";
   if (!state.best_state.empty()) model.load_state(state.best_state);

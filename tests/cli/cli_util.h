@@ -14,8 +14,9 @@ struct CommandResult {
   std::string output;  // stdout and stderr together
 };
 
-inline CommandResult run_kdistill(const std::string& arguments) {
-  std::string command = std::string(KD_CLI_PATH) + " --threads 2 " + arguments + " 2>&1";
+// `environment`: assignments put before the command, e.g. "KD_KILL_AFTER_EPOCH=student:3".
+inline CommandResult run_kdistill_with_env(const std::string& environment, const std::string& arguments) {
+  std::string command = environment + " " + std::string(KD_CLI_PATH) + " --threads 2 " + arguments + " 2>&1";
   CommandResult result;
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) return result;
@@ -26,5 +27,7 @@ inline CommandResult run_kdistill(const std::string& arguments) {
   result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
 }
+
+inline CommandResult run_kdistill(const std::string& arguments) { return run_kdistill_with_env("", arguments); }
 
 }  // namespace kd::test

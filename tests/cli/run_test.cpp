@@ -1,0 +1,143 @@
+// `kdistill run` end to end on small data: outputs, learning, teacher reuse, resume, bad input.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/cli_util.h"
+#include "kd/util/fs.h"
+#include "kd/util/strings.h"
+#include "test_util.h"
+
+namespace kd::test {
+namespace {
+
+const std::string kSklearn = "/usr/lib/python3/dist-packages/sklearn/datasets/data/";
+
+std::string digits_recipe(const std::string& extra_distill = "") {
+  return "task: classification\nseed: 1\n"
+         "data:\n  train: " + kSklearn + "digits.csv.gz\n  test_fraction: 0.25\n"
+         "teacher:\n  model: {arch: mlp, hidden: [64]}\n  train: {epochs: 8, batch_size: 64, optimizer: {name: adam, lr: 0.003}}\n"
+         "student:\n  model: {arch: mlp, hidden: [8]}\n"
+         "distill:\n  epochs: 8\n  batch_size: 64\n  optimizer: {name: adam, lr: 0.01}\n" + extra_distill +
+         "export: [torchscript]\n";
+}
+
+class Run : public ::testing::Test {
+ protected:
+  std::string recipe(const std::string& text) {
+    auto path = (dir_ / "recipe.yaml").string();
+    write_file_atomic(path, text);
+    return path;
+  }
+  std::string out() const { return (dir_ / "out").string(); }
+  nlohmann::json metrics() const { return nlohmann::json::parse(read_file(dir_ / "out/metrics.json")); }
+  TempDir dir_;
+};
+
+TEST_F(Run, DigitsEndToEnd) {
+  auto r = run_kdistill("run " + recipe(digits_recipe()) + " --out " + out());
+  ASSERT_EQ(r.status, 0) << r.output;
+  // The summary table names the three models.
+  EXPECT_NE(r.output.find("teacher"), std::string::npos);
+  EXPECT_NE(r.output.find("baseline"), std::string::npos);
+  auto m = metrics();
+  EXPECT_EQ(m["task"], "classification");
+  for (const char* name : {"teacher", "baseline", "student"}) {
+    const auto& model = m["models"][name];
+    for (const char* key : {"params", "bytes", "macs", "latency_ms"}) EXPECT_TRUE(model.contains(key)) << name << key;
+    for (const char* key : {"accuracy", "errors", "macro_f1", "ece", "nll"}) EXPECT_TRUE(model["test"].contains(key));
+    // 10 classes: chance is 10%; every model must have learned far beyond it.
+    EXPECT_GT(model["test"]["accuracy"].get<double>(), 0.6) << name;
+  }
+  EXPECT_EQ(m["models"]["student"]["params"], 64 * 8 + 8 + 8 * 10 + 10);
+  EXPECT_TRUE(m["models"]["student"]["test"].contains("agreement_with_teacher"));
+  EXPECT_TRUE(m["models"]["student"]["test"].contains("kl_to_teacher"));
+  EXPECT_EQ(m["distill"]["epochs_run"], 8);
+  EXPECT_EQ(m["timing"]["distill_epoch_seconds"].size(), 8u);
+  // The baseline ran as many optimizer steps as the distilled student.
+  EXPECT_EQ(m["models"]["baseline"]["training"]["steps"], m["models"]["student"]["training"]["steps"]);
+  for (const char* file : {"metrics.json", "epochs.csv", "recipe.yaml", "teacher.kdm", "baseline.kdm", "student.kdm",
+                           "student.torchscript.pt"}) {
+    EXPECT_TRUE(std::filesystem::exists(dir_ / "out" / file)) << file;
+  }
+  // epochs.csv: a header and 8 rows for each of the three models.
+  auto lines = split(read_file(dir_ / "out/epochs.csv"), '\n');
+  EXPECT_EQ(lines.size(), 1u + 24u + 1u);
+
+  // A second run with the same teacher part reuses the saved teacher, and the same seed gives
+  // the same numbers.
+  auto again = run_kdistill("run " + recipe(digits_recipe()) + " --out " + out());
+  ASSERT_EQ(again.status, 0) << again.output;
+  EXPECT_NE(again.output.find("reusing"), std::string::npos) << again.output;
+  EXPECT_EQ(metrics()["models"]["student"]["test"], m["models"]["student"]["test"]);
+}
+
+TEST_F(Run, ResumeAfterAKillGivesTheSameResult) {
+  auto path = recipe(digits_recipe());
+  ASSERT_EQ(run_kdistill("run " + path + " --out " + out()).status, 0);
+  auto uninterrupted = metrics()["models"];
+  std::filesystem::remove_all(dir_ / "out");
+  // Killed abruptly after the student's third epoch (see KD_KILL_AFTER_EPOCH in the trainer).
+  auto killed = run_kdistill_with_env("KD_KILL_AFTER_EPOCH=student:3", "run " + path + " --out " + out());
+  ASSERT_EQ(killed.status, 137) << killed.output;
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "out/metrics.json"));
+  auto resumed = run_kdistill("run " + path + " --out " + out() + " --resume");
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("student: resuming after epoch 3"), std::string::npos) << resumed.output;
+  EXPECT_EQ(metrics()["models"]["student"]["test"], uninterrupted["student"]["test"]);
+  EXPECT_EQ(metrics()["models"]["baseline"]["test"], uninterrupted["baseline"]["test"]);
+}
+
+TEST_F(Run, ResumeWithAChangedRecipeIsRefused) {
+  ASSERT_EQ(run_kdistill("run " + recipe(digits_recipe()) + " --out " + out()).status, 0);
+  auto before = read_file(dir_ / "out/metrics.json");
+  auto r = run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --resume --set distill.epochs=9");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("--resume: the recipe differs"), std::string::npos) << r.output;
+  EXPECT_EQ(read_file(dir_ / "out/metrics.json"), before);  // nothing written over
+}
+
+TEST_F(Run, TargetStopsTrainingEarly) {
+  auto r = run_kdistill("run " + recipe(digits_recipe("  target: \"accuracy >= 30\"\n")) + " --out " + out());
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto m = metrics();
+  EXPECT_TRUE(m["distill"]["target_reached"].get<bool>());
+  EXPECT_LT(m["distill"]["epochs_run"].get<int>(), 8);
+  EXPECT_EQ(m["models"]["student"]["training"]["stop_reason"], "target");
+}
+
+void expect_refused(const CommandResult& r, const std::string& message) {
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find(message), std::string::npos) << "output: " << r.output << "\nexpected: " << message;
+}
+
+TEST_F(Run, BadRecipes) {
+  expect_refused(run_kdistill("run " + recipe(digits_recipe("  losses: [{kind: kl, temperature: 0}]\n")) + " --out " + out()),
+                 "losses[0].temperature");
+  expect_refused(run_kdistill("run " + recipe(digits_recipe("  losses: [{kind: kl, weight: 0}, {kind: ce, weight: 0}]\n")) +
+                              " --out " + out()),
+                 "weight");
+  expect_refused(run_kdistill("run " + recipe(digits_recipe("  target: \"accuracy >= teachr\"\n")) + " --out " + out()),
+                 "distill.target");
+  std::string missing_teacher = digits_recipe();
+  missing_teacher.replace(missing_teacher.find("model: {arch: mlp, hidden: [64]}"),
+                          std::string("model: {arch: mlp, hidden: [64]}").size(), "path: " + (dir_ / "t.pt").string());
+  missing_teacher.replace(missing_teacher.find("  train: {epochs: 8"), missing_teacher.find("student:") - missing_teacher.find("  train: {epochs: 8"), "");
+  expect_refused(run_kdistill("run " + recipe(missing_teacher) + " --out " + out()), "t.pt: model file does not exist");
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "out/metrics.json"));
+}
+
+TEST_F(Run, TeacherWithTheWrongOutputWidth) {
+  // A real TorchScript teacher from PyTorch with 7 outputs for the 10 digit classes.
+  auto teacher = (dir_ / "teacher.pt").string();
+  int status = std::system(("/usr/bin/python3 -c \"import torch; torch.jit.script(torch.nn.Linear(64, 7)).save('" +
+                            teacher + "')\"").c_str());
+  ASSERT_EQ(status, 0);
+  std::string text = digits_recipe();
+  auto start = text.find("teacher:");
+  text.replace(start, text.find("student:") - start, "teacher:\n  path: " + teacher + "\n");
+  expect_refused(run_kdistill("run " + recipe(text) + " --out " + out()), "outputs have shape [2, 7], expected [N, 10]");
+}
+
+}  // namespace
+}  // namespace kd::test
