@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <string>
 
@@ -22,6 +23,16 @@
   } while (0)
 
 namespace kd::test {
+
+// The kd::Error message of `call`, or "" when it does not throw.
+inline std::string error_of(const std::function<void()>& call) {
+  try {
+    call();
+  } catch (const kd::Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 // A fresh empty folder under the system temp dir, removed when the object goes.
 class TempDir {

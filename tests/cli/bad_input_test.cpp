@@ -82,6 +82,17 @@ TEST_F(BadInput, TruncatedIdx) {
   expect_bad_input(r, "images-idx3-ubyte:");
 }
 
+TEST_F(BadInput, ImageAndLabelCountsDiffer) {
+  std::string images("\x00\x00\x08\x03\x00\x00\x00\x03\x00\x00\x00\x02\x00\x00\x00\x02", 16);
+  images += std::string(12, '\x05');
+  std::string labels("\x00\x00\x08\x01\x00\x00\x00\x04", 8);
+  labels += std::string("\x00\x01\x00\x01", 4);
+  auto images_path = write("img-idx3-ubyte", images);
+  auto labels_path = write("lab-idx1-ubyte", labels);
+  auto r = run_recipe(recipe_with_data("  train: {images: " + images_path + ", labels: " + labels_path + "}\n"));
+  expect_bad_input(r, "img-idx3-ubyte has 3 examples but " + labels_path + " has 4 labels");
+}
+
 TEST_F(BadInput, RaggedCsvRow) {
   auto csv = write("ragged.csv", "a,b,y\n1,2,0\n3,4,1\n5,1\n7,8,1\n");
   expect_bad_input(run_recipe(recipe_with_data("  train: " + csv + "\n")), "ragged.csv:4:");

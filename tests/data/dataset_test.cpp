@@ -129,5 +129,37 @@ TEST_F(DatasetFromRecipe, FashionMnistIdxWithLimitsAndLabeledSubset) {
   EXPECT_EQ(class_counts(f.train.y.masked_select(f.labeled), 10), std::vector<int64_t>(10, 10));
 }
 
+TEST_F(DatasetFromRecipe, ImageFolderThroughARecipe) {
+  // Two classes of 6 tiny grayscale PNGs each, written with numpy-free Python (zlib + struct).
+  std::string script =
+      "import os, struct, zlib\n"
+      "def png(path, value):\n"
+      "    raw = b''.join(b'\\x00' + bytes([value] * 4) for _ in range(4))\n"
+      "    def chunk(kind, data):\n"
+      "        c = kind + data\n"
+      "        return struct.pack('>I', len(data)) + c + struct.pack('>I', zlib.crc32(c))\n"
+      "    ihdr = struct.pack('>IIBBBBB', 4, 4, 8, 0, 0, 0, 0)\n"
+      "    open(path, 'wb').write(b'\\x89PNG\\r\\n\\x1a\\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))\n"
+      "root = '" + (dir_ / "images").string() + "'\n"
+      "for label, base in (('cat', 10), ('dog', 200)):\n"
+      "    os.makedirs(os.path.join(root, label))\n"
+      "    for i in range(6): png(os.path.join(root, label, '%d.png' % i), base + i)\n";
+  write_file_atomic(dir_ / "make.py", script);
+  ASSERT_EQ(std::system(("/usr/bin/python3 " + (dir_ / "make.py").string()).c_str()), 0);
+  auto d = load("  format: images\n  train: " + (dir_ / "images").string() +
+                "\n  image_size: 4\n  test_fraction: 0.34\n  val_fraction: 0.25\n  normalize: none\n");
+  EXPECT_EQ(d.class_names, std::vector<std::string>({"cat", "dog"}));
+  EXPECT_EQ(d.input_shape, std::vector<int64_t>({1, 4, 4}));
+  const auto& f = d.folds[0];
+  EXPECT_EQ(f.test.size() + f.val.size() + f.train.size(), 12);
+  EXPECT_EQ(class_counts(f.test.y, 2), std::vector<int64_t>({2, 2}));
+  // Pixels scaled to [0, 1]: a cat is 10..15 / 255, a dog 200..205 / 255.
+  for (int64_t i = 0; i < f.train.size(); ++i) {
+    float pixel = f.train.x[i][0][0][0].item<float>();
+    if (f.train.y[i].item<int64_t>() == 0) EXPECT_LT(pixel, 16.0f / 255 + 1e-6);
+    else EXPECT_GT(pixel, 199.0f / 255);
+  }
+}
+
 }  // namespace
 }  // namespace kd::data

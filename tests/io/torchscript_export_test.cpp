@@ -11,6 +11,7 @@
 
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
+#include "test_util.h"
 
 namespace kd::io {
 namespace {
@@ -18,31 +19,8 @@ namespace {
 namespace fs = std::filesystem;
 using models::ZooSpec;
 
-std::string error_of(const std::function<void()>& call) {
-  try {
-    call();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-class TempDir {
- public:
-  TempDir() {
-    std::random_device device;
-    path_ = fs::temp_directory_path() / ("kd_torchscript_test_" + std::to_string(device()));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using test::error_of;
+using test::TempDir;
 
 struct ExportCase {
   std::string label;

@@ -21,75 +21,75 @@ TEST(LossOptions, KindsAreListedInTableOrder) {
 }
 
 TEST(LossOptions, UnknownKindSuggestsTheNearest) {
-  KD_LOSS_EXPECT_ERROR(
+  KD_EXPECT_ERROR(
       make_loss_term(Options("kdl")),
       "kind: \"kdl\" is not a loss kind (did you mean \"kl\"?); expected one of kl, reverse_kl, "
       "js, mse, huber, ce, dkd");
-  KD_LOSS_EXPECT_ERROR(classification({Options("kl"), Options("reverse-kl")}),
+  KD_EXPECT_ERROR(classification({Options("kl"), Options("reverse-kl")}),
                        "losses[1].kind: \"reverse-kl\" is not a loss kind (did you mean \"reverse_kl\"?)");
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("focal_loss")),
+  KD_EXPECT_ERROR(make_loss_term(Options("focal_loss")),
                        "kind: \"focal_loss\" is not a loss kind; expected one of");
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("")), "kind: \"\" is not a loss kind");
+  KD_EXPECT_ERROR(make_loss_term(Options("")), "kind: \"\" is not a loss kind");
 }
 
 TEST(LossOptions, TemperatureMustBePositive) {
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("kl").temperature(0)),
+  KD_EXPECT_ERROR(make_loss_term(Options("kl").temperature(0)),
                        "temperature: found 0, expected a number > 0");
-  KD_LOSS_EXPECT_ERROR(classification({Options("ce"), Options("js").temperature(-2)}),
+  KD_EXPECT_ERROR(classification({Options("ce"), Options("js").temperature(-2)}),
                        "losses[1].temperature: found -2, expected a number > 0");
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("dkd").temperature(std::numeric_limits<double>::infinity())),
+  KD_EXPECT_ERROR(make_loss_term(Options("dkd").temperature(std::numeric_limits<double>::infinity())),
                        "temperature: found inf, expected a number > 0");
 }
 
 TEST(LossOptions, WeightMustBeNonNegativeAndNotAllZero) {
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("kl").weight(-0.5)),
+  KD_EXPECT_ERROR(make_loss_term(Options("kl").weight(-0.5)),
                        "weight: found -0.5, expected a number >= 0");
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("kl").weight(std::nan(""))),
+  KD_EXPECT_ERROR(make_loss_term(Options("kl").weight(std::nan(""))),
                        "weight: found nan, expected a number >= 0");
-  KD_LOSS_EXPECT_ERROR(classification({Options("kl").weight(0), Options("ce").weight(0)}),
+  KD_EXPECT_ERROR(classification({Options("kl").weight(0), Options("ce").weight(0)}),
                        "losses: all weights are 0, expected at least one weight > 0");
-  KD_LOSS_EXPECT_ERROR(classification({}), "losses: empty, expected at least one term such as {kind: kl}");
+  KD_EXPECT_ERROR(classification({}), "losses: empty, expected at least one term such as {kind: kl}");
 }
 
 TEST(LossOptions, LabelSmoothingMustBeInUnitInterval) {
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("ce").label_smoothing(1)),
+  KD_EXPECT_ERROR(make_loss_term(Options("ce").label_smoothing(1)),
                        "label_smoothing: found 1, expected a number in [0, 1)");
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("ce").label_smoothing(-0.1)),
+  KD_EXPECT_ERROR(make_loss_term(Options("ce").label_smoothing(-0.1)),
                        "label_smoothing: found -0.1, expected a number in [0, 1)");
   EXPECT_NO_THROW(make_loss_term(Options("ce").label_smoothing(0.99)));
 }
 
 TEST(LossOptions, DeltaTargetAlphaBeta) {
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("huber").delta(0)), "delta: found 0, expected a number > 0");
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("mse").target("student")),
+  KD_EXPECT_ERROR(make_loss_term(Options("huber").delta(0)), "delta: found 0, expected a number > 0");
+  KD_EXPECT_ERROR(make_loss_term(Options("mse").target("student")),
                        "target: found \"student\", expected \"teacher\" or \"labels\"");
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("dkd").alpha(-1)), "alpha: found -1, expected a number >= 0");
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("dkd").beta(-8)), "beta: found -8, expected a number >= 0");
+  KD_EXPECT_ERROR(make_loss_term(Options("dkd").alpha(-1)), "alpha: found -1, expected a number >= 0");
+  KD_EXPECT_ERROR(make_loss_term(Options("dkd").beta(-8)), "beta: found -8, expected a number >= 0");
 }
 
 TEST(LossOptions, KeysAKindDoesNotReadAreRefused) {
-  KD_LOSS_EXPECT_ERROR(
+  KD_EXPECT_ERROR(
       make_loss_term(Options("ce").temperature(4)),
       "temperature: loss \"ce\" does not use temperature (found 4); its keys are kind, weight, "
       "label_smoothing");
-  KD_LOSS_EXPECT_ERROR(
+  KD_EXPECT_ERROR(
       classification({Options("kl").delta(2)}),
       "losses[0].delta: loss \"kl\" does not use delta (found 2); its keys are kind, weight, "
       "temperature");
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("kl").target("labels")),
+  KD_EXPECT_ERROR(make_loss_term(Options("kl").target("labels")),
                        "target: loss \"kl\" does not use target (found \"labels\")");
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("mse").temperature(2)), "its keys are kind, weight, target");
+  KD_EXPECT_ERROR(make_loss_term(Options("mse").temperature(2)), "its keys are kind, weight, target");
   // The default value is not "set": a recipe may spell it out.
   EXPECT_NO_THROW(make_loss_term(Options("ce").temperature(1)));
 }
 
 TEST(LossOptions, KindMustFitTheTask) {
-  KD_LOSS_EXPECT_ERROR(
+  KD_EXPECT_ERROR(
       Distiller({Options("mse"), Options("kl")}, Task::regression),
       "losses[1].kind: \"kl\" is for classification (logits over classes), the task is regression");
-  KD_LOSS_EXPECT_ERROR(Distiller({Options("ce")}, Task::regression),
+  KD_EXPECT_ERROR(Distiller({Options("ce")}, Task::regression),
                        "losses[0].kind: \"ce\" is for classification");
-  KD_LOSS_EXPECT_ERROR(
+  KD_EXPECT_ERROR(
       classification({Options("huber").target("labels")}),
       "losses[0].target: \"huber\" with target \"labels\" needs real-valued labels (regression); "
       "for class labels use kind \"ce\"");
@@ -106,22 +106,22 @@ TEST(LossInputsCheck, TermsThatNeedTheTeacherSayWhenItIsAbsent) {
   LossInputs inputs = batch();
   inputs.teacher = torch::Tensor();
   for (const char* kind : {"kl", "reverse_kl", "js", "mse", "huber", "dkd"}) {
-    KD_LOSS_EXPECT_ERROR(
+    KD_EXPECT_ERROR(
         make_loss_term(Options(kind))->compute(inputs),
         fmt::format("loss \"{}\" needs the teacher's outputs, but this batch has none", kind));
   }
-  KD_LOSS_EXPECT_ERROR(classification({Options("ce"), Options("kl")}).compute(inputs),
+  KD_EXPECT_ERROR(classification({Options("ce"), Options("kl")}).compute(inputs),
                        "losses[1]: loss \"kl\" needs the teacher's outputs, but this batch has none");
 }
 
 TEST(LossInputsCheck, TermsThatNeedLabelsSayWhenTheyAreAbsent) {
   LossInputs inputs = batch();
   inputs.labels = torch::Tensor();
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("ce"))->compute(inputs),
+  KD_EXPECT_ERROR(make_loss_term(Options("ce"))->compute(inputs),
                        "loss \"ce\" needs labels, but this batch has none");
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("dkd"))->compute(inputs),
+  KD_EXPECT_ERROR(make_loss_term(Options("dkd"))->compute(inputs),
                        "loss \"dkd\" needs labels, but this batch has none");
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("mse").target("labels"))->compute(inputs),
+  KD_EXPECT_ERROR(make_loss_term(Options("mse").target("labels"))->compute(inputs),
                        "loss \"mse\" needs labels, but this batch has none");
   EXPECT_NO_THROW(make_loss_term(Options("kl"))->compute(inputs));
 }
@@ -129,36 +129,36 @@ TEST(LossInputsCheck, TermsThatNeedLabelsSayWhenTheyAreAbsent) {
 TEST(LossInputsCheck, ShapesAndTypesAreChecked) {
   LossInputs inputs = batch();
   inputs.teacher = torch::randn({4, 3});
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("kl"))->compute(inputs),
+  KD_EXPECT_ERROR(make_loss_term(Options("kl"))->compute(inputs),
                        "loss \"kl\": teacher outputs are [4, 3], expected the student's shape [4, 5]");
   inputs = batch();
   inputs.labels = torch::tensor({0, 1, 7, 2}, torch::kLong);
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("ce"))->compute(inputs),
+  KD_EXPECT_ERROR(make_loss_term(Options("ce"))->compute(inputs),
                        "loss \"ce\": label 7 is out of range, expected a class index in [0, 5)");
   // An unlabelled row may hold any placeholder.
   inputs.has_label = torch::tensor({true, true, false, true});
   EXPECT_NO_THROW(make_loss_term(Options("ce"))->compute(inputs));
   inputs.has_label = torch::tensor({1, 1, 0, 1}, torch::kLong);
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("ce"))->compute(inputs),
+  KD_EXPECT_ERROR(make_loss_term(Options("ce"))->compute(inputs),
                        "loss \"ce\": has_label is [4] of Long, expected bool [4]");
   inputs = batch();
   inputs.labels = torch::rand({4});
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("ce"))->compute(inputs),
+  KD_EXPECT_ERROR(make_loss_term(Options("ce"))->compute(inputs),
                        "loss \"ce\": labels are [4] of Float, expected int64 class indices [N]");
   inputs.labels = torch::randint(0, 5, {3});
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("ce"))->compute(inputs),
+  KD_EXPECT_ERROR(make_loss_term(Options("ce"))->compute(inputs),
                        "loss \"ce\": labels are [3], expected 4 rows like the student");
   inputs = batch(4, 3);
   inputs.labels = torch::rand({4, 2});
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("mse").target("labels"))->compute(inputs),
+  KD_EXPECT_ERROR(make_loss_term(Options("mse").target("labels"))->compute(inputs),
                        "loss \"mse\": labels are [4, 2] of Float, expected float targets [N, 3]");
   inputs.student = torch::randn({4});
-  KD_LOSS_EXPECT_ERROR(
+  KD_EXPECT_ERROR(
       make_loss_term(Options("kl"))->compute(inputs),
       "loss \"kl\": student outputs are [4] of Float, expected a float tensor [N, C] with N >= 1");
   inputs = batch(4, 1);
   inputs.labels = torch::zeros({4}, torch::kLong);
-  KD_LOSS_EXPECT_ERROR(make_loss_term(Options("dkd"))->compute(inputs),
+  KD_EXPECT_ERROR(make_loss_term(Options("dkd"))->compute(inputs),
                        "loss \"dkd\": student has 1 class, expected at least 2");
 }
 

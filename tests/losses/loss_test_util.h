@@ -15,18 +15,7 @@
 
 #include "kd/losses/loss_term.h"
 #include "kd/util/error.h"
-
-// Expects `statement` to throw kd::Error whose message contains `substring`.
-#define KD_LOSS_EXPECT_ERROR(statement, substring)                                                \
-  do {                                                                                            \
-    try {                                                                                         \
-      statement;                                                                                  \
-      ADD_FAILURE() << "expected kd::Error containing \"" << (substring) << "\", nothing thrown"; \
-    } catch (const kd::Error& e) {                                                                \
-      EXPECT_NE(std::string(e.what()).find(substring), std::string::npos)                         \
-          << "message: " << e.what() << "\nexpected to contain: " << (substring);                 \
-    }                                                                                             \
-  } while (0)
+#include "test_util.h"
 
 namespace kd::losses::test {
 

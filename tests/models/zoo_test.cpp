@@ -6,19 +6,12 @@
 #include <string>
 
 #include "kd/util/error.h"
+#include "test_util.h"
 
 namespace kd::models {
 namespace {
 
-// The kd::Error message of `call`, or "" when it does not throw.
-std::string error_of(const std::function<void()>& call) {
-  try {
-    call();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 #define EXPECT_ERROR_HAS(call, text)                               \
   do {                                                             \
