@@ -4,6 +4,7 @@
 // and spread and the ratio, and writes JSON.
 //
 //   build/bench_batching [--repeats 5] [--batch 128] [--json bench/results/batching.json]
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -80,15 +81,16 @@ int main(int argc, char** argv) {
   std::printf("%-28s %12.1f %12.1f %12.1f\n", "torch::data::DataLoader", b.median, b.min, b.max);
   std::printf("ratio (Batcher / DataLoader, medians): %.1fx\n", a.median / b.median);
   if (!json_path.empty()) {
-    std::string json = "{\"benchmark\": \"batching\", \"batch_size\": " + std::to_string(batch) +
-                       ", \"threads\": " + std::to_string(torch::get_num_threads()) +
-                       ", \"repeats\": " + std::to_string(repeats) +
-                       ", \"batcher_batches_per_s\": {\"median\": " + std::to_string(a.median) +
-                       ", \"min\": " + std::to_string(a.min) + ", \"max\": " + std::to_string(a.max) +
-                       "}, \"dataloader_batches_per_s\": {\"median\": " + std::to_string(b.median) +
-                       ", \"min\": " + std::to_string(b.min) + ", \"max\": " + std::to_string(b.max) +
-                       "}, \"ratio\": " + std::to_string(a.median / b.median) + "}\n";
-    kd::write_file_atomic(json_path, json);
+    auto summary = [](const Stats& s) { return nlohmann::json{{"median", s.median}, {"min", s.min}, {"max", s.max}}; };
+    nlohmann::json json = {{"benchmark", "batching"},
+                           {"data", "Fashion-MNIST train 60000 x 1x28x28"},
+                           {"batch_size", batch},
+                           {"threads", torch::get_num_threads()},
+                           {"repeats", repeats},
+                           {"batcher_batches_per_s", summary(a)},
+                           {"dataloader_batches_per_s", summary(b)},
+                           {"ratio", a.median / b.median}};
+    kd::write_file_atomic(json_path, json.dump(2) + "\n");
   }
   return 0;
 }
