@@ -29,9 +29,7 @@ int guarded(const std::function<void()>& body) {
     std::cerr << "kdistill: error: " << e.what() << "\n";
     return 2;
   } catch (const c10::Error& e) {
-    // libtorch messages carry a C++ backtrace after the first line; the user needs the first.
-    std::string message = e.what_without_backtrace();
-    std::cerr << "kdistill: error: " << message.substr(0, message.find('\n')) << "\n";
+    std::cerr << "kdistill: error: " << first_line(e) << "\n";
     return 1;
   } catch (const std::exception& e) {
     std::cerr << "kdistill: internal error: " << e.what() << "\n";

@@ -89,9 +89,8 @@ LoadedModel load_model(const std::string& path, const std::string& output) {
     try {
       scripted = std::make_shared<models::TorchScriptModel>(torch::jit::load(path, c10::nullopt, extra), path, output);
     } catch (const std::exception& e) {
-      std::string message = e.what();
       fail("{}: not a readable TorchScript file ({}); save it with torch.jit.script(model).save(path)", path,
-           message.substr(0, message.find('\n')));
+           first_line(e));
     }
     if (!extra[kInfoEntry].empty()) {
       loaded.info = ModelInfo::from_json(nlohmann::json::parse(extra[kInfoEntry]), path);

@@ -7,13 +7,6 @@
 
 namespace kd::models {
 
-namespace {
-std::string first_line(const std::exception& e) {
-  std::string message = e.what();
-  if (auto* c10_error = dynamic_cast<const c10::Error*>(&e)) message = c10_error->what_without_backtrace();
-  return message.substr(0, message.find('\n'));
-}
-}  // namespace
 
 TorchScriptModel::TorchScriptModel(torch::jit::Module module, std::string path, std::string output)
     : module_(std::move(module)), path_(std::move(path)), output_(std::move(output)) {}

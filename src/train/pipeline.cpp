@@ -106,9 +106,7 @@ void check_outputs(models::Model& model, const data::Dataset& dataset, const tor
   try {
     out = model.forward(x.slice(0, 0, std::min<int64_t>(2, x.size(0))));
   } catch (const c10::Error& e) {
-    std::string message = e.what_without_backtrace();
-    fail("{}: does not run on inputs of shape {}: {}", what, shape_text(dataset.input_shape),
-         message.substr(0, message.find('\n')));
+    fail("{}: does not run on inputs of shape {}: {}", what, shape_text(dataset.input_shape), first_line(e));
   }
   if (out.dim() != 2 || out.size(1) != dataset.outputs) {
     fail("{}: outputs have shape {}, expected [N, {}] ({} {})", what, shape_text(out.sizes()), dataset.outputs,

@@ -136,9 +136,7 @@ LoopState load_checkpoint(const std::string& path, models::Model& model, torch::
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
-    std::string message = e.what();
-    fail("{}: not a usable checkpoint of this model ({}); remove it or run without --resume", path,
-         message.substr(0, message.find('\n')));
+    fail("{}: not a usable checkpoint of this model ({}); remove it or run without --resume", path, first_line(e));
   }
   return state;
 }

@@ -27,6 +27,10 @@ template <typename... Args>
   throw Error(fmt::format(format, std::forward<Args>(args)...));
 }
 
+// The first line of an exception's message, without libtorch's C++ backtrace: what a user
+// needs when a library error (a c10::Error from a user's model, say) is reported in one line.
+std::string first_line(const std::exception& error);
+
 // Prefixes an error's message with where it happened ("recipe.yaml: ...") and rethrows.
 [[noreturn]] void rethrow_with_context(const std::string& context);
 
