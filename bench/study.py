@@ -1,0 +1,123 @@
+#!/usr/bin/python3
+"""The README's distillation study: each example recipe run with several seeds by
+`kdistill run`, then teacher / baseline / distilled student summarised as mean ± std.
+
+    /usr/bin/python3 bench/study.py --seeds 0 1 2 --json bench/results/study.json
+
+A seed whose run folder already holds metrics.json for the same recipe is read, not
+rerun (delete runs/study or pass --fresh to redo it). Prints a Markdown table.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# name -> (recipe, one-line description for the table)
+SETUPS = {
+    "cnn": ("examples/fashion-mnist-cnn.yaml", "Fashion-MNIST, CNN teacher -> CNN student"),
+    "mlp": ("examples/fashion-mnist-mlp.yaml", "Fashion-MNIST, MLP 2x1200 -> MLP 2x32"),
+    "labels1000": ("examples/fashion-mnist-1000-labels.yaml",
+                   "Fashion-MNIST, 1,000 labels + 53,000 transfer images, MLP -> MLP 128"),
+    "diabetes": ("examples/diabetes-regression.yaml", "diabetes (scikit-learn), 5-fold CV, MLP -> linear"),
+}
+
+
+def run_setup(kdistill, name, seed, out_root, threads, fresh):
+    recipe = os.path.join(ROOT, SETUPS[name][0])
+    out = os.path.join(out_root, name, f"seed-{seed}")
+    metrics_file = os.path.join(out, "metrics.json")
+    if not fresh and os.path.exists(metrics_file):
+        with open(metrics_file) as f:
+            metrics = json.load(f)
+        if metrics.get("seed") == seed:
+            print(f"[study] {name} seed {seed}: reusing {metrics_file}", file=sys.stderr)
+            return metrics, None
+    cmd = [kdistill, "--quiet", "--threads", str(threads), "--seed", str(seed), "run", recipe, "--out", out]
+    print("[study] " + " ".join(cmd), file=sys.stderr)
+    start = time.time()
+    subprocess.run(cmd, check=True)
+    seconds = time.time() - start
+    with open(metrics_file) as f:
+        return json.load(f), seconds
+
+
+def fold_mean(value):
+    return value["mean"] if isinstance(value, dict) else value
+
+
+def summarise(name, runs):
+    regression = runs[0]["task"] == "regression"
+    key = "rmse" if regression else "errors"
+    row = {"setup": name, "description": SETUPS[name][1], "metric": key, "seeds": [r["seed"] for r in runs]}
+    for model in ("teacher", "baseline", "student"):
+        values = [fold_mean(r["models"][model]["test"][key]) for r in runs]
+        row[model] = {"values": values, "mean": statistics.mean(values),
+                      "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                      "params": runs[0]["models"][model]["params"]}
+    recovered = []
+    for r in runs:
+        t, b, s = (fold_mean(r["models"][m]["test"][key]) for m in ("teacher", "baseline", "student"))
+        if b != t:
+            recovered.append(100.0 * (b - s) / (b - t))
+    row["gap_recovered_percent"] = {"values": recovered, "mean": statistics.mean(recovered) if recovered else None}
+    return row
+
+
+def markdown(rows):
+    lines = ["| setup | metric | teacher | baseline | distilled | gap recovered |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        digits = 3 if row["metric"] == "rmse" else 0
+
+        def cell(model):
+            m = row[model]
+            return f"{m['mean']:.{digits}f} ± {m['std']:.{digits}f} ({m['params']:,} params)"
+
+        gap = row["gap_recovered_percent"]["mean"]
+        metric = "test RMSE" if row["metric"] == "rmse" else "test errors / 10,000"
+        lines.append(f"| {row['description']} | {metric} | {cell('teacher')} | {cell('baseline')} | "
+                     f"{cell('student')} | {'-' if gap is None else f'{gap:.0f}%'} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kdistill", default=os.path.join(ROOT, "build", "kdistill"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
+    parser.add_argument("--out", default=os.path.join(ROOT, "runs", "study"))
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--json", help="write the summary here (atomically)")
+    parser.add_argument("--fresh", action="store_true", help="rerun seeds that already have metrics.json")
+    args = parser.parse_args()
+
+    rows, seconds = [], {}
+    for name in args.setups:
+        runs = []
+        for seed in args.seeds:
+            metrics, took = run_setup(args.kdistill, name, seed, args.out, args.threads, args.fresh)
+            runs.append(metrics)
+            if took is not None:
+                seconds[f"{name}/seed-{seed}"] = round(took, 1)
+        rows.append(summarise(name, runs))
+    table = markdown(rows)
+    print(table)
+    if args.json:
+        result = {"command": "/usr/bin/python3 bench/study.py " + " ".join(sys.argv[1:]),
+                  "machine": {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform()},
+                  "seconds_per_run": seconds, "rows": rows, "markdown": table}
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, args.json)
+
+
+if __name__ == "__main__":
+    main()
