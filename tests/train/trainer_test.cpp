@@ -1,0 +1,241 @@
+#include "kd/train/trainer.h"
+
+#include <gtest/gtest.h>
+
+#include "kd/data/batcher.h"
+#include "kd/models/zoo.h"
+#include "test_util.h"
+
+namespace kd::train {
+namespace {
+
+// Four classes of 8x8 one-channel images: class k has a bright 4x4 quadrant k, plus noise.
+struct Images {
+  torch::Tensor x, y;
+};
+Images quadrant_images(int64_t n, uint64_t seed) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  auto y = torch::randint(0, 4, {n}, gen, torch::kLong);
+  auto x = 0.3 * torch::randn({n, 1, 8, 8}, gen);
+  auto labels = y.accessor<int64_t, 1>();
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t r = labels[i] / 2 * 4, c = labels[i] % 2 * 4;
+    x[i].narrow(1, r, 4).narrow(2, c, 4).add_(1.0);
+  }
+  return {x, y};
+}
+
+TrainData rows(const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& teacher = {}) {
+  TrainData data;
+  data.x = x;
+  data.y = y;
+  data.teacher = teacher;
+  return data;
+}
+
+report::Metrics accuracy_on(models::Model& model, const Images& data) {
+  return report::classification_metrics(predict(model, data.x), data.y);
+}
+
+ValidateFn validate_on(const Images& data) {
+  return [data](models::Model& model) { return accuracy_on(model, data); };
+}
+
+// An MLP on the flattened images (a CNN with global average pooling cannot see which quadrant is lit).
+models::ModelPtr small_net() {
+  torch::manual_seed(3);
+  return models::build_zoo_model(models::ZooSpec().arch("mlp").hidden({32}), {1, 8, 8}, 4);
+}
+
+TrainOptions quick(int64_t epochs) {
+  return TrainOptions().epochs(epochs).batch_size(32).optimizer(OptimizerOptions().lr(0.01)).seed(5);
+}
+
+// Wraps a model and records, per forward call, the input's sum and the dtype of a matmul result
+// computed inside the call (bfloat16 under CPU autocast, float32 otherwise).
+class Recording : public models::Model {
+ public:
+  explicit Recording(models::ModelPtr inner) : inner_(std::move(inner)) {}
+  torch::Tensor forward(const torch::Tensor& input) override {
+    input_sums.push_back(input.sum().item<double>());
+    auto probe = torch::mm(torch::ones({2, 2}), torch::ones({2, 2}));
+    matmul_dtypes.push_back(probe.scalar_type());
+    return inner_->forward(input);
+  }
+  std::vector<torch::Tensor> parameters() override { return inner_->parameters(); }
+  models::NamedTensors state() override { return inner_->state(); }
+  void load_state(const models::NamedTensors& state) override { inner_->load_state(state); }
+  void set_training(bool training) override { inner_->set_training(training); }
+  void to(torch::Device device) override { inner_->to(device); }
+  models::ModelSummary summary(const std::vector<int64_t>& shape) override { return inner_->summary(shape); }
+  std::string kind() const override { return "recording"; }
+
+  std::vector<double> input_sums;
+  std::vector<c10::ScalarType> matmul_dtypes;
+
+ private:
+  models::ModelPtr inner_;
+};
+
+TEST(Trainer, LearnsAndKeepsTheBestEpoch) {
+  auto train = quadrant_images(512, 1), val = quadrant_images(256, 2);
+  auto model = small_net();
+  double before = accuracy_on(*model, val).at("accuracy");
+  losses::Distiller ce({losses::LossTermOptions("ce")}, Task::classification);
+  auto result = Trainer(quick(6), ce, "student").fit(*model, rows(train.x, train.y), validate_on(val));
+  ASSERT_EQ(result.history.size(), 6u);
+  EXPECT_LT(result.history.back().train_loss, result.history.front().train_loss);
+  double best = 0;
+  for (const auto& r : result.history) best = std::max(best, r.val.at("accuracy"));
+  EXPECT_DOUBLE_EQ(result.history[result.best_epoch - 1].val.at("accuracy"), best);
+  // The model holds the best epoch's weights after fit.
+  EXPECT_DOUBLE_EQ(accuracy_on(*model, val).at("accuracy"), best);
+  EXPECT_GT(best, 0.9);
+  EXPECT_LT(before, 0.5);
+  EXPECT_EQ(result.steps, 6 * 16);
+  EXPECT_EQ(result.stop_reason, "epochs");
+}
+
+TEST(Trainer, SameSeedSameWeightsOtherSeedOtherWeights) {
+  auto train = quadrant_images(256, 1), val = quadrant_images(64, 2);
+  losses::Distiller ce({losses::LossTermOptions("ce")}, Task::classification);
+  auto fit = [&](uint64_t seed) {
+    auto model = small_net();
+    Trainer(quick(2).seed(seed).augment("shift+flip"), ce, "student").fit(*model, rows(train.x, train.y), validate_on(val));
+    return model->state();
+  };
+  auto a = fit(5), b = fit(5), c = fit(6);
+  ASSERT_EQ(a.size(), b.size());
+  bool all_equal_other_seed = true;
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(torch::equal(a[i].second, b[i].second)) << a[i].first;
+    all_equal_other_seed = all_equal_other_seed && torch::equal(a[i].second, c[i].second);
+  }
+  EXPECT_FALSE(all_equal_other_seed);
+}
+
+TEST(Trainer, Bf16RunsTheForwardPassesInBfloat16AndStillLearns) {
+  auto train = quadrant_images(512, 1), val = quadrant_images(256, 2);
+  losses::Distiller ce({losses::LossTermOptions("ce")}, Task::classification);
+  for (const std::string precision : {"fp32", "bf16"}) {
+    Recording model(small_net());
+    auto result = Trainer(quick(4).precision(precision), ce, "student").fit(model, rows(train.x, train.y), validate_on(val));
+    ASSERT_FALSE(model.matmul_dtypes.empty());
+    // The first 16 calls are the training steps of epoch 1; validation (predict) runs without autocast.
+    auto expected = precision == "bf16" ? torch::kBFloat16 : torch::kFloat;
+    for (int i = 0; i < 16; ++i) EXPECT_EQ(model.matmul_dtypes[i], expected) << precision << " step " << i;
+    EXPECT_EQ(model.matmul_dtypes.back(), torch::kFloat) << "autocast must end with the step";
+    EXPECT_GT(result.history[result.best_epoch - 1].val.at("accuracy"), 0.9) << precision;
+  }
+}
+
+TEST(Trainer, LiveTeacherSeesTheSameAugmentedBatchAsTheStudent) {
+  auto train = quadrant_images(128, 1), val = quadrant_images(64, 2);
+  losses::Distiller kd({losses::LossTermOptions("kl").temperature(2)}, Task::classification);
+  Recording teacher(small_net()), student(small_net());
+  auto options = quick(2).augment("shift+flip").shift_pixels(2);
+  auto result = Trainer(options, kd, "student").fit(student, rows(train.x, train.y), validate_on(val), &teacher);
+  ASSERT_EQ(result.steps, 8);
+  // The teacher runs once per step, on the augmented batch the student gets in the same step.
+  ASSERT_EQ(teacher.input_sums.size(), 8u);
+  std::vector<double> student_steps;
+  size_t per_epoch_calls = 4 + 1;  // four steps, then one validation pass (64 rows, one batch)
+  for (size_t i = 0; i < student.input_sums.size(); ++i) {
+    if (i % per_epoch_calls != 4) student_steps.push_back(student.input_sums[i]);
+  }
+  ASSERT_EQ(student_steps.size(), 8u);
+  for (size_t i = 0; i < 8; ++i) EXPECT_DOUBLE_EQ(teacher.input_sums[i], student_steps[i]) << "step " << i;
+  // The augmented batches are not the raw ones: the first batch's sum differs from every raw batch of 32.
+  data::Batcher raw({train.x}, data::BatcherOptions().batch_size(32).seed(5));
+  EXPECT_NE(raw.batch(0, 0)[0].sum().item<double>(), teacher.input_sums[0]);
+}
+
+TEST(Trainer, CachedTeacherOutputsMeanTheTeacherNeverRuns) {
+  auto train = quadrant_images(128, 1), val = quadrant_images(64, 2);
+  losses::Distiller kd({losses::LossTermOptions("kl").temperature(2)}, Task::classification);
+  Recording teacher(small_net());
+  auto model = small_net();
+  auto cache = predict(teacher, train.x);
+  teacher.input_sums.clear();
+  Trainer(quick(3), kd, "student").fit(*model, rows(train.x, train.y, cache), validate_on(val), &teacher);
+  EXPECT_TRUE(teacher.input_sums.empty());
+}
+
+TEST(Trainer, PatienceStopsWhenValidationStopsImproving) {
+  auto train = quadrant_images(64, 1), val = quadrant_images(64, 2);
+  losses::Distiller ce({losses::LossTermOptions("ce")}, Task::classification);
+  auto model = small_net();
+  // A learning rate too small to change a prediction: epochs 2 and 3 are no better than epoch 1.
+  auto options = quick(10).optimizer(OptimizerOptions().name("sgd").lr(1e-12)).patience(2);
+  auto result = Trainer(options, ce, "student").fit(*model, rows(train.x, train.y), validate_on(val));
+  EXPECT_EQ(result.stop_reason, "patience");
+  EXPECT_EQ(result.history.size(), 3u);
+  EXPECT_EQ(result.best_epoch, 1);
+}
+
+TEST(Trainer, DivergenceIsAnErrorThatNamesTheLearningRate) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(1);
+  auto x = torch::randn({64, 4}, gen) * 100, y = torch::randn({64}, gen) * 1e6;
+  torch::manual_seed(0);
+  auto model = models::build_zoo_model(models::ZooSpec().arch("mlp").hidden({16}), {4}, 1);
+  losses::Distiller mse({losses::LossTermOptions("mse").target("labels")}, Task::regression);
+  auto options = quick(20).optimizer(OptimizerOptions().name("sgd").lr(1e6));
+  auto validate = [&](models::Model& m) { return report::regression_metrics(predict(m, x), y); };
+  KD_EXPECT_ERROR(Trainer(options, mse, "student").fit(*model, rows(x, y), validate), "lower the learning rate");
+}
+
+TEST(Trainer, TeacherTermsWithoutATeacherAreAnError) {
+  auto train = quadrant_images(32, 1);
+  losses::Distiller kd({losses::LossTermOptions("kl")}, Task::classification);
+  auto model = small_net();
+  KD_EXPECT_ERROR(Trainer(quick(1), kd, "student").fit(*model, rows(train.x, train.y), validate_on(train)),
+                  "student: the loss terms need a teacher, but there is none");
+}
+
+TEST(AugmentImages, ShiftMovesEachImageWithinTheRangeAndFillsWithZeros) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
+  auto images = torch::rand({40, 2, 6, 7}, gen) + 0.5;  // all > 0, so the zero fill is visible
+  auto shifted = augment_images(images, "shift", 2, gen);
+  ASSERT_EQ(shifted.sizes(), images.sizes());
+  auto padded = torch::constant_pad_nd(images, {2, 2, 2, 2}, 0.0);
+  int moved = 0;
+  for (int64_t i = 0; i < images.size(0); ++i) {
+    bool found = false;
+    for (int64_t dy = 0; dy <= 4 && !found; ++dy) {
+      for (int64_t dx = 0; dx <= 4 && !found; ++dx) {
+        if (torch::equal(shifted[i], padded[i].narrow(1, dy, 6).narrow(2, dx, 7))) {
+          found = true;
+          moved += (dy != 2 || dx != 2);
+        }
+      }
+    }
+    EXPECT_TRUE(found) << "image " << i << " is not a shift of at most 2 pixels";
+  }
+  EXPECT_GT(moved, 30);  // 24 of 25 offsets move the image
+  // The same generator state gives the same shifts.
+  auto g1 = at::make_generator<at::CPUGeneratorImpl>(9), g2 = at::make_generator<at::CPUGeneratorImpl>(9);
+  EXPECT_TRUE(torch::equal(augment_images(images, "shift", 2, g1), augment_images(images, "shift", 2, g2)));
+}
+
+TEST(AugmentImages, FlipMirrorsAboutHalfOfTheImages) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
+  auto images = torch::rand({64, 1, 5, 5}, gen);
+  auto out = augment_images(images, "flip", 0, gen);
+  int flipped = 0;
+  for (int64_t i = 0; i < images.size(0); ++i) {
+    bool same = torch::equal(out[i], images[i]), mirrored = torch::equal(out[i], images[i].flip({2}));
+    EXPECT_TRUE(same || mirrored) << "image " << i;
+    flipped += mirrored;
+  }
+  EXPECT_GT(flipped, 16);
+  EXPECT_LT(flipped, 48);
+  EXPECT_TRUE(torch::equal(augment_images(images, "none", 2, gen), images));
+}
+
+TEST(AugmentImages, FlatInputIsAnError) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
+  KD_EXPECT_ERROR(augment_images(torch::rand({4, 64}), "shift", 2, gen), "augment: shift needs images [N, C, H, W], found 2 dims");
+}
+
+}  // namespace
+}  // namespace kd::train
