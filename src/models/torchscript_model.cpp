@@ -1,5 +1,7 @@
 #include "kd/models/torchscript_model.h"
 
+#include "kd/models/macs.h"
+
 #include "kd/util/error.h"
 #include "kd/util/shape.h"
 #include "kd/util/fs.h"
@@ -86,6 +88,7 @@ void TorchScriptModel::to(torch::Device device) { module_.to(device); }
 ModelSummary TorchScriptModel::summary(const std::vector<int64_t>& input_shape) {
   ModelSummary summary;
   for (const auto& p : module_.parameters()) summary.params += p.numel();
+  summary.macs = measure_macs(*this, input_shape);
   for (const auto& child : module_.named_children()) {
     int64_t params = 0;
     for (const auto& p : child.value.parameters()) params += p.numel();
