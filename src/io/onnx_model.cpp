@@ -483,6 +483,8 @@ Tensors pad(const OpContext& c) {
   } else {
     options.mode(torch::kReplicate);
   }
+  // torch pads floats only in these modes; double holds every int32 exactly.
+  if (integral(x)) return one(F::pad(x.to(torch::kDouble), options).to(x.scalar_type()));
   return one(F::pad(x, options));
 }
 
@@ -496,7 +498,7 @@ Tensors clip(const OpContext& c) {
     if (c.attr("min")) low = c.f("min", 0);
     if (c.attr("max")) high = c.f("max", 0);
   }
-  return one(torch::clamp(x, low, high));
+  return one(low || high ? torch::clamp(x, low, high) : x);
 }
 
 Tensors cast(const OpContext& c) {
@@ -734,7 +736,6 @@ void OnnxModel::Impl::parse(const std::string& output) {
     inputs.push_back(value.name());
     if (!first) first = &value;
   }
-  if (!first) fail("{}: the graph has no input", path);
   for (const auto* values : {&graph.input(), &graph.output()}) {
     for (const auto& value : *values) {
       if (!value.type().has_tensor_type()) {
@@ -743,7 +744,7 @@ void OnnxModel::Impl::parse(const std::string& output) {
       }
     }
   }
-  const auto& type = first->type();
+  const auto& type = first ? first->type() : onnx::TypeProto();
   if (type.has_tensor_type()) {
     input_type = onnx_tensor::to_torch(type.tensor_type().elem_type(), path + ": input " + quote(inputs[0]));
     if (type.tensor_type().has_shape()) {
@@ -753,20 +754,6 @@ void OnnxModel::Impl::parse(const std::string& output) {
     }
   }
   for (const auto& value : graph.output()) outputs.push_back(value.name());
-
-  if (outputs.size() > 1 || !output.empty()) {
-    auto index = parse_int(output);
-    auto named = std::find(outputs.begin(), outputs.end(), output);
-    if (named != outputs.end()) {
-      output_index = static_cast<size_t>(named - outputs.begin());
-    } else if (index && *index >= 0 && *index < static_cast<long long>(outputs.size())) {
-      output_index = static_cast<size_t>(*index);
-    } else {
-      fail("{}: the graph has {} output{} ({}); {}set teacher.output to the index or name of the logits", path,
-           outputs.size(), outputs.size() == 1 ? "" : "s", join(outputs, ", "),
-           output.empty() ? "" : "there is no output " + quote(output) + "; ");
-    }
-  }
 
   const auto& table = operators();
   for (int i = 0; i < graph.node_size(); ++i) {
@@ -780,6 +767,19 @@ void OnnxModel::Impl::parse(const std::string& output) {
     }
     node.fn = &it->second;
     nodes.push_back(node);
+  }
+  if (outputs.size() > 1 || !output.empty()) {
+    auto index = parse_int(output);
+    auto named = std::find(outputs.begin(), outputs.end(), output);
+    if (named != outputs.end()) {
+      output_index = static_cast<size_t>(named - outputs.begin());
+    } else if (index && *index >= 0 && *index < static_cast<long long>(outputs.size())) {
+      output_index = static_cast<size_t>(*index);
+    } else {
+      fail("{}: the graph has {} output{} ({}); {}set teacher.output to the index or name of the logits", path,
+           outputs.size(), outputs.size() == 1 ? "" : "s", join(outputs, ", "),
+           output.empty() ? "" : "there is no output " + quote(output) + "; ");
+    }
   }
   order_nodes();
 }
@@ -918,7 +918,7 @@ OnnxModel::OnnxModel(const std::string& path, const std::string& output) : impl_
   if (impl_->inputs.size() == 1 && !impl_->input_dims.empty() &&
       std::all_of(impl_->input_dims.begin() + 1, impl_->input_dims.end(), [](int64_t d) { return d > 0; })) {
     std::vector<int64_t> shape = impl_->input_dims;
-    shape[0] = 1;
+    if (shape[0] < 1) shape[0] = 1;  // the batch
     try {
       impl_->run({torch::zeros(shape, impl_->input_type)});
     } catch (const Error& e) {
