@@ -10,7 +10,7 @@ packages=(
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev zlib1g-dev libzip-dev libstb-dev
   dataset-fashion-mnist
-  python3-torch python3-sklearn python3-numpy python3-onnx
+  python3-torch python3-sklearn python3-numpy python3-onnx libonnx-testdata
 )
 
 missing=()

@@ -2,6 +2,8 @@
 
 #include <filesystem>
 
+#include "kd/io/onnx_export.h"
+#include "kd/io/onnx_model.h"
 #include "kd/models/torchscript_model.h"
 #include "kd/models/zoo.h"
 #include "kd/util/error.h"
@@ -103,7 +105,22 @@ LoadedModel load_model(const std::string& path, const std::string& output) {
     loaded.model = scripted;
     return loaded;
   }
-  fail("{}: unknown model format, expected .kdm (kdistill) or .pt (TorchScript)", path);
+  if (ends_with(lower, ".onnx")) {
+    auto graph = std::make_shared<OnnxModel>(path, output);
+    graph->require_one_input();
+    for (const auto& [key, value] : graph->metadata()) {
+      if (key != kOnnxInfoKey) continue;
+      auto json = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
+      if (json.is_discarded()) fail("{}: metadata {} is not JSON", path, quote(kOnnxInfoKey));
+      loaded.info = ModelInfo::from_json(json, path);
+      // export_onnx folds the preprocessing into the graph: the file takes raw inputs.
+      loaded.info.preprocessing = nullptr;
+      loaded.has_info = true;
+    }
+    loaded.model = graph;
+    return loaded;
+  }
+  fail("{}: unknown model format, expected .kdm (kdistill), .pt (TorchScript) or .onnx (ONNX)", path);
 }
 
 }  // namespace kd::io

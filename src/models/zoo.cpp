@@ -16,23 +16,12 @@ namespace {
 
 // BatchNorm hyper-parameters: libtorch's defaults, written into the TorchScript source as well.
 constexpr double kBatchNormMomentum = 0.1;
-constexpr double kBatchNormEps = 1e-5;
-constexpr double kLeakyReluSlope = 0.01;
+constexpr double kBatchNormEps = kZooBatchNormEps;
+constexpr double kLeakyReluSlope = kZooLeakyReluSlope;
 
-// One step of a zoo network. The same plan drives the torch::nn modules (forward), the summary
+// One step of a zoo network (a ZooStep with its modules). The same plan drives the torch::nn modules (forward), the summary
 // (shapes, params, MACs) and the TorchScript source, so the three cannot drift apart.
-enum class StepKind {
-  Flatten,
-  Reshape,
-  Linear,
-  Conv,
-  BatchNorm,
-  Activation,
-  Dropout,
-  Pool,
-  GlobalPool,
-  Block
-};
+using StepKind = ZooStepKind;
 
 struct Step {
   Step(StepKind kind, std::string name) : kind(kind), name(std::move(name)) {}
@@ -473,6 +462,31 @@ void emit(const std::vector<Step>& steps, const std::string& x, const std::strin
   }
 }
 
+// ---- the public plan -----------------------------------------------------------------------------
+
+std::vector<ZooStep> public_plan(const std::vector<Step>& steps) {
+  std::vector<ZooStep> plan;
+  for (const Step& s : steps) {
+    ZooStep z;
+    z.kind = s.kind;
+    z.name = s.name;
+    z.in = s.in;
+    z.out = s.out;
+    z.kernel = s.kernel;
+    z.stride = s.stride;
+    z.padding = s.padding;
+    z.bias = s.bias;
+    z.spatial = s.spatial;
+    z.shape = s.shape;
+    z.op = s.op;
+    z.p = s.p;
+    z.body = public_plan(s.body);
+    z.shortcut = public_plan(s.shortcut);
+    plan.push_back(std::move(z));
+  }
+  return plan;
+}
+
 // ---- JSON ----------------------------------------------------------------------------------------
 
 const std::vector<std::string>& spec_keys() {
@@ -666,6 +680,11 @@ ZooSpec zoo_spec_from_json(const nlohmann::json& json, const std::string& field)
     }
   }
   return spec;
+}
+
+std::vector<ZooStep> zoo_plan(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int64_t outputs) {
+  validate(spec, input_shape, outputs);
+  return public_plan(make_plan(spec, input_shape, outputs));
 }
 
 std::string torchscript_attribute_name(const std::string& state_name) {

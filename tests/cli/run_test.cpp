@@ -4,6 +4,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli_util.h"
+#include "kd/data/normalize.h"
+#include "kd/io/model_file.h"
 #include "kd/util/fs.h"
 #include "kd/util/strings.h"
 #include "test_util.h"
@@ -19,7 +21,7 @@ std::string digits_recipe(const std::string& extra_distill = "") {
          "teacher:\n  model: {arch: mlp, hidden: [64]}\n  train: {epochs: 8, batch_size: 64, optimizer: {name: adam, lr: 0.003}}\n"
          "student:\n  model: {arch: mlp, hidden: [8]}\n"
          "distill:\n  epochs: 8\n  batch_size: 64\n  optimizer: {name: adam, lr: 0.01}\n" + extra_distill +
-         "export: [torchscript]\n";
+         "export: [torchscript, onnx]\n";
 }
 
 class Run : public ::testing::Test {
@@ -57,9 +59,27 @@ TEST_F(Run, DigitsEndToEnd) {
   // The baseline ran as many optimizer steps as the distilled student.
   EXPECT_EQ(m["models"]["baseline"]["training"]["steps"], m["models"]["student"]["training"]["steps"]);
   for (const char* file : {"metrics.json", "epochs.csv", "recipe.yaml", "teacher.kdm", "baseline.kdm", "student.kdm",
-                           "student.torchscript.pt"}) {
+                           "student.torchscript.pt", "student.onnx"}) {
     EXPECT_TRUE(std::filesystem::exists(dir_ / "out" / file)) << file;
   }
+  // The ONNX student takes raw inputs: it computes what student.kdm computes on normalised ones.
+  auto kdm = io::load_model((dir_ / "out/student.kdm").string());
+  auto onnx = io::load_model((dir_ / "out/student.onnx").string());
+  torch::Tensor raw = torch::rand({4, 64}) * 16;
+  auto normalizer = data::Normalizer::from_json(kdm.info.preprocessing["normalize"]);
+  EXPECT_LT((onnx.model->forward(raw) - kdm.model->forward(normalizer.apply(raw))).abs().max().item<double>(), 1e-4);
+
+  // That ONNX file as the teacher of a run on raw (unnormalised) data: the same test split, so the
+  // teacher's accuracy is the exported student's.
+  std::string onnx_teacher = digits_recipe();
+  auto start = onnx_teacher.find("teacher:");
+  onnx_teacher.replace(start, onnx_teacher.find("student:") - start,
+                       "teacher:\n  path: " + (dir_ / "out/student.onnx").string() + "\n");
+  onnx_teacher.replace(onnx_teacher.find("  test_fraction"), 0, "  normalize: none\n");
+  auto from_onnx = run_kdistill("run " + recipe(onnx_teacher) + " --out " + (dir_ / "onnx_teacher").string());
+  ASSERT_EQ(from_onnx.status, 0) << from_onnx.output;
+  auto onnx_metrics = nlohmann::json::parse(read_file(dir_ / "onnx_teacher/metrics.json"));
+  EXPECT_EQ(onnx_metrics["models"]["teacher"]["test"]["accuracy"], m["models"]["student"]["test"]["accuracy"]);
   // epochs.csv: a header and 8 rows for each of the three models.
   auto lines = split(read_file(dir_ / "out/epochs.csv"), '\n');
   EXPECT_EQ(lines.size(), 1u + 24u + 1u);

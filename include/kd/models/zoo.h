@@ -69,6 +69,32 @@ std::string torchscript_source(const ZooSpec& spec, const std::vector<int64_t>& 
 // The attribute name torchscript_source uses for a state() name.
 std::string torchscript_attribute_name(const std::string& state_name);
 
+// The plan a zoo network is built from, step by step: what forward, summary and torchscript_source
+// walk, for exporters that rebuild the network in another format (ONNX, TF.js). A step's tensors are
+// state() entries named prefix + name + ".weight" (".bias", ".running_mean", ...), where prefix is
+// "" at the top and the Block's name + "." inside a Block.
+enum class ZooStepKind { Flatten, Reshape, Linear, Conv, BatchNorm, Activation, Dropout, Pool, GlobalPool, Block };
+
+struct ZooStep {
+  ZooStepKind kind = ZooStepKind::Flatten;
+  std::string name;
+  int64_t in = 0, out = 0;  // Linear: features; Conv: channels; BatchNorm: features in `out`
+  int64_t kernel = 1, stride = 1, padding = 0;  // Conv (square kernel, symmetric padding)
+  bool bias = true;                  // Linear, Conv
+  bool spatial = false;              // BatchNorm: 2d (true) or 1d
+  std::vector<int64_t> shape;        // Reshape: target without the batch dim
+  std::string op;                    // Activation: name; Pool: max | avg (2x2, stride 2); Block: activation after the add
+  double p = 0;                      // Dropout probability
+  std::vector<ZooStep> body, shortcut;  // Block: main path; projection (empty = identity)
+};
+
+// Constants of the zoo's layers that the plan does not carry.
+inline constexpr double kZooBatchNormEps = 1e-5;
+inline constexpr double kZooLeakyReluSlope = 0.01;
+
+// Validates, then returns the plan of the network build_zoo_model builds.
+std::vector<ZooStep> zoo_plan(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int64_t outputs);
+
 // A zoo network: torch::nn modules (Linear, Conv2d, BatchNorm1d/2d) registered under stable names.
 // State names follow PyTorch's state_dict order and naming, e.g. mlp: fc1.weight, fc1.bias, ...,
 // head.weight, head.bias; resnet: conv1.weight, bn1.*, layer1_0.conv1.weight, ..., head.bias.

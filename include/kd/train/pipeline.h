@@ -47,7 +47,7 @@ struct RunSpec {
   TeacherSpec teacher;
   StudentSpec student;
   DistillSpec distill;
-  std::vector<std::string> exports;        // torchscript (more formats come with the exporters)
+  std::vector<std::string> exports;        // torchscript, onnx (DIR/student.onnx)
   std::string recipe_text;                 // the recipe as run (written to DIR/recipe.yaml)
   std::string teacher_fingerprint;         // identifies the teacher part + data; a saved teacher is reused when equal
 };

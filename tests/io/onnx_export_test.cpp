@@ -1,0 +1,199 @@
+// export_onnx: zoo students as ONNX files with the preprocessing folded in, checked by kdistill's own
+// OnnxModel, by onnxruntime (Node.js, tests/node) and by onnx.checker (Python).
+#include "kd/io/onnx_export.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "data/python_helper.h"
+#include "kd/data/normalize.h"
+#include "kd/data/npy.h"
+#include "kd/io/onnx_model.h"
+#include "kd/models/zoo.h"
+#include "kd/util/fs.h"
+#include "test_util.h"
+
+namespace kd::io {
+namespace {
+
+namespace fs = std::filesystem;
+using models::ZooSpec;
+using test::error_of;
+using test::TempDir;
+using test::batch_shape;
+
+struct ExportCase {
+  std::string label;
+  ZooSpec spec;
+  std::vector<int64_t> shape;
+  int64_t outputs;
+  std::string scope = "feature";  // normalisation scope
+  Task task = Task::classification;
+};
+
+// Every arch, activation, batch norm, dropout and pooling option at least once.
+std::vector<ExportCase> cases() {
+  return {
+      {"mlp", ZooSpec().arch("mlp").hidden({32, 16}).activation("tanh"), {20}, 3},
+      {"mlp_bn_dropout", ZooSpec().arch("mlp").hidden({24}).batch_norm(true).dropout(0.3).activation("gelu"),
+       {1, 6, 6}, 4, "global"},
+      {"cnn", ZooSpec().arch("cnn").channels({4, 8}).activation("leaky_relu"), {3, 12, 12}, 5, "channel"},
+      {"cnn_bn_avg_head",
+       ZooSpec().arch("cnn").channels({6}).batch_norm(true).pool("avg").kernel(5).hidden({10}).activation("silu"),
+       {64}, 10},
+      {"resnet8", ZooSpec().arch("resnet").depth(8).width(4), {2, 10, 10}, 3, "channel"},
+      {"linear", ZooSpec().arch("linear").dropout(0.1), {1, 5, 5}, 2},
+      {"mlp_regression", ZooSpec().arch("mlp").hidden({8}).activation("relu"), {6}, 2, "feature", Task::regression},
+  };
+}
+
+struct Exported {
+  models::ModelPtr model;
+  ModelInfo info;
+  data::Normalizer normalizer, target;
+  fs::path path;
+  torch::Tensor raw1, raw5;  // raw inputs, batch 1 and 5
+
+  // What the ONNX file should compute on raw input: the zoo model on normalised input, in the
+  // target's units for regression.
+  torch::Tensor expected(const torch::Tensor& raw) const {
+    torch::Tensor y = model->forward(normalizer.apply(raw));
+    return info.task == Task::regression ? target.invert(y) : y;
+  }
+};
+
+Exported export_case(const ExportCase& c, const fs::path& dir) {
+  Exported e;
+  torch::manual_seed(3);
+  e.model = models::build_zoo_model(c.spec, c.shape, c.outputs);
+  torch::Tensor train = torch::randn(batch_shape(40, c.shape)) * 3 + 2;
+  e.normalizer = data::Normalizer::fit(train, data::NormalizeOptions().mode("standard").scope(c.scope));
+  // Batch-norm statistics other than the initial ones.
+  e.model->set_training(true);
+  e.model->forward(e.normalizer.apply(train));
+  e.model->set_training(false);
+
+  e.info.task = c.task;
+  e.info.input_shape = c.shape;
+  e.info.outputs = c.outputs;
+  for (int64_t i = 0; i < c.outputs; ++i) e.info.class_names.push_back("class " + std::to_string(i));
+  e.info.spec = models::to_json(c.spec);
+  e.info.preprocessing = {{"normalize", e.normalizer.to_json()}};
+  if (c.task == Task::regression) {
+    e.target = data::Normalizer::fit(torch::randn({40, c.outputs}) * 5 + 10, data::NormalizeOptions());
+    e.info.preprocessing["target_normalize"] = e.target.to_json();
+  }
+  e.path = dir / (c.label + ".onnx");
+  export_onnx(*e.model, e.info, e.path.string());
+  e.raw1 = torch::randn(batch_shape(1, c.shape)) * 3 + 2;
+  e.raw5 = torch::randn(batch_shape(5, c.shape)) * 3 + 2;
+  return e;
+}
+
+double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  if (a.sizes() != b.sizes()) return 1e9;
+  return (a - b).abs().max().item<double>();
+}
+
+TEST(OnnxExport, OnnxModelRunsExportedFilesOnRawInput) {
+  TempDir dir;
+  for (const auto& c : cases()) {
+    Exported e = export_case(c, dir.path());
+    LoadedModel loaded = load_model(e.path.string());
+    EXPECT_EQ(loaded.model->kind(), "onnx") << c.label;
+    ASSERT_TRUE(loaded.has_info) << c.label;
+    EXPECT_EQ(loaded.info.class_names, e.info.class_names) << c.label;
+    EXPECT_EQ(loaded.info.spec, e.info.spec) << c.label;
+    EXPECT_TRUE(loaded.info.preprocessing.is_null()) << c.label << ": the graph takes raw inputs";
+    for (const auto& raw : {e.raw1, e.raw5}) {
+      double diff = max_diff(loaded.model->forward(raw), e.expected(raw));
+      std::cout << "[ onnx     ] " << c.label << " batch " << raw.size(0) << ": kdistill OnnxModel max abs diff " << diff << "\n";
+      EXPECT_LE(diff, 1e-4) << c.label;
+    }
+    // The summary of the graph counts what the zoo model counts (BN statistics aside).
+    EXPECT_EQ(loaded.model->summary(c.shape).macs, e.model->summary(c.shape).macs) << c.label;
+  }
+}
+
+TEST(OnnxExport, MetadataHoldsInfoAndClassNames) {
+  TempDir dir;
+  Exported e = export_case(cases()[2], dir.path());
+  OnnxModel graph(e.path.string());
+  std::map<std::string, std::string> meta(graph.metadata().begin(), graph.metadata().end());
+  ASSERT_TRUE(meta.count(kOnnxInfoKey));
+  EXPECT_EQ(nlohmann::json::parse(meta[kOnnxInfoKey]), e.info.to_json());
+  EXPECT_EQ(nlohmann::json::parse(meta[kOnnxClassNamesKey]), nlohmann::json(e.info.class_names));
+  EXPECT_EQ(graph.input_names(), std::vector<std::string>{"input"});
+  EXPECT_EQ(graph.output_names(), std::vector<std::string>{"output"});
+}
+
+TEST(OnnxExport, OnnxruntimeMatchesZooModel) {
+  const fs::path node_dir = fs::path(KD_SOURCE_DIR) / "tests" / "node";
+  if (std::system("node --version > /dev/null 2>&1") != 0) GTEST_SKIP() << "node is missing";
+  if (!fs::exists(node_dir / "node_modules" / "onnxruntime-node")) {
+    GTEST_SKIP() << "onnxruntime-node is not installed: run scripts/setup.sh";
+  }
+  TempDir dir;
+  for (const auto& c : cases()) {
+    Exported e = export_case(c, dir.path());
+    for (const auto& raw : {e.raw1, e.raw5}) {
+      fs::path input = dir / (c.label + ".in.npy");
+      fs::path output = dir / (c.label + ".out.npy");
+      data::write_npy(input, raw);
+      std::string command = "node '" + (node_dir / "run_onnx.js").string() + "' '" + e.path.string() + "' '" +
+                            input.string() + "' '" + output.string() + "' > '" + (dir / "node.log").string() + "' 2>&1";
+      ASSERT_EQ(std::system(command.c_str()), 0) << c.label << ": " << read_file(dir / "node.log");
+      double diff = max_diff(data::read_npy(output), e.expected(raw));
+      std::cout << "[ onnx     ] " << c.label << " batch " << raw.size(0) << ": onnxruntime max abs diff " << diff << "\n";
+      EXPECT_LE(diff, 1e-4) << c.label;
+    }
+  }
+}
+
+TEST(OnnxExport, PythonOnnxCheckerAccepts) {
+  if (!fs::exists("/usr/bin/python3") || !test::python_has("onnx")) GTEST_SKIP() << "/usr/bin/python3 with onnx is missing";
+  TempDir dir;
+  std::string files;
+  for (const auto& c : cases()) files += "'" + export_case(c, dir.path()).path.string() + "', ";
+  auto result = test::run_python(
+      "import json, onnx\n"
+      "for path in [" + files + "]:\n"
+      "    model = onnx.load(path)\n"
+      "    onnx.checker.check_model(model, full_check=True)\n"
+      "    assert model.opset_import[0].version == 13, path\n"
+      "    meta = {p.key: p.value for p in model.metadata_props}\n"
+      "    assert json.loads(meta['kdistill'])['format'] == 'kdistill-model', path\n"
+      "    assert json.loads(meta['class_names'])[0] == 'class 0', path\n"
+      "    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == 'N', path\n"
+      "print('ok')\n");
+  EXPECT_EQ(result.status, 0) << result.output;
+}
+
+TEST(OnnxExport, RefusesOtherModelsAndLeavesNoFile) {
+  TempDir dir;
+  ExportCase c = cases()[0];
+  auto model = models::build_zoo_model(ZooSpec().arch("mlp").hidden({16}), c.shape, c.outputs);
+  ModelInfo info;
+  info.input_shape = c.shape;
+  info.outputs = c.outputs;
+  info.spec = models::to_json(c.spec);
+  std::string path = (dir / "student.onnx").string();
+  KD_EXPECT_ERROR(export_onnx(*model, info, path),
+                  path + ": onnx export: the mlp model does not match its spec: load_state: \"fc1.weight\": shape [16, 20]");
+  EXPECT_FALSE(fs::exists(path));
+
+  // A model that is not from the zoo (here: an exported graph loaded back).
+  Exported e = export_case(c, dir.path());
+  OnnxModel graph(e.path.string());
+  KD_EXPECT_ERROR(export_onnx(graph, e.info, path), path + ": onnx export: only zoo models (mlp, cnn, resnet, linear)");
+
+  std::string unwritable = (e.path / "student.onnx").string();  // a file used as a folder
+  std::string message = error_of([&] { export_onnx(*e.model, e.info, unwritable); });
+  EXPECT_NE(message.find(unwritable), std::string::npos) << message;
+}
+
+}  // namespace
+}  // namespace kd::io
