@@ -7,6 +7,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "kd/util/error.h"
 
@@ -32,6 +33,13 @@ inline std::string error_of(const std::function<void()>& call) {
     return e.what();
   }
   return "";
+}
+
+// {n, shape...}: the shape of a batch of n examples of `shape`.
+inline std::vector<int64_t> batch_shape(int64_t n, const std::vector<int64_t>& shape) {
+  std::vector<int64_t> full = {n};
+  full.insert(full.end(), shape.begin(), shape.end());
+  return full;
 }
 
 // A fresh empty folder under the system temp dir, removed when the object goes.

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "kd/io/model_file.h"
+#include "kd/io/tfjs_export.h"
 #include "kd/io/torchscript_export.h"
 #include "kd/losses/distiller.h"
 #include "kd/models/torchscript_model.h"
@@ -290,6 +291,11 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
       io::export_torchscript(*run.student.model, *spec.student.model, dataset.input_shape, dataset.outputs, exported);
       run.exported.push_back(exported);
     }
+    if (format == "tfjs") {
+      std::string exported = (fs::path(dir) / "student.tfjs").string();
+      io::export_tfjs(*run.student.model, run.student.info, exported);
+      run.exported.push_back(exported);
+    }
   }
   return run;
 }
@@ -431,7 +437,10 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
   }
   for (const auto& format : spec.exports) {
     // A TorchScript student is saved as TorchScript already; the other formats come with the exporters.
-    if (format != "torchscript") fail("export: {} is not an export format of this version, expected torchscript", quote(format));
+    if (format != "torchscript" && format != "tfjs") {
+      fail("export: {} is not an export format of this version, expected torchscript or tfjs", quote(format));
+    }
+    if (format == "tfjs" && !spec.student.model) fail("export: tfjs exports zoo students only (student.model), not student.path");
   }
   if (spec.distill.losses.empty()) fail("distill.losses: the list is empty; e.g. [{kind: kl, temperature: 4}, {kind: ce}]");
   // Fail on bad loss or target settings before any data is read or any model trained.

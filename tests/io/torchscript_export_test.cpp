@@ -21,6 +21,7 @@ using models::ZooSpec;
 
 using test::error_of;
 using test::TempDir;
+using test::batch_shape;
 
 struct ExportCase {
   std::string label;
@@ -45,12 +46,6 @@ std::vector<ExportCase> cases() {
       {"resnet8", ZooSpec().arch("resnet").depth(8).width(4), {2, 10, 10}, 3},
       {"linear", ZooSpec().arch("linear").dropout(0.1), {1, 5, 5}, 2},
   };
-}
-
-std::vector<int64_t> batch_shape(int64_t n, const std::vector<int64_t>& shape) {
-  std::vector<int64_t> full = {n};
-  full.insert(full.end(), shape.begin(), shape.end());
-  return full;
 }
 
 // A model whose BN statistics are no longer the initial ones.

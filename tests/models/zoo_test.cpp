@@ -12,6 +12,7 @@ namespace kd::models {
 namespace {
 
 using test::error_of;
+using test::batch_shape;
 
 #define EXPECT_ERROR_HAS(call, text)                               \
   do {                                                             \
@@ -24,12 +25,6 @@ const std::vector<int64_t> kFlat = {784};
 
 ModelPtr build(const ZooSpec& spec, const std::vector<int64_t>& shape = kImage, int64_t outputs = 10) {
   return build_zoo_model(spec, shape, outputs, "student.model");
-}
-
-std::vector<int64_t> batch_shape(int64_t n, const std::vector<int64_t>& shape) {
-  std::vector<int64_t> full = {n};
-  full.insert(full.end(), shape.begin(), shape.end());
-  return full;
 }
 
 struct FamilyCase {
