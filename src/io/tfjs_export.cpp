@@ -165,7 +165,6 @@ class Exporter {
                 {"padding", mode},
                 {"data_format", "channels_last"},
                 {"dilation_rate", {1, 1}},
-                {"groups", 1},
                 {"activation", "linear"},
                 {"use_bias", weights.size() == 2}},
                std::vector<std::string>{input}, weights);

@@ -156,13 +156,6 @@ Tensor pad_same(const Tensor& x, const std::vector<int64_t>& kernel, const std::
 Tensor to_nchw(const Tensor& x) { return x.permute({0, 3, 1, 2}); }
 Tensor to_nhwc(const Tensor& x) { return x.permute({0, 2, 3, 1}).contiguous(); }
 
-void need_rank(const LayerConfig& layer, const Tensor& x, int64_t rank) {
-  if (x.dim() != rank) {
-    fail("{}: expects input of rank {} (with the batch dim), got {}", layer.where(), rank,
-         shape_text(x.sizes().vec()));
-  }
-}
-
 // ---- layer builders ------------------------------------------------------------------------------
 
 Layer build_identity(const LayerConfig&) { return unary([](const Tensor& x) { return x; }); }
@@ -187,8 +180,8 @@ Layer build_conv(const LayerConfig& layer, bool depthwise) {
   auto strides = layer.pair("strides", {1, 1});
   auto dilation = layer.pair("dilation_rate", {1, 1});
   bool same = padding_same(layer);
-  int64_t groups = depthwise ? kernel.size(2) : layer.get<int64_t>("groups", 1);
   if (kernel.dim() != 4) fail("{}: kernel of shape {}, expected 4 dims", layer.where(), shape_text(kernel.sizes().vec()));
+  int64_t groups = depthwise ? kernel.size(2) : layer.get<int64_t>("groups", 1);
   std::string where = layer.where();
   Layer out = unary([=](const Tensor& input) {
     if (input.dim() != 4) fail("{}: expects [N, H, W, C] input, got {}", where, shape_text(input.sizes().vec()));
@@ -666,7 +659,13 @@ TfjsModel::TfjsModel(const std::string& model_json) : impl_(std::make_unique<Imp
       used_weights.insert(name);
       if (key != "moving_mean" && key != "moving_variance") node.params += tensor.numel();
     }
-    node.layer = builder->second(context);
+    try {
+      node.layer = builder->second(context);
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {  // e.g. a weight of the wrong rank
+      fail("{}: {}", context.where(), first_line(e));
+    }
 
     if (sequential) {
       if (pending.empty()) {
@@ -746,13 +745,20 @@ Tensor TfjsModel::Impl::adapt(const Tensor& input) const {
   bool fits = x.dim() == static_cast<int64_t>(shape.size()) + 1;
   for (size_t i = 0; fits && i < shape.size(); ++i) fits = shape[i] < 0 || x.size(i + 1) == shape[i];
   if (fits) return x.contiguous();
+  // Reshape only where no order is in question: to flat input (TF flattens H, W, C), or between shapes
+  // that differ by dims of 1 ([N, H, W, 1] for a model that takes [H, W]).
+  auto without_ones = [](std::vector<int64_t> dims) {
+    dims.erase(std::remove(dims.begin(), dims.end(), 1), dims.end());
+    return dims;
+  };
   bool known = std::all_of(shape.begin(), shape.end(), [](int64_t d) { return d > 0; });
+  std::vector<int64_t> example(x.sizes().begin() + 1, x.sizes().end());
   int64_t features = 1;
   for (int64_t d : shape) features *= d;
-  if (known && x.numel() == n * features) {
+  if (known && x.numel() == n * features && (shape.size() == 1 || without_ones(shape) == without_ones(example))) {
     std::vector<int64_t> full = {n};
     full.insert(full.end(), shape.begin(), shape.end());
-    return x.reshape(full).contiguous();  // e.g. [N, H, W, 1] for a model that takes [H, W]
+    return x.reshape(full).contiguous();
   }
   fail("{}: input of shape {} does not fit the model's input {} (channels last)", file, shape_text(input.sizes().vec()),
        shape_text(shape));

@@ -5,8 +5,10 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "cli/cli_util.h"
 #include "kd/data/normalize.h"
 #include "kd/data/npy.h"
+#include "kd/io/model_file.h"
 #include "kd/io/tfjs_model.h"
 #include "kd/models/zoo.h"
 #include "kd/util/error.h"
@@ -177,6 +179,45 @@ TEST(TfjsExport, UnwritablePlaceIsAnError) {
   std::string message = error_of([&] { export_tfjs(*e.model, e.info, folder.string()); });
   EXPECT_NE(message.find(folder.string()), std::string::npos) << message;
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
+}
+
+TEST(TfjsExport, RunExportsTheStudentAndUsesItAsATeacher) {
+  // `export: [tfjs]` writes DIR/student.tfjs/, which takes raw features (the standardisation is folded
+  // into fc1); a second run with `normalize: none` feeds it raw features as its teacher.
+  TempDir dir;
+  const std::string data = "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz";
+  if (!fs::exists(data)) GTEST_SKIP() << data << " is missing";
+  std::string common = "task: classification\nseed: 1\n"
+                       "student:\n  model: {arch: mlp, hidden: [8]}\n"
+                       "distill:\n  epochs: 4\n  batch_size: 64\n  optimizer: {name: adam, lr: 0.01}\n";
+  write_file_atomic(dir.path() / "first.yaml",
+                    common + "data:\n  train: " + data + "\n  test_fraction: 0.25\n" +
+                        "teacher:\n  model: {arch: mlp, hidden: [32]}\n  train: {epochs: 6, batch_size: 64}\n"
+                        "export: [tfjs]\n");
+  auto first = test::run_kdistill("run " + (dir.path() / "first.yaml").string() + " --out " + (dir.path() / "a").string());
+  ASSERT_EQ(first.status, 0) << first.output;
+  fs::path model_json = dir.path() / "a/student.tfjs/model.json";
+  ASSERT_TRUE(fs::exists(model_json));
+  auto metrics = nlohmann::json::parse(read_file(dir.path() / "a/metrics.json"));
+
+  LoadedModel student = load_model((dir.path() / "a/student.kdm").string());
+  LoadedModel exported = load_model(model_json.string());
+  ASSERT_TRUE(exported.has_info);
+  EXPECT_EQ(exported.info.class_names, student.info.class_names);
+  auto normalizer = data::Normalizer::from_json(student.info.preprocessing["normalize"]);
+  torch::Tensor raw = torch::rand({7, 64}) * 16;
+  torch::Tensor expected = student.model->forward(normalizer.apply(raw));
+  EXPECT_LE((exported.model->forward(raw) - expected).abs().max().item<double>(), 1e-4);
+
+  write_file_atomic(dir.path() / "second.yaml",
+                    common + "data:\n  train: " + data + "\n  test_fraction: 0.25\n  normalize: none\n" +
+                        "teacher:\n  path: " + model_json.string() + "\n");
+  auto second = test::run_kdistill("run " + (dir.path() / "second.yaml").string() + " --out " + (dir.path() / "b").string());
+  ASSERT_EQ(second.status, 0) << second.output;
+  auto again = nlohmann::json::parse(read_file(dir.path() / "b/metrics.json"));
+  // The same test rows (same seed and split): the TF.js teacher scores what the student it came from scored.
+  EXPECT_NEAR(again["models"]["teacher"]["test"]["accuracy"].get<double>(),
+              metrics["models"]["student"]["test"]["accuracy"].get<double>(), 1e-9);
 }
 
 }  // namespace

@@ -182,9 +182,9 @@ TEST_F(TfjsImport, RefusesBadFiles) {
   EXPECT_NE(message.find("layer \"flatten_"), std::string::npos) << message;
 
   fs::path dtype = edited_copy(good, dir / "dtype", [](std::string s) {
-    auto at = s.find("\"dtype\":\"float32\"}");
+    auto at = s.find("\"dtype\":\"float32\"}", s.find("weightsManifest"));
     EXPECT_NE(at, std::string::npos);
-    return s.replace(at, 17, "\"dtype\":\"complex64\"}");
+    return s.replace(at, 18, "\"dtype\":\"complex64\"}");
   });
   message = error_of([&] { TfjsModel m(dtype.string()); });
   EXPECT_NE(message.find("unsupported dtype \"complex64\""), std::string::npos) << message;
