@@ -68,19 +68,19 @@ TEST_F(TfjsImport, SequentialCnnMatchesTfjs) {
   // Conv2D same (asymmetric) and valid with dilation, BN with moving stats, both poolings with same and
   // valid padding, Flatten in H, W, C order, Dense, Dropout, Activation; NCHW input permuted.
   double diff = max_diff("cnn");
-  RecordProperty("max_abs_diff", std::to_string(diff));
+  RecordProperty("max_abs_diff", fmt::format("{:.2e}", diff));
   EXPECT_LE(diff, 1e-4);
 }
 
 TEST_F(TfjsImport, FunctionalAddConcatenateMatchesTfjs) {
   double diff = max_diff("functional");
-  RecordProperty("max_abs_diff", std::to_string(diff));
+  RecordProperty("max_abs_diff", fmt::format("{:.2e}", diff));
   EXPECT_LE(diff, 1e-4);
 }
 
 TEST_F(TfjsImport, DenseMlpMatchesTfjs) {
   double diff = max_diff("mlp");
-  RecordProperty("max_abs_diff", std::to_string(diff));
+  RecordProperty("max_abs_diff", fmt::format("{:.2e}", diff));
   EXPECT_LE(diff, 1e-4);
 }
 
