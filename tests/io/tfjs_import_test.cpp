@@ -93,6 +93,25 @@ TEST_F(TfjsImport, FlatInputIsReshapedInKdistillOrder) {
   KD_EXPECT_ERROR(model.forward(torch::zeros({2, 3, 10, 12})), "does not fit the model's input [12, 10, 3]");
 }
 
+TEST_F(TfjsImport, KerasConverterLayoutWithInputLayerAndModelConfig) {
+  // tensorflowjs_converter writes Keras's {"model_config": {...}} and a Sequential that starts with an
+  // InputLayer; the same network in that layout gives the same numbers.
+  TempDir dir;
+  fs::path model_json = edited_copy(fixture("mlp"), dir / "keras", [](const std::string& text) {
+    auto root = nlohmann::json::parse(text);
+    auto& layers = root["modelTopology"]["config"]["layers"];
+    layers[0]["config"].erase("batch_input_shape");
+    nlohmann::json input = {{"class_name", "InputLayer"},
+                            {"config", {{"batch_input_shape", {nullptr, 7}}, {"name", "input_1"}}}};
+    layers.insert(layers.begin(), input);
+    root["modelTopology"] = {{"keras_version", "2.15.0"}, {"model_config", root["modelTopology"]}};
+    return root.dump();
+  });
+  TfjsModel model(model_json.string());
+  torch::Tensor x = data::read_npy(fixture("mlp.x.npy"));
+  EXPECT_LE((model.forward(x) - data::read_npy(fixture("mlp.y.npy"))).abs().max().item<double>(), 1e-4);
+}
+
 TEST_F(TfjsImport, LoadModelDispatchesOnJson) {
   LoadedModel loaded = load_model((fixture("mlp") / "model.json").string());
   EXPECT_EQ(loaded.model->kind(), "tfjs");
