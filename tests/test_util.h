@@ -35,7 +35,7 @@ inline std::string error_of(const std::function<void()>& call) {
   return "";
 }
 
-// {n, shape...}: the shape of a batch of n examples.
+// {n, shape...}: the shape of a batch of n examples of `shape`.
 inline std::vector<int64_t> batch_shape(int64_t n, const std::vector<int64_t>& shape) {
   std::vector<int64_t> full = {n};
   full.insert(full.end(), shape.begin(), shape.end());

@@ -4,6 +4,7 @@
 
 #include "kd/io/onnx_export.h"
 #include "kd/io/onnx_model.h"
+#include "kd/io/tfjs_model.h"
 #include "kd/models/torchscript_model.h"
 #include "kd/models/zoo.h"
 #include "kd/util/error.h"
@@ -120,7 +121,18 @@ LoadedModel load_model(const std::string& path, const std::string& output) {
     loaded.model = graph;
     return loaded;
   }
-  fail("{}: unknown model format, expected .kdm (kdistill), .pt (TorchScript) or .onnx (ONNX)", path);
+  if (ends_with(lower, ".json")) {
+    auto tfjs = std::make_shared<TfjsModel>(path);
+    const nlohmann::json& meta = tfjs->metadata();
+    if (meta.is_object() && meta.contains("kdistill")) {
+      loaded.info = ModelInfo::from_json(meta["kdistill"], path);
+      loaded.has_info = true;
+    }
+    loaded.model = tfjs;
+    return loaded;
+  }
+  fail("{}: unknown model format, expected .kdm (kdistill), .pt (TorchScript), .onnx (ONNX) or model.json (TF.js layers model)",
+       path);
 }
 
 }  // namespace kd::io

@@ -10,6 +10,7 @@
 
 #include "kd/io/model_file.h"
 #include "kd/io/onnx_export.h"
+#include "kd/io/tfjs_export.h"
 #include "kd/io/torchscript_export.h"
 #include "kd/losses/distiller.h"
 #include "kd/models/torchscript_model.h"
@@ -294,6 +295,11 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     if (format == "onnx") {
       std::string exported = (fs::path(dir) / "student.onnx").string();
       io::export_onnx(*run.student.model, run.student.info, exported);
+      run.exported.push_back(exported);
+    }
+    if (format == "tfjs") {
+      std::string exported = (fs::path(dir) / "student.tfjs").string();
+      io::export_tfjs(*run.student.model, run.student.info, exported);
       run.exported.push_back(exported);
     }
   }

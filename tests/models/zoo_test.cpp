@@ -13,6 +13,7 @@ namespace {
 
 using test::batch_shape;
 using test::error_of;
+using test::batch_shape;
 
 #define EXPECT_ERROR_HAS(call, text)                               \
   do {                                                             \

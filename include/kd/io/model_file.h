@@ -3,7 +3,7 @@
 // that evaluation and export know the input shape, classes and preprocessing.
 //
 //   save_model("out/student.kdm", student, info);
-//   LoadedModel m = load_model("teacher.pt");   // .kdm | .pt (TorchScript) | .onnx
+//   LoadedModel m = load_model("teacher.pt");   // .kdm | .pt (TorchScript) | .onnx | model.json (TF.js)
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -1,0 +1,349 @@
+#include "kd/io/tfjs_export.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <random>
+
+#include "kd/data/normalize.h"
+#include "kd/models/zoo.h"
+#include "kd/util/error.h"
+#include "kd/util/fs.h"
+
+namespace kd::io {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using torch::Tensor;
+
+const char* kShardName = "group1-shard1of1.bin";
+
+// A Keras Functional graph under construction: layers in order, weights in TF layout.
+struct KerasGraph {
+  json layers = json::array();
+  std::vector<std::pair<std::string, Tensor>> weights;
+  std::string last;  // the layer whose output the next layer takes by default
+
+  std::string add(const std::string& class_name, const std::string& name, json config,
+                  const std::vector<std::string>& inputs, const std::vector<std::pair<std::string, Tensor>>& tensors = {}) {
+    config["name"] = name;
+    config["trainable"] = true;
+    json inbound = json::array();
+    if (!inputs.empty()) {
+      json node = json::array();
+      for (const auto& input : inputs) node.push_back(json::array({input, 0, 0, json::object()}));
+      inbound.push_back(node);
+    }
+    layers.push_back({{"name", name}, {"class_name", class_name}, {"config", config}, {"inbound_nodes", inbound}});
+    for (const auto& [key, tensor] : tensors) {
+      weights.emplace_back(name + "/" + key, tensor.detach().to(torch::kCPU, torch::kFloat).contiguous());
+    }
+    last = name;
+    return name;
+  }
+  // A layer on the output of the previous one.
+  std::string append(const std::string& class_name, const std::string& name, json config,
+                     const std::vector<std::pair<std::string, Tensor>>& tensors = {}) {
+    return add(class_name, name, std::move(config), std::vector<std::string>{last}, tensors);
+  }
+};
+
+std::string keras_name(std::string state_name) {
+  std::replace(state_name.begin(), state_name.end(), '.', '_');
+  return state_name;
+}
+
+// How the data's normalisation gets into the exported model.
+struct Fold {
+  bool active = false;  // a normalisation to apply
+  Tensor shift, scale;  // expanded to the zoo's input shape (C, H, W or F)
+  std::string scope;
+};
+
+class Exporter {
+ public:
+  Exporter(models::ZooModel& model, const ModelInfo& info) : model_(model), spec_(model.spec()) {
+    for (const auto& [name, tensor] : model.state()) state_[name] = tensor.detach().to(torch::kCPU, torch::kFloat);
+    const auto& shape = model.input_shape();
+    image_ = shape.size() == 3;
+    if (info.preprocessing.is_object() && info.preprocessing.contains("normalize")) {
+      auto normalizer = data::Normalizer::from_json(info.preprocessing["normalize"]);
+      if (!normalizer.identity()) {
+        fold_.active = true;
+        fold_.scope = info.preprocessing["normalize"].value("scope", "feature");
+        fold_.shift = normalizer.shift().to(torch::kFloat).expand(shape).contiguous();
+        fold_.scale = normalizer.scale().to(torch::kFloat).expand(shape).contiguous();
+      }
+    }
+  }
+
+  KerasGraph build(json& input_notes) {
+    const auto& shape = model_.input_shape();
+    std::vector<int64_t> keras_shape = image_ ? std::vector<int64_t>{shape[1], shape[2], shape[0]} : shape;
+    json batch_shape = json::array({nullptr});
+    for (int64_t d : keras_shape) batch_shape.push_back(d);
+    graph_.add("InputLayer", "input", {{"batch_input_shape", batch_shape}, {"dtype", "float32"}, {"sparse", false}},
+               std::vector<std::string>{});
+    input_notes = {{"layout", image_ ? "channels_last [N, H, W, C]" : "features [N, F]"},
+                   {"shape", keras_shape},
+                   {"normalized", false},
+                   {"normalization", fold_.active ? "" : "none"}};
+    const std::string& arch = spec_.arch();
+    if (arch == "mlp" || arch == "linear") {
+      build_mlp(input_notes);
+    } else {
+      build_convolutional(input_notes);
+    }
+    return std::move(graph_);
+  }
+
+ private:
+  Tensor tensor(const std::string& name) const {
+    auto it = state_.find(name);
+    KD_CHECK(it != state_.end(), "zoo state has no {}", name);
+    return it->second;
+  }
+  bool has(const std::string& name) const { return state_.count(name) > 0; }
+
+  void activation(const std::string& name) {
+    const std::string& act = spec_.activation();
+    if (act == "leaky_relu") {
+      graph_.append("LeakyReLU", name, {{"alpha", 0.01}});
+      return;
+    }
+    static const std::map<std::string, std::string> keras = {
+        {"relu", "relu"}, {"gelu", "gelu"}, {"tanh", "tanh"}, {"silu", "swish"}};
+    graph_.append("Activation", name, {{"activation", keras.at(act)}});
+  }
+
+  void dropout(const std::string& name) {
+    if (spec_.dropout() > 0) graph_.append("Dropout", name, {{"rate", spec_.dropout()}});
+  }
+
+  void batch_norm(const std::string& prefix) {
+    graph_.append("BatchNormalization", keras_name(prefix),
+               {{"axis", -1}, {"momentum", 0.9}, {"epsilon", 1e-5}, {"center", true}, {"scale", true}},
+               {{"gamma", tensor(prefix + ".weight")},
+                {"beta", tensor(prefix + ".bias")},
+                {"moving_mean", tensor(prefix + ".running_mean")},
+                {"moving_variance", tensor(prefix + ".running_var")}});
+  }
+
+  // A Dense from Linear `prefix`. `kernel` [in, out] overrides W^T (the first layer's folded, reordered one).
+  void dense(const std::string& prefix, Tensor kernel = {}, Tensor bias = {}) {
+    if (!kernel.defined()) kernel = tensor(prefix + ".weight").t();
+    if (!bias.defined() && has(prefix + ".bias")) bias = tensor(prefix + ".bias");
+    std::vector<std::pair<std::string, Tensor>> weights = {{"kernel", kernel}};
+    if (bias.defined()) weights.emplace_back("bias", bias);
+    graph_.append("Dense", keras_name(prefix),
+               {{"units", kernel.size(1)}, {"activation", "linear"}, {"use_bias", bias.defined()}}, weights);
+  }
+
+  // Conv2d `prefix` with the zoo's symmetric padding k/2. Stride 1 with an odd kernel is TF's "same"; a
+  // strided conv gets an explicit ZeroPadding2D and "valid" (TF's "same" would pad only the end).
+  void conv(const std::string& prefix, int64_t stride, std::string input = "") {
+    if (input.empty()) input = graph_.last;
+    Tensor weight = tensor(prefix + ".weight");  // [out, in, k, k]
+    int64_t kernel = weight.size(2), padding = kernel / 2;
+    std::string mode = padding == 0 ? "valid" : "same";
+    if (stride != 1 && padding > 0) {
+      input = graph_.add("ZeroPadding2D", keras_name(prefix) + "_pad",
+                         {{"padding", {{padding, padding}, {padding, padding}}}, {"data_format", "channels_last"}},
+                         std::vector<std::string>{input});
+      mode = "valid";
+    }
+    std::vector<std::pair<std::string, Tensor>> weights = {{"kernel", weight.permute({2, 3, 1, 0})}};
+    if (has(prefix + ".bias")) weights.emplace_back("bias", tensor(prefix + ".bias"));
+    graph_.add("Conv2D", keras_name(prefix),
+               {{"filters", weight.size(0)},
+                {"kernel_size", {kernel, kernel}},
+                {"strides", {stride, stride}},
+                {"padding", mode},
+                {"data_format", "channels_last"},
+                {"dilation_rate", {1, 1}},
+                {"activation", "linear"},
+                {"use_bias", weights.size() == 2}},
+               std::vector<std::string>{input}, weights);
+  }
+
+  // fc{first}, ... as the zoo's add_hidden_layers lays them out (the first Dense may be given).
+  void hidden_layers(int first, Tensor kernel = {}, Tensor bias = {}) {
+    for (int i = first; has(fmt::format("fc{}.weight", i)); ++i) {
+      std::string name = fmt::format("fc{}", i);
+      if (i == first && kernel.defined()) {
+        dense(name, kernel, bias);
+      } else {
+        dense(name);
+      }
+      if (has(name + "_bn.weight")) batch_norm(name + "_bn");
+      activation(name + "_act");
+      dropout(name + "_drop");
+    }
+  }
+
+  void build_mlp(json& notes) {
+    if (image_) graph_.append("Flatten", "flatten", {{"data_format", "channels_last"}});
+    std::string first = has("fc1.weight") ? "fc1" : "head";
+    if (spec_.arch() == "linear") dropout("input_drop");
+    // The first Dense: fold (x - shift) / scale into it, then order its rows as TF flattens (H, W, C).
+    Tensor kernel = tensor(first + ".weight").t();  // [in, out], rows in kdistill's C, H, W order
+    Tensor bias = has(first + ".bias") ? tensor(first + ".bias") : torch::zeros({kernel.size(1)});
+    if (fold_.active) {
+      Tensor scale = fold_.scale.reshape({-1, 1}), shift = fold_.shift.reshape({-1});
+      kernel = kernel / scale;
+      bias = bias - torch::matmul(shift, kernel);
+      notes["normalization"] = "folded into the first Dense layer " + first;
+    }
+    if (image_) {
+      const auto& s = model_.input_shape();
+      kernel = kernel.reshape({s[0], s[1], s[2], -1}).permute({1, 2, 0, 3}).reshape({s[0] * s[1] * s[2], -1});
+    }
+    bool bias_needed = has(first + ".bias") || fold_.active;
+    if (first == "fc1") {
+      hidden_layers(1, kernel.contiguous(), bias_needed ? bias : Tensor());
+      dense("head");
+    } else {
+      dense("head", kernel.contiguous(), bias);
+    }
+  }
+
+  void build_convolutional(json& notes) {
+    const auto& shape = model_.input_shape();
+    if (!image_) {
+      auto side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(shape[0]))));
+      graph_.append("Reshape", "reshape", {{"target_shape", {side, side, 1}}});
+    }
+    if (fold_.active && fold_.scope != "feature") {
+      // One (shift, scale) per channel: a 1x1 depthwise conv computes x / scale - shift / scale exactly.
+      int64_t channels = image_ ? shape[0] : 1;
+      Tensor scale = fold_.scale.reshape({channels, -1}).select(1, 0);
+      Tensor shift = fold_.shift.reshape({channels, -1}).select(1, 0);
+      graph_.append("DepthwiseConv2D", "normalize",
+                 {{"kernel_size", {1, 1}},
+                  {"strides", {1, 1}},
+                  {"padding", "valid"},
+                  {"data_format", "channels_last"},
+                  {"dilation_rate", {1, 1}},
+                  {"depth_multiplier", 1},
+                  {"activation", "linear"},
+                  {"use_bias", true}},
+                 {{"depthwise_kernel", scale.reciprocal().reshape({1, 1, channels, 1})}, {"bias", -shift / scale}});
+      notes["normalization"] = "folded into the leading DepthwiseConv2D layer normalize";
+    } else if (fold_.active) {
+      notes["normalized"] = true;
+      notes["normalization"] =
+          "not folded: per-feature normalisation before a zero-padded convolution has no exact Keras layer; "
+          "apply preprocessing.normalize, (x - shift) / scale, to the inputs first";
+    }
+    if (spec_.arch() == "cnn") {
+      for (int i = 1; has(fmt::format("conv{}.weight", i)); ++i) {
+        std::string name = fmt::format("conv{}", i);
+        conv(name, 1);
+        if (has(name + "_bn.weight")) batch_norm(name + "_bn");
+        activation(name + "_act");
+        json pool = {{"pool_size", {2, 2}}, {"strides", {2, 2}}, {"padding", "valid"}, {"data_format", "channels_last"}};
+        graph_.append(spec_.pool() == "max" ? "MaxPooling2D" : "AveragePooling2D", name + "_pool", pool);
+      }
+    } else {
+      conv("stem", 1);
+      batch_norm("stem_bn");
+      activation("stem_act");
+      for (int stage = 1; stage <= 3; ++stage) {
+        for (int b = 0; has(fmt::format("layer{}_{}.conv1.weight", stage, b)); ++b) {
+          std::string block = fmt::format("layer{}_{}", stage, b);
+          std::string input = graph_.last;
+          conv(block + ".conv1", stage > 1 && b == 0 ? 2 : 1);
+          batch_norm(block + ".conv1_bn");
+          activation(block + "_conv1_act");
+          conv(block + ".conv2", 1);
+          batch_norm(block + ".conv2_bn");
+          std::string main = graph_.last, side = input;
+          if (has(block + ".shortcut.weight")) {
+            conv(block + ".shortcut", stage > 1 && b == 0 ? 2 : 1, input);
+            batch_norm(block + ".shortcut_bn");
+            side = graph_.last;
+          }
+          graph_.add("Add", block + "_add", json::object(), std::vector<std::string>{main, side});
+          activation(block + "_act");
+        }
+      }
+    }
+    graph_.append("GlobalAveragePooling2D", "gap", {{"data_format", "channels_last"}});
+    dropout("gap_drop");
+    hidden_layers(1);
+    dense("head");
+  }
+
+  models::ZooModel& model_;
+  models::ZooSpec spec_;
+  std::map<std::string, Tensor> state_;
+  bool image_ = false;
+  Fold fold_;
+  KerasGraph graph_;
+};
+
+// Writes `dir` by filling a temporary sibling folder and renaming it into place.
+void write_folder_atomic(const fs::path& dir, const std::function<void(const fs::path&)>& fill) {
+  std::random_device device;
+  fs::path parent = dir.parent_path().empty() ? fs::path(".") : dir.parent_path();
+  fs::path temporary = parent / fmt::format(".{}.tmp{}", dir.filename().string(), device());
+  fs::path old = parent / fmt::format(".{}.old{}", dir.filename().string(), device());
+  std::error_code ec;
+  try {
+    fs::create_directories(temporary);
+    fill(temporary);
+    if (fs::exists(dir)) fs::rename(dir, old);
+    fs::rename(temporary, dir);
+  } catch (const fs::filesystem_error& e) {
+    fs::remove_all(temporary, ec);
+    if (fs::exists(old, ec) && !fs::exists(dir, ec)) fs::rename(old, dir, ec);
+    fail("{}: cannot write the TF.js model folder ({})", dir.string(), e.code().message());
+  } catch (...) {
+    fs::remove_all(temporary, ec);
+    throw;
+  }
+  fs::remove_all(old, ec);
+}
+
+}  // namespace
+
+void export_tfjs(models::Model& model, const ModelInfo& info, const std::string& dir) {
+  auto* zoo = dynamic_cast<models::ZooModel*>(&model);
+  if (!zoo) fail("{}: tfjs export: only zoo models export to TF.js, got a {} model", dir, model.kind());
+  json input_notes;
+  KerasGraph graph = Exporter(*zoo, info).build(input_notes);
+
+  json manifest = json::array();
+  std::string bytes;
+  for (const auto& [name, tensor] : graph.weights) {
+    manifest.push_back({{"name", name}, {"shape", tensor.sizes().vec()}, {"dtype", "float32"}});
+    bytes.append(static_cast<const char*>(tensor.data_ptr()), static_cast<size_t>(tensor.numel()) * sizeof(float));
+  }
+  json metadata = info.to_json();
+  metadata["tfjs_input"] = input_notes;
+  json model_json = {
+      {"format", "layers-model"},
+      {"generatedBy", fmt::format("kdistill {}", KD_VERSION)},
+      {"convertedBy", nullptr},
+      {"modelTopology",
+       {{"class_name", "Model"},
+        {"keras_version", "tfjs-layers 4.22.0"},
+        {"backend", "tensor_flow.js"},
+        {"config",
+         {{"name", "kdistill_" + zoo->spec().arch()},
+          {"layers", graph.layers},
+          {"input_layers", json::array({json::array({"input", 0, 0})})},
+          {"output_layers", json::array({json::array({graph.last, 0, 0})})}}}}},
+      {"weightsManifest", json::array({{{"paths", json::array({kShardName})}, {"weights", manifest}}})},
+      {"userDefinedMetadata", {{"kdistill", metadata}}}};
+  write_folder_atomic(dir, [&](const fs::path& folder) {
+    write_file_atomic(folder / "model.json", model_json.dump(1));
+    write_file_atomic(folder / kShardName, bytes);
+  });
+}
+
+}  // namespace kd::io
