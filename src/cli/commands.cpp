@@ -52,13 +52,13 @@ void register_not_built(CLI::App& app, GlobalOptions& global, const std::string&
 }  // namespace
 
 void register_run_command(CLI::App& app, GlobalOptions& global);
+void register_model_commands(CLI::App& app, GlobalOptions& global);
 
 void register_commands(CLI::App& app, GlobalOptions& global) {
   register_run_command(app, global);
+  register_model_commands(app, global);
   register_not_built(app, global, "auto", "search student size and distillation settings under a budget");
   register_not_built(app, global, "eval", "evaluate a model on data");
-  register_not_built(app, global, "export", "export a model to TorchScript, ONNX or TF.js");
-  register_not_built(app, global, "inspect", "print layers, parameters and MACs of a model");
   register_not_built(app, global, "report", "re-render a run's report");
   register_not_built(app, global, "predict", "run a model on a .npy array");
 }

@@ -14,7 +14,6 @@
 namespace kd::io {
 
 namespace {
-const char* kInfoEntry = "kdistill.json";
 const int kFormatVersion = 1;
 }  // namespace
 
@@ -43,7 +42,7 @@ ModelInfo ModelInfo::from_json(const nlohmann::json& json, const std::string& fi
 void save_model(const std::string& path, models::Model& model, const ModelInfo& info) {
   if (model.kind() == "torchscript") {
     auto& scripted = dynamic_cast<models::TorchScriptModel&>(model);
-    torch::jit::ExtraFilesMap extra = {{kInfoEntry, info.to_json().dump()}};
+    torch::jit::ExtraFilesMap extra = {{kModelInfoEntry, info.to_json().dump()}};
     write_atomic_with(path, [&](const std::filesystem::path& temporary) {
       scripted.module().save(temporary.string(), extra);
     });
@@ -87,7 +86,7 @@ LoadedModel load_model(const std::string& path, const std::string& output) {
     return loaded;
   }
   if (ends_with(lower, ".pt") || ends_with(lower, ".pth") || ends_with(lower, ".torchscript")) {
-    torch::jit::ExtraFilesMap extra = {{kInfoEntry, ""}};
+    torch::jit::ExtraFilesMap extra = {{kModelInfoEntry, ""}};
     std::shared_ptr<models::TorchScriptModel> scripted;
     try {
       scripted = std::make_shared<models::TorchScriptModel>(torch::jit::load(path, c10::nullopt, extra), path, output);
@@ -95,8 +94,8 @@ LoadedModel load_model(const std::string& path, const std::string& output) {
       fail("{}: not a readable TorchScript file ({}); save it with torch.jit.script(model).save(path)", path,
            first_line(e));
     }
-    if (!extra[kInfoEntry].empty()) {
-      loaded.info = ModelInfo::from_json(nlohmann::json::parse(extra[kInfoEntry]), path);
+    if (!extra[kModelInfoEntry].empty()) {
+      loaded.info = ModelInfo::from_json(nlohmann::json::parse(extra[kModelInfoEntry]), path);
       loaded.has_info = true;
       if (output.empty() && !loaded.info.output.empty()) {
         scripted = std::make_shared<models::TorchScriptModel>(scripted->module(), path, loaded.info.output);

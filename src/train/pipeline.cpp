@@ -9,9 +9,7 @@
 #include <sstream>
 
 #include "kd/io/model_file.h"
-#include "kd/io/onnx_export.h"
-#include "kd/io/tfjs_export.h"
-#include "kd/io/torchscript_export.h"
+#include "kd/io/exporters.h"
 #include "kd/losses/distiller.h"
 #include "kd/models/torchscript_model.h"
 #include "kd/report/metrics.h"
@@ -287,21 +285,11 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   run.student.test = score(task, fold, predict(*run.student.model, fold.test.x), fold.test.y, teacher_test);
   run.student.size = size_of(*run.student.model, dataset.input_shape, file, options.latency_repeats());
   for (const auto& format : spec.exports) {
-    if (format == "torchscript" && spec.student.model) {
-      std::string exported = (fs::path(dir) / "student.torchscript.pt").string();
-      io::export_torchscript(*run.student.model, *spec.student.model, dataset.input_shape, dataset.outputs, exported);
-      run.exported.push_back(exported);
-    }
-    if (format == "onnx") {
-      std::string exported = (fs::path(dir) / "student.onnx").string();
-      io::export_onnx(*run.student.model, run.student.info, exported);
-      run.exported.push_back(exported);
-    }
-    if (format == "tfjs") {
-      std::string exported = (fs::path(dir) / "student.tfjs").string();
-      io::export_tfjs(*run.student.model, run.student.info, exported);
-      run.exported.push_back(exported);
-    }
+    // A TorchScript student file is TorchScript already (student.pt); zoo students go through the exporters.
+    if (!spec.student.model) continue;
+    std::string exported = (fs::path(dir) / io::export_format(format).file_name).string();
+    io::export_model(*run.student.model, run.student.info, format, exported);
+    run.exported.push_back(exported);
   }
   return run;
 }
@@ -441,12 +429,12 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
   if (spec.student.init != "random" && spec.student.init != "teacher") {
     fail("student.init: {} is not random or teacher", quote(spec.student.init));
   }
-  for (const auto& format : spec.exports) {
-    // A TorchScript student is saved as TorchScript already; the other formats come with the exporters.
-    if (format != "torchscript" && format != "onnx") {
-      fail("export: {} is not an export format of this version, expected torchscript or onnx", quote(format));
+  for (size_t i = 0; i < spec.exports.size(); ++i) {
+    const auto& format = io::export_format(spec.exports[i], fmt::format("export[{}]", i));
+    if (!spec.student.model && format.name != "torchscript") {
+      fail("export[{}]: {} exports a zoo student (student.model); this student is the file {}", i, format.name,
+           spec.student.path);
     }
-    if (format == "onnx" && !spec.student.model) fail("export: onnx exports a zoo student (student.model), not a file");
   }
   if (spec.distill.losses.empty()) fail("distill.losses: the list is empty; e.g. [{kind: kl, temperature: 4}, {kind: ce}]");
   // Fail on bad loss or target settings before any data is read or any model trained.

@@ -16,6 +16,9 @@
 
 namespace kd::io {
 
+// The entry of a TorchScript file's extra files that holds ModelInfo as JSON.
+inline constexpr const char* kModelInfoEntry = "kdistill.json";
+
 struct ModelInfo {
   Task task = Task::classification;
   std::vector<int64_t> input_shape;      // one example

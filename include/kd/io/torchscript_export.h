@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "kd/io/model_file.h"
 #include "kd/models/model.h"
 #include "kd/models/zoo.h"
 
@@ -25,8 +26,10 @@ inline constexpr const char* kTorchScriptSpecFile = "kdistill/spec.json";
 
 // Writes `model` (built from `spec` for `input_shape` and `outputs`) to `path` atomically. kd::Error when
 // the model's state does not match the spec (names or shapes) or the file cannot be written.
+// With `info`, the file also carries it as the extra file "kdistill.json" (what io::load_model reads:
+// task, class names, preprocessing).
 void export_torchscript(models::Model& model, const models::ZooSpec& spec,
                         const std::vector<int64_t>& input_shape, int64_t outputs,
-                        const std::filesystem::path& path);
+                        const std::filesystem::path& path, const ModelInfo* info = nullptr);
 
 }  // namespace kd::io

@@ -1,0 +1,69 @@
+// kdistill inspect / export: a model file in, a description or another format out.
+#include <iostream>
+
+#include "cli/commands.h"
+#include "kd/io/describe.h"
+#include "kd/io/exporters.h"
+#include "kd/io/model_file.h"
+#include "kd/util/error.h"
+#include "kd/util/strings.h"
+
+namespace kd::cli {
+
+namespace {
+struct ModelFlags {
+  std::string model;
+  std::string output;       // which output of a multi-output model
+  std::string input_shape;  // for files that do not store it
+  bool json = false;
+  std::string format;
+  std::string out;
+};
+}  // namespace
+
+void register_model_commands(CLI::App& app, GlobalOptions& global) {
+  auto inspect_flags = std::make_shared<ModelFlags>();
+  auto* inspect = app.add_subcommand("inspect", "print format, classes, shapes, parameters, MACs and layers of a model");
+  inspect->add_option("model", inspect_flags->model, "model file: .kdm, .pt (TorchScript), .onnx, model.json (TF.js)")
+      ->required();
+  inspect->add_option("--input-shape", inspect_flags->input_shape,
+                      "one example's shape, e.g. 1,28,28 (for files that do not store it)");
+  inspect->add_option("--output", inspect_flags->output, "the logits of a multi-output model: index or name");
+  inspect->add_flag("--json", inspect_flags->json, "print JSON instead of text");
+  inspect->callback([inspect_flags, &global] {
+    global.exit_status = guarded([&] {
+      apply_global_options(global);
+      auto loaded = io::load_model(inspect_flags->model, inspect_flags->output);
+      std::vector<int64_t> shape;
+      if (!inspect_flags->input_shape.empty()) shape = io::parse_shape(inspect_flags->input_shape, "--input-shape");
+      if (inspect_flags->json) {
+        std::cout << io::describe_model_json(inspect_flags->model, loaded, shape).dump(2) << "\n";
+      } else {
+        std::cout << io::describe_model(inspect_flags->model, loaded, shape);
+      }
+    });
+  });
+
+  auto export_flags = std::make_shared<ModelFlags>();
+  std::vector<std::string> formats;
+  for (const auto& f : io::export_formats()) formats.push_back(f.name);
+  auto* exporter = app.add_subcommand("export", "write a kdistill model (.kdm) as " + join(formats, ", "));
+  exporter->add_option("model", export_flags->model, "a model kdistill trained (.kdm, or a .pt it wrote)")->required();
+  exporter->add_option("--format", export_flags->format, join(formats, " | "))->required();
+  exporter->add_option("--out", export_flags->out, "output path")->required();
+  exporter->callback([export_flags, &global] {
+    global.exit_status = guarded([&] {
+      apply_global_options(global);
+      const auto& format = io::export_format(export_flags->format, "--format");
+      auto loaded = io::load_model(export_flags->model);
+      if (!loaded.has_info) {
+        fail("{}: not a model kdistill trained (no kdistill metadata); export takes .kdm files from a run folder",
+             export_flags->model);
+      }
+      io::export_model(*loaded.model, loaded.info, format.name, export_flags->out);
+      std::cout << "wrote " << export_flags->out << " (" << format.summary << ")\n";
+    });
+  });
+}
+
+}  // namespace kd::cli

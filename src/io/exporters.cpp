@@ -1,0 +1,49 @@
+#include "kd/io/exporters.h"
+
+#include "kd/io/onnx_export.h"
+#include "kd/io/tfjs_export.h"
+#include "kd/io/torchscript_export.h"
+#include "kd/models/zoo.h"
+#include "kd/util/error.h"
+#include "kd/util/strings.h"
+
+namespace kd::io {
+namespace {
+
+void write_torchscript(models::Model& model, const ModelInfo& info, const std::string& path) {
+  auto spec = models::zoo_spec_from_json(info.spec, path);
+  export_torchscript(model, spec, info.input_shape, info.outputs, path, &info);
+}
+
+}  // namespace
+
+const std::vector<ExportFormat>& export_formats() {
+  static const std::vector<ExportFormat> formats = {
+      {"torchscript", "student.torchscript.pt", "TorchScript for torch.jit.load (normalised inputs)", write_torchscript},
+      {"onnx", "student.onnx", "ONNX opset 13 for onnxruntime (raw inputs)", export_onnx},
+      {"tfjs", "student.tfjs", "TF.js layers model folder for tf.loadLayersModel", export_tfjs},
+  };
+  return formats;
+}
+
+const ExportFormat& export_format(const std::string& name, const std::string& field) {
+  std::vector<std::string> names;
+  for (const auto& format : export_formats()) {
+    if (format.name == name) return format;
+    names.push_back(format.name);
+  }
+  auto suggestion = nearest(name, names);
+  fail("{}: {} is not an export format{}, expected one of {}", field, quote(name),
+       suggestion ? " (did you mean " + quote(*suggestion) + "?)" : "", join(names, ", "));
+}
+
+void export_model(models::Model& model, const ModelInfo& info, const std::string& format, const std::string& path) {
+  const auto& exporter = export_format(format);
+  if (info.spec.is_null()) {
+    fail("{}: {} export needs a zoo model (mlp, cnn, resnet, linear); this one is a {} model", path, format,
+         model.kind());
+  }
+  exporter.write(model, info, path);
+}
+
+}  // namespace kd::io
