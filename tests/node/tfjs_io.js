@@ -6,6 +6,7 @@
 const fs = require('fs');
 const path = require('path');
 const tf = require('@tensorflow/tfjs');
+const npy = require('./npy.js');
 
 function joinBuffers(buffers) {
   const total = buffers.reduce((n, b) => n + b.byteLength, 0);
@@ -65,30 +66,12 @@ async function loadModel(dir) {
 }
 
 function readNpy(file) {
-  const b = fs.readFileSync(file);
-  const headerLength = b.readUInt16LE(8);
-  const header = b.toString('latin1', 10, 10 + headerLength);
-  if (!header.includes("'<f4'")) throw new Error(`${file}: expected float32 little-endian, header ${header}`);
-  if (header.includes("'fortran_order': True")) throw new Error(`${file}: Fortran order`);
-  const shape = header.match(/'shape': \(([^)]*)\)/)[1].split(',').map((s) => s.trim()).filter((s) => s).map(Number);
-  const start = 10 + headerLength;
-  const values = new Float32Array(b.buffer.slice(b.byteOffset + start, b.byteOffset + b.length));
-  return tf.tensor(values, shape, 'float32');
+  const {data, shape} = npy.readNpy(file);
+  return tf.tensor(data, shape, 'float32');
 }
 
 function writeNpy(file, tensor) {
-  const shape = tensor.shape;
-  const values = tensor.dataSync();
-  let header = `{'descr': '<f4', 'fortran_order': False, 'shape': (${shape.join(', ')}${shape.length === 1 ? ',' : ''}), }`;
-  const total = 10 + header.length + 1;
-  header += ' '.repeat((64 - (total % 64)) % 64) + '\n';
-  const head = Buffer.alloc(10);
-  head.write('\x93NUMPY', 0, 'latin1');
-  head[6] = 1;
-  head[7] = 0;
-  head.writeUInt16LE(header.length, 8);
-  const body = Buffer.from(new Float32Array(values).buffer);
-  fs.writeFileSync(file, Buffer.concat([head, Buffer.from(header, 'latin1'), body]));
+  npy.writeNpy(file, tensor.dataSync(), tensor.shape);
 }
 
 module.exports = {saveModel, loadModel, readNpy, writeNpy};
