@@ -39,6 +39,44 @@ ModelInfo ModelInfo::from_json(const nlohmann::json& json, const std::string& fi
   }
 }
 
+ModelInfo with_folded(ModelInfo info, const std::vector<std::string>& keys) {
+  if (!info.preprocessing.is_object()) return info;
+  for (const auto& key : keys) {
+    if (!info.preprocessing.contains(key)) continue;
+    info.preprocessing["folded"][key] = info.preprocessing[key];
+    info.preprocessing.erase(key);
+  }
+  return info;
+}
+
+int64_t model_bytes(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  auto size_of = [&ec](const fs::path& file) {
+    auto bytes = fs::file_size(file, ec);
+    return ec ? int64_t{0} : static_cast<int64_t>(bytes);
+  };
+  if (fs::is_directory(path, ec)) {
+    int64_t total = 0;
+    for (const auto& entry : fs::recursive_directory_iterator(path, ec)) {
+      if (entry.is_regular_file(ec)) total += size_of(entry.path());
+    }
+    return total;
+  }
+  int64_t total = size_of(path);
+  if (!ends_with(to_lower(path), ".json")) return total;
+  // A TF.js layers model: its weight shards sit beside model.json.
+  auto json = nlohmann::json::parse(read_file(path), nullptr, /*allow_exceptions=*/false);
+  if (!json.is_object() || !json.contains("weightsManifest") || !json["weightsManifest"].is_array()) return total;
+  for (const auto& group : json["weightsManifest"]) {
+    if (!group.is_object() || !group.contains("paths") || !group["paths"].is_array()) continue;
+    for (const auto& shard : group["paths"]) {
+      if (shard.is_string()) total += size_of(fs::path(path).parent_path() / shard.get<std::string>());
+    }
+  }
+  return total;
+}
+
 void save_model(const std::string& path, models::Model& model, const ModelInfo& info) {
   if (model.kind() == "torchscript") {
     auto& scripted = dynamic_cast<models::TorchScriptModel&>(model);
@@ -113,8 +151,6 @@ LoadedModel load_model(const std::string& path, const std::string& output) {
       auto json = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
       if (json.is_discarded()) fail("{}: metadata {} is not JSON", path, quote(kOnnxInfoKey));
       loaded.info = ModelInfo::from_json(json, path);
-      // export_onnx folds the preprocessing into the graph: the file takes raw inputs.
-      loaded.info.preprocessing = nullptr;
       loaded.has_info = true;
     }
     loaded.model = graph;

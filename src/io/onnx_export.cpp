@@ -223,7 +223,8 @@ void export_onnx(models::Model& model, const ModelInfo& info, const std::string&
   opset->set_version(kOnnxExportOpset);
   auto* meta = proto.add_metadata_props();
   meta->set_key(kOnnxInfoKey);
-  meta->set_value(info.to_json().dump());
+  // The graph computes normalisation and target scaling itself: the file takes raw inputs.
+  meta->set_value(with_folded(info, {"normalize", "target_normalize"}).to_json().dump());
   meta = proto.add_metadata_props();
   meta->set_key(kOnnxClassNamesKey);
   meta->set_value(nlohmann::json(info.class_names).dump());

@@ -218,6 +218,13 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
   if (!teacher.defined()) fail("{}: teacher: section is missing (path: a model file, or model: a zoo spec)", path);
   run.teacher.path = resolve_path(teacher.get<std::string>("path", ""), base_folder);
   run.teacher.output = teacher.get<std::string>("output", "");
+  run.teacher.adapt.input(teacher.get<std::string>("input", "auto"))
+      .outputs(teacher.get<std::string>("outputs", "auto"));
+  try {
+    train::validate(run.teacher.adapt);
+  } catch (const Error&) {
+    rethrow_with_context(path);
+  }
   if (teacher.has("model")) run.teacher.model = parse_zoo_spec(teacher.section("model"));
   if (run.teacher.model && !run.teacher.path.empty()) fail("{}: give path or model, not both", teacher.where("model"));
   YamlSection teacher_train = teacher.section("train");

@@ -79,6 +79,21 @@ class Exporter {
         fold_.scale = normalizer.scale().to(torch::kFloat).expand(shape).contiguous();
       }
     }
+    if (info.task == Task::regression && info.preprocessing.is_object() &&
+        info.preprocessing.contains("target_normalize")) {
+      auto targets = data::Normalizer::from_json(info.preprocessing["target_normalize"]);
+      if (!targets.identity()) {
+        target_shift_ = targets.shift().to(torch::kFloat).reshape({-1});
+        target_scale_ = targets.scale().to(torch::kFloat).reshape({-1});
+      }
+    }
+  }
+
+  // The preprocessing keys the graph applies itself.
+  std::vector<std::string> folded(const json& input_notes) const {
+    std::vector<std::string> keys = {"target_normalize"};
+    if (!input_notes.value("normalized", false)) keys.push_back("normalize");
+    return keys;
   }
 
   KerasGraph build(json& input_notes) {
@@ -137,6 +152,12 @@ class Exporter {
   void dense(const std::string& prefix, Tensor kernel = {}, Tensor bias = {}) {
     if (!kernel.defined()) kernel = tensor(prefix + ".weight").t();
     if (!bias.defined() && has(prefix + ".bias")) bias = tensor(prefix + ".bias");
+    if (prefix == "head" && target_scale_.defined()) {
+      // Outputs in the targets' own units: y * scale + shift folded into the last Dense.
+      if (!bias.defined()) bias = torch::zeros({kernel.size(1)});
+      kernel = kernel * target_scale_;
+      bias = bias * target_scale_ + target_shift_;
+    }
     std::vector<std::pair<std::string, Tensor>> weights = {{"kernel", kernel}};
     if (bias.defined()) weights.emplace_back("bias", bias);
     graph_.append("Dense", keras_name(prefix),
@@ -283,6 +304,7 @@ class Exporter {
   std::map<std::string, Tensor> state_;
   bool image_ = false;
   Fold fold_;
+  Tensor target_shift_, target_scale_;  // regression: standardised targets back to their units
   KerasGraph graph_;
 };
 
@@ -315,7 +337,8 @@ void export_tfjs(models::Model& model, const ModelInfo& info, const std::string&
   auto* zoo = dynamic_cast<models::ZooModel*>(&model);
   if (!zoo) fail("{}: tfjs export: only zoo models export to TF.js, got a {} model", dir, model.kind());
   json input_notes;
-  KerasGraph graph = Exporter(*zoo, info).build(input_notes);
+  Exporter exporter(*zoo, info);
+  KerasGraph graph = exporter.build(input_notes);
 
   json manifest = json::array();
   std::string bytes;
@@ -323,7 +346,7 @@ void export_tfjs(models::Model& model, const ModelInfo& info, const std::string&
     manifest.push_back({{"name", name}, {"shape", tensor.sizes().vec()}, {"dtype", "float32"}});
     bytes.append(static_cast<const char*>(tensor.data_ptr()), static_cast<size_t>(tensor.numel()) * sizeof(float));
   }
-  json metadata = info.to_json();
+  json metadata = with_folded(info, exporter.folded(input_notes)).to_json();
   metadata["tfjs_input"] = input_notes;
   json model_json = {
       {"format", "layers-model"},

@@ -13,6 +13,7 @@
 #include "kd/losses/distiller.h"
 #include "kd/models/torchscript_model.h"
 #include "kd/report/metrics.h"
+#include "kd/train/teacher_input.h"
 #include "kd/util/error.h"
 #include "kd/util/shape.h"
 #include "kd/util/fs.h"
@@ -84,7 +85,7 @@ nlohmann::json size_of(models::Model& model, const std::vector<int64_t>& input_s
   auto summary = model.summary(input_shape);
   nlohmann::json size = {{"params", summary.params}, {"macs", summary.macs}};
   std::error_code ec;
-  size["bytes"] = fs::exists(file, ec) ? static_cast<int64_t>(fs::file_size(file, ec)) : 0;
+  size["bytes"] = fs::exists(file, ec) ? io::model_bytes(file) : 0;
   size["file"] = fs::path(file).filename().string();
   size["latency_ms"] = measure_latency(model, input_shape, repeats);
   return size;
@@ -112,6 +113,18 @@ void check_outputs(models::Model& model, const data::Dataset& dataset, const tor
     fail("{}: outputs have shape {}, expected [N, {}] ({} {})", what, shape_text(out.sizes()), dataset.outputs,
          dataset.outputs, dataset.task == Task::classification ? "classes in the data" : "targets in the data");
   }
+}
+
+// A loaded teacher near chance on the validation rows was most likely fed other inputs than it was
+// trained on.
+void warn_if_near_chance(Task task, const data::DataFold& fold, int64_t classes, const torch::Tensor& teacher_val,
+                         const std::string& tag) {
+  if (task != Task::classification || !fold.val.y.defined() || fold.val.y.size(0) < 20 || classes < 2) return;
+  double accuracy = teacher_val.argmax(1).eq(fold.val.y).to(torch::kDouble).mean().item<double>();
+  if (accuracy > 1.5 / static_cast<double>(classes)) return;
+  spdlog::warn("teacher{}: {:.1f}% accurate on the validation rows, near chance ({:.1f}%): is it fed inputs the "
+               "way it was trained? (teacher.input: raw | normalized, data.normalize)",
+               tag, 100 * accuracy, 100.0 / static_cast<double>(classes));
 }
 
 std::string fold_dir(const std::string& out, size_t fold, size_t folds) {
@@ -176,7 +189,9 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   std::string teacher_file;
   if (!spec.teacher.path.empty()) {
     auto loaded = io::load_model(spec.teacher.path, spec.teacher.output);
-    run.teacher.model = loaded.model;
+    auto adapted = adapt_teacher(loaded, fold.preprocessing, task, spec.teacher.adapt, fold.train.x);
+    spdlog::info("teacher{}: {} gets {}", tag, spec.teacher.path, adapted.description);
+    run.teacher.model = adapted.model;
     run.teacher.info = loaded.has_info ? loaded.info : info_for(dataset, fold, nullptr, spec.teacher.output);
     teacher_file = spec.teacher.path;
     check_outputs(*run.teacher.model, dataset, fold.train.x, spec.teacher.path);
@@ -217,6 +232,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   torch::Tensor teacher_test = predict(*run.teacher.model, fold.test.x);
   run.cache_seconds = seconds_since(cache_start);
   run.teacher.test = score(task, fold, teacher_test, fold.test.y, {});
+  if (!spec.teacher.path.empty()) warn_if_near_chance(task, fold, dataset.outputs, teacher_val, tag);
   run.teacher.size = size_of(*run.teacher.model, dataset.input_shape, teacher_file, options.latency_repeats());
 
   // The distilled student's data: every training row (labels where allowed) plus transfer rows.

@@ -107,7 +107,10 @@ TEST(OnnxExport, OnnxModelRunsExportedFilesOnRawInput) {
     ASSERT_TRUE(loaded.has_info) << c.label;
     EXPECT_EQ(loaded.info.class_names, e.info.class_names) << c.label;
     EXPECT_EQ(loaded.info.spec, e.info.spec) << c.label;
-    EXPECT_TRUE(loaded.info.preprocessing.is_null()) << c.label << ": the graph takes raw inputs";
+    // The graph takes raw inputs: nothing is left to apply, and what it folded is on record.
+    EXPECT_FALSE(loaded.info.preprocessing.contains("normalize")) << c.label;
+    EXPECT_FALSE(loaded.info.preprocessing.contains("target_normalize")) << c.label;
+    EXPECT_EQ(loaded.info.preprocessing["folded"]["normalize"], e.info.preprocessing["normalize"]) << c.label;
     for (const auto& raw : {e.raw1, e.raw5}) {
       double diff = max_diff(loaded.model->forward(raw), e.expected(raw));
       std::cout << "[ onnx     ] " << c.label << " batch " << raw.size(0) << ": kdistill OnnxModel max abs diff " << diff << "\n";
@@ -124,7 +127,9 @@ TEST(OnnxExport, MetadataHoldsInfoAndClassNames) {
   OnnxModel graph(e.path.string());
   std::map<std::string, std::string> meta(graph.metadata().begin(), graph.metadata().end());
   ASSERT_TRUE(meta.count(kOnnxInfoKey));
-  EXPECT_EQ(nlohmann::json::parse(meta[kOnnxInfoKey]), e.info.to_json());
+  // The info, with the normalisation the graph applies itself moved under preprocessing.folded.
+  EXPECT_EQ(nlohmann::json::parse(meta[kOnnxInfoKey]), with_folded(e.info, {"normalize"}).to_json());
+  EXPECT_TRUE(e.info.preprocessing.contains("normalize"));
   EXPECT_EQ(nlohmann::json::parse(meta[kOnnxClassNamesKey]), nlohmann::json(e.info.class_names));
   EXPECT_EQ(graph.input_names(), std::vector<std::string>{"input"});
   EXPECT_EQ(graph.output_names(), std::vector<std::string>{"output"});

@@ -113,7 +113,11 @@ TEST(TfjsExport, TfjsModelLoadsTheExport) {
 
     const auto& meta = loaded.metadata()["kdistill"];
     EXPECT_EQ(meta["class_names"], nlohmann::json(e.info.class_names)) << c.label;
-    EXPECT_EQ(meta["tfjs_input"]["normalized"].get<bool>(), !c.raw_inputs && !c.scope.empty()) << c.label;
+    bool normalized = !c.raw_inputs && !c.scope.empty();
+    EXPECT_EQ(meta["tfjs_input"]["normalized"].get<bool>(), normalized) << c.label;
+    // preprocessing lists what a user still applies; a folded normalisation is kept under "folded".
+    EXPECT_EQ(meta["preprocessing"].contains("normalize"), normalized) << c.label;
+    EXPECT_EQ(meta["preprocessing"].contains("folded"), !normalized) << c.label;
     EXPECT_EQ(ModelInfo::from_json(meta, c.label).input_shape, c.shape) << c.label;
   }
 }
@@ -190,7 +194,8 @@ TEST(TfjsExport, UnwritablePlaceIsAnError) {
 
 TEST(TfjsExport, RunExportsTheStudentAndUsesItAsATeacher) {
   // `export: [tfjs]` writes DIR/student.tfjs/, which takes raw features (the standardisation is folded
-  // into fc1); a second run with `normalize: none` feeds it raw features as its teacher.
+  // into fc1); a second run (which standardises its features) sees that in the file's metadata and
+  // feeds it raw features as its teacher.
   TempDir dir;
   const std::string data = "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz";
   if (!fs::exists(data)) GTEST_SKIP() << data << " is missing";
@@ -217,7 +222,7 @@ TEST(TfjsExport, RunExportsTheStudentAndUsesItAsATeacher) {
   EXPECT_LE((exported.model->forward(raw) - expected).abs().max().item<double>(), 1e-4);
 
   write_file_atomic(dir.path() / "second.yaml",
-                    common + "data:\n  train: " + data + "\n  test_fraction: 0.25\n  normalize: none\n" +
+                    common + "data:\n  train: " + data + "\n  test_fraction: 0.25\n" +
                         "teacher:\n  path: " + model_json.string() + "\n");
   auto second = test::run_kdistill("run " + (dir.path() / "second.yaml").string() + " --out " + (dir.path() / "b").string());
   ASSERT_EQ(second.status, 0) << second.output;
@@ -225,6 +230,34 @@ TEST(TfjsExport, RunExportsTheStudentAndUsesItAsATeacher) {
   // The same test rows (same seed and split): the TF.js teacher scores what the student it came from scored.
   EXPECT_NEAR(again["models"]["teacher"]["test"]["accuracy"].get<double>(),
               metrics["models"]["student"]["test"]["accuracy"].get<double>(), 1e-9);
+  EXPECT_NE(second.output.find("raw inputs"), std::string::npos) << second.output;
+  // Its size on disk is model.json and the weight shard together.
+  EXPECT_EQ(again["models"]["teacher"]["bytes"].get<int64_t>(),
+            static_cast<int64_t>(fs::file_size(model_json) + fs::file_size(model_json.parent_path() / "group1-shard1of1.bin")));
+}
+
+TEST(TfjsExport, RegressionOutputsAreInTheTargetsUnits) {
+  // Standardised targets are scaled back inside the last Dense: the file predicts in the targets' units.
+  torch::manual_seed(3);
+  auto model = models::build_zoo_model(ZooSpec().arch("mlp").hidden({6}), {4}, 2);
+  torch::Tensor raw = torch::randn({32, 4}) * 3 + 5;
+  auto inputs = data::Normalizer::fit(raw, data::NormalizeOptions());
+  auto targets = data::Normalizer::fit(torch::randn({32, 2}) * torch::tensor({10.0f, 0.5f}) + torch::tensor({100.0f, -2.0f}),
+                                       data::NormalizeOptions().scope("feature"));
+  ModelInfo info;
+  info.task = Task::regression;
+  info.input_shape = {4};
+  info.outputs = 2;
+  info.spec = models::to_json(ZooSpec().arch("mlp").hidden({6}));
+  info.preprocessing = {{"normalize", inputs.to_json()}, {"target_normalize", targets.to_json()}};
+  TempDir dir;
+  export_tfjs(*model, info, (dir.path() / "m").string());
+  LoadedModel loaded = load_model((dir.path() / "m/model.json").string());
+  torch::Tensor expected = targets.invert(model->forward(inputs.apply(raw)));
+  EXPECT_LE((loaded.model->forward(raw) - expected).abs().max().item<double>(), 1e-3);
+  EXPECT_GT(expected.select(1, 0).mean().item<double>(), 50);  // really in the targets' units
+  EXPECT_FALSE(loaded.info.preprocessing.contains("target_normalize"));
+  EXPECT_TRUE(loaded.info.preprocessing["folded"].contains("target_normalize"));
 }
 
 }  // namespace

@@ -25,7 +25,10 @@ struct ModelInfo {
   int64_t outputs = 0;
   std::vector<std::string> class_names;
   nlohmann::json spec;                   // zoo spec (to_json(ZooSpec)); null for imported models
-  nlohmann::json preprocessing;          // from kd::data::DataFold::preprocessing
+  // What to apply to raw inputs before this model (kd::data::DataFold::preprocessing: "tabular",
+  // "normalize", "target_normalize" applied to its outputs' inverse). An exported file whose graph does
+  // some of it itself lists those keys under "folded" instead, for the record.
+  nlohmann::json preprocessing;
   std::string output;                    // which output of a multi-output model is the logits
 
   nlohmann::json to_json() const;
@@ -37,6 +40,13 @@ struct LoadedModel {
   ModelInfo info;
   bool has_info = false;  // false for a plain user file without kdistill's metadata
 };
+
+// `info` for a file whose graph applies the preprocessing `keys` itself (present ones move to
+// preprocessing.folded).
+ModelInfo with_folded(ModelInfo info, const std::vector<std::string>& keys);
+
+// Bytes on disk of a model: the file, or a TF.js model.json with its weight shards, or a folder's files.
+int64_t model_bytes(const std::string& path);
 
 // Writes a zoo model as .kdm, or a TorchScript model as .pt with the info embedded. Atomic.
 void save_model(const std::string& path, models::Model& model, const ModelInfo& info);

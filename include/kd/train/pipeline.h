@@ -15,6 +15,7 @@
 #include "kd/data/dataset.h"
 #include "kd/losses/loss_term.h"
 #include "kd/models/zoo.h"
+#include "kd/train/teacher_input.h"
 #include "kd/train/trainer.h"
 
 namespace kd::train {
@@ -23,6 +24,7 @@ struct TeacherSpec {
   std::string path;                        // a model file (.kdm, .pt); or
   std::optional<models::ZooSpec> model;    // a zoo spec that kdistill trains
   std::string output;                      // logits of a multi-output model: index or dict key
+  TeacherInputOptions adapt;               // what a loaded teacher is fed and returns (teacher_input.h)
   TrainOptions train;                      // when trained here
 };
 

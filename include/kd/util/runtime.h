@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace kd {
 
@@ -12,6 +13,15 @@ int configure_threads(int threads);
 // every step: glibc's defaults trim the heap and unmap large blocks on free, so each training
 // step page-faults its activations in again (measured: half the CPU time in the kernel).
 void configure_allocator();
+// The OpenBLAS core type that fits this CPU ("SKYLAKEX" with AVX-512, "HASWELL" with AVX2 and FMA),
+// or "" when OPENBLAS_CORETYPE is already set or nothing better than OpenBLAS's own choice fits.
+// Debian 12's OpenBLAS 0.3.21 does not recognise recent cores and picks slower kernels (measured on
+// this project's 2-core Xeon: 37 GFLOP/s fp32 GEMM by default, 201 with SKYLAKEX).
+std::string preferred_blas_coretype();
+// OpenBLAS reads OPENBLAS_CORETYPE once, when it is loaded, before main: a program calls this first
+// thing in main to restart itself (execv of /proc/self/exe, same arguments) with the variable set.
+// Returns when no restart is needed or it failed; KD_BLAS_RESTARTED marks the restarted process.
+void restart_with_blas_coretype(char** argv);
 // Seeds libtorch's global generator.
 void seed_everything(uint64_t seed);
 
