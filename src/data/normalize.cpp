@@ -1,5 +1,9 @@
 #include "kd/data/normalize.h"
 
+#include <algorithm>
+#include <tuple>
+#include <utility>
+
 #include "kd/util/error.h"
 #include "kd/util/strings.h"
 
@@ -16,6 +20,35 @@ void validate(const NormalizeOptions& options) {
   }
 }
 
+namespace {
+
+// Mean and (biased) standard deviation over `dims` (which include 0), in double precision, a block
+// of rows at a time (Chan et al.'s pairwise merge): no double copy of the whole training set.
+std::pair<torch::Tensor, torch::Tensor> mean_and_std(const torch::Tensor& x, const std::vector<int64_t>& dims) {
+  const int64_t block = 4096;
+  torch::Tensor mean, m2;
+  double count = 0;
+  for (int64_t start = 0; start < x.size(0); start += block) {
+    torch::Tensor part = x.slice(0, start, std::min(start + block, x.size(0))).to(torch::kDouble);
+    torch::Tensor part_mean = part.mean(dims, /*keepdim=*/true);
+    double n = static_cast<double>(part.numel()) / static_cast<double>(part_mean.numel());
+    torch::Tensor part_m2 = (part - part_mean).square().sum(dims, /*keepdim=*/true);
+    if (!mean.defined()) {
+      mean = part_mean;
+      m2 = part_m2;
+    } else {
+      torch::Tensor delta = part_mean - mean;
+      double total = count + n;
+      mean = mean + delta * (n / total);
+      m2 = m2 + part_m2 + delta.square() * (count * n / total);
+    }
+    count += n;
+  }
+  return {mean, (m2 / count).sqrt()};
+}
+
+}  // namespace
+
 Normalizer Normalizer::fit(const torch::Tensor& train_x, const NormalizeOptions& options) {
   validate(options);
   Normalizer normalizer;
@@ -24,7 +57,7 @@ Normalizer Normalizer::fit(const torch::Tensor& train_x, const NormalizeOptions&
   if (normalizer.scope_ == "auto") normalizer.scope_ = train_x.dim() == 4 ? "channel" : "feature";
   if (options.mode() == "none") return normalizer;
   if (train_x.size(0) == 0) fail("data: cannot fit normalisation on an empty training set");
-  auto x = train_x.to(torch::kDouble);
+  const torch::Tensor& x = train_x;
   std::vector<int64_t> dims;
   if (normalizer.scope_ == "feature") {
     dims = {0};
@@ -36,11 +69,10 @@ Normalizer Normalizer::fit(const torch::Tensor& train_x, const NormalizeOptions&
   }
   torch::Tensor shift, scale;
   if (options.mode() == "standard") {
-    shift = x.mean(dims, /*keepdim=*/true);
-    scale = x.std(dims, /*unbiased=*/false, /*keepdim=*/true);
+    std::tie(shift, scale) = mean_and_std(x, dims);
   } else {
-    shift = x.amin(dims, true);
-    scale = x.amax(dims, true) - shift;
+    shift = x.amin(dims, true).to(torch::kDouble);
+    scale = x.amax(dims, true).to(torch::kDouble) - shift;
   }
   // A constant feature carries no information; leave it centred rather than divide by zero.
   scale = torch::where(scale > 1e-12, scale, torch::ones_like(scale));
@@ -56,6 +88,11 @@ Normalizer Normalizer::fit(const torch::Tensor& train_x, const NormalizeOptions&
 torch::Tensor Normalizer::apply(const torch::Tensor& x) const {
   if (identity()) return x;
   return (x - shift_.to(x.device())) / scale_.to(x.device());
+}
+
+void Normalizer::apply_(torch::Tensor& x) const {
+  if (identity()) return;
+  x.sub_(shift_.to(x.device())).div_(scale_.to(x.device()));
 }
 
 torch::Tensor Normalizer::invert(const torch::Tensor& x) const {

@@ -17,7 +17,7 @@ int configure_threads(int threads) {
 }
 
 void configure_allocator() {
-  mallopt(M_MMAP_THRESHOLD, 1 << 30);
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
 }
 

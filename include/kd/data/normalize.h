@@ -25,6 +25,8 @@ class Normalizer {
  public:
   static Normalizer fit(const torch::Tensor& train_x, const NormalizeOptions& options);
   torch::Tensor apply(const torch::Tensor& x) const;
+  // apply() in place, for large float32 tensors.
+  void apply_(torch::Tensor& x) const;
   // The inverse, for regression targets reported in their own units.
   torch::Tensor invert(const torch::Tensor& x) const;
   bool identity() const { return mode_ == "none"; }

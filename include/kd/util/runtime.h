@@ -11,7 +11,9 @@ namespace kd {
 int configure_threads(int threads);
 // Keeps freed tensor memory in the process instead of handing it back to the kernel after
 // every step: glibc's defaults trim the heap and unmap large blocks on free, so each training
-// step page-faults its activations in again (measured: half the CPU time in the kernel).
+// step page-faults its activations in again (measured: half the CPU time in the kernel). Blocks of
+// 64 MB and more (whole data sets) are still mapped on their own and returned when freed, so the
+// peak memory stays that of the live tensors.
 void configure_allocator();
 // The OpenBLAS core type that fits this CPU ("SKYLAKEX" with AVX-512, "HASWELL" with AVX2 and FMA),
 // or "" when OPENBLAS_CORETYPE is already set or nothing better than OpenBLAS's own choice fits.
