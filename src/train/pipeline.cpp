@@ -12,7 +12,10 @@
 #include "kd/io/exporters.h"
 #include "kd/losses/distiller.h"
 #include "kd/models/torchscript_model.h"
+#include "kd/report/analysis.h"
+#include "kd/report/html.h"
 #include "kd/report/metrics.h"
+#include "kd/report/tensorboard.h"
 #include "kd/util/error.h"
 #include "kd/util/shape.h"
 #include "kd/util/fs.h"
@@ -33,6 +36,7 @@ struct Trained {
   io::ModelInfo info;
   std::optional<TrainResult> train;
   report::Metrics test;
+  torch::Tensor test_outputs;  // on the test rows, in the targets' units (regression)
   nlohmann::json size;  // params, macs, bytes, latency_ms, file
 };
 
@@ -44,6 +48,11 @@ std::vector<losses::LossTermOptions> default_supervised_losses(Task task) {
 // Outputs in the targets' own units (regression targets may be standardised for training).
 torch::Tensor in_units(const data::DataFold& fold, const torch::Tensor& t) {
   return t.defined() ? fold.target_normalizer.invert(t) : t;
+}
+
+// What the report keeps of test outputs and labels: as they are (classification), in units (regression).
+torch::Tensor reported(Task task, const data::DataFold& fold, const torch::Tensor& t) {
+  return task == Task::classification ? t : in_units(fold, t);
 }
 
 report::Metrics score(Task task, const data::DataFold& fold, const torch::Tensor& outputs, const torch::Tensor& y,
@@ -154,6 +163,7 @@ struct FoldRun {
   double teacher_seconds = 0, cache_seconds = 0;
   int64_t copied_from_teacher = 0;
   std::vector<std::string> exported;
+  report::TestOutputs outputs;
 };
 
 FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dataset& dataset, size_t fold_index) {
@@ -217,6 +227,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   torch::Tensor teacher_test = predict(*run.teacher.model, fold.test.x);
   run.cache_seconds = seconds_since(cache_start);
   run.teacher.test = score(task, fold, teacher_test, fold.test.y, {});
+  run.teacher.test_outputs = reported(task, fold, teacher_test);
   run.teacher.size = size_of(*run.teacher.model, dataset.input_shape, teacher_file, options.latency_repeats());
 
   // The distilled student's data: every training row (labels where allowed) plus transfer rows.
@@ -262,7 +273,9 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     run.baseline.info = info_for(dataset, fold, student_spec_json);
     std::string file = (fs::path(dir) / ("baseline" + model_extension(*run.baseline.model))).string();
     io::save_model(file, *run.baseline.model, run.baseline.info);
-    run.baseline.test = score(task, fold, predict(*run.baseline.model, fold.test.x), fold.test.y, teacher_test);
+    auto baseline_test = predict(*run.baseline.model, fold.test.x);
+    run.baseline.test = score(task, fold, baseline_test, fold.test.y, teacher_test);
+    run.baseline.test_outputs = reported(task, fold, baseline_test);
     run.baseline.size = size_of(*run.baseline.model, dataset.input_shape, file, options.latency_repeats());
   }
 
@@ -282,7 +295,14 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   run.student.info = info_for(dataset, fold, student_spec_json);
   std::string file = (fs::path(dir) / ("student" + model_extension(*run.student.model))).string();
   io::save_model(file, *run.student.model, run.student.info);
-  run.student.test = score(task, fold, predict(*run.student.model, fold.test.x), fold.test.y, teacher_test);
+  auto student_test = predict(*run.student.model, fold.test.x);
+  run.student.test = score(task, fold, student_test, fold.test.y, teacher_test);
+  run.student.test_outputs = reported(task, fold, student_test);
+  run.outputs.labels = reported(task, fold, fold.test.y);
+  for (const auto& [name, trained] : {std::pair<const char*, const Trained*>{"teacher", &run.teacher},
+                                      {"baseline", &run.baseline}, {"student", &run.student}}) {
+    if (trained->test_outputs.defined()) run.outputs.models[name] = trained->test_outputs;
+  }
   run.student.size = size_of(*run.student.model, dataset.input_shape, file, options.latency_repeats());
   for (const auto& format : spec.exports) {
     // A TorchScript student file is TorchScript already (student.pt); zoo students go through the exporters.
@@ -351,6 +371,37 @@ std::string epochs_csv(const std::vector<FoldRun>& runs) {
     }
   }
   return out.str();
+}
+
+// Bytes of a file, or of every file under a folder (the TF.js export).
+int64_t bytes_on_disk(const fs::path& path) {
+  std::error_code ec;
+  if (fs::is_regular_file(path, ec)) return static_cast<int64_t>(fs::file_size(path, ec));
+  int64_t total = 0;
+  if (fs::is_directory(path, ec)) {
+    for (const auto& entry : fs::recursive_directory_iterator(path, ec)) {
+      if (entry.is_regular_file(ec)) total += static_cast<int64_t>(entry.file_size(ec));
+    }
+  }
+  return total;
+}
+
+// Scalars per epoch per model (one run per model and fold) for TensorBoard.
+void write_tensorboard(const fs::path& dir, const std::vector<FoldRun>& runs) {
+  std::vector<report::Scalar> scalars;
+  for (size_t f = 0; f < runs.size(); ++f) {
+    for (const auto& [name, trained] : {std::pair<std::string, const Trained*>{"teacher", &runs[f].teacher},
+                                        {"baseline", &runs[f].baseline}, {"student", &runs[f].student}}) {
+      if (!trained->train) continue;
+      std::string run = runs.size() == 1 ? name : fmt::format("{}/fold-{}", name, f + 1);
+      for (const auto& r : trained->train->history) {
+        scalars.push_back({run, "train_loss", r.epoch, r.train_loss});
+        scalars.push_back({run, "lr", r.epoch, r.lr});
+        for (const auto& [k, v] : r.val) scalars.push_back({run, "val_" + k, r.epoch, v});
+      }
+    }
+  }
+  report::write_tensorboard_events(dir, scalars);
 }
 
 std::string summary_table(Task task, const nlohmann::json& models) {
@@ -510,10 +561,22 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
     for (const auto& file : r.exported) exported.push_back(fs::relative(file, options.out()).string());
   }
   metrics["exports"] = exported;
+  nlohmann::json export_bytes = nlohmann::json::object();
+  for (const auto& file : exported) export_bytes[file.get<std::string>()] = bytes_on_disk(fs::path(options.out()) / file.get<std::string>());
+  metrics["export_bytes"] = export_bytes;
+  metrics["environment"] = report::environment_info();
 
   fs::path out(options.out());
+  std::vector<report::TestOutputs> outputs;
+  for (size_t f = 0; f < runs.size(); ++f) {
+    report::write_test_outputs(report::test_outputs_dir(out, f, runs.size()), runs[f].outputs);
+    outputs.push_back(runs[f].outputs);
+  }
+  report::add_analysis(metrics, outputs, report::AnalysisOptions().seed(spec.seed));
   write_file_atomic(out / "metrics.json", metrics.dump(2) + "\n");
   write_file_atomic(out / "epochs.csv", epochs_csv(runs));
+  write_tensorboard(out / "tensorboard", runs);
+  report::write_report(out);
   RunResult result;
   result.metrics = metrics;
   result.table = summary_table(spec.task, metrics["models"]);
