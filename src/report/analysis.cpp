@@ -181,6 +181,11 @@ std::vector<TestOutputs> read_test_outputs(const fs::path& run_dir, size_t folds
   return out;
 }
 
+nlohmann::json model_analysis(Task task, const std::vector<TestOutputs>& folds, const std::string& name,
+                              const AnalysisOptions& options) {
+  return task == Task::classification ? classification_model(folds, name, options) : regression_model(folds, name);
+}
+
 void add_analysis(nlohmann::json& metrics, const std::vector<TestOutputs>& folds, const AnalysisOptions& options) {
   Task task = parse_task(metrics.at("task").get<std::string>(), "metrics.json: task");
   auto& models = metrics.at("models");
@@ -197,7 +202,7 @@ void add_analysis(nlohmann::json& metrics, const std::vector<TestOutputs>& folds
       }
     }
     if (folds.empty() || !folds[0].models.count(name)) continue;
-    m.update(task == Task::classification ? classification_model(folds, name, options) : regression_model(folds, name));
+    m.update(model_analysis(task, folds, name, options));
   }
   if (folds.empty()) return;
   nlohmann::json comparison;

@@ -1,5 +1,7 @@
 #include "kd/train/pipeline.h"
 
+#include "kd/train/evaluate.h"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -43,60 +45,6 @@ struct Trained {
 std::vector<losses::LossTermOptions> default_supervised_losses(Task task) {
   if (task == Task::classification) return {losses::LossTermOptions("ce")};
   return {losses::LossTermOptions("mse").target("labels")};
-}
-
-// Outputs in the targets' own units (regression targets may be standardised for training).
-torch::Tensor in_units(const data::DataFold& fold, const torch::Tensor& t) {
-  return t.defined() ? fold.target_normalizer.invert(t) : t;
-}
-
-// What the report keeps of test outputs and labels: as they are (classification), in units (regression).
-torch::Tensor reported(Task task, const data::DataFold& fold, const torch::Tensor& t) {
-  return task == Task::classification ? t : in_units(fold, t);
-}
-
-report::Metrics score(Task task, const data::DataFold& fold, const torch::Tensor& outputs, const torch::Tensor& y,
-                      const torch::Tensor& teacher_outputs) {
-  if (task == Task::classification) return report::classification_metrics(outputs, y, teacher_outputs);
-  return report::regression_metrics(in_units(fold, outputs), in_units(fold, y), in_units(fold, teacher_outputs));
-}
-
-double median_ms(std::vector<double> samples) {
-  std::sort(samples.begin(), samples.end());
-  return samples[samples.size() / 2] * 1000.0;
-}
-
-nlohmann::json measure_latency(models::Model& model, const std::vector<int64_t>& input_shape, int64_t repeats) {
-  torch::NoGradGuard no_grad;
-  model.set_training(false);
-  nlohmann::json out;
-  for (int64_t batch : {int64_t{1}, int64_t{256}}) {
-    std::vector<int64_t> shape = {batch};
-    shape.insert(shape.end(), input_shape.begin(), input_shape.end());
-    auto x = torch::randn(shape);
-    for (int i = 0; i < 3; ++i) model.forward(x);
-    int64_t runs = batch == 1 ? repeats : std::max<int64_t>(3, repeats / 4);
-    std::vector<double> samples;
-    for (int64_t r = 0; r < runs; ++r) {
-      auto start = Clock::now();
-      model.forward(x);
-      samples.push_back(seconds_since(start));
-    }
-    out["batch" + std::to_string(batch)] = median_ms(samples);
-  }
-  out["threads"] = torch::get_num_threads();
-  return out;
-}
-
-nlohmann::json size_of(models::Model& model, const std::vector<int64_t>& input_shape, const std::string& file,
-                       int64_t repeats) {
-  auto summary = model.summary(input_shape);
-  nlohmann::json size = {{"params", summary.params}, {"macs", summary.macs}};
-  std::error_code ec;
-  size["bytes"] = fs::exists(file, ec) ? static_cast<int64_t>(fs::file_size(file, ec)) : 0;
-  size["file"] = fs::path(file).filename().string();
-  size["latency_ms"] = measure_latency(model, input_shape, repeats);
-  return size;
 }
 
 models::ModelPtr build_student(const StudentSpec& spec, const data::Dataset& dataset) {
@@ -227,7 +175,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   torch::Tensor teacher_test = predict(*run.teacher.model, fold.test.x);
   run.cache_seconds = seconds_since(cache_start);
   run.teacher.test = score(task, fold, teacher_test, fold.test.y, {});
-  run.teacher.test_outputs = reported(task, fold, teacher_test);
+  run.teacher.test_outputs = in_target_units(task, fold, teacher_test);
   run.teacher.size = size_of(*run.teacher.model, dataset.input_shape, teacher_file, options.latency_repeats());
 
   // The distilled student's data: every training row (labels where allowed) plus transfer rows.
@@ -275,7 +223,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     io::save_model(file, *run.baseline.model, run.baseline.info);
     auto baseline_test = predict(*run.baseline.model, fold.test.x);
     run.baseline.test = score(task, fold, baseline_test, fold.test.y, teacher_test);
-    run.baseline.test_outputs = reported(task, fold, baseline_test);
+    run.baseline.test_outputs = in_target_units(task, fold, baseline_test);
     run.baseline.size = size_of(*run.baseline.model, dataset.input_shape, file, options.latency_repeats());
   }
 
@@ -297,8 +245,8 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   io::save_model(file, *run.student.model, run.student.info);
   auto student_test = predict(*run.student.model, fold.test.x);
   run.student.test = score(task, fold, student_test, fold.test.y, teacher_test);
-  run.student.test_outputs = reported(task, fold, student_test);
-  run.outputs.labels = reported(task, fold, fold.test.y);
+  run.student.test_outputs = in_target_units(task, fold, student_test);
+  run.outputs.labels = in_target_units(task, fold, fold.test.y);
   for (const auto& [name, trained] : {std::pair<const char*, const Trained*>{"teacher", &run.teacher},
                                       {"baseline", &run.baseline}, {"student", &run.student}}) {
     if (trained->test_outputs.defined()) run.outputs.models[name] = trained->test_outputs;

@@ -44,6 +44,11 @@ struct AnalysisOptions {
   TORCH_ARG(int64_t, reliability_bins) = 15;
 };
 
+// One model's entry from its outputs pooled over folds: per_class, confusion, reliability
+// (classification) or residuals (regression), as add_analysis puts under models.X.
+nlohmann::json model_analysis(Task task, const std::vector<TestOutputs>& folds, const std::string& name,
+                              const AnalysisOptions& options = {});
+
 // Adds to metrics (the metrics.json object; "task" and "models" must be there):
 //   models.X.per_class {precision, recall, f1, support}, models.X.confusion [C][C],
 //   models.X.reliability {count, confidence, accuracy}      (classification; pooled over folds)
