@@ -119,7 +119,7 @@ std::string chart_svg(const std::vector<Series>& series, const ChartOptions& opt
   o << fmt::format(R"(<rect x="{}" y="{}" width="{:.1f}" height="{:.1f}" fill="none" stroke="#999"/>)", left, top, plot_w, plot_h);
   o << fmt::format(R"(<text x="{:.1f}" y="{:.1f}" text-anchor="middle">{}</text>)", left + plot_w / 2, top + plot_h + 30,
                    escape_xml(options.x_label()));
-  o << fmt::format(R"(<text transform="translate(12,{:.1f}) rotate(-90)" text-anchor="middle">{}</text>)", top + plot_h / 2,
+  o << fmt::format(R"~(<text transform="translate(12,{:.1f}) rotate(-90)" text-anchor="middle">{}</text>)~", top + plot_h / 2,
                    escape_xml(options.y_label()));
   if (options.diagonal()) {
     double lo = std::max(x_lo, y_lo), hi = std::min(x_hi, y_hi);

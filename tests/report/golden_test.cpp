@@ -79,7 +79,9 @@ TEST(ReportGolden, McNemarAgainstScipy) {
     EXPECT_EQ(m.only_b, only_b);
     EXPECT_EQ(m.method, c["method"].get<std::string>()) << only_a << " vs " << only_b;
     EXPECT_NEAR(m.p_value, c["p_value"].get<double>(), 1e-12) << only_a << " vs " << only_b;
-    if (c.contains("statistic")) EXPECT_NEAR(m.statistic, c["statistic"].get<double>(), 1e-12);
+    if (c.contains("statistic")) {
+      EXPECT_NEAR(m.statistic, c["statistic"].get<double>(), 1e-12);
+    }
   }
 }
 
