@@ -101,45 +101,49 @@ nlohmann::json compare(Task task, const nlohmann::json& models, const std::vecto
 
 nlohmann::json disagreements(Task task, const std::vector<TestOutputs>& folds, const nlohmann::json& class_names,
                              int64_t keep) {
-  struct Row {
-    double score;
-    nlohmann::json entry;
-  };
-  std::vector<Row> rows;
   auto name_of = [&](int64_t c) {
     return c < static_cast<int64_t>(class_names.size()) ? class_names[c].get<std::string>() : std::to_string(c);
   };
+  // How far apart student and teacher are on each row: KL(teacher || student), or the absolute difference.
+  struct Row {
+    double score;
+    size_t fold;
+    int64_t row;
+  };
+  std::vector<Row> rows;
   for (size_t k = 0; k < folds.size(); ++k) {
-    const auto& f = folds[k];
-    auto s = f.models.at("student").to(torch::kDouble);
-    auto t = f.models.at("teacher").to(torch::kDouble);
+    auto s = folds[k].models.at("student").to(torch::kDouble);
+    auto t = folds[k].models.at("teacher").to(torch::kDouble);
+    torch::Tensor gap;
     if (task == Task::classification) {
       auto log_p = torch::log_softmax(s, 1), log_q = torch::log_softmax(t, 1);
-      auto kl = to_vector((log_q.exp() * (log_q - log_p)).sum(1));
-      auto [p_max, s_class] = log_p.exp().max(1);
-      auto [q_max, t_class] = log_q.exp().max(1);
-      for (size_t i = 0; i < kl.size(); ++i) {
-        int64_t row = static_cast<int64_t>(i);
-        rows.push_back({kl[i],
-                        {{"fold", k + 1}, {"row", row}, {"label", name_of(f.labels[row].item<int64_t>())},
-                         {"teacher", name_of(t_class[row].item<int64_t>())}, {"teacher_p", q_max[row].item<double>()},
-                         {"student", name_of(s_class[row].item<int64_t>())}, {"student_p", p_max[row].item<double>()},
-                         {"kl", kl[i]}}});
-      }
+      gap = (log_q.exp() * (log_q - log_p)).sum(1);
     } else {
-      auto gap = to_vector((s - t).abs().sum(1));
-      auto y = f.labels.to(torch::kDouble).reshape_as(s);
-      for (size_t i = 0; i < gap.size(); ++i) {
-        int64_t row = static_cast<int64_t>(i);
-        rows.push_back({gap[i],
-                        {{"fold", k + 1}, {"row", row}, {"label", to_vector(y[row])}, {"teacher", to_vector(t[row])},
-                         {"student", to_vector(s[row])}, {"abs_difference", gap[i]}}});
-      }
+      gap = (s - t).abs().reshape({s.size(0), -1}).sum(1);
     }
+    auto values = to_vector(gap);
+    for (size_t i = 0; i < values.size(); ++i) rows.push_back({values[i], k, static_cast<int64_t>(i)});
   }
   std::stable_sort(rows.begin(), rows.end(), [](const Row& x, const Row& y) { return x.score > y.score; });
   nlohmann::json out = nlohmann::json::array();
-  for (size_t i = 0; i < rows.size() && static_cast<int64_t>(i) < keep; ++i) out.push_back(rows[i].entry);
+  for (size_t i = 0; i < rows.size() && static_cast<int64_t>(i) < keep; ++i) {
+    const auto& r = rows[i];
+    const auto& f = folds[r.fold];
+    auto s = f.models.at("student")[r.row].to(torch::kDouble);
+    auto t = f.models.at("teacher")[r.row].to(torch::kDouble);
+    nlohmann::json entry = {{"fold", r.fold + 1}, {"row", r.row}};
+    if (task == Task::classification) {
+      auto p = torch::softmax(s, 0), q = torch::softmax(t, 0);
+      int64_t s_class = p.argmax().item<int64_t>(), t_class = q.argmax().item<int64_t>();
+      entry.update({{"label", name_of(f.labels[r.row].item<int64_t>())}, {"teacher", name_of(t_class)},
+                    {"teacher_p", q[t_class].item<double>()}, {"student", name_of(s_class)},
+                    {"student_p", p[s_class].item<double>()}, {"kl", r.score}});
+    } else {
+      entry.update({{"label", to_vector(f.labels[r.row])}, {"teacher", to_vector(t)}, {"student", to_vector(s)},
+                    {"abs_difference", r.score}});
+    }
+    out.push_back(entry);
+  }
   return out;
 }
 
