@@ -27,7 +27,7 @@ struct EvalFlags {
 };
 
 std::string eval_text(const std::string& model, const nlohmann::json& m) {
-  std::string out = fmt::format("{}: {} test rows, {} params, {} MACs, {:.3f} ms at batch 1, {:.3f} ms at batch 256 ({} threads)\n",
+  std::string out = fmt::format("{}: {} test rows, {} params, {} MACs, {:.3f} ms at batch 1, {:.3f} ms at batch 256 (threads: {})\n",
                                 model, m["test_rows"].get<int64_t>(), m["params"].get<int64_t>(), m["macs"].get<int64_t>(),
                                 m["latency_ms"]["batch1"].get<double>(), m["latency_ms"]["batch256"].get<double>(),
                                 m["latency_ms"]["threads"].get<int64_t>());

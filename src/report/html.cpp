@@ -36,7 +36,7 @@ th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left}
 th{background:#f3f3f3}
 pre{background:#f7f7f7;padding:8px;overflow-x:auto;font-size:.85em}
-.charts{display:flex;flex-wrap:wrap;gap:8px}.charts>div{flex:1 1 300px;min-width:0}
+.charts{display:flex;flex-wrap:wrap;gap:8px}.charts>div{flex:1 1 300px;min-width:0;max-width:640px}
 .note{color:#555;font-size:.9em}
 .good{color:#1a7f37}.bad{color:#b42318}
 svg{max-width:100%;height:auto}
@@ -505,7 +505,7 @@ std::string render_html(const ReportInputs& inputs) {
   if (metrics.contains("data") && metrics["data"].contains("source")) o << " · " << h(metrics["data"]["source"].get<std::string>());
   o << "</p><nav>";
   auto ids = report_sections(task);
-  for (const auto& id : ids) o << "<a href=\"#" << id << "\">" << h(section_title(id)) << "</a>";
+  for (const auto& id : ids) o << "<a href=\"#" << id << "\">" << h(section_title(id)) << "</a>\n";
   o << "</nav></header>\n<main>\n";
   for (const auto& id : ids) o << section(id, section_title(id), bodies.at(id));
   o << "</main>\n<footer class=\"note\">Written by kdistill " << KD_VERSION << ".</footer>\n</body></html>\n";

@@ -91,6 +91,13 @@ std::string chart_svg(const std::vector<Series>& series, const ChartOptions& opt
     y_lo -= pad;
     y_hi += pad;
   }
+  // Room for the points and their labels at the edges.
+  bool labelled = std::any_of(series.begin(), series.end(), [](const Series& s) { return !s.labels.empty(); });
+  if (labelled && !options.x_min() && !options.x_max()) {
+    double pad = (x_hi - x_lo) * 0.12;
+    x_lo -= pad;
+    x_hi += pad;
+  }
   auto px = [&](double x) { return left + (transform_x(x) - x_lo) / (x_hi - x_lo) * plot_w; };
   auto px_raw = [&](double tx) { return left + (tx - x_lo) / (x_hi - x_lo) * plot_w; };
   auto py = [&](double y) { return top + (1 - (y - y_lo) / (y_hi - y_lo)) * plot_h; };
@@ -111,7 +118,19 @@ std::string chart_svg(const std::vector<Series>& series, const ChartOptions& opt
                        top + plot_h + 14, escape_xml(options.categories()[i]));
     }
   } else {
-    for (double t : ticks(x_lo, x_hi)) {
+    std::vector<double> x_ticks;
+    if (options.log_x()) {
+      // 1, 2, 5 times the powers of ten in range (in log10 units).
+      for (double decade = std::floor(x_lo); decade <= std::ceil(x_hi); decade += 1) {
+        for (double m : {1.0, 2.0, 5.0}) {
+          double t = decade + std::log10(m);
+          if (t >= x_lo && t <= x_hi) x_ticks.push_back(t);
+        }
+      }
+    } else {
+      x_ticks = ticks(x_lo, x_hi);
+    }
+    for (double t : x_ticks) {
       std::string label = options.log_x() ? short_number(std::pow(10.0, t)) : short_number(t);
       o << fmt::format(R"(<text x="{:.1f}" y="{:.1f}" text-anchor="middle">{}</text>)", px_raw(t), top + plot_h + 14, label);
     }
