@@ -105,7 +105,7 @@ TEST(ReportHtml, RegressionSections) {
   auto metrics = base_metrics("regression");
   TestOutputs f;
   f.labels = torch::tensor({1.0, 2.0, 3.0}).unsqueeze(1);
-  f.models["teacher"] = torch::tensor({1.0, 2.0, 3.5}).unsqueeze(1);
+  f.models["teacher"] = torch::tensor({1.0, 2.0, 3.8}).unsqueeze(1);  // student differs by 0.5, 0, 0.8
   f.models["baseline"] = torch::tensor({2.0, 2.0, 2.0}).unsqueeze(1);
   f.models["student"] = torch::tensor({1.5, 2.0, 3.0}).unsqueeze(1);
   add_analysis(metrics, {f});
