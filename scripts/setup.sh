@@ -11,6 +11,7 @@ packages=(
   libgtest-dev libgmock-dev zlib1g-dev libzip-dev libstb-dev
   dataset-fashion-mnist
   python3-torch python3-sklearn python3-numpy python3-onnx libonnx-testdata
+  python3-scipy python3-protobuf chromium
 )
 
 missing=()

@@ -53,13 +53,13 @@ void register_not_built(CLI::App& app, GlobalOptions& global, const std::string&
 
 void register_run_command(CLI::App& app, GlobalOptions& global);
 void register_model_commands(CLI::App& app, GlobalOptions& global);
+void register_report_commands(CLI::App& app, GlobalOptions& global);
 
 void register_commands(CLI::App& app, GlobalOptions& global) {
   register_run_command(app, global);
   register_model_commands(app, global);
+  register_report_commands(app, global);
   register_not_built(app, global, "auto", "search student size and distillation settings under a budget");
-  register_not_built(app, global, "eval", "evaluate a model on data");
-  register_not_built(app, global, "report", "re-render a run's report");
   register_not_built(app, global, "predict", "run a model on a .npy array");
 }
 

@@ -33,7 +33,7 @@ void register_run_command(CLI::App& app, GlobalOptions& global) {
       io::Recipe recipe = io::load_recipe(flags->recipe, overrides);
       seed_everything(recipe.seed);
       auto result = train::run_distillation(recipe.run, train::RunOptions().out(flags->out).resume(flags->resume));
-      std::cout << result.table << "outputs: " << flags->out << "/ (metrics.json, epochs.csv, models)\n";
+      std::cout << result.table << "outputs: " << flags->out << "/ (report.html, metrics.json, epochs.csv, models, tensorboard/)\n";
     });
   });
 }

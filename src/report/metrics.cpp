@@ -5,28 +5,79 @@
 
 namespace kd::report {
 
-double expected_calibration_error(const torch::Tensor& probabilities, const torch::Tensor& labels, int64_t bins) {
-  auto [confidence, predicted] = probabilities.to(torch::kDouble).max(1);
-  auto correct = predicted.eq(labels).to(torch::kDouble);
-  // Bin b holds confidences in (b/bins, (b+1)/bins]; confidence 0 falls in bin 0.
-  auto bin = (confidence * bins).ceil().to(torch::kLong).sub(1).clamp(0, bins - 1);
-  auto count = torch::zeros({bins}, torch::kDouble).index_add_(0, bin, torch::ones_like(confidence));
-  auto confidence_sum = torch::zeros({bins}, torch::kDouble).index_add_(0, bin, confidence);
-  auto correct_sum = torch::zeros({bins}, torch::kDouble).index_add_(0, bin, correct);
-  double n = static_cast<double>(labels.size(0));
-  return ((confidence_sum - correct_sum).abs().sum() / n).item<double>();
+namespace {
+
+std::vector<double> to_doubles(const torch::Tensor& t) {
+  auto c = t.to(torch::kDouble).contiguous();
+  return {c.data_ptr<double>(), c.data_ptr<double>() + c.numel()};
 }
 
-double macro_f1(const torch::Tensor& predictions, const torch::Tensor& labels, int64_t classes) {
+std::vector<int64_t> to_longs(const torch::Tensor& t) {
+  auto c = t.to(torch::kLong).contiguous();
+  return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
+}
+
+// Per-bin sums of the top-1 confidence and of correctness, and the counts.
+struct BinSums {
+  torch::Tensor count, confidence, correct;
+};
+
+BinSums bin_sums(const torch::Tensor& probabilities, const torch::Tensor& labels, int64_t bins) {
+  auto [confidence, predicted] = probabilities.to(torch::kDouble).max(1);
+  auto correct = predicted.eq(labels).to(torch::kDouble);
+  auto bin = (confidence * bins).ceil().to(torch::kLong).sub(1).clamp(0, bins - 1);
+  auto sum = [&](const torch::Tensor& v) { return torch::zeros({bins}, torch::kDouble).index_add_(0, bin, v); };
+  return {sum(torch::ones_like(confidence)), sum(confidence), sum(correct)};
+}
+
+}  // namespace
+
+double expected_calibration_error(const torch::Tensor& probabilities, const torch::Tensor& labels, int64_t bins) {
+  auto s = bin_sums(probabilities, labels, bins);
+  double n = static_cast<double>(labels.size(0));
+  return ((s.confidence - s.correct).abs().sum() / n).item<double>();
+}
+
+Reliability reliability_bins(const torch::Tensor& probabilities, const torch::Tensor& labels, int64_t bins) {
+  auto s = bin_sums(probabilities, labels, bins);
+  auto count = s.count.clamp_min(1);
+  return {to_longs(s.count), to_doubles(s.confidence / count), to_doubles(s.correct / count)};
+}
+
+double top_k_accuracy(const torch::Tensor& logits, const torch::Tensor& labels, int64_t k) {
+  auto top = std::get<1>(logits.topk(std::min<int64_t>(k, logits.size(1)), 1));
+  return top.eq(labels.unsqueeze(1)).any(1).to(torch::kDouble).mean().item<double>();
+}
+
+PerClass per_class_scores(const torch::Tensor& predictions, const torch::Tensor& labels, int64_t classes) {
   auto p = predictions.to(torch::kLong);
   auto y = labels.to(torch::kLong);
   auto true_positive = torch::bincount(y.masked_select(p.eq(y)), {}, classes).to(torch::kDouble);
   auto predicted = torch::bincount(p, {}, classes).to(torch::kDouble);
   auto actual = torch::bincount(y, {}, classes).to(torch::kDouble);
-  auto denominator = predicted + actual;
-  auto present = denominator > 0;
-  auto f1 = torch::where(present, 2 * true_positive / denominator.clamp_min(1), torch::zeros_like(denominator));
-  return (f1.sum() / present.sum().clamp_min(1)).item<double>();
+  auto ratio = [](const torch::Tensor& a, const torch::Tensor& b) {
+    return torch::where(b > 0, a / b.clamp_min(1), torch::zeros_like(b));
+  };
+  return {to_doubles(ratio(true_positive, predicted)), to_doubles(ratio(true_positive, actual)),
+          to_doubles(ratio(2 * true_positive, predicted + actual)), to_longs(actual)};
+}
+
+double macro_f1(const torch::Tensor& predictions, const torch::Tensor& labels, int64_t classes) {
+  auto scores = per_class_scores(predictions, labels, classes);
+  auto predicted = torch::bincount(predictions.to(torch::kLong), {}, classes);
+  double sum = 0;
+  int64_t present = 0;
+  for (int64_t c = 0; c < classes; ++c) {
+    if (scores.support[c] + predicted[c].item<int64_t>() == 0) continue;
+    sum += scores.f1[c];
+    ++present;
+  }
+  return present == 0 ? 0.0 : sum / static_cast<double>(present);
+}
+
+torch::Tensor confusion_matrix(const torch::Tensor& predictions, const torch::Tensor& labels, int64_t classes) {
+  auto cell = labels.to(torch::kLong) * classes + predictions.to(torch::kLong);
+  return torch::bincount(cell, {}, classes * classes).view({classes, classes});
 }
 
 Metrics classification_metrics(const torch::Tensor& logits, const torch::Tensor& labels,
@@ -41,6 +92,7 @@ Metrics classification_metrics(const torch::Tensor& logits, const torch::Tensor&
   auto correct = predicted.eq(labels).sum().item<int64_t>();
   m["accuracy"] = correct / n;
   m["errors"] = n - correct;
+  if (logits.size(1) > 5) m["top5_accuracy"] = top_k_accuracy(z, labels, 5);
   m["macro_f1"] = macro_f1(predicted, labels, logits.size(1));
   m["nll"] = -log_p.gather(1, labels.unsqueeze(1)).mean().item<double>();
   m["ece"] = expected_calibration_error(log_p.exp(), labels);

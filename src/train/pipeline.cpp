@@ -1,5 +1,7 @@
 #include "kd/train/pipeline.h"
 
+#include "kd/train/evaluate.h"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -12,7 +14,10 @@
 #include "kd/io/exporters.h"
 #include "kd/losses/distiller.h"
 #include "kd/models/torchscript_model.h"
+#include "kd/report/analysis.h"
+#include "kd/report/html.h"
 #include "kd/report/metrics.h"
+#include "kd/report/tensorboard.h"
 #include "kd/train/teacher_input.h"
 #include "kd/util/error.h"
 #include "kd/util/shape.h"
@@ -34,61 +39,13 @@ struct Trained {
   io::ModelInfo info;
   std::optional<TrainResult> train;
   report::Metrics test;
+  torch::Tensor test_outputs;  // on the test rows, in the targets' units (regression)
   nlohmann::json size;  // params, macs, bytes, latency_ms, file
 };
 
 std::vector<losses::LossTermOptions> default_supervised_losses(Task task) {
   if (task == Task::classification) return {losses::LossTermOptions("ce")};
   return {losses::LossTermOptions("mse").target("labels")};
-}
-
-// Outputs in the targets' own units (regression targets may be standardised for training).
-torch::Tensor in_units(const data::DataFold& fold, const torch::Tensor& t) {
-  return t.defined() ? fold.target_normalizer.invert(t) : t;
-}
-
-report::Metrics score(Task task, const data::DataFold& fold, const torch::Tensor& outputs, const torch::Tensor& y,
-                      const torch::Tensor& teacher_outputs) {
-  if (task == Task::classification) return report::classification_metrics(outputs, y, teacher_outputs);
-  return report::regression_metrics(in_units(fold, outputs), in_units(fold, y), in_units(fold, teacher_outputs));
-}
-
-double median_ms(std::vector<double> samples) {
-  std::sort(samples.begin(), samples.end());
-  return samples[samples.size() / 2] * 1000.0;
-}
-
-nlohmann::json measure_latency(models::Model& model, const std::vector<int64_t>& input_shape, int64_t repeats) {
-  torch::NoGradGuard no_grad;
-  model.set_training(false);
-  nlohmann::json out;
-  for (int64_t batch : {int64_t{1}, int64_t{256}}) {
-    std::vector<int64_t> shape = {batch};
-    shape.insert(shape.end(), input_shape.begin(), input_shape.end());
-    auto x = torch::randn(shape);
-    for (int i = 0; i < 3; ++i) model.forward(x);
-    int64_t runs = batch == 1 ? repeats : std::max<int64_t>(3, repeats / 4);
-    std::vector<double> samples;
-    for (int64_t r = 0; r < runs; ++r) {
-      auto start = Clock::now();
-      model.forward(x);
-      samples.push_back(seconds_since(start));
-    }
-    out["batch" + std::to_string(batch)] = median_ms(samples);
-  }
-  out["threads"] = torch::get_num_threads();
-  return out;
-}
-
-nlohmann::json size_of(models::Model& model, const std::vector<int64_t>& input_shape, const std::string& file,
-                       int64_t repeats) {
-  auto summary = model.summary(input_shape);
-  nlohmann::json size = {{"params", summary.params}, {"macs", summary.macs}};
-  std::error_code ec;
-  size["bytes"] = fs::exists(file, ec) ? io::model_bytes(file) : 0;
-  size["file"] = fs::path(file).filename().string();
-  size["latency_ms"] = measure_latency(model, input_shape, repeats);
-  return size;
 }
 
 models::ModelPtr build_student(const StudentSpec& spec, const data::Dataset& dataset) {
@@ -167,6 +124,7 @@ struct FoldRun {
   double teacher_seconds = 0, cache_seconds = 0;
   int64_t copied_from_teacher = 0;
   std::vector<std::string> exported;
+  report::TestOutputs outputs;
 };
 
 FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dataset& dataset, size_t fold_index) {
@@ -232,6 +190,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   torch::Tensor teacher_test = predict(*run.teacher.model, fold.test.x);
   run.cache_seconds = seconds_since(cache_start);
   run.teacher.test = score(task, fold, teacher_test, fold.test.y, {});
+  run.teacher.test_outputs = in_target_units(task, fold, teacher_test);
   if (!spec.teacher.path.empty()) warn_if_near_chance(task, fold, dataset.outputs, teacher_val, tag);
   run.teacher.size = size_of(*run.teacher.model, dataset.input_shape, teacher_file, options.latency_repeats());
 
@@ -278,7 +237,9 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     run.baseline.info = info_for(dataset, fold, student_spec_json);
     std::string file = (fs::path(dir) / ("baseline" + model_extension(*run.baseline.model))).string();
     io::save_model(file, *run.baseline.model, run.baseline.info);
-    run.baseline.test = score(task, fold, predict(*run.baseline.model, fold.test.x), fold.test.y, teacher_test);
+    auto baseline_test = predict(*run.baseline.model, fold.test.x);
+    run.baseline.test = score(task, fold, baseline_test, fold.test.y, teacher_test);
+    run.baseline.test_outputs = in_target_units(task, fold, baseline_test);
     run.baseline.size = size_of(*run.baseline.model, dataset.input_shape, file, options.latency_repeats());
   }
 
@@ -298,7 +259,14 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   run.student.info = info_for(dataset, fold, student_spec_json);
   std::string file = (fs::path(dir) / ("student" + model_extension(*run.student.model))).string();
   io::save_model(file, *run.student.model, run.student.info);
-  run.student.test = score(task, fold, predict(*run.student.model, fold.test.x), fold.test.y, teacher_test);
+  auto student_test = predict(*run.student.model, fold.test.x);
+  run.student.test = score(task, fold, student_test, fold.test.y, teacher_test);
+  run.student.test_outputs = in_target_units(task, fold, student_test);
+  run.outputs.labels = in_target_units(task, fold, fold.test.y);
+  for (const auto& [name, trained] : {std::pair<const char*, const Trained*>{"teacher", &run.teacher},
+                                      {"baseline", &run.baseline}, {"student", &run.student}}) {
+    if (trained->test_outputs.defined()) run.outputs.models[name] = trained->test_outputs;
+  }
   run.student.size = size_of(*run.student.model, dataset.input_shape, file, options.latency_repeats());
   for (const auto& format : spec.exports) {
     // A TorchScript student file is TorchScript already (student.pt); zoo students go through the exporters.
@@ -367,6 +335,24 @@ std::string epochs_csv(const std::vector<FoldRun>& runs) {
     }
   }
   return out.str();
+}
+
+// Scalars per epoch per model (one run per model and fold) for TensorBoard.
+void write_tensorboard(const fs::path& dir, const std::vector<FoldRun>& runs) {
+  std::vector<report::Scalar> scalars;
+  for (size_t f = 0; f < runs.size(); ++f) {
+    for (const auto& [name, trained] : {std::pair<std::string, const Trained*>{"teacher", &runs[f].teacher},
+                                        {"baseline", &runs[f].baseline}, {"student", &runs[f].student}}) {
+      if (!trained->train) continue;
+      std::string run = runs.size() == 1 ? name : fmt::format("{}/fold-{}", name, f + 1);
+      for (const auto& r : trained->train->history) {
+        scalars.push_back({run, "train_loss", r.epoch, r.train_loss});
+        scalars.push_back({run, "lr", r.epoch, r.lr});
+        for (const auto& [k, v] : r.val) scalars.push_back({run, "val_" + k, r.epoch, v});
+      }
+    }
+  }
+  report::write_tensorboard_events(dir, scalars);
 }
 
 std::string summary_table(Task task, const nlohmann::json& models) {
@@ -526,10 +512,22 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
     for (const auto& file : r.exported) exported.push_back(fs::relative(file, options.out()).string());
   }
   metrics["exports"] = exported;
+  nlohmann::json export_bytes = nlohmann::json::object();
+  for (const auto& file : exported) export_bytes[file.get<std::string>()] = io::model_bytes((fs::path(options.out()) / file.get<std::string>()).string());
+  metrics["export_bytes"] = export_bytes;
+  metrics["environment"] = report::environment_info();
 
   fs::path out(options.out());
+  std::vector<report::TestOutputs> outputs;
+  for (size_t f = 0; f < runs.size(); ++f) {
+    report::write_test_outputs(report::test_outputs_dir(out, f, runs.size()), runs[f].outputs);
+    outputs.push_back(runs[f].outputs);
+  }
+  report::add_analysis(metrics, outputs, report::AnalysisOptions().seed(spec.seed));
   write_file_atomic(out / "metrics.json", metrics.dump(2) + "\n");
   write_file_atomic(out / "epochs.csv", epochs_csv(runs));
+  write_tensorboard(out / "tensorboard", runs);
+  report::write_report(out);
   RunResult result;
   result.metrics = metrics;
   result.table = summary_table(spec.task, metrics["models"]);

@@ -13,6 +13,7 @@
 #include "kd/data/batcher.h"
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
+#include "kd/util/progress.h"
 #include "kd/util/strings.h"
 
 namespace kd::train {
@@ -244,6 +245,7 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
   if (state.epoch >= epochs) done = true;
   auto augment_generator = at::make_generator<at::CPUGeneratorImpl>(options_.seed() + 17);
   bool bf16 = options_.precision() == "bf16";
+  Progress progress(name_, total_steps, "steps");
 
   for (int64_t epoch = state.epoch; epoch < epochs && !done; ++epoch) {
     auto start = Clock::now();
@@ -285,7 +287,9 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
       }
       loss_sum += loss;
       for (size_t t = 0; t < values.terms.size(); ++t) term_sums[t] += values.terms[t].item<double>();
+      progress.update(state.step + 1);
     }
+    progress.clear();
     EpochRecord record;
     record.epoch = epoch + 1;
     record.seconds = seconds_since(start);

@@ -2,9 +2,10 @@
 // teacher's outputs on the same examples.
 //
 // Classification: logits [N, C], labels int64 [N], teacher_logits [N, C] or undefined.
-//   accuracy (fraction), errors (count), macro_f1, ece (15 equal-width confidence bins,
-//   Guo et al. 2017), nll (mean -log p(label)), agreement_with_teacher (top-1 match
-//   fraction), kl_to_teacher (mean KL(teacher || model) at temperature 1).
+//   accuracy (fraction), errors (count), top5_accuracy (only when C > 5), macro_f1,
+//   ece (15 equal-width confidence bins, Guo et al. 2017), nll (mean -log p(label)),
+//   agreement_with_teacher (top-1 match fraction), kl_to_teacher (mean KL(teacher || model)
+//   at temperature 1).
 // Regression: predictions [N, K], targets [N, K], teacher_predictions [N, K] or undefined,
 //   all in the targets' own units: mae, rmse, r2 (1 - SSE/SST, averaged over K), mse_to_teacher.
 //
@@ -15,6 +16,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 namespace kd::report {
 
@@ -25,9 +27,32 @@ Metrics classification_metrics(const torch::Tensor& logits, const torch::Tensor&
 Metrics regression_metrics(const torch::Tensor& predictions, const torch::Tensor& targets,
                            const torch::Tensor& teacher_predictions = {});
 
-// Expected calibration error with `bins` equal-width confidence bins.
-double expected_calibration_error(const torch::Tensor& probabilities, const torch::Tensor& labels, int64_t bins = 15);
+// Fraction of rows whose label is among the k largest logits.
+double top_k_accuracy(const torch::Tensor& logits, const torch::Tensor& labels, int64_t k);
+
+// Per-class counts and scores. precision = TP / predicted, recall = TP / actual,
+// f1 = 2 TP / (predicted + actual); 0 where the denominator is 0 (scikit-learn's zero_division=0).
+struct PerClass {
+  std::vector<double> precision, recall, f1;
+  std::vector<int64_t> support;  // rows with that label
+};
+PerClass per_class_scores(const torch::Tensor& predictions, const torch::Tensor& labels, int64_t classes);
+
 // Macro-averaged F1 over the classes present in labels or predictions.
 double macro_f1(const torch::Tensor& predictions, const torch::Tensor& labels, int64_t classes);
+
+// int64 [classes, classes]: row = true label, column = prediction (scikit-learn's layout).
+torch::Tensor confusion_matrix(const torch::Tensor& predictions, const torch::Tensor& labels, int64_t classes);
+
+// A reliability diagram: bin b holds top-1 confidences in (b/bins, (b+1)/bins] (0 in bin 0).
+// confidence and accuracy are the bin's means (0 for an empty bin).
+struct Reliability {
+  std::vector<int64_t> count;
+  std::vector<double> confidence, accuracy;
+};
+Reliability reliability_bins(const torch::Tensor& probabilities, const torch::Tensor& labels, int64_t bins = 15);
+
+// Expected calibration error: sum over bins of count/N * |accuracy - confidence|.
+double expected_calibration_error(const torch::Tensor& probabilities, const torch::Tensor& labels, int64_t bins = 15);
 
 }  // namespace kd::report

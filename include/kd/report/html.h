@@ -1,0 +1,41 @@
+// report.html: one self-contained file (inline CSS and SVG, no scripts, no network)
+// that shows a run: summary, paired tests, learning curves, calibration, confusion
+// matrices, per-class scores, disagreements, size and cost, the recipe and the
+// environment. Every section has an id (summary, significance, learning-curves,
+// calibration, confusion, per-class, disagreements, size, recipe, environment;
+// regression: residuals instead of calibration, confusion and per-class).
+//
+//   write_report("runs/x");   // reads metrics.json, epochs.csv, recipe.yaml, test_outputs/
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "kd/report/analysis.h"
+
+namespace kd::report {
+
+struct ReportInputs {
+  nlohmann::json metrics;           // metrics.json, with add_analysis applied
+  std::string epochs_csv;           // epochs.csv ("" = none)
+  std::string recipe;               // recipe.yaml as run
+  std::vector<TestOutputs> outputs; // per fold (may be empty)
+  std::string title = "kdistill report";
+};
+
+std::string render_html(const ReportInputs& inputs);
+
+// Reads a run folder, recomputes the analysis when its test outputs are there, and writes
+// DIR/report.html atomically. kd::Error naming the folder when it has no metrics.json.
+std::filesystem::path write_report(const std::filesystem::path& run_dir);
+
+// Versions, machine and time, for metrics.json's "environment" and the report.
+nlohmann::json environment_info();
+
+// The sections a report of this task has, in order (the ids above).
+std::vector<std::string> report_sections(const std::string& task);
+
+}  // namespace kd::report

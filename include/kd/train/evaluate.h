@@ -1,0 +1,44 @@
+// The Evaluator of the flow: a model's metrics on test rows, its size and measured
+// latency. `kdistill run` scores its three models with it and `kdistill eval` any
+// loadable model, so both print the same numbers for the same model and rows.
+//
+//   auto fold = dataset.folds[0];
+//   nlohmann::json m = evaluate_model(*model, dataset, 0, teacher.get(), EvalOptions().file("m.kdm"));
+//   m["test"]["accuracy"] -> 0.91
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "kd/data/dataset.h"
+#include "kd/models/model.h"
+#include "kd/report/metrics.h"
+
+namespace kd::train {
+
+// Model outputs (or labels) in the targets' own units: regression targets may be standardised for training.
+torch::Tensor in_target_units(Task task, const data::DataFold& fold, const torch::Tensor& t);
+
+// classification_metrics or regression_metrics (in target units) of outputs against y.
+report::Metrics score(Task task, const data::DataFold& fold, const torch::Tensor& outputs, const torch::Tensor& y,
+                      const torch::Tensor& teacher_outputs);
+
+// {params, macs, bytes (of `file`, 0 if none), file, latency_ms: {batch1, batch256, threads}}: latency is
+// the median of `repeats` forward passes at batch 1 (a quarter as many at 256) after 3 warm-up passes.
+nlohmann::json size_of(models::Model& model, const std::vector<int64_t>& input_shape, const std::string& file,
+                       int64_t repeats);
+
+struct EvalOptions {
+  TORCH_ARG(std::string, file) = "";           // the model's file, for its size in bytes
+  TORCH_ARG(int64_t, latency_repeats) = 20;
+};
+
+// The metrics.json entry of one model (size, test metrics, per-class scores, confusion, reliability or
+// residuals) on the test rows of dataset.folds[fold]; with a teacher, also agreement and KL (or MSE) to it.
+nlohmann::json evaluate_model(models::Model& model, const data::Dataset& dataset, size_t fold, models::Model* teacher,
+                              const EvalOptions& options = {});
+
+}  // namespace kd::train

@@ -1,0 +1,104 @@
+#include "kd/train/evaluate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+
+#include "kd/io/model_file.h"
+#include "kd/report/analysis.h"
+#include "kd/train/trainer.h"
+#include "kd/util/error.h"
+#include "kd/util/shape.h"
+#include "kd/util/strings.h"
+
+namespace kd::train {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double median_ms(std::vector<double> samples) {
+  std::sort(samples.begin(), samples.end());
+  return samples[samples.size() / 2] * 1000.0;
+}
+
+nlohmann::json measure_latency(models::Model& model, const std::vector<int64_t>& input_shape, int64_t repeats) {
+  torch::NoGradGuard no_grad;
+  model.set_training(false);
+  nlohmann::json out;
+  for (int64_t batch : {int64_t{1}, int64_t{256}}) {
+    std::vector<int64_t> shape = {batch};
+    shape.insert(shape.end(), input_shape.begin(), input_shape.end());
+    auto x = torch::randn(shape);
+    for (int i = 0; i < 3; ++i) model.forward(x);
+    int64_t runs = batch == 1 ? repeats : std::max<int64_t>(3, repeats / 4);
+    std::vector<double> samples;
+    for (int64_t r = 0; r < runs; ++r) {
+      auto start = Clock::now();
+      model.forward(x);
+      samples.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+    }
+    out["batch" + std::to_string(batch)] = median_ms(samples);
+  }
+  out["threads"] = torch::get_num_threads();
+  return out;
+}
+
+}  // namespace
+
+torch::Tensor in_target_units(Task task, const data::DataFold& fold, const torch::Tensor& t) {
+  return task == Task::classification || !t.defined() ? t : fold.target_normalizer.invert(t);
+}
+
+report::Metrics score(Task task, const data::DataFold& fold, const torch::Tensor& outputs, const torch::Tensor& y,
+                      const torch::Tensor& teacher_outputs) {
+  if (task == Task::classification) return report::classification_metrics(outputs, y, teacher_outputs);
+  return report::regression_metrics(in_target_units(task, fold, outputs), in_target_units(task, fold, y),
+                                    in_target_units(task, fold, teacher_outputs));
+}
+
+nlohmann::json size_of(models::Model& model, const std::vector<int64_t>& input_shape, const std::string& file,
+                       int64_t repeats) {
+  auto summary = model.summary(input_shape);
+  nlohmann::json size = {{"params", summary.params}, {"macs", summary.macs}};
+  std::error_code ec;
+  size["bytes"] = !file.empty() && fs::exists(file, ec) ? io::model_bytes(file) : 0;  // TF.js: with its shards
+  size["file"] = fs::path(file).filename().string();
+  size["latency_ms"] = measure_latency(model, input_shape, repeats);
+  return size;
+}
+
+nlohmann::json evaluate_model(models::Model& model, const data::Dataset& dataset, size_t fold_index,
+                              models::Model* teacher, const EvalOptions& options) {
+  if (fold_index >= dataset.folds.size()) {
+    fail("--fold: {} is past the data's {} fold{}", fold_index + 1, dataset.folds.size(), dataset.folds.size() == 1 ? "" : "s");
+  }
+  const auto& fold = dataset.folds[fold_index];
+  Task task = dataset.task;
+  auto run = [&](models::Model& m, const std::string& what) {
+    torch::Tensor out;
+    try {
+      out = predict(m, fold.test.x);
+    } catch (const c10::Error& e) {
+      fail("{}: does not run on inputs of shape {}: {}", what, shape_text(dataset.input_shape), first_line(e));
+    }
+    if (out.dim() != 2 || out.size(1) != dataset.outputs) {
+      fail("{}: outputs have shape {}, expected [N, {}] ({})", what, shape_text(out.sizes()), dataset.outputs,
+           task == Task::classification ? "classes in the data" : "targets in the data");
+    }
+    return out;
+  };
+  std::string name = options.file().empty() ? "model" : options.file();
+  auto outputs = run(model, name);
+  torch::Tensor teacher_outputs = teacher ? run(*teacher, "--teacher") : torch::Tensor();
+  nlohmann::json m = size_of(model, dataset.input_shape, options.file(), options.latency_repeats());
+  m["test"] = score(task, fold, outputs, fold.test.y, teacher_outputs);
+  report::TestOutputs tested{in_target_units(task, fold, fold.test.y), {{"model", in_target_units(task, fold, outputs)}}};
+  m.update(report::model_analysis(task, {tested}, "model"));
+  m["test_rows"] = fold.test.size();
+  return m;
+}
+
+}  // namespace kd::train
