@@ -60,7 +60,6 @@ void register_commands(CLI::App& app, GlobalOptions& global) {
   register_model_commands(app, global);
   register_report_commands(app, global);
   register_not_built(app, global, "auto", "search student size and distillation settings under a budget");
-  register_not_built(app, global, "predict", "run a model on a .npy array");
 }
 
 }  // namespace kd::cli

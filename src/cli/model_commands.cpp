@@ -1,10 +1,12 @@
-// kdistill inspect / export: a model file in, a description or another format out.
+// kdistill inspect / export / predict: a model file in, a description, another format or outputs out.
 #include <iostream>
 
 #include "cli/commands.h"
 #include "kd/io/describe.h"
 #include "kd/io/exporters.h"
+#include "kd/data/npy.h"
 #include "kd/io/model_file.h"
+#include "kd/train/evaluate.h"
 #include "kd/util/error.h"
 #include "kd/util/strings.h"
 
@@ -18,6 +20,9 @@ struct ModelFlags {
   bool json = false;
   std::string format;
   std::string out;
+  std::string input;
+  bool normalized = false;
+  bool softmax = false;
 };
 }  // namespace
 
@@ -62,6 +67,30 @@ void register_model_commands(CLI::App& app, GlobalOptions& global) {
       }
       io::export_model(*loaded.model, loaded.info, format.name, export_flags->out);
       std::cout << "wrote " << export_flags->out << " (" << format.summary << ")\n";
+    });
+  });
+
+  auto predict_flags = std::make_shared<ModelFlags>();
+  auto* predict = app.add_subcommand("predict", "run any loadable model on a .npy array of raw inputs");
+  predict->add_option("model", predict_flags->model, "model file: .kdm, .pt (TorchScript), .onnx, model.json (TF.js)")
+      ->required();
+  predict->add_option("--input", predict_flags->input, "inputs [N, ...] as .npy (uint8 pixels are scaled to [0, 1])")
+      ->required();
+  predict->add_option("--output", predict_flags->out, "where to write the outputs [N, outputs] as float32 .npy")
+      ->required();
+  predict->add_option("--logits", predict_flags->output, "the logits of a multi-output model: index or name");
+  predict->add_flag("--normalized", predict_flags->normalized,
+                    "the inputs are already normalised (do not apply the model's preprocessing.normalize)");
+  predict->add_flag("--softmax", predict_flags->softmax, "write class probabilities instead of logits");
+  predict->callback([predict_flags, &global] {
+    global.exit_status = guarded([&] {
+      apply_global_options(global);
+      auto loaded = io::load_model(predict_flags->model, predict_flags->output);
+      torch::Tensor inputs = data::read_npy(predict_flags->input);
+      torch::Tensor outputs = train::predict_raw(loaded, inputs, predict_flags->normalized, predict_flags->input);
+      if (predict_flags->softmax) outputs = torch::softmax(outputs, 1);
+      data::write_npy(predict_flags->out, outputs.contiguous());
+      std::cout << "wrote " << predict_flags->out << " (" << outputs.size(0) << " x " << outputs.size(1) << ")\n";
     });
   });
 }

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <filesystem>
 
+#include "kd/data/normalize.h"
 #include "kd/io/model_file.h"
 #include "kd/report/analysis.h"
 #include "kd/train/trainer.h"
@@ -100,5 +101,38 @@ nlohmann::json evaluate_model(models::Model& model, const data::Dataset& dataset
   m["test_rows"] = fold.test.size();
   return m;
 }
+
+torch::Tensor predict_raw(io::LoadedModel& loaded, torch::Tensor inputs, bool inputs_normalized, const std::string& what) {
+  const auto& shape = loaded.info.input_shape;
+  if (inputs.dim() < 2) fail("{}: inputs have shape {}, expected [examples, ...]", what, shape_text(inputs.sizes()));
+  bool pixels = inputs.scalar_type() == torch::kByte;
+  inputs = inputs.to(torch::kFloat);
+  if (pixels) inputs.div_(255.0);
+  if (loaded.has_info && !shape.empty()) {
+    int64_t per_example = 1;
+    for (int64_t d : shape) per_example *= d;
+    if (inputs.numel() != inputs.size(0) * per_example) {
+      fail("{}: inputs have shape {}, expected {} values per example (the model's input is {})", what,
+           shape_text(inputs.sizes()), per_example, shape_text(shape));
+    }
+    std::vector<int64_t> full = {inputs.size(0)};
+    full.insert(full.end(), shape.begin(), shape.end());
+    inputs = inputs.reshape(full);
+  }
+  const nlohmann::json& pre = loaded.info.preprocessing;
+  auto normalizer = [&pre](const char* key) {
+    return pre.is_object() && pre.contains(key) ? data::Normalizer::from_json(pre[key]) : data::Normalizer();
+  };
+  if (!inputs_normalized) inputs = normalizer("normalize").apply(inputs);
+  torch::Tensor out;
+  try {
+    out = predict(*loaded.model, inputs);
+  } catch (const c10::Error& e) {
+    fail("{}: the model does not run on inputs of shape {}: {}", what, shape_text(inputs.sizes()), first_line(e));
+  }
+  if (loaded.info.task == Task::regression) out = normalizer("target_normalize").invert(out);
+  return out;
+}
+
 
 }  // namespace kd::train

@@ -1,9 +1,11 @@
-// kdistill inspect and kdistill export, run as a user runs them.
+// kdistill inspect, export and predict, run as a user runs them.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "../data/python_helper.h"
 #include "cli_util.h"
+#include "kd/data/normalize.h"
+#include "kd/data/npy.h"
 #include "kd/io/model_file.h"
 #include "kd/models/zoo.h"
 #include "kd/train/trainer.h"
@@ -77,6 +79,37 @@ TEST_F(ModelCommands, ExportedFilesGiveTheModelsOutputs) {
     }
     EXPECT_GT(macs, 0) << format;
   }
+}
+
+TEST_F(ModelCommands, PredictAppliesTheModelsPreprocessingToRawInputs) {
+  // The model was trained on standardised pixels; a user has uint8 images [N, H, W].
+  auto normalizer = data::Normalizer::fit(torch::rand({50, 1, 8, 8}) * 0.5 + 0.2, data::NormalizeOptions());
+  info_.preprocessing = {{"normalize", normalizer.to_json()}};
+  io::save_model(kdm_, *model_, info_);
+  torch::Tensor pixels = torch::randint(0, 256, {6, 8, 8}, torch::kByte);
+  data::write_npy(dir_ / "x.npy", pixels);
+  torch::Tensor expected = train::predict(*model_, normalizer.apply(pixels.to(torch::kFloat).div(255).unsqueeze(1)));
+
+  auto out = (dir_ / "y.npy").string();
+  auto result = test::run_kdistill("predict " + kdm_ + " --input " + (dir_ / "x.npy").string() + " --output " + out);
+  ASSERT_EQ(result.status, 0) << result.output;
+  EXPECT_NE(result.output.find("wrote " + out + " (6 x 3)"), std::string::npos) << result.output;
+  EXPECT_LE((data::read_npy(out) - expected).abs().max().item<double>(), 1e-5);
+
+  // The ONNX export has the normalisation inside: the same raw file gives the same outputs.
+  auto onnx = (dir_ / "student.onnx").string();
+  ASSERT_EQ(test::run_kdistill("export " + kdm_ + " --format onnx --out " + onnx).status, 0);
+  ASSERT_EQ(test::run_kdistill("predict " + onnx + " --input " + (dir_ / "x.npy").string() + " --output " + out +
+                               " --softmax").status, 0);
+  torch::Tensor probabilities = data::read_npy(out);
+  EXPECT_LE((probabilities - torch::softmax(expected, 1)).abs().max().item<double>(), 1e-5);
+
+  // Inputs of another size are a one-line error naming the file.
+  data::write_npy(dir_ / "bad.npy", torch::rand({2, 7, 8}));
+  auto bad = test::run_kdistill("predict " + kdm_ + " --input " + (dir_ / "bad.npy").string() + " --output " + out);
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.output.find("bad.npy: inputs have shape [2, 7, 8], expected 64 values per example"), std::string::npos)
+      << bad.output;
 }
 
 TEST_F(ModelCommands, BadArgumentsAreOneLineErrors) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kd/data/dataset.h"
+#include "kd/io/model_file.h"
 #include "kd/models/model.h"
 #include "kd/report/metrics.h"
 
@@ -40,5 +41,14 @@ struct EvalOptions {
 // residuals) on the test rows of dataset.folds[fold]; with a teacher, also agreement and KL (or MSE) to it.
 nlohmann::json evaluate_model(models::Model& model, const data::Dataset& dataset, size_t fold, models::Model* teacher,
                               const EvalOptions& options = {});
+
+// The model's outputs on raw inputs [N, ...] as a user has them (uint8 pixels are scaled to [0, 1];
+// [N, H, W] gets the channel axis): the preprocessing the file still lists (preprocessing.normalize)
+// is applied first, unless `inputs_normalized`; regression outputs are mapped back to the targets'
+// units (preprocessing.target_normalize). A CSV's categorical encoding is not applied: the inputs are
+// the encoded features. kd::Error naming `what` when the shape does not fit the model.
+//   auto loaded = io::load_model("student.kdm");
+//   torch::Tensor y = predict_raw(loaded, data::read_npy("x.npy"), false, "x.npy");
+torch::Tensor predict_raw(io::LoadedModel& loaded, torch::Tensor inputs, bool inputs_normalized, const std::string& what);
 
 }  // namespace kd::train
