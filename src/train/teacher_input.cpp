@@ -56,6 +56,7 @@ class AdaptedModel : public models::Model {
     return teacher_->summary(input_shape);
   }
   std::string kind() const override { return teacher_->kind(); }
+  void set_probabilities(bool probabilities) { probabilities_ = probabilities; }
 
  private:
   models::ModelPtr teacher_;
@@ -113,22 +114,20 @@ AdaptedTeacher adapt_teacher(const io::LoadedModel& loaded, const nlohmann::json
   if (!same_targets) description += ", outputs rescaled to the run's target units";
   description += " (" + why + ")";
 
-  bool probabilities = options.outputs() == "probabilities";
-  if (task == Task::classification && options.outputs() == "auto") {
-    torch::NoGradGuard no_grad;
-    auto probe = std::make_shared<AdaptedModel>(loaded.model, normalizer_at(run_preprocessing, "normalize"),
-                                                normalizer_at(teacher_preprocessing, "normalize"), Normalizer(),
-                                                Normalizer(), false);
-    loaded.model->set_training(false);
-    probabilities = looks_like_probabilities(probe->forward(sample.slice(0, 0, std::min<int64_t>(64, sample.size(0)))));
-  }
-  if (probabilities) description += "; its outputs are probabilities, their logarithms are the logits";
-  if (same_inputs && same_targets && !probabilities) return {loaded.model, description};
   bool regression = task == Task::regression;
   auto model = std::make_shared<AdaptedModel>(
       loaded.model, normalizer_at(run_preprocessing, "normalize"), normalizer_at(teacher_preprocessing, "normalize"),
       regression ? normalizer_at(teacher_preprocessing, "target_normalize") : Normalizer(),
-      regression ? normalizer_at(run_preprocessing, "target_normalize") : Normalizer(), probabilities);
+      regression ? normalizer_at(run_preprocessing, "target_normalize") : Normalizer(), false);
+  bool probabilities = options.outputs() == "probabilities";
+  if (task == Task::classification && options.outputs() == "auto") {
+    torch::NoGradGuard no_grad;
+    model->set_training(false);
+    probabilities = looks_like_probabilities(model->forward(sample.slice(0, 0, std::min<int64_t>(64, sample.size(0)))));
+  }
+  model->set_probabilities(probabilities);
+  if (probabilities) description += "; its outputs are probabilities, their logarithms are the logits";
+  if (same_inputs && same_targets && !probabilities) return {loaded.model, description};
   return {model, description};
 }
 
