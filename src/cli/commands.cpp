@@ -37,29 +37,17 @@ int guarded(const std::function<void()>& body) {
   }
 }
 
-namespace {
-
-void register_not_built(CLI::App& app, GlobalOptions& global, const std::string& name,
-                        const std::string& description) {
-  auto* command = app.add_subcommand(name, description + " (not built yet)");
-  command->allow_extras();
-  command->callback([&global, name] {
-    std::cerr << "kdistill: error: '" << name << "' is not built yet in this version\n";
-    global.exit_status = 3;
-  });
-}
-
-}  // namespace
 
 void register_run_command(CLI::App& app, GlobalOptions& global);
 void register_model_commands(CLI::App& app, GlobalOptions& global);
 void register_report_commands(CLI::App& app, GlobalOptions& global);
+void register_auto_command(CLI::App& app, GlobalOptions& global);
 
 void register_commands(CLI::App& app, GlobalOptions& global) {
   register_run_command(app, global);
   register_model_commands(app, global);
   register_report_commands(app, global);
-  register_not_built(app, global, "auto", "search student size and distillation settings under a budget");
+  register_auto_command(app, global);
 }
 
 }  // namespace kd::cli

@@ -198,6 +198,61 @@ train::TrainOptions parse_train_options(YamlSection& section, train::TrainOption
   return options;
 }
 
+
+namespace {
+
+// search: dimensions as one value or [low, high] (numbers), a list of loss kinds, candidate students.
+search::SearchOptions parse_search_section(YamlSection section) {
+  search::SearchOptions options;
+  std::vector<search::Dimension> dimensions;
+  for (const auto& name : search::dimension_names()) {
+    if (name == "student") continue;
+    YAML::Node node = section.node(name);
+    if (!node || node.IsNull()) continue;
+    std::string field = section.where(name);
+    if (name == "loss") {
+      if (node.IsScalar() && node.Scalar() == "recipe") {
+        options.recipe_losses(true);
+        continue;
+      }
+      std::vector<std::string> kinds;
+      if (node.IsScalar()) kinds = {node.Scalar()};
+      else if (node.IsSequence()) kinds = section.get<std::vector<std::string>>(name, {});
+      else fail("{}: expected a loss kind, a list of them, or recipe", field);
+      dimensions.push_back(search::choice_dimension(name, kinds, field));
+      continue;
+    }
+    std::vector<double> values;
+    if (node.IsScalar()) values = {section.get<double>(name, 0.0)};
+    else if (node.IsSequence() && node.size() == 2) values = section.get<std::vector<double>>(name, {});
+    else fail("{}: expected a number or a range [low, high]", field);
+    dimensions.push_back(search::numeric_dimension(name, values.front(), values.back(), field));
+  }
+  options.dimensions(dimensions);
+  std::vector<std::string> students;
+  for (auto& item : section.list("students")) {
+    parse_zoo_spec(item);  // refuses unknown keys and bad values with the file and line
+    YAML::Emitter flow;
+    flow << YAML::Flow << item.raw();
+    students.push_back(flow.c_str());
+  }
+  options.students(students);
+  options.epochs(section.get<int64_t>("epochs", options.epochs()));
+  options.min_epochs(section.get<int64_t>("min_epochs", options.min_epochs()));
+  options.eta(section.get<int64_t>("eta", options.eta()));
+  options.startup_trials(section.get<int64_t>("startup_trials", options.startup_trials()));
+  options.front(section.get<std::string>("front", options.front()));
+  section.finish();
+  try {
+    search::validate(options);
+  } catch (const Error&) {
+    rethrow_with_context(section.file());
+  }
+  return options;
+}
+
+}  // namespace
+
 Recipe load_recipe(const std::string& path, const std::vector<std::string>& overrides) {
   Recipe recipe;
   recipe.file = path;
@@ -260,7 +315,7 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
   YAML::Node exports = root.node("export");
   if (exports && exports.IsScalar()) run.exports = {exports.Scalar()};
   else if (exports && !exports.IsNull()) run.exports = root.get<std::vector<std::string>>("export", {});
-  root.node("search");
+  recipe.search = parse_search_section(root.section("search"));
   root.finish();
 
   run.recipe_text = dump(recipe.root) + "\n";

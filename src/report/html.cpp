@@ -9,6 +9,7 @@
 #include <ctime>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -410,6 +411,81 @@ std::string size_and_cost(const nlohmann::json& metrics, bool classification) {
   return o.str();
 }
 
+
+// The search of `kdistill auto`: every trial's validation value against its size, the Pareto front
+// and the chosen student.
+std::string search_results(const nlohmann::json& metrics) {
+  const auto& s = metrics.at("search");
+  std::string metric = s.value("metric", "accuracy");
+  std::string axis = s.value("front_axis", "params");
+  std::set<int64_t> front;
+  for (const auto& id : s.value("front", nlohmann::json::array())) front.insert(id.get<int64_t>());
+  int64_t chosen = s.contains("chosen") ? s["chosen"].value("trial", int64_t{-1}) : -1;
+  Series complete{"complete trials", {}, {}, "points", "#888888"};
+  Series partial{"pruned or stopped (value at the epoch reached)", {}, {}, "points", "#cccccc"};
+  Series front_line{"Pareto front", {}, {}, "line", "#1f77b4"};
+  Series pick{"chosen", {}, {}, "points", "#d62728", {}};
+  std::vector<std::pair<double, double>> front_points;
+  std::ostringstream rows;
+  double x_min = INFINITY, x_max = 0;
+  for (const auto& p : s.value("points", nlohmann::json::array())) {
+    if (p["value"].is_null() || !(p.value("size", 0.0) > 0)) continue;
+    double x = p["size"].get<double>(), y = p["value"].get<double>();
+    x_min = std::min(x_min, x);
+    x_max = std::max(x_max, x);
+    int64_t id = p["trial"].get<int64_t>();
+    (p.value("status", "") == "complete" ? complete : partial).x.push_back(x);
+    (p.value("status", "") == "complete" ? complete : partial).y.push_back(y);
+    if (front.count(id)) {
+      front_points.push_back({x, y});
+      rows << fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.4g}</td><td>{}</td><td>{}</td></tr>\n", id,
+                          p.value("params", int64_t{0}), short_number(x), y, p.value("meets_target", false) ? "yes" : "no",
+                          h(p.value("config", "")) + (id == chosen ? " <b>(chosen)</b>" : ""));
+    }
+    if (id == chosen) {
+      pick.x.push_back(x);
+      pick.y.push_back(y);
+      pick.labels.push_back("trial " + std::to_string(id));
+    }
+  }
+  std::sort(front_points.begin(), front_points.end());
+  for (const auto& [x, y] : front_points) {
+    front_line.x.push_back(x);
+    front_line.y.push_back(y);
+  }
+  std::vector<Series> series = {complete, partial, front_line, pick};
+  if (s.contains("threshold") && x_max > 0) {
+    double t = s["threshold"].get<double>();
+    series.push_back(Series{"target threshold", {x_min, x_max}, {t, t}, "line", "#2ca02c"});
+  }
+  std::ostringstream o;
+  std::vector<std::string> counts;
+  auto status_counts = s.value("status_counts", nlohmann::json::object());
+  for (const auto& [status, n] : status_counts.items()) {
+    counts.push_back(fmt::format("{} {}", n.get<int64_t>(), status));
+  }
+  o << fmt::format("<p>{} trials in {:.0f} s of a {:.0f} s budget ({}); trials of {} epochs, pruned at epochs {} "
+                   "(successive halving, η = {}). Target <code>{}</code> on validation rows: threshold {:.4g} "
+                   "(teacher {:.4g}). {}</p>\n",
+                   s.value("trials", 0), s.value("search_seconds", 0.0), s.value("budget_seconds", 0.0), h(join(counts, ", ")),
+                   s.value("epochs", 0), h(s.value("rungs", nlohmann::json::array()).dump()), s.value("eta", 3),
+                   h(s.value("target", "")), s.value("threshold", 0.0), s.value("teacher_val", 0.0),
+                   s.value("target_reached", false)
+                       ? "The chosen student is the smallest complete trial that meets it."
+                       : "<b>No complete trial met the target</b>: the chosen student is the best one found.");
+  o << "<div class=\"charts\"><div>"
+    << chart_svg(series, ChartOptions().title("trials: size vs. validation " + metric).x_label(axis + " (log scale)")
+                             .log_x(true).y_label("val " + metric))
+    << "</div></div>\n";
+  o << "<h3>Pareto front</h3><div class=\"scroll\"><table><tr><th>trial</th><th>params</th><th>" << h(axis)
+    << "</th><th>val " << h(metric) << "</th><th>meets target</th><th>config</th></tr>\n"
+    << rows.str() << "</table></div>\n";
+  o << "<p class=\"note\">Every trial is in trials.csv with the <code>--set</code> values that repeat it with "
+       "<code>kdistill run</code>. The models above this section are the chosen student retrained with the "
+       "baseline, scored once on the test rows.</p>\n";
+  return o.str();
+}
+
 std::string environment(const nlohmann::json& metrics) {
   nlohmann::json env = metrics.contains("environment") ? metrics["environment"] : environment_info();
   std::ostringstream o;
@@ -440,7 +516,7 @@ std::string section_title(const std::string& id) {
       {"summary", "Summary"}, {"significance", "Is the gain real?"}, {"learning-curves", "Learning curves"},
       {"calibration", "Calibration"}, {"confusion", "Confusion matrices"}, {"per-class", "Per class"},
       {"residuals", "Residuals"}, {"disagreements", "Where student and teacher disagree most"},
-      {"size", "Size and cost"}, {"recipe", "Recipe"}, {"environment", "Environment"}};
+      {"size", "Size and cost"}, {"recipe", "Recipe"}, {"environment", "Environment"}, {"search", "Search"}};
   return titles.at(id);
 }
 
@@ -505,6 +581,10 @@ std::string render_html(const ReportInputs& inputs) {
   if (metrics.contains("data") && metrics["data"].contains("source")) o << " · " << h(metrics["data"]["source"].get<std::string>());
   o << "</p><nav>";
   auto ids = report_sections(task);
+  if (metrics.contains("search")) {
+    bodies["search"] = search_results(metrics);
+    ids.insert(ids.begin() + 1, "search");
+  }
   for (const auto& id : ids) o << "<a href=\"#" << id << "\">" << h(section_title(id)) << "</a>\n";
   o << "</nav></header>\n<main>\n";
   for (const auto& id : ids) o << section(id, section_title(id), bodies.at(id));

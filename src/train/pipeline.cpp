@@ -1,6 +1,7 @@
 #include "kd/train/pipeline.h"
 
 #include "kd/train/evaluate.h"
+#include "kd/train/teacher_cache.h"
 
 #include <spdlog/spdlog.h>
 
@@ -48,14 +49,6 @@ std::vector<losses::LossTermOptions> default_supervised_losses(Task task) {
   return {losses::LossTermOptions("mse").target("labels")};
 }
 
-models::ModelPtr build_student(const StudentSpec& spec, const data::Dataset& dataset) {
-  if (spec.model) return models::build_zoo_model(*spec.model, dataset.input_shape, dataset.outputs, "student.model");
-  if (spec.path.empty()) fail("student: give model: (a zoo spec) or path: (a TorchScript student)");
-  auto student = models::load_torchscript(spec.path);
-  if (student->parameters().empty()) fail("{}: the TorchScript student has no parameters to train", spec.path);
-  return student;
-}
-
 // Checks that a model maps one batch of the data to [N, outputs].
 void check_outputs(models::Model& model, const data::Dataset& dataset, const torch::Tensor& x, const std::string& what) {
   torch::NoGradGuard no_grad;
@@ -82,10 +75,6 @@ void warn_if_near_chance(Task task, const data::DataFold& fold, int64_t classes,
   spdlog::warn("teacher{}: {:.1f}% accurate on the validation rows, near chance ({:.1f}%): is it fed inputs the "
                "way it was trained? (teacher.input: raw | normalized, data.normalize)",
                tag, 100 * accuracy, 100.0 / static_cast<double>(classes));
-}
-
-std::string fold_dir(const std::string& out, size_t fold, size_t folds) {
-  return folds == 1 ? out : (fs::path(out) / ("fold-" + std::to_string(fold + 1))).string();
 }
 
 std::string model_extension(models::Model& model) { return model.kind() == "torchscript" ? ".pt" : ".kdm"; }
@@ -142,71 +131,20 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     };
   };
 
-  // Teacher: loaded, reused from an earlier run with the same teacher part, or trained.
-  auto teacher_start = Clock::now();
-  std::string teacher_file;
-  if (!spec.teacher.path.empty()) {
-    auto loaded = io::load_model(spec.teacher.path, spec.teacher.output);
-    auto adapted = adapt_teacher(loaded, fold.preprocessing, task, spec.teacher.adapt, fold.train.x);
-    spdlog::info("teacher{}: {} gets {}", tag, spec.teacher.path, adapted.description);
-    run.teacher.model = adapted.model;
-    run.teacher.info = loaded.has_info ? loaded.info : info_for(dataset, fold, nullptr, spec.teacher.output);
-    teacher_file = spec.teacher.path;
-    check_outputs(*run.teacher.model, dataset, fold.train.x, spec.teacher.path);
-  } else if (spec.teacher.model) {
-    teacher_file = (fs::path(dir) / "teacher.kdm").string();
-    std::string fingerprint_file = teacher_file + ".fingerprint";
-    bool reuse = fs::exists(teacher_file) && fs::exists(fingerprint_file) &&
-                 read_file(fingerprint_file) == spec.teacher_fingerprint;
-    if (reuse) {
-      auto loaded = io::load_model(teacher_file);
-      run.teacher.model = loaded.model;
-      run.teacher.info = loaded.info;
-      spdlog::info("teacher{}: reusing {} (same teacher recipe and data)", tag, teacher_file);
-    } else {
-      spdlog::info("teacher{}: training {}", tag, models::to_json(*spec.teacher.model).dump());
-      run.teacher.model = models::build_zoo_model(*spec.teacher.model, dataset.input_shape, dataset.outputs, "teacher.model");
-      losses::Distiller supervised(default_supervised_losses(task), task);
-      TrainOptions train = spec.teacher.train;
-      train.checkpoint((fs::path(checkpoints) / "teacher.ckpt").string()).resume(options.resume()).seed(spec.seed);
-      Trainer trainer(train, supervised, "teacher" + tag);
-      TrainData data{fold.train.x, fold.train.y, {}, {}};
-      run.teacher.train = trainer.fit(*run.teacher.model, data, make_validate({}));
-      run.teacher.info = info_for(dataset, fold, models::to_json(*spec.teacher.model));
-      io::save_model(teacher_file, *run.teacher.model, run.teacher.info);
-      write_file_atomic(fingerprint_file, spec.teacher_fingerprint);
-    }
-  } else {
-    fail("teacher: give path: (a model file) or model: (a zoo spec to train)");
-  }
-  run.teacher.model->set_training(false);
-  run.teacher_seconds = seconds_since(teacher_start);
-
-  // TeacherCache: the teacher runs once over every row it will be asked about.
-  auto cache_start = Clock::now();
-  torch::Tensor teacher_train = predict(*run.teacher.model, fold.train.x);
-  torch::Tensor teacher_transfer = fold.transfer_x.defined() ? predict(*run.teacher.model, fold.transfer_x) : torch::Tensor();
-  torch::Tensor teacher_val = predict(*run.teacher.model, fold.val.x);
-  torch::Tensor teacher_test = predict(*run.teacher.model, fold.test.x);
-  run.cache_seconds = seconds_since(cache_start);
+  TeacherCache cache = prepare_teacher(spec, dataset, fold_index, dir, options.resume());
+  run.teacher.model = cache.model;
+  run.teacher.info = cache.info;
+  run.teacher.train = cache.training;
+  run.teacher_seconds = cache.teacher_seconds;
+  run.cache_seconds = cache.cache_seconds;
+  const torch::Tensor& teacher_val = cache.val;
+  const torch::Tensor& teacher_test = cache.test;
   run.teacher.test = score(task, fold, teacher_test, fold.test.y, {});
   run.teacher.test_outputs = in_target_units(task, fold, teacher_test);
-  if (!spec.teacher.path.empty()) warn_if_near_chance(task, fold, dataset.outputs, teacher_val, tag);
-  run.teacher.size = size_of(*run.teacher.model, dataset.input_shape, teacher_file, options.latency_repeats());
+  run.teacher.size = size_of(*run.teacher.model, dataset.input_shape, cache.file, options.latency_repeats());
 
-  // The distilled student's data: every training row (labels where allowed) plus transfer rows.
-  TrainData distill_data{fold.train.x, fold.train.y, fold.labeled, teacher_train};
-  if (fold.transfer_x.defined()) {
-    auto rows = fold.transfer_x.size(0);
-    distill_data.x = torch::cat({fold.train.x, fold.transfer_x});
-    distill_data.y = torch::cat({fold.train.y, torch::zeros({rows}, fold.train.y.options()).expand(
-                                                   fold.train.y.dim() == 1 ? std::vector<int64_t>{rows}
-                                                                           : std::vector<int64_t>{rows, fold.train.y.size(1)})});
-    distill_data.has_label = torch::cat({fold.labeled, torch::zeros({rows}, torch::kBool)});
-    distill_data.teacher = torch::cat({teacher_train, teacher_transfer});
-  }
-  bool live_teacher = spec.distill.train.augment() != "none";
-  if (live_teacher) distill_data.teacher = torch::Tensor();
+  TrainData distill_data = distill_train_data(fold, cache, spec.distill.train);
+  bool live_teacher = !distill_data.teacher.defined();
   int64_t batches = (distill_data.x.size(0) + spec.distill.train.batch_size() - 1) / spec.distill.train.batch_size();
   int64_t distill_steps = spec.distill.train.steps() > 0 ? spec.distill.train.steps() : spec.distill.train.epochs() * batches;
 
@@ -408,6 +346,92 @@ std::string summary_table(Task task, const nlohmann::json& models) {
 
 }  // namespace
 
+TeacherCache prepare_teacher(const RunSpec& spec, const data::Dataset& dataset, size_t fold_index, const std::string& dir,
+                             bool resume) {
+  const data::DataFold& fold = dataset.folds[fold_index];
+  Task task = dataset.task;
+  std::string tag = dataset.folds.size() == 1 ? "" : fmt::format(" (fold {}/{})", fold_index + 1, dataset.folds.size());
+  TeacherCache cache;
+  auto teacher_start = Clock::now();
+  if (!spec.teacher.path.empty()) {
+    auto loaded = io::load_model(spec.teacher.path, spec.teacher.output);
+    auto adapted = adapt_teacher(loaded, fold.preprocessing, task, spec.teacher.adapt, fold.train.x);
+    spdlog::info("teacher{}: {} gets {}", tag, spec.teacher.path, adapted.description);
+    cache.model = adapted.model;
+    cache.info = loaded.has_info ? loaded.info : info_for(dataset, fold, nullptr, spec.teacher.output);
+    cache.file = spec.teacher.path;
+    check_outputs(*cache.model, dataset, fold.train.x, spec.teacher.path);
+  } else if (spec.teacher.model) {
+    fs::create_directories(fs::path(dir) / "checkpoints");
+    cache.file = (fs::path(dir) / "teacher.kdm").string();
+    std::string fingerprint_file = cache.file + ".fingerprint";
+    bool reuse = fs::exists(cache.file) && fs::exists(fingerprint_file) &&
+                 read_file(fingerprint_file) == spec.teacher_fingerprint;
+    if (reuse) {
+      auto loaded = io::load_model(cache.file);
+      cache.model = loaded.model;
+      cache.info = loaded.info;
+      spdlog::info("teacher{}: reusing {} (same teacher recipe and data)", tag, cache.file);
+    } else {
+      spdlog::info("teacher{}: training {}", tag, models::to_json(*spec.teacher.model).dump());
+      cache.model = models::build_zoo_model(*spec.teacher.model, dataset.input_shape, dataset.outputs, "teacher.model");
+      losses::Distiller supervised(default_supervised_losses(task), task);
+      TrainOptions train = spec.teacher.train;
+      train.checkpoint((fs::path(dir) / "checkpoints" / "teacher.ckpt").string()).resume(resume).seed(spec.seed);
+      Trainer trainer(train, supervised, "teacher" + tag);
+      TrainData data{fold.train.x, fold.train.y, {}, {}};
+      auto validate = [&fold, task](models::Model& model) {
+        return score(task, fold, predict(model, fold.val.x), fold.val.y, {});
+      };
+      cache.training = trainer.fit(*cache.model, data, validate);
+      cache.info = info_for(dataset, fold, models::to_json(*spec.teacher.model));
+      io::save_model(cache.file, *cache.model, cache.info);
+      write_file_atomic(fingerprint_file, spec.teacher_fingerprint);
+    }
+  } else {
+    fail("teacher: give path: (a model file) or model: (a zoo spec to train)");
+  }
+  cache.model->set_training(false);
+  cache.teacher_seconds = seconds_since(teacher_start);
+
+  auto cache_start = Clock::now();
+  cache.train = predict(*cache.model, fold.train.x);
+  if (fold.transfer_x.defined()) cache.transfer = predict(*cache.model, fold.transfer_x);
+  cache.val = predict(*cache.model, fold.val.x);
+  cache.test = predict(*cache.model, fold.test.x);
+  cache.cache_seconds = seconds_since(cache_start);
+  if (!spec.teacher.path.empty()) warn_if_near_chance(task, fold, dataset.outputs, cache.val, tag);
+  return cache;
+}
+
+TrainData distill_train_data(const data::DataFold& fold, const TeacherCache& cache, const TrainOptions& train) {
+  TrainData data{fold.train.x, fold.train.y, fold.labeled, cache.train};
+  if (fold.transfer_x.defined()) {
+    auto rows = fold.transfer_x.size(0);
+    data.x = torch::cat({fold.train.x, fold.transfer_x});
+    data.y = torch::cat({fold.train.y, torch::zeros({rows}, fold.train.y.options()).expand(
+                                           fold.train.y.dim() == 1 ? std::vector<int64_t>{rows}
+                                                                   : std::vector<int64_t>{rows, fold.train.y.size(1)})});
+    data.has_label = torch::cat({fold.labeled, torch::zeros({rows}, torch::kBool)});
+    data.teacher = torch::cat({cache.train, cache.transfer});
+  }
+  // Augmented inputs change every epoch: the teacher then runs live on each batch.
+  if (train.augment() != "none") data.teacher = torch::Tensor();
+  return data;
+}
+
+std::string fold_dir(const std::string& out, size_t fold, size_t folds) {
+  return folds == 1 ? out : (fs::path(out) / ("fold-" + std::to_string(fold + 1))).string();
+}
+
+models::ModelPtr build_student(const StudentSpec& spec, const data::Dataset& dataset) {
+  if (spec.model) return models::build_zoo_model(*spec.model, dataset.input_shape, dataset.outputs, "student.model");
+  if (spec.path.empty()) fail("student: give model: (a zoo spec) or path: (a TorchScript student)");
+  auto student = models::load_torchscript(spec.path);
+  if (student->parameters().empty()) fail("{}: the TorchScript student has no parameters to train", spec.path);
+  return student;
+}
+
 int64_t init_from_teacher(models::Model& student, models::Model& teacher) {
   torch::NoGradGuard no_grad;
   auto teacher_state = teacher.state();
@@ -524,6 +548,7 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
     outputs.push_back(runs[f].outputs);
   }
   report::add_analysis(metrics, outputs, report::AnalysisOptions().seed(spec.seed));
+  for (const auto& [key, value] : options.extra_metrics().items()) metrics[key] = value;
   write_file_atomic(out / "metrics.json", metrics.dump(2) + "\n");
   write_file_atomic(out / "epochs.csv", epochs_csv(runs));
   write_tensorboard(out / "tensorboard", runs);

@@ -324,6 +324,13 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
       state.result.stop_reason = "patience";
       done = true;
     }
+    if (!done && stop_when_ && epoch + 1 < epochs) {
+      std::string reason = stop_when_(record);
+      if (!reason.empty()) {
+        state.result.stop_reason = reason;
+        done = true;
+      }
+    }
     if (!options_.checkpoint().empty()) save_checkpoint(options_.checkpoint(), model, *optimizer, state);
     simulate_kill_if_asked(name_, state.epoch);
   }

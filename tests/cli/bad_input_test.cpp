@@ -139,10 +139,10 @@ TEST_F(BadInput, FortranOrderNpy) {
   expect_bad_input(r, "f.npy");
 }
 
-TEST_F(BadInput, CommandsNotBuiltSaySo) {
+TEST_F(BadInput, AutoWithoutABudgetSaysWhatIsMissing) {
   auto r = run_kdistill("auto x.yaml");
-  EXPECT_EQ(r.status, 3);
-  EXPECT_NE(r.output.find("not built yet"), std::string::npos);
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("--budget is required"), std::string::npos) << r.output;
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 
 #include "kd/data/dataset.h"
 #include "kd/io/yaml_reader.h"
+#include "kd/search/space.h"
 #include "kd/train/pipeline.h"
 
 namespace kd::io {
@@ -24,6 +25,7 @@ struct Recipe {
   uint64_t seed = 0;
   data::DataSpec data;
   train::RunSpec run;  // everything `kdistill run` needs (run.data == data)
+  search::SearchOptions search;  // the search: section (`kdistill auto`)
   YAML::Node root;     // the recipe after --set overrides, as run (kept with the outputs)
 };
 

@@ -58,6 +58,7 @@ struct RunOptions {
   TORCH_ARG(std::string, out) = "runs/latest";
   TORCH_ARG(bool, resume) = false;
   TORCH_ARG(int64_t, latency_repeats) = 20;
+  TORCH_ARG(nlohmann::json, extra_metrics) = nlohmann::json::object();  // merged into metrics.json (e.g. "search")
 };
 
 struct RunResult {

@@ -71,12 +71,15 @@ struct TrainResult {
   int64_t best_epoch = 0;      // 1-based; the model holds this epoch's state after fit
   double best_value = 0.0;     // selection metric at best_epoch
   bool target_reached = false;
-  std::string stop_reason;     // "epochs", "target", "patience"
+  std::string stop_reason;     // "epochs", "target", "patience", or what a stop_when hook returned
   int64_t steps = 0;
 };
 
 // Validation of the model in its current state (the trainer switches train/eval around it).
 using ValidateFn = std::function<report::Metrics(models::Model&)>;
+// Called after each epoch's validation: "" goes on; any other text stops training with that stop
+// reason (the search prunes trials and honours its time budget through it).
+using EpochHook = std::function<std::string(const EpochRecord&)>;
 
 class Trainer {
  public:
@@ -84,11 +87,16 @@ class Trainer {
   // `live_teacher`: when set and data.teacher is undefined, the teacher runs on every batch.
   TrainResult fit(models::Model& model, const TrainData& data, const ValidateFn& validate,
                   models::Model* live_teacher = nullptr);
+  Trainer& stop_when(EpochHook hook) {
+    stop_when_ = std::move(hook);
+    return *this;
+  }
 
  private:
   TrainOptions options_;
   const losses::Distiller& distiller_;
   std::string name_;
+  EpochHook stop_when_;
 };
 
 // Outputs of `model` on `x` in eval mode without gradients, in batches (256: a CNN teacher's activations

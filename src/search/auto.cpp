@@ -1,0 +1,599 @@
+#include "kd/search/auto.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <sstream>
+
+#include "kd/losses/distiller.h"
+#include "kd/search/asha.h"
+#include "kd/search/tpe.h"
+#include "kd/train/evaluate.h"
+#include "kd/train/target.h"
+#include "kd/train/teacher_cache.h"
+#include "kd/util/error.h"
+#include "kd/util/fs.h"
+#include "kd/util/strings.h"
+
+namespace kd::search {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+constexpr double kInfinity = std::numeric_limits<double>::infinity();
+
+// One trial as trials.json keeps it (the same keys, in the same units, as trials.csv).
+struct TrialRecord {
+  int64_t id = 0;
+  std::vector<double> unit;
+  Config config;
+  std::vector<std::string> overrides;
+  std::string status;  // complete | pruned | budget | infeasible | failed
+  std::string reason;  // why infeasible or failed
+  int64_t epochs = 0;  // epochs trained (on the first fold)
+  std::map<int64_t, double> rungs;  // rung epoch -> validation value (first fold)
+  double value = std::nan("");      // validation value of the selection metric (K folds: the mean)
+  double value_std = 0.0;
+  int64_t params = 0, macs = 0;
+  double latency_ms = 0.0;
+  double seconds = 0.0;
+  bool meets_target = false;
+};
+
+nlohmann::json to_json(const TrialRecord& t) {
+  nlohmann::json rungs = nlohmann::json::object();
+  for (const auto& [epoch, value] : t.rungs) rungs[std::to_string(epoch)] = value;
+  return {{"trial", t.id}, {"status", t.status}, {"reason", t.reason}, {"epochs", t.epochs},
+          {"value", std::isfinite(t.value) ? nlohmann::json(t.value) : nlohmann::json()}, {"value_std", t.value_std},
+          {"meets_target", t.meets_target}, {"params", t.params}, {"macs", t.macs}, {"latency_ms", t.latency_ms},
+          {"seconds", t.seconds}, {"config", t.config}, {"overrides", t.overrides}, {"unit", t.unit}, {"rungs", rungs}};
+}
+
+TrialRecord trial_from_json(const nlohmann::json& j) {
+  TrialRecord t;
+  t.id = j.at("trial").get<int64_t>();
+  t.status = j.at("status").get<std::string>();
+  t.reason = j.at("reason").get<std::string>();
+  t.epochs = j.at("epochs").get<int64_t>();
+  t.value = j.at("value").is_null() ? std::nan("") : j.at("value").get<double>();
+  t.value_std = j.at("value_std").get<double>();
+  t.meets_target = j.at("meets_target").get<bool>();
+  t.params = j.at("params").get<int64_t>();
+  t.macs = j.at("macs").get<int64_t>();
+  t.latency_ms = j.at("latency_ms").get<double>();
+  t.seconds = j.at("seconds").get<double>();
+  t.config = j.at("config");
+  t.overrides = j.at("overrides").get<std::vector<std::string>>();
+  t.unit = j.at("unit").get<std::vector<double>>();
+  for (const auto& [epoch, value] : j.at("rungs").items()) t.rungs[std::stoll(epoch)] = value.get<double>();
+  return t;
+}
+
+std::string csv_field(const std::string& text) {
+  if (text.find_first_of(",\"\n") == std::string::npos) return text;
+  std::string out = "\"";
+  for (char c : text) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
+}
+
+std::string trials_csv(const std::vector<TrialRecord>& trials, const std::string& metric) {
+  std::ostringstream out;
+  out << "trial,status,epochs,val_" << metric << ",val_" << metric
+      << "_std,meets_target,params,macs,latency_ms,seconds,config,overrides,reason\n";
+  for (const auto& t : trials) {
+    std::vector<std::string> sets;
+    for (const auto& s : t.overrides) sets.push_back("--set '" + s + "'");
+    out << fmt::format("{},{},{},{},{:.4g},{},{},{},{:.4f},{:.2f},{},{},{}\n", t.id, t.status, t.epochs,
+                       std::isfinite(t.value) ? fmt::format("{:.6g}", t.value) : "", t.value_std,
+                       t.meets_target ? 1 : 0, t.params, t.macs, t.latency_ms, t.seconds,
+                       csv_field(config_text(t.config)), csv_field(join(sets, " ")), csv_field(t.reason));
+  }
+  return out.str();
+}
+
+// Quiets the per-epoch lines of the trials' trainers (one line per trial is printed instead).
+class QuietLog {
+ public:
+  QuietLog() : level_(spdlog::get_level()) {
+    if (level_ == spdlog::level::info) spdlog::set_level(spdlog::level::warn);
+  }
+  ~QuietLog() { spdlog::set_level(level_); }
+
+ private:
+  spdlog::level::level_enum level_;
+};
+
+// What every trial shares: the data, the teachers' cached outputs, the target and the pruner.
+struct Search {
+  Search(const SpecFactory& factory, const AutoOptions& auto_options)
+      : make_spec(factory), options(auto_options), base(factory({})) {}
+
+  const SpecFactory& make_spec;
+  const AutoOptions& options;
+  train::RunSpec base;
+  SearchSpace space;
+  data::Dataset dataset;
+  std::vector<train::TeacherCache> caches;
+  train::Target target = train::Target::parse("accuracy >= 0", "target");
+  std::string metric;
+  bool higher = true;
+  double teacher_value = 0.0;
+  int64_t epochs = 0;
+  std::vector<std::string> epoch_overrides;  // what makes a trial train `epochs` epochs
+  Clock::time_point deadline;
+
+  double quality(double value) const { return higher ? value : -value; }
+  double size_of(const TrialRecord& t) const {
+    const auto& axis = options.search().front();
+    return axis == "macs" ? static_cast<double>(t.macs) : axis == "latency_ms" ? t.latency_ms : static_cast<double>(t.params);
+  }
+
+  // Lower is better: any value that meets the target beats every one that does not; among those
+  // that do, the smaller student wins; among the others, the smaller shortfall.
+  double loss(const TrialRecord& t) const {
+    if (!std::isfinite(t.value)) return kInfinity;
+    if (target.reached(t.value, teacher_value)) return std::log10(std::max(1.0, size_of(t)));
+    return 1e3 + std::abs(target.threshold(teacher_value) - t.value);
+  }
+
+  report::Metrics validate(models::Model& model, size_t fold) const {
+    const auto& f = dataset.folds[fold];
+    return train::score(dataset.task, f, train::predict(model, f.val.x), f.val.y, caches[fold].val);
+  }
+};
+
+models::ModelPtr new_student(const Search& search, const train::RunSpec& spec, size_t fold) {
+  torch::manual_seed(spec.seed + 100);  // the initial weights `kdistill run` gives the same recipe
+  auto model = train::build_student(spec.student, search.dataset);
+  if (spec.student.init == "teacher") train::init_from_teacher(*model, *search.caches[fold].model);
+  return model;
+}
+
+TrialRecord run_trial(Search& search, Asha& asha, int64_t id, const std::vector<double>& unit) {
+  TrialRecord t;
+  t.id = id;
+  t.unit = unit;
+  t.config = decode(search.space, unit);
+  t.overrides = overrides(search.space, t.config, search.base);
+  auto start = Clock::now();
+  try {
+    auto sets = t.overrides;
+    sets.insert(sets.end(), search.epoch_overrides.begin(), search.epoch_overrides.end());
+    train::RunSpec spec = search.make_spec(sets);
+    {
+      // Measured on a model of its own: timing draws random inputs from the generator training uses.
+      auto probe = new_student(search, spec, 0);
+      auto summary = probe->summary(search.dataset.input_shape);
+      t.params = summary.params;
+      t.macs = summary.macs;
+      t.latency_ms = train::size_of(*probe, search.dataset.input_shape, "", search.options.latency_repeats())
+                         .at("latency_ms").at("batch1").get<double>();
+    }
+    if (search.options.max_params() > 0 && t.params > search.options.max_params()) {
+      t.status = "infeasible";
+      t.reason = fmt::format("{} params > --max-params {}", t.params, search.options.max_params());
+    } else if (search.options.max_latency_ms() > 0 && t.latency_ms > search.options.max_latency_ms()) {
+      t.status = "infeasible";
+      t.reason = fmt::format("{:.4f} ms > --max-latency-ms {}", t.latency_ms, search.options.max_latency_ms());
+    }
+    if (!t.status.empty()) {
+      t.seconds = seconds_since(start);
+      return t;
+    }
+    losses::Distiller distiller(spec.distill.losses, search.dataset.task);
+    std::vector<double> values;
+    size_t folds = search.dataset.folds.size();
+    for (size_t f = 0; f < folds; ++f) {
+      if (f > 0 && Clock::now() >= search.deadline) {
+        t.status = "budget";
+        break;
+      }
+      auto model = new_student(search, spec, f);
+      train::TrainOptions train = spec.distill.train;
+      train.seed(spec.seed).checkpoint("").resume(false).target(std::nullopt).selection_metric(search.metric);
+      train::Trainer trainer(train, distiller, folds == 1 ? fmt::format("trial {}", id)
+                                                           : fmt::format("trial {} (fold {}/{})", id, f + 1, folds));
+      if (f == 0) {
+        trainer.stop_when([&](const train::EpochRecord& record) -> std::string {
+          t.epochs = record.epoch;
+          double value = train::metric_value(record.val, search.metric);
+          if (asha.is_rung(record.epoch)) {
+            t.rungs[record.epoch] = value;
+            if (!asha.report(record.epoch, id, {search.quality(value), search.size_of(t)})) return "pruned";
+          }
+          if (Clock::now() >= search.deadline) return "budget";
+          return "";
+        });
+      }
+      auto data = train::distill_train_data(search.dataset.folds[f], search.caches[f], train);
+      QuietLog quiet;
+      auto result = trainer.fit(*model, data, [&](models::Model& m) { return search.validate(m, f); },
+                                data.teacher.defined() ? nullptr : search.caches[f].model.get());
+      double value = train::metric_value(result.history[static_cast<size_t>(result.best_epoch - 1)].val, search.metric);
+      values.push_back(value);
+      if (f == 0) {
+        t.epochs = static_cast<int64_t>(result.history.size());
+        if (result.stop_reason == "pruned" || result.stop_reason == "budget") {
+          t.status = result.stop_reason;
+          break;
+        }
+      }
+    }
+    double mean = 0.0;
+    for (double v : values) mean += v;
+    mean /= static_cast<double>(values.size());
+    double var = 0.0;
+    for (double v : values) var += (v - mean) * (v - mean);
+    t.value = values.size() == folds ? mean : values[0];
+    t.value_std = values.size() == folds ? std::sqrt(var / static_cast<double>(values.size())) : 0.0;
+    if (t.status.empty()) t.status = "complete";
+    t.meets_target = t.status == "complete" && search.target.reached(t.value, search.teacher_value);
+  } catch (const Error& e) {
+    t.status = "failed";
+    t.reason = e.what();
+  } catch (const c10::Error& e) {
+    t.status = "failed";
+    t.reason = first_line(e);
+  }
+  t.seconds = seconds_since(start);
+  return t;
+}
+
+std::vector<Observation> observations(const Search& search, const std::vector<TrialRecord>& trials) {
+  std::vector<Observation> history;
+  for (const auto& t : trials) {
+    int64_t fidelity = t.status == "complete" ? search.epochs + 1 : t.epochs;
+    history.push_back({t.unit, fidelity, search.loss(t)});
+  }
+  return history;
+}
+
+// The student the search ends with: the smallest complete trial that meets the target (ties: the
+// better value); else the best complete trial; else the best trial that reached the most epochs.
+const TrialRecord* choose(const Search& search, const std::vector<TrialRecord>& trials) {
+  const TrialRecord* best = nullptr;
+  auto better = [&](const TrialRecord& a, const TrialRecord& b) {
+    bool a_done = a.status == "complete", b_done = b.status == "complete";
+    if (a_done != b_done) return a_done;
+    if (a.meets_target != b.meets_target) return a.meets_target;
+    if (a.meets_target && search.size_of(a) != search.size_of(b)) return search.size_of(a) < search.size_of(b);
+    if (!a_done && a.epochs != b.epochs) return a.epochs > b.epochs;
+    return search.quality(a.value) > search.quality(b.value);
+  };
+  for (const auto& t : trials) {
+    if (!std::isfinite(t.value)) continue;
+    if (!best || better(t, *best)) best = &t;
+  }
+  return best;
+}
+
+// Seconds per step of the largest student in the space on the first fold, from a short run.
+double probe_seconds_per_step(Search& search, int64_t steps) {
+  std::vector<double> unit(search.space.dimensions.size(), 0.5);
+  for (size_t d = 0; d < unit.size(); ++d) {
+    const auto& name = search.space.dimensions[d].name;
+    if (name == "width" || name == "depth") unit[d] = 1.0;
+  }
+  for (size_t d = 0; d < unit.size(); ++d) {
+    if (search.space.dimensions[d].name != "student") continue;
+    auto cells = static_cast<double>(search.space.dimensions[d].cells());
+    int64_t largest = -1;
+    double largest_u = 0.5;
+    for (double c = 0; c < cells; ++c) {
+      unit[d] = (c + 0.5) / cells;
+      auto spec = search.make_spec(overrides(search.space, decode(search.space, unit), search.base));
+      int64_t params = new_student(search, spec, 0)->summary(search.dataset.input_shape).params;
+      if (params > largest) {
+        largest = params;
+        largest_u = unit[d];
+      }
+    }
+    unit[d] = largest_u;
+  }
+  auto spec = search.make_spec(overrides(search.space, decode(search.space, unit), search.base));
+  auto model = new_student(search, spec, 0);
+  losses::Distiller distiller(spec.distill.losses, search.dataset.task);
+  train::TrainOptions train = spec.distill.train;
+  train.steps(steps).checkpoint("").resume(false).seed(spec.seed);
+  train::Trainer trainer(train, distiller, "timing");
+  auto data = train::distill_train_data(search.dataset.folds[0], search.caches[0], train);
+  QuietLog quiet;
+  auto result = trainer.fit(*model, data, [&](models::Model& m) { return search.validate(m, 0); },
+                            data.teacher.defined() ? nullptr : search.caches[0].model.get());
+  return result.history[0].seconds / static_cast<double>(std::max<int64_t>(1, result.steps));
+}
+
+std::string front_table(const Search& search, const std::vector<TrialRecord>& trials, const std::vector<size_t>& front,
+                        const TrialRecord* chosen) {
+  std::ostringstream out;
+  out << fmt::format("{:<7} {:>10} {:>12} {:>10} {:>14}  {}\n", "trial", "params", "MACs", "ms/batch1",
+                     "val " + search.metric, "config");
+  for (size_t i : front) {
+    const auto& t = trials[i];
+    out << fmt::format("{:<7} {:>10} {:>12} {:>10.3f} {:>14.3f}  {}{}\n", t.id, t.params, t.macs, t.latency_ms, t.value,
+                       config_text(t.config), chosen && chosen->id == t.id ? "  <- chosen" : "");
+  }
+  return out.str();
+}
+
+}  // namespace
+
+std::string default_target(Task task) {
+  return task == Task::classification ? "accuracy >= teacher - 1.0" : "rmse <= 1.05 * teacher";
+}
+
+double parse_duration(const std::string& text, const std::string& field) {
+  std::string s = trim(text);
+  auto bad = [&]() { fail("{}: {} is not a duration; expected e.g. 90s, 20m, 1h30m or a number of seconds", field, quote(text)); };
+  if (s.empty()) bad();
+  if (auto plain = parse_double(s)) {
+    if (*plain <= 0) bad();
+    return *plain;
+  }
+  double total = 0.0;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t j = i;
+    while (j < s.size() && (std::isdigit(static_cast<unsigned char>(s[j])) || s[j] == '.')) ++j;
+    if (j == i || j == s.size()) bad();
+    auto value = parse_double(s.substr(i, j - i));
+    if (!value) bad();
+    char unit = s[j];
+    double scale = unit == 'h' ? 3600 : unit == 'm' ? 60 : unit == 's' ? 1 : 0;
+    if (scale == 0) bad();
+    total += *value * scale;
+    i = j + 1;
+  }
+  if (total <= 0) bad();
+  return total;
+}
+
+std::string duration_text(double seconds) {
+  auto s = static_cast<int64_t>(std::llround(std::max(0.0, seconds)));
+  if (s >= 3600) return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
+  if (s >= 60) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  return fmt::format("{}s", s);
+}
+
+AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
+  auto start = Clock::now();
+  if (options.budget_seconds() <= 0) fail("--budget: {} is not a positive duration", options.budget_seconds());
+  if (options.max_params() < 0) fail("--max-params: {} is negative", options.max_params());
+  if (options.max_latency_ms() < 0) fail("--max-latency-ms: {} is negative", options.max_latency_ms());
+  if (options.trials() < 0) fail("--trials: {} is negative", options.trials());
+
+  Search search(make_spec, options);
+  const train::RunSpec& base = search.base;
+  search.space = make_space(base, options.search());
+  std::string target_text = !options.target().empty() ? options.target()
+                            : !base.distill.target.empty() ? base.distill.target : default_target(base.task);
+  search.target = train::Target::parse(target_text, options.target().empty() ? "distill.target" : "--target");
+  search.metric = search.target.metric();
+  search.higher = train::higher_is_better(search.metric);
+  // Every override the space can produce must make a valid recipe: check the corners and every loss kind
+  // before any data is read.
+  auto check = [&](const std::vector<double>& unit) {
+    auto spec = make_spec(overrides(search.space, decode(search.space, unit), base));
+    losses::Distiller distiller(spec.distill.losses, base.task);
+    train::validate(spec.distill.train, "distill");
+  };
+  size_t dims = search.space.dimensions.size();
+  for (double u : {0.0, 1.0}) check(std::vector<double>(dims, u));
+  for (size_t d = 0; d < dims; ++d) {
+    auto cells = search.space.dimensions[d].cells();
+    if (search.space.dimensions[d].name != "loss") continue;
+    for (int64_t c = 0; c < cells; ++c) {
+      std::vector<double> unit(dims, 0.5);
+      unit[d] = (static_cast<double>(c) + 0.5) / static_cast<double>(cells);
+      check(unit);
+    }
+  }
+
+  fs::path out(options.out());
+  fs::create_directories(out);
+  fs::path trials_file = out / "trials.json";
+  std::string fingerprint = base.recipe_text + fmt::format("target: {}\nmax_params: {}\nmax_latency_ms: {}\n", target_text,
+                                                           options.max_params(), options.max_latency_ms());
+  std::vector<TrialRecord> trials;
+  double spent_before = 0.0;
+  if (options.resume()) {
+    if (!fs::exists(trials_file)) fail("{}: nothing to resume (no trials.json from an earlier search)", out.string());
+    nlohmann::json saved;
+    try {
+      saved = nlohmann::json::parse(read_file(trials_file));
+      if (saved.at("fingerprint").get<std::string>() != fingerprint) {
+        fail("--resume: {} was searched with another recipe, --set values or target; resume with the same ones, or "
+             "use a new --out", out.string());
+      }
+      spent_before = saved.at("search_seconds").get<double>();
+      for (const auto& j : saved.at("trials")) trials.push_back(trial_from_json(j));
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: not a trials file this version wrote ({})", trials_file.string(), e.what());
+    }
+    spdlog::info("search: resuming after {} trials ({} spent)", trials.size(), duration_text(spent_before));
+  }
+  search.deadline = start + std::chrono::milliseconds(static_cast<int64_t>(1000 * (options.budget_seconds() - spent_before)));
+
+  search.dataset = data::load_dataset(base.data);
+  spdlog::info("{}", trim(search.dataset.summary()));
+  size_t folds = search.dataset.folds.size();
+  double cache_seconds = 0.0;
+  std::vector<double> teacher_values;
+  for (size_t f = 0; f < folds; ++f) {
+    search.caches.push_back(train::prepare_teacher(base, search.dataset, f, train::fold_dir(out.string(), f, folds), options.resume()));
+    cache_seconds += search.caches.back().cache_seconds;
+    const auto& fold = search.dataset.folds[f];
+    auto teacher_val = train::score(base.task, fold, search.caches[f].val, fold.val.y, {});
+    teacher_values.push_back(train::metric_value(teacher_val, search.metric));
+  }
+  for (double v : teacher_values) search.teacher_value += v / static_cast<double>(folds);
+  double threshold = search.target.threshold(search.teacher_value);
+
+  // A trial's epochs: search.epochs, else the recipe's (from distill.steps when it gives steps).
+  int64_t rows = search.caches[0].train.size(0) + (search.caches[0].transfer.defined() ? search.caches[0].transfer.size(0) : 0);
+  int64_t batches = (rows + base.distill.train.batch_size() - 1) / base.distill.train.batch_size();
+  search.epochs = options.search().epochs() > 0 ? options.search().epochs()
+                  : base.distill.train.steps() > 0 ? (base.distill.train.steps() + batches - 1) / batches
+                                                   : base.distill.train.epochs();
+  search.epoch_overrides = {fmt::format("distill.epochs={}", search.epochs), "distill.steps=0"};
+  Asha asha(Asha::rungs_for(options.search().min_epochs(), search.epochs, options.search().eta()), options.search().eta());
+  for (const auto& t : trials) {
+    for (const auto& [epoch, value] : t.rungs) asha.report(epoch, t.id, {search.quality(value), search.size_of(t)});
+  }
+
+  int64_t final_steps = base.distill.train.steps() > 0 ? base.distill.train.steps() : base.distill.train.epochs() * batches;
+  double per_step = probe_seconds_per_step(search, std::min<int64_t>(20, batches));
+  double final_estimate =
+      1.1 * (per_step * static_cast<double>(final_steps) * (base.distill.baseline ? 2.0 : 1.0) * static_cast<double>(folds) +
+             cache_seconds);
+  std::vector<std::string> rung_text;
+  for (auto r : asha.rungs()) rung_text.push_back(std::to_string(r));
+  spdlog::info("search: target {} on validation rows ({} {:.4g}: threshold {:.4g}); {} dimensions; trials of {} epochs, "
+               "rungs at epochs {}",
+               target_text, "teacher", search.teacher_value, threshold, search.space.dimensions.size(), search.epochs,
+               rung_text.empty() ? "(none)" : join(rung_text, ", "));
+  spdlog::info("search: budget {} (teacher included); then the final retraining, at most about {} (estimated from the "
+               "largest student in the space)",
+               duration_text(options.budget_seconds()), duration_text(final_estimate));
+
+  TpeSampler sampler(search.space.dimensions, TpeOptions().seed(base.seed).startup_trials(options.search().startup_trials()));
+  auto save = [&]() {
+    nlohmann::json saved;
+    saved["fingerprint"] = fingerprint;
+    saved["search_seconds"] = spent_before + seconds_since(start);
+    saved["trials"] = nlohmann::json::array();
+    for (const auto& t : trials) saved["trials"].push_back(to_json(t));
+    write_file_atomic(trials_file, saved.dump(1) + "\n");
+    write_file_atomic(out / "trials.csv", trials_csv(trials, search.metric));
+  };
+  std::string stop = "budget";
+  while (true) {
+    if (options.trials() > 0 && static_cast<int64_t>(trials.size()) >= options.trials()) {
+      stop = "trials";
+      break;
+    }
+    if (Clock::now() >= search.deadline) break;
+    auto id = static_cast<int64_t>(trials.size());
+    auto history = observations(search, trials);
+    std::vector<double> unit;
+    bool fresh = false;
+    for (uint64_t attempt = 0; attempt < 32 && !fresh; ++attempt) {
+      unit = sampler.suggest(history, static_cast<uint64_t>(id) + attempt * 1000003);
+      auto config = decode(search.space, unit);
+      fresh = std::none_of(trials.begin(), trials.end(), [&](const TrialRecord& t) { return t.config == config; });
+    }
+    if (!fresh) {
+      stop = "space";
+      spdlog::info("search: every configuration of the space has been tried");
+      break;
+    }
+    trials.push_back(run_trial(search, asha, id, unit));
+    save();
+    const auto& t = trials.back();
+    const TrialRecord* best = choose(search, trials);
+    double left = std::chrono::duration<double>(search.deadline - Clock::now()).count();
+    spdlog::info("trial {}: {} after {} epochs, val {} {}, {} params ({}); best: trial {}{}; {} left", t.id, t.status, t.epochs,
+                 search.metric, std::isfinite(t.value) ? fmt::format("{:.4g}", t.value) : "-", t.params,
+                 t.reason.empty() ? config_text(t.config) : t.reason, best ? std::to_string(best->id) : "none",
+                 best && best->meets_target ? fmt::format(" ({} params, meets the target)", best->params) : "",
+                 duration_text(left));
+  }
+  save();
+
+  std::vector<size_t> complete;
+  std::vector<Point> points;
+  for (size_t i = 0; i < trials.size(); ++i) {
+    if (trials[i].status != "complete" || !std::isfinite(trials[i].value)) continue;
+    complete.push_back(i);
+    points.push_back({search.quality(trials[i].value), search.size_of(trials[i])});
+  }
+  std::vector<size_t> front;
+  for (size_t k : pareto_front(points)) front.push_back(complete[k]);
+  const TrialRecord* chosen = choose(search, trials);
+  if (!chosen) {
+    fail("search: no trial finished an epoch within the budget of {} ({} trials started); raise --budget",
+         duration_text(options.budget_seconds()), trials.size());
+  }
+
+  AutoResult result;
+  result.target_reached = chosen->meets_target;
+  nlohmann::json s;
+  s["target"] = target_text;
+  s["metric"] = search.metric;
+  s["teacher_val"] = search.teacher_value;
+  s["threshold"] = threshold;
+  s["target_reached"] = chosen->meets_target;
+  s["front_axis"] = options.search().front();
+  s["budget_seconds"] = options.budget_seconds();
+  s["search_seconds"] = spent_before + seconds_since(start);
+  s["final_estimate_seconds"] = final_estimate;
+  s["stopped_by"] = stop;
+  s["epochs"] = search.epochs;
+  s["rungs"] = asha.rungs();
+  s["eta"] = options.search().eta();
+  s["folds"] = folds;
+  nlohmann::json counts = nlohmann::json::object();
+  for (const auto& t : trials) counts[t.status] = counts.value(t.status, 0) + 1;
+  s["trials"] = trials.size();
+  s["status_counts"] = counts;
+  nlohmann::json space = nlohmann::json::array();
+  for (const auto& d : search.space.dimensions) {
+    const char* kinds[] = {"real", "log_real", "integer", "choice"};
+    nlohmann::json j = {{"name", d.name}, {"kind", kinds[static_cast<int>(d.kind)]}};
+    if (d.kind == DimensionKind::choice) j["choices"] = d.choices;
+    else j["range"] = {d.low, d.high};
+    space.push_back(j);
+  }
+  s["space"] = space;
+  nlohmann::json all = nlohmann::json::array();
+  for (const auto& t : trials) {
+    all.push_back({{"trial", t.id}, {"status", t.status}, {"value", std::isfinite(t.value) ? nlohmann::json(t.value) : nlohmann::json()},
+                   {"size", search.size_of(t)}, {"params", t.params}, {"epochs", t.epochs}, {"meets_target", t.meets_target},
+                   {"config", config_text(t.config)}});
+  }
+  s["points"] = all;
+  nlohmann::json front_ids = nlohmann::json::array();
+  for (size_t i : front) front_ids.push_back(trials[i].id);
+  s["front"] = front_ids;
+  s["chosen"] = to_json(*chosen);
+  s["chosen"].erase("unit");
+  result.search = s;
+  write_file_atomic(out / "search.json", s.dump(2) + "\n");
+
+  std::ostringstream table;
+  table << fmt::format("search: {} trials in {} ({}), stopped by {}\n", trials.size(),
+                       duration_text(s["search_seconds"].get<double>()), config_text(counts), stop);
+  table << "Pareto front (complete trials, validation rows):\n" << front_table(search, trials, front, chosen);
+  if (chosen->meets_target) {
+    table << fmt::format("chosen: trial {}, {} params, val {} {:.4g} meets the target {} (threshold {:.4g})\n", chosen->id,
+                         chosen->params, search.metric, chosen->value, target_text, threshold);
+  } else {
+    table << fmt::format("target not reached: no complete trial meets {} (threshold {:.4g}); the best found is trial {} "
+                         "with val {} {:.4g}\n",
+                         target_text, threshold, chosen->id, search.metric, chosen->value);
+  }
+  result.table = table.str();
+  for (const auto& line : split(trim(result.table), '\n')) spdlog::info("{}", line);
+
+  if (options.final_run()) {
+    double per_epoch = chosen->seconds / static_cast<double>(std::max<int64_t>(1, chosen->epochs * static_cast<int64_t>(folds)));
+    spdlog::info("final: retraining trial {} with the baseline and every run output (about {})", chosen->id,
+                 duration_text(per_epoch * static_cast<double>(base.distill.train.epochs()) * (base.distill.baseline ? 2 : 1) *
+                               static_cast<double>(folds)));
+    train::RunSpec spec = make_spec(chosen->overrides);
+    auto run = train::run_distillation(spec, train::RunOptions().out(out.string()).extra_metrics({{"search", s}}));
+    result.final_table = run.table;
+  }
+  return result;
+}
+
+}  // namespace kd::search

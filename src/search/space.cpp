@@ -1,0 +1,256 @@
+#include "kd/search/space.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "kd/losses/registry.h"
+#include "kd/util/error.h"
+#include "kd/util/strings.h"
+
+namespace kd::search {
+
+namespace {
+
+struct DimensionInfo {
+  const char* name;
+  DimensionKind kind;
+  double min, max;  // the domain a recipe's range must lie in
+};
+
+// The one table of dimensions.
+const std::vector<DimensionInfo>& dimension_table() {
+  static const std::vector<DimensionInfo> table = {
+      {"student", DimensionKind::choice, 0, 0},
+      {"width", DimensionKind::log_real, 1e-3, 64},
+      {"depth", DimensionKind::integer, 1, 16},
+      {"loss", DimensionKind::choice, 0, 0},
+      {"temperature", DimensionKind::log_real, 0.05, 100},
+      {"alpha", DimensionKind::real, 0, 1},
+      {"lr", DimensionKind::log_real, 1e-7, 10},
+  };
+  return table;
+}
+
+const DimensionInfo& info_for(const std::string& name, const std::string& field) {
+  for (const auto& info : dimension_table()) {
+    if (name == info.name) return info;
+  }
+  auto suggestion = nearest(name, dimension_names());
+  fail("{}: unknown search dimension{}; expected one of {}", field,
+       suggestion ? fmt::format(" (did you mean {}?)", *suggestion) : "", join(dimension_names(), ", "));
+}
+
+double round4(double value) { return std::stod(fmt::format("{:.4g}", value)); }
+
+std::string number(double value) { return fmt::format("{}", value); }
+
+const Dimension* find(const std::vector<Dimension>& dimensions, const std::string& name) {
+  for (const auto& d : dimensions) {
+    if (d.name == name) return &d;
+  }
+  return nullptr;
+}
+
+// Hidden sizes (mlp) or channels (cnn) for `depth` layers: the recipe's first ones, then more of the
+// last (mlp) or twice the last per added stage (cnn).
+std::vector<int64_t> resized(std::vector<int64_t> sizes, int64_t depth, bool doubling) {
+  if (sizes.empty()) sizes = {32};
+  while (static_cast<int64_t>(sizes.size()) < depth) sizes.push_back(sizes.back() * (doubling ? 2 : 1));
+  sizes.resize(static_cast<size_t>(depth));
+  return sizes;
+}
+
+std::string list_text(const std::vector<int64_t>& values) {
+  std::vector<std::string> parts;
+  for (auto v : values) parts.push_back(std::to_string(v));
+  return "[" + join(parts, ", ") + "]";
+}
+
+}  // namespace
+
+const std::vector<std::string>& dimension_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> n;
+    for (const auto& info : dimension_table()) n.push_back(info.name);
+    return n;
+  }();
+  return names;
+}
+
+int64_t Dimension::cells() const {
+  if (kind == DimensionKind::integer) return static_cast<int64_t>(high - low) + 1;
+  if (kind == DimensionKind::choice) return static_cast<int64_t>(choices.size());
+  return 0;
+}
+
+bool Dimension::fixed() const {
+  if (kind == DimensionKind::choice || kind == DimensionKind::integer) return cells() == 1;
+  return low == high;
+}
+
+nlohmann::json Dimension::decode(double u) const {
+  u = std::clamp(u, 0.0, 1.0);
+  if (kind == DimensionKind::integer || kind == DimensionKind::choice) {
+    int64_t n = cells();
+    int64_t index = std::min<int64_t>(n - 1, static_cast<int64_t>(std::floor(u * static_cast<double>(n))));
+    if (kind == DimensionKind::choice) return choices[static_cast<size_t>(index)];
+    return static_cast<int64_t>(low) + index;
+  }
+  if (kind == DimensionKind::log_real) return round4(std::exp(std::log(low) + u * (std::log(high) - std::log(low))));
+  return round4(low + u * (high - low));
+}
+
+Dimension numeric_dimension(const std::string& name, double low, double high, const std::string& field) {
+  const auto& info = info_for(name, field);
+  if (info.kind == DimensionKind::choice) fail("{}: {} takes a list of names, not numbers", field, name);
+  if (!(low <= high)) fail("{}: the range [{}, {}] is empty; expected [low, high] with low <= high", field, low, high);
+  if (low < info.min || high > info.max) {
+    fail("{}: [{}, {}] is outside {}'s domain [{}, {}]", field, low, high, name, info.min, info.max);
+  }
+  if (info.kind == DimensionKind::integer && (low != std::floor(low) || high != std::floor(high))) {
+    fail("{}: {} takes whole numbers, found [{}, {}]", field, name, low, high);
+  }
+  return Dimension{name, info.kind, low, high, {}};
+}
+
+Dimension choice_dimension(const std::string& name, std::vector<std::string> choices, const std::string& field) {
+  const auto& info = info_for(name, field);
+  if (info.kind != DimensionKind::choice || name == "student") {
+    fail("{}: {} takes {}", field, name, name == "student" ? "candidate specs under search.students" : "a number or [low, high]");
+  }
+  if (choices.empty()) fail("{}: the list is empty; e.g. [kl, js, dkd]", field);
+  const auto& kinds = losses::loss_term_kinds();
+  for (const auto& c : choices) {
+    if (std::find(kinds.begin(), kinds.end(), c) == kinds.end()) {
+      fail("{}: {} is not a loss kind; expected one of {}", field, quote(c), join(kinds, ", "));
+    }
+  }
+  return Dimension{name, DimensionKind::choice, 0, 0, std::move(choices)};
+}
+
+void validate(const SearchOptions& options) {
+  if (options.epochs() < 0) fail("search.epochs: {} is negative", options.epochs());
+  if (options.min_epochs() < 1) fail("search.min_epochs: {} is not a positive number", options.min_epochs());
+  if (options.eta() < 2) fail("search.eta: {} is below 2 (the reduction factor of successive halving)", options.eta());
+  if (options.startup_trials() < 1) fail("search.startup_trials: {} is not a positive number", options.startup_trials());
+  const std::vector<std::string> fronts = {"params", "macs", "latency_ms"};
+  if (std::find(fronts.begin(), fronts.end(), options.front()) == fronts.end()) {
+    fail("search.front: {} is not one of {}", quote(options.front()), join(fronts, ", "));
+  }
+}
+
+SearchSpace make_space(const train::RunSpec& base, const SearchOptions& options) {
+  validate(options);
+  SearchSpace space;
+  space.regression = base.task == Task::regression;
+  const auto& set = options.dimensions();
+  std::vector<std::string> used;
+  auto add = [&](Dimension fallback) {
+    const Dimension* given = find(set, fallback.name);
+    space.dimensions.push_back(given ? *given : fallback);
+    used.push_back(fallback.name);
+  };
+
+  if (!options.students().empty()) {
+    if (find(set, "width") || find(set, "depth")) {
+      fail("search.students: give candidate students or width/depth ranges, not both");
+    }
+    space.students = options.students();
+    std::vector<std::string> indices;
+    for (size_t i = 0; i < space.students.size(); ++i) indices.push_back(std::to_string(i));
+    space.dimensions.push_back(Dimension{"student", DimensionKind::choice, 0, 0, indices});
+  } else if (base.student.model) {
+    const auto& spec = *base.student.model;
+    space.arch = spec.arch();
+    bool mlp_hidden = spec.arch() == "mlp" && !spec.hidden().empty();
+    bool cnn = spec.arch() == "cnn" && !spec.channels().empty();
+    if (mlp_hidden || cnn || spec.arch() == "resnet") add(Dimension{"width", DimensionKind::log_real, 0.125, 2.0, {}});
+    if (mlp_hidden || cnn) {
+      auto layers = static_cast<double>(mlp_hidden ? spec.hidden().size() : spec.channels().size());
+      add(Dimension{"depth", DimensionKind::integer, 1, layers + 1, {}});
+    }
+  }
+
+  if (!options.recipe_losses()) {
+    if (space.regression) {
+      add(Dimension{"loss", DimensionKind::choice, 0, 0, {"mse", "huber"}});
+    } else {
+      add(Dimension{"loss", DimensionKind::choice, 0, 0, {"kl", "js", "dkd"}});
+      add(Dimension{"temperature", DimensionKind::log_real, 1, 20, {}});
+    }
+    add(Dimension{"alpha", DimensionKind::real, 0.1, 1.0, {}});
+  }
+  double lr = base.distill.train.optimizer().lr();
+  add(Dimension{"lr", DimensionKind::log_real, round4(lr / 10), round4(lr * 4), {}});
+
+  for (const auto& d : set) {
+    if (std::find(used.begin(), used.end(), d.name) != used.end()) continue;
+    std::string why = d.name == "width" || d.name == "depth"
+                          ? (base.student.model ? "the recipe's student (arch " + base.student.model->arch() + ") has no " + d.name + " to vary"
+                                                : "the student is a TorchScript file")
+                          : d.name == "temperature" && space.regression ? "regression losses have no temperature"
+                                                                        : "loss: recipe keeps the recipe's losses";
+    fail("search.{}: not searched here: {}", d.name, why);
+  }
+  return space;
+}
+
+Config decode(const SearchSpace& space, const std::vector<double>& unit) {
+  KD_CHECK(unit.size() == space.dimensions.size(), "decode: {} coordinates for {} dimensions", unit.size(),
+           space.dimensions.size());
+  Config config = nlohmann::json::object();
+  for (size_t i = 0; i < unit.size(); ++i) config[space.dimensions[i].name] = space.dimensions[i].decode(unit[i]);
+  return config;
+}
+
+std::vector<std::string> overrides(const SearchSpace& space, const Config& config, const train::RunSpec& base) {
+  std::vector<std::string> sets;
+  if (config.contains("student")) {
+    size_t index = std::stoul(config["student"].get<std::string>());
+    sets.push_back("student.model=" + space.students.at(index));
+  }
+  if (config.contains("width")) sets.push_back("student.model.width_multiplier=" + number(config["width"]));
+  if (config.contains("depth") && base.student.model) {
+    const auto& spec = *base.student.model;
+    int64_t depth = config["depth"].get<int64_t>();
+    if (spec.arch() == "cnn") sets.push_back("student.model.channels=" + list_text(resized(spec.channels(), depth, true)));
+    else sets.push_back("student.model.hidden=" + list_text(resized(spec.hidden(), depth, false)));
+  }
+  if (config.contains("loss")) {
+    std::string kind = config["loss"].get<std::string>();
+    double alpha = config.value("alpha", 0.5);
+    double rest = round4(1.0 - alpha);
+    if (space.regression) {
+      sets.push_back(fmt::format("distill.losses=[{{kind: {}, target: teacher, weight: {}}}, {{kind: mse, target: labels, "
+                                 "weight: {}}}]", kind, number(alpha), number(rest)));
+    } else {
+      sets.push_back(fmt::format("distill.losses=[{{kind: {}, weight: {}, temperature: {}}}, {{kind: ce, weight: {}}}]",
+                                 kind, number(alpha), number(config.value("temperature", 1.0)), number(rest)));
+    }
+  }
+  if (config.contains("lr")) {
+    // The whole optimizer map: the recipe may say `optimizer: adam`, which has no .lr to set.
+    const auto& o = base.distill.train.optimizer();
+    train::OptimizerOptions d;
+    std::vector<std::string> keys = {"name: " + o.name(), "lr: " + number(config["lr"])};
+    if (o.momentum() != d.momentum()) keys.push_back("momentum: " + number(o.momentum()));
+    if (o.nesterov() != d.nesterov()) keys.push_back(fmt::format("nesterov: {}", o.nesterov()));
+    if (o.weight_decay() != d.weight_decay()) keys.push_back("weight_decay: " + number(o.weight_decay()));
+    if (o.beta1() != d.beta1()) keys.push_back("beta1: " + number(o.beta1()));
+    if (o.beta2() != d.beta2()) keys.push_back("beta2: " + number(o.beta2()));
+    sets.push_back("distill.optimizer={" + join(keys, ", ") + "}");
+  }
+  return sets;
+}
+
+std::string config_text(const Config& config) {
+  std::vector<std::string> parts;
+  for (const auto& [key, value] : config.items()) {
+    parts.push_back(key + "=" + (value.is_string() ? value.get<std::string>() : value.dump()));
+  }
+  return join(parts, " ");
+}
+
+}  // namespace kd::search
