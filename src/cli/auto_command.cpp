@@ -22,6 +22,9 @@ struct AutoFlags {
   int64_t trials = 0;
   bool resume = false;
   bool no_final = false;
+  int64_t workers = 1;
+  int64_t worker = 0;
+  double worker_until = 0.0;
 };
 }  // namespace
 
@@ -39,6 +42,9 @@ void register_auto_command(CLI::App& app, GlobalOptions& global) {
   command->add_option("--set", flags->overrides, "override a recipe key: --set distill.epochs=5");
   command->add_flag("--resume", flags->resume, "continue an interrupted search in --out");
   command->add_flag("--no-final", flags->no_final, "stop after the search: no retraining of the chosen student");
+  command->add_option("--workers", flags->workers, "run trials in this many processes side by side (threads split between them)");
+  command->add_option("--worker", flags->worker)->group("");  // set by the lead for the processes it starts
+  command->add_option("--worker-until", flags->worker_until)->group("");
   command->callback([flags, &global] {
     global.exit_status = guarded([&] {
       apply_global_options(global);
@@ -61,8 +67,12 @@ void register_auto_command(CLI::App& app, GlobalOptions& global) {
                          .trials(flags->trials)
                          .resume(flags->resume)
                          .final_run(!flags->no_final)
+                         .workers(flags->workers)
+                         .worker(flags->worker)
+                         .worker_until(flags->worker_until)
                          .search(recipe.search);
       auto result = search::run_auto(make_spec, options);
+      if (flags->worker > 0) return;
       std::cout << result.table << result.final_table << "outputs: " << flags->out
                 << "/ (trials.csv, search.json, report.html, metrics.json, the chosen student)\n";
     });

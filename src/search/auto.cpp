@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "kd/losses/distiller.h"
@@ -18,6 +19,7 @@
 #include "kd/train/teacher_cache.h"
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
+#include "kd/util/process.h"
 #include "kd/util/strings.h"
 
 namespace kd::search {
@@ -47,6 +49,7 @@ struct TrialRecord {
   double latency_ms = 0.0;
   double seconds = 0.0;
   bool meets_target = false;
+  int64_t worker = 0;  // the process that ran it (0: the lead)
 };
 
 nlohmann::json to_json(const TrialRecord& t) {
@@ -55,7 +58,7 @@ nlohmann::json to_json(const TrialRecord& t) {
   return {{"trial", t.id}, {"status", t.status}, {"reason", t.reason}, {"epochs", t.epochs},
           {"value", std::isfinite(t.value) ? nlohmann::json(t.value) : nlohmann::json()}, {"value_std", t.value_std},
           {"meets_target", t.meets_target}, {"params", t.params}, {"macs", t.macs}, {"latency_ms", t.latency_ms},
-          {"seconds", t.seconds}, {"config", t.config}, {"overrides", t.overrides}, {"unit", t.unit}, {"rungs", rungs}};
+          {"seconds", t.seconds}, {"worker", t.worker}, {"config", t.config}, {"overrides", t.overrides}, {"unit", t.unit}, {"rungs", rungs}};
 }
 
 TrialRecord trial_from_json(const nlohmann::json& j) {
@@ -71,6 +74,7 @@ TrialRecord trial_from_json(const nlohmann::json& j) {
   t.macs = j.at("macs").get<int64_t>();
   t.latency_ms = j.at("latency_ms").get<double>();
   t.seconds = j.at("seconds").get<double>();
+  t.worker = j.value("worker", int64_t{0});
   t.config = j.at("config");
   t.overrides = j.at("overrides").get<std::vector<std::string>>();
   t.unit = j.at("unit").get<std::vector<double>>();
@@ -99,6 +103,79 @@ std::string trials_csv(const std::vector<TrialRecord>& trials, const std::string
   }
   return out.str();
 }
+
+// trials.json: the search's state, shared by its worker processes. Every read-change-write holds
+// an exclusive lock on DIR/trials.lock, so that workers see each other's trials and rung scores.
+struct LedgerState {
+  double search_seconds = 0.0;  // time spent by earlier invocations and the lead so far
+  std::vector<TrialRecord> trials;
+};
+
+class Ledger {
+ public:
+  Ledger(const fs::path& out, std::string fingerprint)
+      : file_(out / "trials.json"), csv_(out / "trials.csv"), lock_((out / "trials.lock").string()),
+        fingerprint_(std::move(fingerprint)) {}
+
+  bool exists() const { return fs::exists(file_); }
+
+  // Runs `change` on the state under the lock and writes the state back.
+  template <typename F>
+  auto update(F&& change) {
+    FileLock lock(lock_);
+    LedgerState state = read();
+    auto result = change(state);
+    write(state);
+    return result;
+  }
+
+  // The state as it is now (under the lock, not written back).
+  LedgerState snapshot() const {
+    FileLock lock(lock_);
+    return read();
+  }
+
+  // Starts an empty ledger (a new search), whatever the folder held.
+  void reset() {
+    FileLock lock(lock_);
+    write(LedgerState());
+  }
+
+  void set_metric(std::string metric) { metric_ = std::move(metric); }
+
+ private:
+  LedgerState read() const {
+    LedgerState state;
+    if (!fs::exists(file_)) return state;
+    try {
+      auto saved = nlohmann::json::parse(read_file(file_));
+      if (saved.at("fingerprint").get<std::string>() != fingerprint_) {
+        fail("--resume: {} was searched with another recipe, --set values or target; resume with the same ones, or "
+             "use a new --out", file_.parent_path().string());
+      }
+      state.search_seconds = saved.at("search_seconds").get<double>();
+      for (const auto& j : saved.at("trials")) state.trials.push_back(trial_from_json(j));
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}: not a trials file this version wrote ({})", file_.string(), e.what());
+    }
+    return state;
+  }
+
+  void write(const LedgerState& state) const {
+    nlohmann::json saved;
+    saved["fingerprint"] = fingerprint_;
+    saved["search_seconds"] = state.search_seconds;
+    saved["trials"] = nlohmann::json::array();
+    for (const auto& t : state.trials) saved["trials"].push_back(to_json(t));
+    write_file_atomic(file_, saved.dump(1) + "\n");
+    write_file_atomic(csv_, trials_csv(state.trials, metric_));
+  }
+
+  fs::path file_, csv_;
+  std::string lock_;
+  std::string fingerprint_;
+  std::string metric_ = "value";
+};
 
 // Quiets the per-epoch lines of the trials' trainers (one line per trial is printed instead).
 class QuietLog {
@@ -129,7 +206,9 @@ struct Search {
   double teacher_value = 0.0;
   int64_t epochs = 0;
   std::vector<std::string> epoch_overrides;  // what makes a trial train `epochs` epochs
+  std::vector<int64_t> rungs;
   Clock::time_point deadline;
+  Ledger* ledger = nullptr;
 
   double quality(double value) const { return higher ? value : -value; }
   double size_of(const TrialRecord& t) const {
@@ -158,12 +237,28 @@ models::ModelPtr new_student(const Search& search, const train::RunSpec& spec, s
   return model;
 }
 
-TrialRecord run_trial(Search& search, Asha& asha, int64_t id, const std::vector<double>& unit) {
-  TrialRecord t;
-  t.id = id;
-  t.unit = unit;
-  t.config = decode(search.space, unit);
-  t.overrides = overrides(search.space, t.config, search.base);
+// Records the trial's score at a rung in the ledger and says whether it goes on: successive halving
+// over every trial (of every worker) that reached the rung.
+bool promoted(Search& search, const TrialRecord& trial, int64_t epoch, double value) {
+  return search.ledger->update([&](LedgerState& state) {
+    Asha asha(search.rungs, search.options.search().eta());
+    for (const auto& other : state.trials) {
+      if (other.id == trial.id) continue;
+      for (const auto& [e, v] : other.rungs) asha.report(e, other.id, {search.quality(v), search.size_of(other)});
+    }
+    for (auto& mine : state.trials) {
+      if (mine.id != trial.id) continue;
+      mine = trial;
+      mine.status = "running";
+      mine.rungs[epoch] = value;
+    }
+    return asha.report(epoch, trial.id, {search.quality(value), search.size_of(trial)});
+  });
+}
+
+TrialRecord run_trial(Search& search, TrialRecord t) {
+  int64_t id = t.id;
+  t.status.clear();  // "running" in the ledger until it returns
   auto start = Clock::now();
   try {
     auto sets = t.overrides;
@@ -184,6 +279,17 @@ TrialRecord run_trial(Search& search, Asha& asha, int64_t id, const std::vector<
     } else if (search.options.max_latency_ms() > 0 && t.latency_ms > search.options.max_latency_ms()) {
       t.status = "infeasible";
       t.reason = fmt::format("{:.4f} ms > --max-latency-ms {}", t.latency_ms, search.options.max_latency_ms());
+    }
+    // The search wants the smallest student that meets the target: once one does, larger ones are not trained.
+    const TrialRecord* smallest = nullptr;
+    auto state = search.ledger->snapshot();
+    for (const auto& o : state.trials) {
+      if (o.meets_target && (!smallest || search.size_of(o) < search.size_of(*smallest))) smallest = &o;
+    }
+    if (t.status.empty() && smallest && search.size_of(t) >= search.size_of(*smallest)) {
+      t.status = "skipped";
+      t.reason = fmt::format("{} {} >= {} of trial {}, which meets the target", search.options.search().front(),
+                             search.size_of(t), search.size_of(*smallest), smallest->id);
     }
     if (!t.status.empty()) {
       t.seconds = seconds_since(start);
@@ -206,9 +312,10 @@ TrialRecord run_trial(Search& search, Asha& asha, int64_t id, const std::vector<
         trainer.stop_when([&](const train::EpochRecord& record) -> std::string {
           t.epochs = record.epoch;
           double value = train::metric_value(record.val, search.metric);
-          if (asha.is_rung(record.epoch)) {
+          if (std::find(search.rungs.begin(), search.rungs.end(), record.epoch) != search.rungs.end()) {
+            bool go_on = promoted(search, t, record.epoch, value);
             t.rungs[record.epoch] = value;
-            if (!asha.report(record.epoch, id, {search.quality(value), search.size_of(t)})) return "pruned";
+            if (!go_on) return "pruned";
           }
           if (Clock::now() >= search.deadline) return "budget";
           return "";
@@ -251,6 +358,7 @@ TrialRecord run_trial(Search& search, Asha& asha, int64_t id, const std::vector<
 std::vector<Observation> observations(const Search& search, const std::vector<TrialRecord>& trials) {
   std::vector<Observation> history;
   for (const auto& t : trials) {
+    if (t.status == "running") continue;
     int64_t fidelity = t.status == "complete" ? search.epochs + 1 : t.epochs;
     history.push_back({t.unit, fidelity, search.loss(t)});
   }
@@ -325,6 +433,35 @@ std::string front_table(const Search& search, const std::vector<TrialRecord>& tr
   return out.str();
 }
 
+// The other worker processes of a search: this program again with the same arguments plus
+// --worker K and the deadline, the threads split between the workers.
+std::vector<int> start_workers(const AutoOptions& options, Clock::time_point deadline) {
+  int threads = std::max<int>(1, torch::get_num_threads() / static_cast<int>(options.workers()));
+  torch::set_num_threads(threads);
+  auto until = std::chrono::system_clock::now() + std::chrono::duration_cast<std::chrono::system_clock::duration>(deadline - Clock::now());
+  double until_seconds = std::chrono::duration<double>(until.time_since_epoch()).count();
+  std::vector<std::string> args = {"--threads", std::to_string(threads)};
+  auto own = own_arguments();
+  for (size_t i = 0; i < own.size(); ++i) {
+    if (own[i] == "--threads") {
+      ++i;
+      continue;
+    }
+    if (starts_with(own[i], "--threads=") || own[i] == "--resume") continue;
+    args.push_back(own[i]);
+  }
+  std::vector<int> pids;
+  for (int64_t k = 1; k < options.workers(); ++k) {
+    auto worker_args = args;
+    for (const auto& a : {std::string("--worker"), std::to_string(k), std::string("--worker-until"), fmt::format("{:.3f}", until_seconds)}) {
+      worker_args.push_back(a);
+    }
+    pids.push_back(spawn_self(worker_args));
+  }
+  spdlog::info("search: {} worker processes of {} thread{} each", options.workers(), threads, threads == 1 ? "" : "s");
+  return pids;
+}
+
 }  // namespace
 
 std::string default_target(Task task) {
@@ -370,6 +507,7 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
   if (options.max_params() < 0) fail("--max-params: {} is negative", options.max_params());
   if (options.max_latency_ms() < 0) fail("--max-latency-ms: {} is negative", options.max_latency_ms());
   if (options.trials() < 0) fail("--trials: {} is negative", options.trials());
+  if (options.workers() < 1) fail("--workers: {} is not a positive number", options.workers());
 
   Search search(make_spec, options);
   const train::RunSpec& base = search.base;
@@ -400,28 +538,31 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
 
   fs::path out(options.out());
   fs::create_directories(out);
-  fs::path trials_file = out / "trials.json";
   std::string fingerprint = base.recipe_text + fmt::format("target: {}\nmax_params: {}\nmax_latency_ms: {}\n", target_text,
                                                            options.max_params(), options.max_latency_ms());
-  std::vector<TrialRecord> trials;
+  Ledger ledger(out, fingerprint);
+  ledger.set_metric(search.metric);
+  search.ledger = &ledger;
+  bool lead = options.worker() == 0;
   double spent_before = 0.0;
-  if (options.resume()) {
-    if (!fs::exists(trials_file)) fail("{}: nothing to resume (no trials.json from an earlier search)", out.string());
-    nlohmann::json saved;
-    try {
-      saved = nlohmann::json::parse(read_file(trials_file));
-      if (saved.at("fingerprint").get<std::string>() != fingerprint) {
-        fail("--resume: {} was searched with another recipe, --set values or target; resume with the same ones, or "
-             "use a new --out", out.string());
-      }
-      spent_before = saved.at("search_seconds").get<double>();
-      for (const auto& j : saved.at("trials")) trials.push_back(trial_from_json(j));
-    } catch (const nlohmann::json::exception& e) {
-      fail("{}: not a trials file this version wrote ({})", trials_file.string(), e.what());
-    }
-    spdlog::info("search: resuming after {} trials ({} spent)", trials.size(), duration_text(spent_before));
+  if (!lead) {
+    auto until = std::chrono::system_clock::time_point(std::chrono::milliseconds(static_cast<int64_t>(1000 * options.worker_until())));
+    search.deadline = start + std::chrono::duration_cast<Clock::duration>(until - std::chrono::system_clock::now());
+  } else if (options.resume()) {
+    if (!ledger.exists()) fail("{}: nothing to resume (no trials.json from an earlier search)", out.string());
+    // Trials a killed search left running are run again; the finished ones are kept.
+    auto kept = ledger.update([&](LedgerState& state) {
+      spent_before = state.search_seconds;
+      state.trials.erase(std::remove_if(state.trials.begin(), state.trials.end(),
+                                        [](const TrialRecord& t) { return t.status == "running"; }),
+                         state.trials.end());
+      return state.trials.size();
+    });
+    spdlog::info("search: resuming after {} trials ({} spent)", kept, duration_text(spent_before));
+  } else {
+    ledger.reset();
   }
-  search.deadline = start + std::chrono::milliseconds(static_cast<int64_t>(1000 * (options.budget_seconds() - spent_before)));
+  if (lead) search.deadline = start + std::chrono::milliseconds(static_cast<int64_t>(1000 * (options.budget_seconds() - spent_before)));
 
   search.dataset = data::load_dataset(base.data);
   spdlog::info("{}", trim(search.dataset.summary()));
@@ -445,69 +586,94 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
                   : base.distill.train.steps() > 0 ? (base.distill.train.steps() + batches - 1) / batches
                                                    : base.distill.train.epochs();
   search.epoch_overrides = {fmt::format("distill.epochs={}", search.epochs), "distill.steps=0"};
-  Asha asha(Asha::rungs_for(options.search().min_epochs(), search.epochs, options.search().eta()), options.search().eta());
-  for (const auto& t : trials) {
-    for (const auto& [epoch, value] : t.rungs) asha.report(epoch, t.id, {search.quality(value), search.size_of(t)});
+  search.rungs = Asha::rungs_for(options.search().min_epochs(), search.epochs, options.search().eta());
+
+  double final_estimate = 0.0;
+  std::vector<int> workers;
+  if (lead) {
+    int64_t final_steps = base.distill.train.steps() > 0 ? base.distill.train.steps() : base.distill.train.epochs() * batches;
+    double per_step = probe_seconds_per_step(search, std::min<int64_t>(20, batches));
+    final_estimate = 1.1 * (per_step * static_cast<double>(final_steps) * (base.distill.baseline ? 2.0 : 1.0) *
+                                static_cast<double>(folds) + cache_seconds);
+    std::vector<std::string> rung_text;
+    for (auto r : search.rungs) rung_text.push_back(std::to_string(r));
+    spdlog::info("search: target {} on validation rows (teacher {:.4g}: threshold {:.4g}); {} dimensions; trials of {} "
+                 "epochs, rungs at epochs {}",
+                 target_text, search.teacher_value, threshold, search.space.dimensions.size(), search.epochs,
+                 rung_text.empty() ? "(none)" : join(rung_text, ", "));
+    spdlog::info("search: budget {} (teacher included); then the final retraining, at most about {} (estimated from the "
+                 "largest student in the space)",
+                 duration_text(options.budget_seconds()), duration_text(final_estimate));
+    if (options.workers() > 1) workers = start_workers(options, search.deadline);
   }
 
-  int64_t final_steps = base.distill.train.steps() > 0 ? base.distill.train.steps() : base.distill.train.epochs() * batches;
-  double per_step = probe_seconds_per_step(search, std::min<int64_t>(20, batches));
-  double final_estimate =
-      1.1 * (per_step * static_cast<double>(final_steps) * (base.distill.baseline ? 2.0 : 1.0) * static_cast<double>(folds) +
-             cache_seconds);
-  std::vector<std::string> rung_text;
-  for (auto r : asha.rungs()) rung_text.push_back(std::to_string(r));
-  spdlog::info("search: target {} on validation rows ({} {:.4g}: threshold {:.4g}); {} dimensions; trials of {} epochs, "
-               "rungs at epochs {}",
-               target_text, "teacher", search.teacher_value, threshold, search.space.dimensions.size(), search.epochs,
-               rung_text.empty() ? "(none)" : join(rung_text, ", "));
-  spdlog::info("search: budget {} (teacher included); then the final retraining, at most about {} (estimated from the "
-               "largest student in the space)",
-               duration_text(options.budget_seconds()), duration_text(final_estimate));
-
   TpeSampler sampler(search.space.dimensions, TpeOptions().seed(base.seed).startup_trials(options.search().startup_trials()));
-  auto save = [&]() {
-    nlohmann::json saved;
-    saved["fingerprint"] = fingerprint;
-    saved["search_seconds"] = spent_before + seconds_since(start);
-    saved["trials"] = nlohmann::json::array();
-    for (const auto& t : trials) saved["trials"].push_back(to_json(t));
-    write_file_atomic(trials_file, saved.dump(1) + "\n");
-    write_file_atomic(out / "trials.csv", trials_csv(trials, search.metric));
-  };
   std::string stop = "budget";
   while (true) {
-    if (options.trials() > 0 && static_cast<int64_t>(trials.size()) >= options.trials()) {
-      stop = "trials";
+    // Claim the next trial under the lock: its number, and a configuration not tried or running yet.
+    auto claimed = ledger.update([&](LedgerState& state) -> std::optional<TrialRecord> {
+      if (options.trials() > 0 && static_cast<int64_t>(state.trials.size()) >= options.trials()) {
+        stop = "trials";
+        return std::nullopt;
+      }
+      if (Clock::now() >= search.deadline) return std::nullopt;
+      int64_t id = 0;
+      for (const auto& t : state.trials) id = std::max(id, t.id + 1);
+      auto history = observations(search, state.trials);
+      TrialRecord t;
+      t.id = id;
+      t.status = "running";
+      t.worker = options.worker();
+      bool fresh = false;
+      for (uint64_t attempt = 0; attempt < 32 && !fresh; ++attempt) {
+        t.unit = sampler.suggest(history, static_cast<uint64_t>(id) + attempt * 1000003);
+        t.config = decode(search.space, t.unit);
+        fresh = std::none_of(state.trials.begin(), state.trials.end(), [&](const TrialRecord& o) { return o.config == t.config; });
+      }
+      if (!fresh) {
+        stop = "space";
+        return std::nullopt;
+      }
+      t.overrides = overrides(search.space, t.config, base);
+      state.trials.push_back(t);
+      return t;
+    });
+    if (!claimed) {
+      if (stop == "space") spdlog::info("search: every configuration of the space has been tried");
       break;
     }
-    if (Clock::now() >= search.deadline) break;
-    auto id = static_cast<int64_t>(trials.size());
-    auto history = observations(search, trials);
-    std::vector<double> unit;
-    bool fresh = false;
-    for (uint64_t attempt = 0; attempt < 32 && !fresh; ++attempt) {
-      unit = sampler.suggest(history, static_cast<uint64_t>(id) + attempt * 1000003);
-      auto config = decode(search.space, unit);
-      fresh = std::none_of(trials.begin(), trials.end(), [&](const TrialRecord& t) { return t.config == config; });
-    }
-    if (!fresh) {
-      stop = "space";
-      spdlog::info("search: every configuration of the space has been tried");
-      break;
-    }
-    trials.push_back(run_trial(search, asha, id, unit));
-    save();
-    const auto& t = trials.back();
-    const TrialRecord* best = choose(search, trials);
+    TrialRecord t = run_trial(search, *claimed);
+    auto [done, best] = ledger.update([&](LedgerState& state) {
+      for (auto& o : state.trials) {
+        if (o.id == t.id) o = t;
+      }
+      if (lead) state.search_seconds = spent_before + seconds_since(start);
+      const TrialRecord* b = choose(search, state.trials);
+      return std::make_pair(state.trials.size(), b ? std::optional<TrialRecord>(*b) : std::nullopt);
+    });
     double left = std::chrono::duration<double>(search.deadline - Clock::now()).count();
-    spdlog::info("trial {}: {} after {} epochs, val {} {}, {} params ({}); best: trial {}{}; {} left", t.id, t.status, t.epochs,
-                 search.metric, std::isfinite(t.value) ? fmt::format("{:.4g}", t.value) : "-", t.params,
-                 t.reason.empty() ? config_text(t.config) : t.reason, best ? std::to_string(best->id) : "none",
+    spdlog::info("trial {}: {} after {} epochs, val {} {}, {} params ({}); best of {}: trial {}{}; {} left", t.id, t.status,
+                 t.epochs, search.metric, std::isfinite(t.value) ? fmt::format("{:.4g}", t.value) : "-", t.params,
+                 t.reason.empty() ? config_text(t.config) : t.reason, done, best ? std::to_string(best->id) : "none",
                  best && best->meets_target ? fmt::format(" ({} params, meets the target)", best->params) : "",
                  duration_text(left));
   }
-  save();
+  AutoResult result;
+  if (!lead) return result;
+  for (size_t k = 0; k < workers.size(); ++k) {
+    int status = wait_for(workers[k]);
+    if (status != 0) spdlog::warn("search: worker {} ended with status {}; its finished trials are kept", k + 1, status);
+  }
+  // Every worker has ended: a trial still marked running was lost with its worker.
+  std::vector<TrialRecord> trials = ledger.update([&](LedgerState& state) {
+    for (auto& t : state.trials) {
+      if (t.status != "running") continue;
+      t.status = "failed";
+      t.reason = "its worker process ended before the trial did";
+    }
+    state.search_seconds = spent_before + seconds_since(start);
+    return state.trials;
+  });
 
   std::vector<size_t> complete;
   std::vector<Point> points;
@@ -524,7 +690,6 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
          duration_text(options.budget_seconds()), trials.size());
   }
 
-  AutoResult result;
   result.target_reached = chosen->meets_target;
   nlohmann::json s;
   s["target"] = target_text;
@@ -538,7 +703,7 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
   s["final_estimate_seconds"] = final_estimate;
   s["stopped_by"] = stop;
   s["epochs"] = search.epochs;
-  s["rungs"] = asha.rungs();
+  s["rungs"] = search.rungs;
   s["eta"] = options.search().eta();
   s["folds"] = folds;
   nlohmann::json counts = nlohmann::json::object();

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <set>
 
 #include "cli/cli_util.h"
 #include "kd/util/fs.h"
@@ -143,6 +144,25 @@ TEST_F(Auto, ResumeContinuesWithoutRepeatingFinishedTrials) {
   auto refused = run_kdistill("auto " + changed + " --budget 5m --resume --no-final --out " + out());
   EXPECT_EQ(refused.status, 2);
   EXPECT_NE(refused.output.find("--resume: "), std::string::npos) << refused.output;
+}
+
+TEST_F(Auto, WorkersShareOneLedger) {
+  auto r = run_kdistill("auto " + recipe(cancer_recipe("  epochs: 30\n")) +
+                        " --budget 20s --workers 2 --no-final --out " + out());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("search: 2 worker processes of 1 thread each"), std::string::npos) << r.output;
+  auto trials = json("trials.json")["trials"];
+  std::set<int64_t> ids, workers;
+  for (const auto& t : trials) {
+    ids.insert(t["trial"].get<int64_t>());
+    workers.insert(t["worker"].get<int64_t>());
+    EXPECT_NE(t["status"], "running") << t.dump();
+  }
+  // Numbered without gaps or repeats across both processes, and both ran trials.
+  EXPECT_EQ(ids.size(), trials.size());
+  EXPECT_EQ(*ids.rbegin(), static_cast<int64_t>(trials.size()) - 1);
+  EXPECT_EQ(workers, (std::set<int64_t>{0, 1}));
+  EXPECT_EQ(json("search.json")["trials"], trials.size());
 }
 
 TEST_F(Auto, MaxParamsLeavesLargeStudentsUntrained) {

@@ -34,6 +34,9 @@ struct AutoOptions {
   TORCH_ARG(bool, resume) = false;           // continue the search in `out` (trials.json)
   TORCH_ARG(bool, final_run) = true;         // retrain the chosen student with every `run` output
   TORCH_ARG(int64_t, latency_repeats) = 10;  // per trial
+  TORCH_ARG(int64_t, workers) = 1;           // processes running trials side by side, threads split between them
+  TORCH_ARG(int64_t, worker) = 0;            // > 0: this process is worker K of a search (started by the lead)
+  TORCH_ARG(double, worker_until) = 0.0;     // a worker's deadline, in seconds since the Unix epoch
   TORCH_ARG(SearchOptions, search);
 };
 
