@@ -421,12 +421,12 @@ std::string search_results(const nlohmann::json& metrics) {
   std::set<int64_t> front;
   for (const auto& id : s.value("front", nlohmann::json::array())) front.insert(id.get<int64_t>());
   int64_t chosen = s.contains("chosen") ? s["chosen"].value("trial", int64_t{-1}) : -1;
-  Series complete{"complete trials", {}, {}, "points", "#888888"};
-  Series partial{"pruned or stopped (value at the epoch reached)", {}, {}, "points", "#cccccc"};
+  Series complete{"complete", {}, {}, "points", "#888888"};
+  Series partial{"pruned or stopped", {}, {}, "points", "#cccccc"};
   Series front_line{"Pareto front", {}, {}, "line", "#1f77b4"};
   Series pick{"chosen", {}, {}, "points", "#d62728", {}};
   std::vector<std::pair<double, double>> front_points;
-  std::ostringstream rows;
+  std::map<int64_t, nlohmann::json> by_trial;
   double x_min = INFINITY, x_max = 0;
   for (const auto& p : s.value("points", nlohmann::json::array())) {
     if (p["value"].is_null() || !(p.value("size", 0.0) > 0)) continue;
@@ -434,19 +434,28 @@ std::string search_results(const nlohmann::json& metrics) {
     x_min = std::min(x_min, x);
     x_max = std::max(x_max, x);
     int64_t id = p["trial"].get<int64_t>();
+    by_trial[id] = p;
     (p.value("status", "") == "complete" ? complete : partial).x.push_back(x);
     (p.value("status", "") == "complete" ? complete : partial).y.push_back(y);
-    if (front.count(id)) {
-      front_points.push_back({x, y});
-      rows << fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{:.4g}</td><td>{}</td><td>{}</td></tr>\n", id,
-                          p.value("params", int64_t{0}), short_number(x), y, p.value("meets_target", false) ? "yes" : "no",
-                          h(p.value("config", "")) + (id == chosen ? " <b>(chosen)</b>" : ""));
-    }
+    if (front.count(id)) front_points.push_back({x, y});
     if (id == chosen) {
       pick.x.push_back(x);
       pick.y.push_back(y);
       pick.labels.push_back("trial " + std::to_string(id));
     }
+  }
+  // The front's rows by increasing size, as search.json lists them.
+  std::ostringstream rows;
+  bool size_column = axis != "params";
+  for (const auto& id_json : s.value("front", nlohmann::json::array())) {
+    int64_t id = id_json.get<int64_t>();
+    if (!by_trial.count(id)) continue;
+    const auto& p = by_trial[id];
+    rows << "<tr><td>" << id << "</td><td>" << p.value("params", int64_t{0}) << "</td>";
+    if (size_column) rows << "<td>" << short_number(p["size"].get<double>()) << "</td>";
+    rows << fmt::format("<td>{:.4g}</td><td>{}</td><td>{}</td></tr>\n", p["value"].get<double>(),
+                        p.value("meets_target", false) ? "yes" : "no",
+                        h(p.value("config", "")) + (id == chosen ? " <b>(chosen)</b>" : ""));
   }
   std::sort(front_points.begin(), front_points.end());
   for (const auto& [x, y] : front_points) {
@@ -456,7 +465,7 @@ std::string search_results(const nlohmann::json& metrics) {
   std::vector<Series> series = {complete, partial, front_line, pick};
   if (s.contains("threshold") && x_max > 0) {
     double t = s["threshold"].get<double>();
-    series.push_back(Series{"target threshold", {x_min, x_max}, {t, t}, "line", "#2ca02c"});
+    series.push_back(Series{"threshold", {x_min, x_max}, {t, t}, "line", "#2ca02c"});
   }
   std::ostringstream o;
   std::vector<std::string> counts;
@@ -477,9 +486,9 @@ std::string search_results(const nlohmann::json& metrics) {
     << chart_svg(series, ChartOptions().title("trials: size vs. validation " + metric).x_label(axis + " (log scale)")
                              .log_x(true).y_label("val " + metric))
     << "</div></div>\n";
-  o << "<h3>Pareto front</h3><div class=\"scroll\"><table><tr><th>trial</th><th>params</th><th>" << h(axis)
-    << "</th><th>val " << h(metric) << "</th><th>meets target</th><th>config</th></tr>\n"
-    << rows.str() << "</table></div>\n";
+  o << "<h3>Pareto front</h3><div class=\"scroll\"><table><tr><th>trial</th><th>params</th>"
+    << (size_column ? "<th>" + h(axis) + "</th>" : "") << "<th>val " << h(metric)
+    << "</th><th>meets target</th><th>config</th></tr>\n" << rows.str() << "</table></div>\n";
   o << "<p class=\"note\">Every trial is in trials.csv with the <code>--set</code> values that repeat it with "
        "<code>kdistill run</code>. The models above this section are the chosen student retrained with the "
        "baseline, scored once on the test rows.</p>\n";

@@ -248,7 +248,11 @@ std::vector<std::string> overrides(const SearchSpace& space, const Config& confi
 std::string config_text(const Config& config) {
   std::vector<std::string> parts;
   for (const auto& [key, value] : config.items()) {
-    parts.push_back(key + "=" + (value.is_string() ? value.get<std::string>() : value.dump()));
+    // fmt prints the shortest text that reads back to the same double; json's dump may not (0.012070000000000001).
+    std::string text = value.is_string()          ? value.get<std::string>()
+                       : value.is_number_float() ? number(value.get<double>())
+                                                 : value.dump();
+    parts.push_back(key + "=" + text);
   }
   return join(parts, " ");
 }
