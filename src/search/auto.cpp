@@ -207,6 +207,7 @@ struct Search {
   int64_t epochs = 0;
   std::vector<std::string> epoch_overrides;  // what makes a trial train `epochs` epochs
   std::vector<int64_t> rungs;
+  double smallest_size = 0.0;  // of the smallest student in the space (0: unknown, e.g. for latency)
   Clock::time_point deadline;
   Ledger* ledger = nullptr;
 
@@ -382,6 +383,34 @@ const TrialRecord* choose(const Search& search, const std::vector<TrialRecord>& 
     if (!best || better(t, *best)) best = &t;
   }
   return best;
+}
+
+// Size (on the front axis) of the smallest student the space holds: width and depth at their
+// minimum, or the smallest candidate. Once a trial this small meets the target there is nothing
+// left to find. 0 for the latency axis, which is measured, not computed.
+double smallest_student_size(Search& search) {
+  const auto& axis = search.options.search().front();
+  if (axis == "latency_ms") return 0.0;
+  std::vector<double> unit(search.space.dimensions.size(), 0.5);
+  for (size_t d = 0; d < unit.size(); ++d) {
+    const auto& name = search.space.dimensions[d].name;
+    if (name == "width" || name == "depth") unit[d] = 0.0;
+  }
+  auto size_at = [&](const std::vector<double>& u) {
+    auto spec = search.make_spec(overrides(search.space, decode(search.space, u), search.base));
+    auto summary = new_student(search, spec, 0)->summary(search.dataset.input_shape);
+    return static_cast<double>(axis == "macs" ? summary.macs : summary.params);
+  };
+  double smallest = size_at(unit);
+  for (size_t d = 0; d < unit.size(); ++d) {
+    if (search.space.dimensions[d].name != "student") continue;
+    auto cells = static_cast<double>(search.space.dimensions[d].cells());
+    for (double c = 0; c < cells; ++c) {
+      unit[d] = (c + 0.5) / cells;
+      smallest = std::min(smallest, size_at(unit));
+    }
+  }
+  return smallest;
 }
 
 // Seconds per step of the largest student in the space on the first fold, from a short run.
@@ -588,6 +617,7 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
   search.epoch_overrides = {fmt::format("distill.epochs={}", search.epochs), "distill.steps=0"};
   search.rungs = Asha::rungs_for(options.search().min_epochs(), search.epochs, options.search().eta());
 
+  search.smallest_size = smallest_student_size(search);
   double final_estimate = 0.0;
   std::vector<int> workers;
   if (lead) {
@@ -617,6 +647,12 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
         return std::nullopt;
       }
       if (Clock::now() >= search.deadline) return std::nullopt;
+      for (const auto& t : state.trials) {
+        if (t.meets_target && search.size_of(t) <= search.smallest_size) {
+          stop = "smallest";
+          return std::nullopt;
+        }
+      }
       int64_t id = 0;
       for (const auto& t : state.trials) id = std::max(id, t.id + 1);
       auto history = observations(search, state.trials);
@@ -640,6 +676,7 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
     });
     if (!claimed) {
       if (stop == "space") spdlog::info("search: every configuration of the space has been tried");
+      if (stop == "smallest") spdlog::info("search: the smallest student in the space meets the target: nothing smaller to find");
       break;
     }
     TrialRecord t = run_trial(search, *claimed);

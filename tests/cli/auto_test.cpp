@@ -118,6 +118,18 @@ TEST_F(Auto, ImpossibleTargetSaysSoAndReturnsTheBestFound) {
   EXPECT_FALSE(std::filesystem::exists(dir_ / "out/metrics.json"));  // --no-final
 }
 
+TEST_F(Auto, StopsWhenTheSmallestStudentMeetsTheTarget) {
+  // Width and depth fixed at their smallest: the first complete trial that meets an easy target ends it.
+  auto r = run_kdistill("auto " + recipe(cancer_recipe("  epochs: 3\n  width: 0.125\n  depth: 1\n")) +
+                        " --budget 5m --trials 30 --no-final --target 'accuracy >= teacher - 30' --out " + out());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("nothing smaller to find"), std::string::npos) << r.output;
+  auto s = json("search.json");
+  EXPECT_EQ(s["stopped_by"], "smallest");
+  EXPECT_LT(s["trials"].get<int64_t>(), 30);
+  EXPECT_EQ(s["chosen"]["params"], 30 * 1 + 1 + 1 * 2 + 2);  // 30 features -> 1 hidden unit -> 2 classes
+}
+
 TEST_F(Auto, ResumeContinuesWithoutRepeatingFinishedTrials) {
   auto path = recipe(cancer_recipe("  epochs: 3\n"));
   auto first = run_kdistill("auto " + path + " --budget 5m --trials 3 --no-final --out " + out());
@@ -147,8 +159,9 @@ TEST_F(Auto, ResumeContinuesWithoutRepeatingFinishedTrials) {
 }
 
 TEST_F(Auto, WorkersShareOneLedger) {
+  // An unreachable target: the search runs to the end of the budget, long enough for the second worker.
   auto r = run_kdistill("auto " + recipe(cancer_recipe("  epochs: 30\n")) +
-                        " --budget 20s --workers 2 --no-final --out " + out());
+                        " --budget 20s --workers 2 --no-final --target 'accuracy >= 100.5' --out " + out());
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("search: 2 worker processes of 1 thread each"), std::string::npos) << r.output;
   auto trials = json("trials.json")["trials"];
