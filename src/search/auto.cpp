@@ -208,6 +208,7 @@ struct Search {
   std::vector<std::string> epoch_overrides;  // what makes a trial train `epochs` epochs
   std::vector<int64_t> rungs;
   double smallest_size = 0.0;  // of the smallest student in the space (0: unknown, e.g. for latency)
+  bool size_searched = true;   // false when every trial trains the same student: then the best score wins
   Clock::time_point deadline;
   Ledger* ledger = nullptr;
 
@@ -221,6 +222,7 @@ struct Search {
   // that do, the smaller student wins; among the others, the smaller shortfall.
   double loss(const TrialRecord& t) const {
     if (!std::isfinite(t.value)) return kInfinity;
+    if (!size_searched) return -quality(t.value);
     if (target.reached(t.value, teacher_value)) return std::log10(std::max(1.0, size_of(t)));
     return 1e3 + std::abs(target.threshold(teacher_value) - t.value);
   }
@@ -287,7 +289,7 @@ TrialRecord run_trial(Search& search, TrialRecord t) {
     for (const auto& o : state.trials) {
       if (o.meets_target && (!smallest || search.size_of(o) < search.size_of(*smallest))) smallest = &o;
     }
-    if (t.status.empty() && smallest && search.size_of(t) >= search.size_of(*smallest)) {
+    if (t.status.empty() && search.size_searched && smallest && search.size_of(t) >= search.size_of(*smallest)) {
       t.status = "skipped";
       t.reason = fmt::format("{} {} >= {} of trial {}, which meets the target", search.options.search().front(),
                              search.size_of(t), search.size_of(*smallest), smallest->id);
@@ -617,7 +619,10 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
   search.epoch_overrides = {fmt::format("distill.epochs={}", search.epochs), "distill.steps=0"};
   search.rungs = Asha::rungs_for(options.search().min_epochs(), search.epochs, options.search().eta());
 
-  search.smallest_size = smallest_student_size(search);
+  search.size_searched = std::any_of(search.space.dimensions.begin(), search.space.dimensions.end(), [](const Dimension& d) {
+    return (d.name == "width" || d.name == "depth" || d.name == "student") && !d.fixed();
+  });
+  search.smallest_size = search.size_searched ? smallest_student_size(search) : 0.0;
   double final_estimate = 0.0;
   std::vector<int> workers;
   if (lead) {

@@ -119,8 +119,8 @@ TEST_F(Auto, ImpossibleTargetSaysSoAndReturnsTheBestFound) {
 }
 
 TEST_F(Auto, StopsWhenTheSmallestStudentMeetsTheTarget) {
-  // Width and depth fixed at their smallest: the first complete trial that meets an easy target ends it.
-  auto r = run_kdistill("auto " + recipe(cancer_recipe("  epochs: 3\n  width: 0.125\n  depth: 1\n")) +
+  // Width and depth at their smallest (1 hidden unit): the first complete trial that meets an easy target ends it.
+  auto r = run_kdistill("auto " + recipe(cancer_recipe("  epochs: 3\n  width: [0.125, 0.13]\n  depth: 1\n")) +
                         " --budget 5m --trials 30 --no-final --target 'accuracy >= teacher - 30' --out " + out());
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("nothing smaller to find"), std::string::npos) << r.output;
@@ -128,6 +128,22 @@ TEST_F(Auto, StopsWhenTheSmallestStudentMeetsTheTarget) {
   EXPECT_EQ(s["stopped_by"], "smallest");
   EXPECT_LT(s["trials"].get<int64_t>(), 30);
   EXPECT_EQ(s["chosen"]["params"], 30 * 1 + 1 + 1 * 2 + 2);  // 30 features -> 1 hidden unit -> 2 classes
+}
+
+TEST_F(Auto, WithOneStudentSizeTheBestScoreWins) {
+  // Width and depth fixed: no trial is skipped and the search does not stop at the first that meets the target.
+  auto r = run_kdistill("auto " + recipe(cancer_recipe("  epochs: 3\n  width: 0.5\n  depth: 1\n")) +
+                        " --budget 5m --trials 5 --no-final --target 'accuracy >= teacher - 30' --out " + out());
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto s = json("search.json");
+  EXPECT_EQ(s["trials"], 5);
+  EXPECT_EQ(s["stopped_by"], "trials");
+  for (const auto& p : s["points"]) {
+    EXPECT_NE(p["status"], "skipped");
+    if (p["status"] == "complete") {
+      EXPECT_LE(p["value"].get<double>(), s["chosen"]["value"].get<double>());
+    }
+  }
 }
 
 TEST_F(Auto, ResumeContinuesWithoutRepeatingFinishedTrials) {
