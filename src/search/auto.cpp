@@ -369,7 +369,8 @@ std::vector<Observation> observations(const Search& search, const std::vector<Tr
 }
 
 // The student the search ends with: the smallest complete trial that meets the target (ties: the
-// better value); else the best complete trial; else the best trial that reached the most epochs.
+// better value); else the best complete trial (ties: the smaller); else the best trial that reached
+// the most epochs.
 const TrialRecord* choose(const Search& search, const std::vector<TrialRecord>& trials) {
   const TrialRecord* best = nullptr;
   auto better = [&](const TrialRecord& a, const TrialRecord& b) {
@@ -378,7 +379,8 @@ const TrialRecord* choose(const Search& search, const std::vector<TrialRecord>& 
     if (a.meets_target != b.meets_target) return a.meets_target;
     if (a.meets_target && search.size_of(a) != search.size_of(b)) return search.size_of(a) < search.size_of(b);
     if (!a_done && a.epochs != b.epochs) return a.epochs > b.epochs;
-    return search.quality(a.value) > search.quality(b.value);
+    if (search.quality(a.value) != search.quality(b.value)) return search.quality(a.value) > search.quality(b.value);
+    return search.size_of(a) < search.size_of(b);
   };
   for (const auto& t : trials) {
     if (!std::isfinite(t.value)) continue;
