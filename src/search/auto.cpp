@@ -793,7 +793,10 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
                          target_text, threshold, chosen->id, search.metric, chosen->value);
   }
   result.table = table.str();
-  for (const auto& line : split(trim(result.table), '\n')) spdlog::info("{}", line);
+  // The whole table is printed at the end (the CLI); the log gets the outcome before the final retraining.
+  auto lines = split(trim(result.table), '\n');
+  spdlog::info("{}", lines.front());
+  spdlog::info("{}", lines.back());
 
   if (options.final_run()) {
     double per_epoch = chosen->seconds / static_cast<double>(std::max<int64_t>(1, chosen->epochs * static_cast<int64_t>(folds)));

@@ -163,7 +163,6 @@ SearchSpace make_space(const train::RunSpec& base, const SearchOptions& options)
     space.dimensions.push_back(Dimension{"student", DimensionKind::choice, 0, 0, indices});
   } else if (base.student.model) {
     const auto& spec = *base.student.model;
-    space.arch = spec.arch();
     bool mlp_hidden = spec.arch() == "mlp" && !spec.hidden().empty();
     bool cnn = spec.arch() == "cnn" && !spec.channels().empty();
     if (mlp_hidden || cnn || spec.arch() == "resnet") add(Dimension{"width", DimensionKind::log_real, 0.125, 2.0, {}});

@@ -69,7 +69,6 @@ using Config = nlohmann::json;  // {dimension name: value}
 struct SearchSpace {
   std::vector<Dimension> dimensions;       // every dimension, fixed ones included
   std::vector<std::string> students;       // the `student` dimension's candidates (YAML flow maps)
-  std::string arch;                        // the base student's zoo arch ("" for a TorchScript student)
   bool regression = false;
 };
 
