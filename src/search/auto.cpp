@@ -39,8 +39,8 @@ struct TrialRecord {
   std::vector<double> unit;
   Config config;
   std::vector<std::string> overrides;
-  std::string status;  // complete | pruned | budget | infeasible | failed
-  std::string reason;  // why infeasible or failed
+  std::string status;  // running (in the ledger) | complete | pruned | budget | infeasible | skipped | failed
+  std::string reason;  // why infeasible, skipped or failed
   int64_t epochs = 0;  // epochs trained (on the first fold)
   std::map<int64_t, double> rungs;  // rung epoch -> validation value (first fold)
   double value = std::nan("");      // validation value of the selection metric (K folds: the mean)
