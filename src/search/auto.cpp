@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <map>
 #include <optional>
@@ -213,6 +214,8 @@ struct Search {
   Ledger* ledger = nullptr;
 
   double quality(double value) const { return higher ? value : -value; }
+  // The run spec of the configuration at these unit coordinates (no trial epochs).
+  train::RunSpec spec_at(const std::vector<double>& unit) const { return make_spec(overrides(space, decode(space, unit), base)); }
   double size_of(const TrialRecord& t) const {
     const auto& axis = options.search().front();
     return axis == "macs" ? static_cast<double>(t.macs) : axis == "latency_ms" ? t.latency_ms : static_cast<double>(t.params);
@@ -228,8 +231,7 @@ struct Search {
   }
 
   report::Metrics validate(models::Model& model, size_t fold) const {
-    const auto& f = dataset.folds[fold];
-    return train::score(dataset.task, f, train::predict(model, f.val.x), f.val.y, caches[fold].val);
+    return train::score_validation(model, dataset.task, dataset.folds[fold], caches[fold].val);
   }
 };
 
@@ -391,58 +393,49 @@ const TrialRecord* choose(const Search& search, const std::vector<TrialRecord>& 
   return best;
 }
 
-// Size (on the front axis) of the smallest student the space holds: width and depth at their
-// minimum, or the smallest candidate. Once a trial this small meets the target there is nothing
-// left to find. 0 for the latency axis, which is measured, not computed.
-double smallest_student_size(Search& search) {
-  const auto& axis = search.options.search().front();
-  if (axis == "latency_ms") return 0.0;
+// Unit coordinates of the smallest (or largest) student the space holds: width and depth at that end of
+// their ranges, and the candidate student with the smallest (largest) `size`; the other dimensions in
+// the middle.
+std::vector<double> extreme_student(Search& search, bool largest,
+                                    const std::function<double(const models::ModelSummary&)>& size) {
   std::vector<double> unit(search.space.dimensions.size(), 0.5);
   for (size_t d = 0; d < unit.size(); ++d) {
     const auto& name = search.space.dimensions[d].name;
-    if (name == "width" || name == "depth") unit[d] = 0.0;
+    if (name == "width" || name == "depth") unit[d] = largest ? 1.0 : 0.0;
   }
-  auto size_at = [&](const std::vector<double>& u) {
-    auto spec = search.make_spec(overrides(search.space, decode(search.space, u), search.base));
-    auto summary = new_student(search, spec, 0)->summary(search.dataset.input_shape);
-    return static_cast<double>(axis == "macs" ? summary.macs : summary.params);
-  };
-  double smallest = size_at(unit);
   for (size_t d = 0; d < unit.size(); ++d) {
     if (search.space.dimensions[d].name != "student") continue;
     auto cells = static_cast<double>(search.space.dimensions[d].cells());
+    double best_size = 0.0, best_u = 0.5;
     for (double c = 0; c < cells; ++c) {
       unit[d] = (c + 0.5) / cells;
-      smallest = std::min(smallest, size_at(unit));
+      double candidate = size(new_student(search, search.spec_at(unit), 0)->summary(search.dataset.input_shape));
+      if (c == 0 || (largest ? candidate > best_size : candidate < best_size)) {
+        best_size = candidate;
+        best_u = unit[d];
+      }
     }
+    unit[d] = best_u;
   }
-  return smallest;
+  return unit;
+}
+
+// Size (on the front axis) of the smallest student the space holds. Once a trial this small meets the
+// target there is nothing left to find. 0 for the latency axis, which is measured, not computed.
+double smallest_student_size(Search& search) {
+  const auto& axis = search.options.search().front();
+  if (axis == "latency_ms") return 0.0;
+  auto size = [&](const models::ModelSummary& summary) {
+    return static_cast<double>(axis == "macs" ? summary.macs : summary.params);
+  };
+  auto unit = extreme_student(search, false, size);
+  return size(new_student(search, search.spec_at(unit), 0)->summary(search.dataset.input_shape));
 }
 
 // Seconds per step of the largest student in the space on the first fold, from a short run.
 double probe_seconds_per_step(Search& search, int64_t steps) {
-  std::vector<double> unit(search.space.dimensions.size(), 0.5);
-  for (size_t d = 0; d < unit.size(); ++d) {
-    const auto& name = search.space.dimensions[d].name;
-    if (name == "width" || name == "depth") unit[d] = 1.0;
-  }
-  for (size_t d = 0; d < unit.size(); ++d) {
-    if (search.space.dimensions[d].name != "student") continue;
-    auto cells = static_cast<double>(search.space.dimensions[d].cells());
-    int64_t largest = -1;
-    double largest_u = 0.5;
-    for (double c = 0; c < cells; ++c) {
-      unit[d] = (c + 0.5) / cells;
-      auto spec = search.make_spec(overrides(search.space, decode(search.space, unit), search.base));
-      int64_t params = new_student(search, spec, 0)->summary(search.dataset.input_shape).params;
-      if (params > largest) {
-        largest = params;
-        largest_u = unit[d];
-      }
-    }
-    unit[d] = largest_u;
-  }
-  auto spec = search.make_spec(overrides(search.space, decode(search.space, unit), search.base));
+  auto unit = extreme_student(search, true, [](const models::ModelSummary& s) { return static_cast<double>(s.params); });
+  auto spec = search.spec_at(unit);
   auto model = new_student(search, spec, 0);
   losses::Distiller distiller(spec.distill.losses, search.dataset.task);
   train::TrainOptions train = spec.distill.train;
@@ -555,7 +548,7 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
   // Every override the space can produce must make a valid recipe: check the corners and every loss kind
   // before any data is read.
   auto check = [&](const std::vector<double>& unit) {
-    auto spec = make_spec(overrides(search.space, decode(search.space, unit), base));
+    auto spec = search.spec_at(unit);
     losses::Distiller distiller(spec.distill.losses, base.task);
     train::validate(spec.distill.train, "distill");
   };

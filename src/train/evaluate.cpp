@@ -60,6 +60,11 @@ report::Metrics score(Task task, const data::DataFold& fold, const torch::Tensor
                                     in_target_units(task, fold, teacher_outputs));
 }
 
+report::Metrics score_validation(models::Model& model, Task task, const data::DataFold& fold,
+                                 const torch::Tensor& teacher_val) {
+  return score(task, fold, predict(model, fold.val.x), fold.val.y, teacher_val);
+}
+
 nlohmann::json size_of(models::Model& model, const std::vector<int64_t>& input_shape, const std::string& file,
                        int64_t repeats) {
   auto summary = model.summary(input_shape);

@@ -126,9 +126,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   std::string tag = dataset.folds.size() == 1 ? "" : fmt::format(" (fold {}/{})", fold_index + 1, dataset.folds.size());
 
   auto make_validate = [&](const torch::Tensor& teacher_val) {
-    return [&fold, task, teacher_val](models::Model& model) {
-      return score(task, fold, predict(model, fold.val.x), fold.val.y, teacher_val);
-    };
+    return [&fold, task, teacher_val](models::Model& model) { return score_validation(model, task, fold, teacher_val); };
   };
 
   TeacherCache cache = prepare_teacher(spec, dataset, fold_index, dir, options.resume());
@@ -380,9 +378,7 @@ TeacherCache prepare_teacher(const RunSpec& spec, const data::Dataset& dataset, 
       train.checkpoint((fs::path(dir) / "checkpoints" / "teacher.ckpt").string()).resume(resume).seed(spec.seed);
       Trainer trainer(train, supervised, "teacher" + tag);
       TrainData data{fold.train.x, fold.train.y, {}, {}};
-      auto validate = [&fold, task](models::Model& model) {
-        return score(task, fold, predict(model, fold.val.x), fold.val.y, {});
-      };
+      auto validate = [&fold, task](models::Model& model) { return score_validation(model, task, fold, {}); };
       cache.training = trainer.fit(*cache.model, data, validate);
       cache.info = info_for(dataset, fold, models::to_json(*spec.teacher.model));
       io::save_model(cache.file, *cache.model, cache.info);

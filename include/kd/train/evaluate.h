@@ -27,6 +27,11 @@ torch::Tensor in_target_units(Task task, const data::DataFold& fold, const torch
 report::Metrics score(Task task, const data::DataFold& fold, const torch::Tensor& outputs, const torch::Tensor& y,
                       const torch::Tensor& teacher_outputs);
 
+// score() of the model's outputs on the fold's validation rows: the validation of every Trainer::fit
+// (teacher, baseline, student, search trials). `teacher_val`: the teacher's outputs on them, or undefined.
+report::Metrics score_validation(models::Model& model, Task task, const data::DataFold& fold,
+                                 const torch::Tensor& teacher_val);
+
 // {params, macs, bytes (of `file`, 0 if none), file, latency_ms: {batch1, batch256, threads}}: latency is
 // the median of `repeats` forward passes at batch 1 (a quarter as many at 256) after 3 warm-up passes.
 nlohmann::json size_of(models::Model& model, const std::vector<int64_t>& input_shape, const std::string& file,
