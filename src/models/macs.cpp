@@ -14,7 +14,7 @@ enum class MacKind { none, matmul, convolution, transposed_convolution };
 
 MacKind mac_kind(const char* name) {
   static const char* const matmuls[] = {"aten::linear", "aten::addmm", "aten::mm",     "aten::bmm",
-                                        "aten::matmul", "aten::baddbmm"};
+                                        "aten::matmul", "aten::baddbmm", "aten::mkldnn_linear"};
   static const char* const convolutions[] = {"aten::conv1d",      "aten::conv2d",       "aten::conv3d",
                                              "aten::convolution", "aten::_convolution", "aten::mkldnn_convolution"};
   static const char* const transposed[] = {"aten::conv_transpose1d", "aten::conv_transpose2d",
@@ -51,7 +51,7 @@ std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
   if (kind == MacKind::matmul) {
     // The reduction length: linear's weight is [out, in]; addmm/baddbmm(self, a, b); mm/bmm/matmul(a, b).
     bool with_self = name == "aten::addmm" || name == "aten::baddbmm";
-    const at::Tensor* a = tensor_input(fn, name == "aten::linear" ? 1 : with_self ? 1 : 0);
+    const at::Tensor* a = tensor_input(fn, name == "aten::linear" || name == "aten::mkldnn_linear" ? 1 : with_self ? 1 : 0);
     if (a && a->dim() > 0) context->per_output = a->size(-1);
   } else {
     const at::Tensor* input = tensor_input(fn, 0);

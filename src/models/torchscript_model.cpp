@@ -1,5 +1,8 @@
 #include "kd/models/torchscript_model.h"
 
+#include <torch/csrc/jit/passes/subgraph_rewrite.h>
+#include <torch/library.h>
+
 #include "kd/models/macs.h"
 
 #include "kd/util/error.h"
@@ -8,6 +11,46 @@
 #include "kd/util/strings.h"
 
 namespace kd::models {
+namespace {
+
+torch::Tensor linear_op(const torch::Tensor& x, const torch::Tensor& weight, const c10::optional<torch::Tensor>& bias) {
+  return linear(x, weight, bias.value_or(torch::Tensor()));
+}
+
+// A copy of `module` whose aten::linear calls are kd::linear (oneDNN for large products), for
+// inference. It shares the parameters and buffers of `module`, so training steps and load_state
+// reach it; the file kdistill saves is always `module` itself, with the standard ops.
+torch::jit::Module with_fast_linear(const torch::jit::Module& module) {
+  torch::jit::Module copy = module.clone();
+  auto originals = module.modules();
+  auto copies = copy.modules();
+  for (auto original = originals.begin(), target = copies.begin(); original != originals.end(); ++original, ++target) {
+    for (const auto& p : (*original).named_parameters(false)) (*target).setattr(p.name, p.value);
+    for (const auto& b : (*original).named_buffers(false)) (*target).setattr(b.name, b.value);
+  }
+  torch::jit::SubgraphRewriter rewriter;
+  rewriter.RegisterRewritePattern(R"(
+graph(%x, %w, %b):
+  %y = aten::linear(%x, %w, %b)
+  return (%y))",
+                                  R"(
+graph(%x, %w, %b):
+  %y = kd::linear(%x, %w, %b)
+  return (%y))");
+  for (const auto& sub : copy.modules()) {
+    for (const auto& method : sub.get_methods()) {
+      auto graph = method.graph();
+      rewriter.runOnGraph(graph);
+    }
+  }
+  return copy;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(kd, m) { m.def("linear(Tensor x, Tensor w, Tensor? b) -> Tensor"); }
+// Composite: autograd differentiates the ops models::linear calls.
+TORCH_LIBRARY_IMPL(kd, CompositeImplicitAutograd, m) { m.impl("linear", &linear_op); }
 
 
 TorchScriptModel::TorchScriptModel(torch::jit::Module module, std::string path, std::string output)
@@ -16,7 +59,7 @@ TorchScriptModel::TorchScriptModel(torch::jit::Module module, std::string path, 
 torch::Tensor TorchScriptModel::forward(const torch::Tensor& input) {
   c10::IValue result;
   try {
-    result = module_.forward({input});
+    result = inference_module().forward({input});
   } catch (const c10::Error& e) {
     fail("{}: forward failed on input {}: {}", path_, shape_text(input.sizes()), first_line(e));
   }
@@ -81,9 +124,27 @@ void TorchScriptModel::load_state(const NamedTensors& state) {
   }
 }
 
-void TorchScriptModel::set_training(bool training) { module_.train(training); }
+torch::jit::Module& TorchScriptModel::inference_module() {
+  if (module_.is_training() || c10::GradMode::is_enabled()) return module_;
+  if (!fast_ && !fast_failed_) {
+    try {
+      fast_ = with_fast_linear(module_);
+    } catch (const std::exception&) {
+      fast_failed_ = true;  // a graph the rewrite cannot take runs as it is
+    }
+  }
+  return fast_ ? *fast_ : module_;
+}
 
-void TorchScriptModel::to(torch::Device device) { module_.to(device); }
+void TorchScriptModel::set_training(bool training) {
+  module_.train(training);
+  if (fast_) fast_->train(training);
+}
+
+void TorchScriptModel::to(torch::Device device) {
+  module_.to(device);
+  fast_.reset();  // its tensors were the old device's
+}
 
 ModelSummary TorchScriptModel::summary(const std::vector<int64_t>& input_shape) {
   ModelSummary summary;

@@ -277,7 +277,7 @@ torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training) {
         break;
       }
       case StepKind::Linear:
-        x = s.linear(x);
+        x = linear(x, s.linear->weight, s.linear->bias);
         break;
       case StepKind::Conv:
         x = s.conv(x);

@@ -391,10 +391,11 @@ TeacherCache prepare_teacher(const RunSpec& spec, const data::Dataset& dataset, 
   cache.teacher_seconds = seconds_since(teacher_start);
 
   auto cache_start = Clock::now();
-  cache.train = predict(*cache.model, fold.train.x);
-  if (fold.transfer_x.defined()) cache.transfer = predict(*cache.model, fold.transfer_x);
-  cache.val = predict(*cache.model, fold.val.x);
-  cache.test = predict(*cache.model, fold.test.x);
+  int64_t rows = inference_batch_size(*cache.model, dataset.input_shape);
+  cache.train = predict(*cache.model, fold.train.x, rows);
+  if (fold.transfer_x.defined()) cache.transfer = predict(*cache.model, fold.transfer_x, rows);
+  cache.val = predict(*cache.model, fold.val.x, rows);
+  cache.test = predict(*cache.model, fold.test.x, rows);
   cache.cache_seconds = seconds_since(cache_start);
   if (!spec.teacher.path.empty()) warn_if_near_chance(task, fold, dataset.outputs, cache.val, tag);
   return cache;

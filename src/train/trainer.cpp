@@ -187,6 +187,12 @@ torch::Tensor predict(models::Model& model, const torch::Tensor& x, int64_t batc
   return outputs.defined() ? outputs : torch::empty({0});
 }
 
+int64_t inference_batch_size(models::Model& model, const std::vector<int64_t>& input_shape) {
+  auto summary = model.summary(input_shape);
+  bool dense = summary.params > 0 && summary.macs <= 4 * summary.params;
+  return dense ? 1024 : 256;
+}
+
 torch::Tensor augment_images(const torch::Tensor& images, const std::string& augment, int64_t shift_pixels,
                              torch::Generator& generator) {
   if (augment == "none") return images;

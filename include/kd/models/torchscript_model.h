@@ -7,6 +7,7 @@
 
 #include <torch/script.h>
 
+#include <optional>
 #include <string>
 
 #include "kd/models/model.h"
@@ -33,7 +34,12 @@ class TorchScriptModel : public Model {
   void save(const std::string& path);
 
  private:
+  // module_ for training; without grad in eval mode, its kd::linear copy (built once).
+  torch::jit::Module& inference_module();
+
   torch::jit::Module module_;
+  std::optional<torch::jit::Module> fast_;
+  bool fast_failed_ = false;
   std::string path_;
   std::string output_;
 };

@@ -103,6 +103,12 @@ class Trainer {
 // at 1024 rows outgrow the caches and ran 4x slower per row on Fashion-MNIST).
 torch::Tensor predict(models::Model& model, const torch::Tensor& x, int64_t batch_size = 256);
 
+// predict's batch for `model` over a whole split: 1024 rows for networks whose MACs per example are
+// at most 4x their parameters (dense layers, each weight used about once per row: their products
+// ran at 320 against 250 GFLOP/s with 1024 rows instead of 256), else 256 (convolutions, whose
+// activations per row are large).
+int64_t inference_batch_size(models::Model& model, const std::vector<int64_t>& input_shape);
+
 // Random shifts (zero padded) and horizontal flips of a batch of images [N, C, H, W].
 torch::Tensor augment_images(const torch::Tensor& images, const std::string& augment, int64_t shift_pixels,
                              torch::Generator& generator);
