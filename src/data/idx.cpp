@@ -71,10 +71,9 @@ std::string gzip(const std::string& raw, const fs::path& path) {
   return out;
 }
 
-}  // namespace
-
-torch::Tensor read_idx(const fs::path& path) {
-  const std::string bytes = read_file_maybe_gz(path);
+// The tensor is a view of the decompressed buffer (no copy of the data): its deleter owns `holder`.
+torch::Tensor parse_idx(const std::shared_ptr<std::string>& holder, const fs::path& path) {
+  std::string& bytes = *holder;
   const std::string name = path.string();
   if (bytes.empty()) fail("{}: empty file, expected an IDX header (magic 00 00 <type> <ndims>)", name);
   if (bytes.size() < 4 || bytes[0] != 0 || bytes[1] != 0) {
@@ -114,10 +113,15 @@ torch::Tensor read_idx(const fs::path& path) {
     fail("{}: {} trailing bytes after the IDX data (dims [{}] of {} take {} bytes)", name, found - data_size,
          fmt::join(dims, ", "), type->name, data_size);
   }
-  torch::Tensor tensor = torch::empty(dims, torch::TensorOptions().dtype(type->dtype));
-  if (data_size > 0) std::memcpy(tensor.data_ptr(), bytes.data() + header_size, data_size);
-  if (detail::host_is_little_endian()) detail::swap_bytes(tensor.data_ptr(), tensor.numel(), type->width);
-  return tensor;
+  char* data = bytes.data() + header_size;
+  if (detail::host_is_little_endian()) detail::swap_bytes(data, data_size / static_cast<int64_t>(type->width), type->width);
+  return torch::from_blob(data, dims, [holder](void*) {}, torch::TensorOptions().dtype(type->dtype));
+}
+
+}  // namespace
+
+torch::Tensor read_idx(const fs::path& path) {
+  return parse_idx(std::make_shared<std::string>(read_file_maybe_gz(path)), path);
 }
 
 void write_idx(const fs::path& path, const torch::Tensor& tensor) {

@@ -2,9 +2,9 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <fstream>
 #include <random>
-#include <sstream>
 
 #include "kd/util/error.h"
 
@@ -22,10 +22,20 @@ std::string read_file(const fs::path& path) {
   require_file(path, "file");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("{}: cannot open for reading", path.string());
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
+  // One buffer of the file's size, filled by one read (a stringstream copied it twice).
+  std::error_code ec;
+  auto size = fs::file_size(path, ec);
+  std::string out;
+  if (!ec) {
+    out.resize(size);
+    in.read(out.data(), static_cast<std::streamsize>(size));
+    out.resize(static_cast<size_t>(in.gcount()));
+  }
+  // Whatever the size did not cover (a pipe, a file that grew): read to the end.
+  char chunk[1 << 16];
+  while (in.read(chunk, sizeof(chunk)) || in.gcount() > 0) out.append(chunk, static_cast<size_t>(in.gcount()));
   if (in.bad()) fail("{}: read error", path.string());
-  return buffer.str();
+  return out;
 }
 
 std::string read_file_maybe_gz(const fs::path& path) {
@@ -38,25 +48,34 @@ std::string read_file_maybe_gz(const fs::path& path) {
   if (inflateInit2(&stream, 16 + MAX_WBITS) != Z_OK) fail("{}: cannot start gzip decoder", path.string());
   stream.next_in = reinterpret_cast<Bytef*>(raw.data());
   stream.avail_in = static_cast<uInt>(raw.size());
-  std::string out;
-  char chunk[1 << 16];
+  // The gzip trailer's last 4 bytes are the uncompressed size mod 2^32: the output is sized once
+  // and inflated in place, growing only if the hint was short (a multi-member file, over 4 GiB).
+  size_t hint = 0;
+  if (raw.size() >= 18) {
+    for (int i = 0; i < 4; ++i) hint |= static_cast<size_t>(static_cast<unsigned char>(raw[raw.size() - 1 - i])) << (24 - 8 * i);
+  }
+  std::string out(std::max<size_t>(hint, 1 << 16), '\0');
+  size_t used = 0;
   int status = Z_OK;
   while (status != Z_STREAM_END) {
-    stream.next_out = reinterpret_cast<Bytef*>(chunk);
-    stream.avail_out = sizeof(chunk);
+    if (used == out.size()) out.resize(out.size() * 2);
+    size_t room = std::min<size_t>(out.size() - used, 1u << 30);
+    stream.next_out = reinterpret_cast<Bytef*>(out.data() + used);
+    stream.avail_out = static_cast<uInt>(room);
     status = inflate(&stream, Z_NO_FLUSH);
     if (status != Z_OK && status != Z_STREAM_END) {
       inflateEnd(&stream);
       fail("{}: corrupt or truncated gzip data (zlib: {})", path.string(),
            stream.msg ? stream.msg : "unexpected end of data");
     }
-    out.append(chunk, sizeof(chunk) - stream.avail_out);
+    used += room - stream.avail_out;
     if (status == Z_OK && stream.avail_in == 0 && stream.avail_out != 0) {
       inflateEnd(&stream);
       fail("{}: truncated gzip data", path.string());
     }
   }
   inflateEnd(&stream);
+  out.resize(used);
   return out;
 }
 
