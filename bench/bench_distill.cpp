@@ -106,11 +106,13 @@ Process spawn(const std::vector<std::string>& args, const fs::path& log) {
 }
 
 // Best rate of an n x n x n product: torch::matmul (OpenBLAS for float32), or with `onednn` the
-// oneDNN inner product (at::mkldnn_linear, what kdistill's dense layers use for large products).
+// oneDNN inner product (at::mkldnn_linear, what kdistill's dense layers use for large products) on
+// operands already in oneDNN's layout, so that only the product is timed.
 double best_gflops(torch::ScalarType type, int64_t n, int repeats, bool onednn = false) {
   torch::NoGradGuard no_grad;
   auto a = torch::randn({n, n}).to(type), b = torch::randn({n, n}).to(type);
-  auto product = [&] { return onednn ? at::mkldnn_linear(a.to_mkldnn(), b, {}).to_dense() : torch::matmul(a, b); };
+  auto a_onednn = onednn ? a.to_mkldnn() : a, b_onednn = onednn ? b.to_mkldnn() : b;
+  auto product = [&] { return onednn ? at::mkldnn_linear(a_onednn, b_onednn, {}) : torch::matmul(a, b); };
   for (int i = 0; i < 3; ++i) product();
   double best = 0;
   for (int i = 0; i < repeats; ++i) {
