@@ -54,6 +54,8 @@ std::string read_file_maybe_gz(const fs::path& path) {
   if (raw.size() >= 18) {
     for (int i = 0; i < 4; ++i) hint |= static_cast<size_t>(static_cast<unsigned char>(raw[raw.size() - 1 - i])) << (24 - 8 * i);
   }
+  // Deflate expands at most ~1032:1, so a larger hint is a corrupt trailer: not trusted for the size.
+  hint = std::min(hint, raw.size() * 1032);
   std::string out(std::max<size_t>(hint, 1 << 16), '\0');
   size_t used = 0;
   int status = Z_OK;
