@@ -265,8 +265,9 @@ torch::Tensor activate(const std::string& name, const torch::Tensor& x) {
 }
 
 // relu followed by 2x2 max pooling (stride 2), in one pass each way. libtorch's max_pool2d was the
-// largest single cost of a small CNN's training step (26%: it writes an int64 index per output),
-// and relu's forward and backward passes over the full-size activations another 10%.
+// largest single cost of a small CNN's training step (26%; a loop that branches per window ran as
+// slowly, so mispredicted branches are the likely cause), and relu's forward and backward passes
+// over the full-size activations another 10%.
 // Same values and gradients as relu then max_pool2d for finite inputs: the gradient goes to the first
 // largest element of each window (row-major), and nowhere when the window's largest value is not positive.
 class ReluMaxPool2x2 : public torch::autograd::Function<ReluMaxPool2x2> {
