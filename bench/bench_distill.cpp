@@ -210,7 +210,7 @@ void make_tabular(const Bench& bench) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  kd::restart_with_blas_coretype(argv);
+  kd::use_fitting_blas_kernels();
   Bench bench;
   int repeats = 3;
   std::string json_path, only, keep;

@@ -18,7 +18,7 @@ void apply_global_options(const GlobalOptions& global) {
   spdlog::set_level(global.quiet ? spdlog::level::warn : spdlog::level::from_str(global.log_level));
   configure_allocator();
   int threads = configure_threads(global.threads);
-  spdlog::debug("threads: {}", threads);
+  spdlog::debug("threads: {}, BLAS: {}", threads, global.blas_core.empty() ? "not OpenBLAS" : "OpenBLAS " + global.blas_core);
 }
 
 int guarded(const std::function<void()>& body) {

@@ -15,6 +15,7 @@ struct GlobalOptions {
   bool quiet = false;
   std::string log_level = "info";
   int exit_status = 0;
+  std::string blas_core;  // OpenBLAS's kernels in force, for the debug log ("" when not OpenBLAS)
 };
 
 void register_commands(CLI::App& app, GlobalOptions& global);

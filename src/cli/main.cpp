@@ -10,27 +10,14 @@
 #include "kd/util/error.h"
 #include "kd/util/runtime.h"
 
-namespace {
-
-// Commands that spend their time in GEMMs: worth a restart with the fitting BLAS kernels (one more
-// library load, a fraction of a second); the quick ones (inspect, export, --help) are not.
-bool trains(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "run" || arg == "auto" || arg == "eval") return true;
-  }
-  return false;
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
-  if (trains(argc, argv)) kd::restart_with_blas_coretype(argv);
+  std::string blas_core = kd::use_fitting_blas_kernels();
   CLI::App app{"kdistill: knowledge distillation from a large teacher to a small, fast student"};
   app.set_version_flag("--version", std::string("kdistill ") + KD_VERSION);
   app.require_subcommand(1);
 
   kd::cli::GlobalOptions global;
+  global.blas_core = blas_core;
   app.add_option("--threads", global.threads, "intra-op threads (default: all cores)");
   app.add_option("--seed", global.seed, "random seed (overrides the recipe's)");
   app.add_flag("-q,--quiet", global.quiet, "print only warnings and errors");

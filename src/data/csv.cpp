@@ -162,7 +162,12 @@ std::vector<Record> tokenize(const std::string& text, size_t offset, int64_t lin
   Tokenizer tokenizer(text, offset, line, delimiter, path);
   std::vector<Record> records;
   Record record;
-  while (records.size() < max_records && tokenizer.next(record)) records.push_back(record);
+  while (records.size() < max_records && tokenizer.next(record)) {
+    size_t width = record.cells.size();
+    records.push_back(std::move(record));
+    record = Record();
+    record.cells.reserve(width);
+  }
   return records;
 }
 

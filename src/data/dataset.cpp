@@ -184,9 +184,9 @@ LabeledTable read_labeled(const DataFiles& files, const DataSpec& spec, const Ta
                           const std::vector<std::string>& known_classes, const std::string& field) {
   if (files.path.empty()) fail("{}: csv data needs path: file.csv", field);
   CsvTable table = read_csv(files.path, spec.csv());
-  if (files.labels.empty()) return label_table(table, options, known_classes);
+  if (files.labels.empty()) return label_table(std::move(table), options, known_classes);
   CsvTable targets = read_csv(files.labels, CsvOptions());
-  return label_table(table, targets, options, known_classes);
+  return label_table(std::move(table), targets, options, known_classes);
 }
 
 Pool read_tabular(const DataSpec& spec) {
@@ -205,7 +205,8 @@ Pool read_tabular(const DataSpec& spec) {
            join(pool.table.table.columns, ", "), spec.train().path);
     }
     auto& rows = pool.table.table.rows;
-    rows.insert(rows.end(), test.table.rows.begin(), test.table.rows.end());
+    rows.insert(rows.end(), std::make_move_iterator(test.table.rows.begin()),
+                std::make_move_iterator(test.table.rows.end()));
     auto& lines = pool.table.table.line_numbers;
     lines.insert(lines.end(), test.table.line_numbers.begin(), test.table.line_numbers.end());
     labels = torch::cat({labels, test.labels});

@@ -1,7 +1,6 @@
 #include "kd/data/tabular.h"
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <map>
@@ -16,18 +15,20 @@ namespace {
 
 enum class CellKind { number, non_finite, text };
 
-// strtod, less its hexadecimal forms ("0x1f" in a CSV is an identifier, not 31).
-CellKind classify(const std::string& cell, double& value) {
-  std::string s = trim(cell);
+// strtod, less its hexadecimal forms ("0x1f" in a CSV is an identifier, not 31). Out of range is
+// non-finite, as strtod's HUGE_VAL.
+CellKind classify(std::string_view cell, double& value) {
+  std::string_view s = trim_view(cell);
   if (s.empty()) return CellKind::text;
+  if (parse_decimal(s, value)) return std::isfinite(value) ? CellKind::number : CellKind::non_finite;
   size_t digits = (s[0] == '+' || s[0] == '-') ? 1 : 0;
   if (s.size() > digits + 1 && s[digits] == '0' && (s[digits + 1] == 'x' || s[digits + 1] == 'X')) {
     return CellKind::text;
   }
+  std::string copy(s);
   char* end = nullptr;
-  errno = 0;
-  value = std::strtod(s.c_str(), &end);
-  if (end != s.c_str() + s.size()) return CellKind::text;
+  value = std::strtod(copy.c_str(), &end);
+  if (end != copy.c_str() + copy.size()) return CellKind::text;
   return std::isfinite(value) ? CellKind::number : CellKind::non_finite;
 }
 
@@ -176,8 +177,9 @@ torch::Tensor map_labels(const CsvTable& targets, size_t target_column, const st
   return torch::tensor(ids, torch::kInt64);
 }
 
-// `targets` may be `features` itself. Rows are matched by position.
-LabeledTable label_columns(const CsvTable& features, std::vector<size_t> feature_columns,
+// `targets` may be `features` itself. Rows are matched by position; the kept rows are moved out of
+// `features` (a copy would double the table's memory: 2.5M cells are 80 MB of strings).
+LabeledTable label_columns(CsvTable& features, std::vector<size_t> feature_columns,
                            const CsvTable& targets, size_t target_column, const TabularOptions& options,
                            const std::vector<std::string>& known_classes) {
   const auto& missing_values = options.missing_values();
@@ -219,11 +221,16 @@ LabeledTable label_columns(const CsvTable& features, std::vector<size_t> feature
   out.table.columns = features.columns;
   out.table.delimiter = features.delimiter;
   out.table.header_line = features.header_line;
-  out.table.rows.reserve(kept.size());
-  out.table.line_numbers.reserve(kept.size());
-  for (size_t r : kept) {
-    out.table.rows.push_back(features.rows[r]);
-    out.table.line_numbers.push_back(features.line_numbers[r]);
+  if (kept.size() == features.rows.size()) {
+    out.table.rows = std::move(features.rows);
+    out.table.line_numbers = std::move(features.line_numbers);
+  } else {
+    out.table.rows.reserve(kept.size());
+    out.table.line_numbers.reserve(kept.size());
+    for (size_t r : kept) {
+      out.table.rows.push_back(std::move(features.rows[r]));
+      out.table.line_numbers.push_back(features.line_numbers[r]);
+    }
   }
   out.feature_columns = std::move(feature_columns);
   out.target_column = target_name;
@@ -240,7 +247,7 @@ std::set<size_t> resolve_drops(const CsvTable& table, const TabularOptions& opti
 
 }  // namespace
 
-LabeledTable label_table(const CsvTable& table, const TabularOptions& options,
+LabeledTable label_table(CsvTable table, const TabularOptions& options,
                          const std::vector<std::string>& known_classes) {
   check_options(options);
   KD_CHECK(!table.columns.empty(), "{}: a table without columns", table.path);
@@ -262,7 +269,7 @@ LabeledTable label_table(const CsvTable& table, const TabularOptions& options,
   return label_columns(table, std::move(features), table, target, options, known_classes);
 }
 
-LabeledTable label_table(const CsvTable& features, const CsvTable& targets, const TabularOptions& options,
+LabeledTable label_table(CsvTable features, const CsvTable& targets, const TabularOptions& options,
                          const std::vector<std::string>& known_classes) {
   check_options(options);
   KD_CHECK(!features.columns.empty() && !targets.columns.empty(), "{}, {}: a table without columns",
@@ -420,15 +427,15 @@ torch::Tensor TabularEncoder::transform(const LabeledTable& data) const {
     size_t j = data.feature_columns[i];
     bool onehot = column.categorical && categorical_encoding_ == "onehot";
     for (size_t r = 0; r < rows; ++r) {
-      std::string cell = table.rows[r][j];
-      bool missing = is_missing(cell, missing_values_);
+      const std::string& text = table.rows[r][j];
+      bool missing = is_missing(text, missing_values_);
+      const std::string& cell = missing && column.categorical ? column.mode : text;
       if (missing && missing_ != "impute") {
         fail("{}:{}: column {}: missing value ({}); set data.missing to drop or impute", table.path,
-             table.line_numbers[r], quote(column.name), quote(cell));
+             table.line_numbers[r], quote(column.name), quote(text));
       }
       float* row = values.data() + r * width + offset;
       if (column.categorical) {
-        if (missing) cell = column.mode;
         auto found = std::lower_bound(column.categories.begin(), column.categories.end(), cell);
         bool seen = found != column.categories.end() && *found == cell;
         auto position = static_cast<size_t>(found - column.categories.begin());

@@ -2,10 +2,12 @@
 
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
+#include <dlfcn.h>
 #include <malloc.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <torch/torch.h>
 
@@ -69,15 +71,40 @@ std::string preferred_blas_coretype() {
   return "";
 }
 
-void restart_with_blas_coretype(char** argv) {
-  if (std::getenv("KD_BLAS_RESTARTED") != nullptr) return;
-  std::string coretype = preferred_blas_coretype();
-  if (coretype.empty()) return;
-  setenv("OPENBLAS_CORETYPE", coretype.c_str(), 1);
-  setenv("KD_BLAS_RESTARTED", "1", 1);
-  execv("/proc/self/exe", argv);
-  // execv returned: it failed; carry on with OpenBLAS's own choice.
-  unsetenv("OPENBLAS_CORETYPE");
+namespace {
+
+// 2: AVX-512 kernels, 1: AVX2 ones, 0: anything older or unknown. OpenBLAS's own core names.
+int kernel_class(std::string name) {
+  for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const char* core : {"skylakex", "cooperlake", "sapphirerapids"}) {
+    if (name == core) return 2;
+  }
+  for (const char* core : {"haswell", "zen", "excavator", "steamroller"}) {
+    if (name == core) return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string use_fitting_blas_kernels() {
+  using Action = void (*)();
+  using Name = char* (*)();
+  auto corename = reinterpret_cast<Name>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  auto quit = reinterpret_cast<Action>(dlsym(RTLD_DEFAULT, "gotoblas_dynamic_quit"));
+  auto init = reinterpret_cast<Action>(dlsym(RTLD_DEFAULT, "gotoblas_dynamic_init"));
+  if (corename == nullptr) return "";
+  std::string current = corename();
+  std::string wanted = preferred_blas_coretype();
+  // The kernel table of that name must exist in this build, or OpenBLAS's init would exit.
+  bool available = !wanted.empty() && dlsym(RTLD_DEFAULT, ("gotoblas_" + wanted).c_str()) != nullptr;
+  if (quit == nullptr || init == nullptr || !available || kernel_class(wanted) <= kernel_class(current)) {
+    return current;
+  }
+  setenv("OPENBLAS_CORETYPE", wanted.c_str(), 1);
+  quit();
+  init();
+  return corename();
 }
 
 void seed_everything(uint64_t seed) { torch::manual_seed(seed); }

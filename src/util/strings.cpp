@@ -2,19 +2,22 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
 
 namespace kd {
 
-std::string trim(std::string_view text) {
+std::string_view trim_view(std::string_view text) {
   size_t begin = 0;
   size_t end = text.size();
   while (begin < end && std::isspace(static_cast<unsigned char>(text[begin]))) ++begin;
   while (end > begin && std::isspace(static_cast<unsigned char>(text[end - 1]))) --end;
-  return std::string(text.substr(begin, end - begin));
+  return text.substr(begin, end - begin);
 }
+
+std::string trim(std::string_view text) { return std::string(trim_view(text)); }
 
 std::string to_lower(std::string_view text) {
   std::string out(text);
@@ -54,9 +57,22 @@ std::string join(const std::vector<std::string>& parts, std::string_view separat
   return out;
 }
 
+bool parse_decimal(std::string_view text, double& value) {
+  // from_chars takes a leading '-' but not a '+' ("+-1" must stay text).
+  if (!text.empty() && text[0] == '+') {
+    text.remove_prefix(1);
+    if (!text.empty() && text[0] == '-') return false;
+  }
+  const char* end = text.data() + text.size();
+  auto [stop, error] = std::from_chars(text.data(), end, value);
+  return error == std::errc() && stop == end;
+}
+
 std::optional<double> parse_double(std::string_view text) {
-  std::string s = trim(text);
-  if (s.empty()) return std::nullopt;
+  text = trim_view(text);
+  if (text.empty()) return std::nullopt;
+  if (double value = 0; parse_decimal(text, value)) return value;
+  std::string s(text);
   errno = 0;
   char* end = nullptr;
   double value = std::strtod(s.c_str(), &end);

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "kd/util/fs.h"
 #include "test_util.h"
 
@@ -12,6 +14,19 @@ TEST(Strings, ParseNumbers) {
   EXPECT_DOUBLE_EQ(*parse_double(" 1.5e2 "), 150.0);
   EXPECT_FALSE(parse_double("1.5x"));
   EXPECT_FALSE(parse_double(""));
+  // The from_chars fast path and strtod agree: a leading '+', hexadecimal, out of range.
+  EXPECT_DOUBLE_EQ(*parse_double("+2.5"), 2.5);
+  EXPECT_FALSE(parse_double("+-1"));
+  EXPECT_FALSE(parse_double("+"));
+  EXPECT_DOUBLE_EQ(*parse_double("0x10"), 16.0);
+  EXPECT_FALSE(parse_double("1e999"));
+  EXPECT_DOUBLE_EQ(*parse_double("1e-400"), 0.0);
+  double value = 0;
+  EXPECT_TRUE(parse_decimal("-inf", value) && std::isinf(value) && value < 0);
+  EXPECT_TRUE(parse_decimal(".5", value) && value == 0.5);
+  EXPECT_FALSE(parse_decimal("0x10", value));
+  EXPECT_FALSE(parse_decimal("1e999", value));
+  EXPECT_FALSE(parse_decimal(" 1", value));  // the caller trims
   EXPECT_EQ(*parse_int("-42"), -42);
   EXPECT_FALSE(parse_int("4.2"));
 }

@@ -68,13 +68,13 @@ struct LabeledTable {
 // Labels the table by its own target column. With `known_classes` (the class_names of the training
 // table), labels are mapped to those classes and a label outside them is an error: use it for a separate
 // test file so that class i means the same thing in both.
-LabeledTable label_table(const CsvTable& table, const TabularOptions& options,
+LabeledTable label_table(CsvTable table, const TabularOptions& options,
                          const std::vector<std::string>& known_classes = {});
 
 // Labels from a separate file with the same number of rows (diabetes_data_raw.csv.gz +
 // diabetes_target.csv.gz): options.target selects the column of `targets` ("" = its last column);
 // options.drop and options.categorical refer to the columns of `features`, all of which are features.
-LabeledTable label_table(const CsvTable& features, const CsvTable& targets, const TabularOptions& options,
+LabeledTable label_table(CsvTable features, const CsvTable& targets, const TabularOptions& options,
                          const std::vector<std::string>& known_classes = {});
 
 class TabularEncoder {

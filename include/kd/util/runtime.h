@@ -21,10 +21,14 @@ void configure_allocator();
 // Debian 12's OpenBLAS 0.3.21 does not recognise recent cores and picks slower kernels (measured on
 // this project's 2-core Xeon: 37 GFLOP/s fp32 GEMM by default, 201 with SKYLAKEX).
 std::string preferred_blas_coretype();
-// OpenBLAS reads OPENBLAS_CORETYPE once, when it is loaded, before main: a program calls this first
-// thing in main to restart itself (execv of /proc/self/exe, same arguments) with the variable set.
-// Returns when no restart is needed or it failed; KD_BLAS_RESTARTED marks the restarted process.
-void restart_with_blas_coretype(char** argv);
+// Switches OpenBLAS, in this process, to preferred_blas_coretype() when the kernels it picked at load
+// time are of a lower class (generic or SSE kernels on an AVX-512 CPU); a core it chose that fits (as
+// COOPERLAKE on an AVX-512 CPU) is kept. Uses OpenBLAS's exported gotoblas_dynamic_quit/init, which
+// re-read OPENBLAS_CORETYPE; call it first thing in main, before any BLAS call. Does nothing when the
+// BLAS is not a DYNAMIC_ARCH OpenBLAS. OPENBLAS_CORETYPE stays set after a switch, so that child
+// processes (auto's workers, the benchmark's peer) load the same kernels. Returns OpenBLAS's core name
+// in force ("" when not OpenBLAS).
+std::string use_fitting_blas_kernels();
 // Seeds libtorch's global generator.
 void seed_everything(uint64_t seed);
 
