@@ -7,6 +7,7 @@
 #include <map>
 #include <set>
 
+#include "kd/models/fused_ops.h"
 #include "kd/util/error.h"
 #include "kd/util/shape.h"
 #include "kd/util/strings.h"
@@ -264,83 +265,6 @@ torch::Tensor activate(const std::string& name, const torch::Tensor& x) {
   KD_CHECK(false, "activation {} passed validation", name);
 }
 
-// relu followed by 2x2 max pooling (stride 2), in one pass each way. libtorch's max_pool2d was the
-// largest single cost of a small CNN's training step (26%; a loop that branches per window ran as
-// slowly, so mispredicted branches are the likely cause), and relu's forward and backward passes
-// over the full-size activations another 10%.
-// Same values and gradients as relu then max_pool2d for finite inputs: the gradient goes to the first
-// largest element of each window (row-major), and nowhere when the window's largest value is not positive.
-class ReluMaxPool2x2 : public torch::autograd::Function<ReluMaxPool2x2> {
- public:
-  static constexpr uint8_t kNone = 255;  // no gradient: the window's output is relu's zero
-
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input) {
-    torch::Tensor x = input.contiguous();
-    int64_t planes = x.size(0) * x.size(1), h = x.size(2), w = x.size(3), ho = h / 2, wo = w / 2;
-    auto out = torch::empty({x.size(0), x.size(1), ho, wo}, x.options());
-    auto where = torch::empty({x.size(0), x.size(1), ho, wo}, x.options().dtype(torch::kByte));
-    const float* in = x.data_ptr<float>();
-    float* o = out.data_ptr<float>();
-    uint8_t* k = where.data_ptr<uint8_t>();
-    at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) {
-        for (int64_t i = 0; i < ho; ++i) {
-          const float* r0 = in + (p * h + 2 * i) * w;
-          const float* r1 = r0 + w;
-          float* orow = o + (p * ho + i) * wo;
-          uint8_t* krow = k + (p * ho + i) * wo;
-          for (int64_t j = 0; j < wo; ++j) {
-            // Branch-free (compares as integers): with branches, mispredicted on real data, this
-            // loop and libtorch's max_pool2d took 4-5 ms on [128, 16, 28, 28]; without, 1.2 ms.
-            float a = r0[2 * j], b = r0[2 * j + 1], c = r1[2 * j], d = r1[2 * j + 1];
-            int right_top = b > a, right_bottom = d > c;
-            float top = std::max(a, b), bottom = std::max(c, d);  // the first of equals
-            int lower = bottom > top;
-            float m = std::max(top, bottom);
-            int q = lower * (2 + right_bottom) + (1 - lower) * right_top;
-            int positive = m > 0;
-            orow[j] = std::max(m, 0.0f);
-            krow[j] = static_cast<uint8_t>(positive * q + (1 - positive) * kNone);
-          }
-        }
-      }
-    });
-    ctx->save_for_backward({where});
-    ctx->saved_data["h"] = h;
-    ctx->saved_data["w"] = w;
-    return out;
-  }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    torch::Tensor where = ctx->get_saved_variables()[0];
-    torch::Tensor g = grads[0].contiguous();
-    int64_t h = ctx->saved_data["h"].toInt(), w = ctx->saved_data["w"].toInt();
-    int64_t planes = where.size(0) * where.size(1), ho = where.size(2), wo = where.size(3);
-    auto grad = torch::empty({where.size(0), where.size(1), h, w}, g.options());
-    const float* go = g.data_ptr<float>();
-    const uint8_t* k = where.data_ptr<uint8_t>();
-    float* gi = grad.data_ptr<float>();
-    // Zeros, then one store per window: its gradient (or 0) at its chosen element. Written as
-    // four selects per window (branch-free too) it ran 2.9 ms on [128, 16, 28, 28]; this 0.43 ms.
-    at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
-      std::fill(gi + begin * h * w, gi + end * h * w, 0.0f);
-      for (int64_t p = begin; p < end; ++p) {
-        for (int64_t i = 0; i < ho; ++i) {
-          float* top = gi + (p * h + 2 * i) * w;
-          const float* grow = go + (p * ho + i) * wo;
-          const uint8_t* krow = k + (p * ho + i) * wo;
-          for (int64_t j = 0; j < wo; ++j) {
-            int q = krow[j], chosen = q & 3;  // kNone & 3 = 3: a 0 stored there, in its own window
-            top[(chosen >> 1) * w + 2 * j + (chosen & 1)] = grow[j] * static_cast<float>(q != kNone);
-          }
-        }
-      }
-    });
-    return {grad};
-  }
-};
-
 bool relu_before_max_pool(const Step& activation, const Step* next) {
   return activation.op == "relu" && next && next->kind == StepKind::Pool && next->op == "max";
 }
@@ -348,6 +272,12 @@ bool relu_before_max_pool(const Step& activation, const Step* next) {
 torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training) {
   for (size_t i = 0; i < steps.size(); ++i) {
     Step& s = steps[i];
+    if (s.kind == StepKind::BatchNorm && s.spatial && i + 2 < steps.size() && steps[i + 1].kind == StepKind::Activation &&
+        relu_before_max_pool(steps[i + 1], &steps[i + 2])) {
+      x = batch_norm_relu_max_pool2x2(x, s.bn2d);
+      i += 2;
+      continue;
+    }
     if (s.kind == StepKind::Activation && relu_before_max_pool(s, i + 1 < steps.size() ? &steps[i + 1] : nullptr)) {
       x = relu_max_pool2x2(x);
       ++i;
@@ -889,12 +819,5 @@ ModelSummary ZooModel::summary(const std::vector<int64_t>& input_shape) {
 std::string ZooModel::kind() const { return spec_.arch(); }
 
 std::shared_ptr<torch::nn::Module> ZooModel::module() { return impl_->root; }
-
-torch::Tensor relu_max_pool2x2(const torch::Tensor& x) {
-  if (x.dim() == 4 && x.is_cpu() && x.scalar_type() == torch::kFloat && x.size(2) >= 2 && x.size(3) >= 2) {
-    return ReluMaxPool2x2::apply(x);
-  }
-  return torch::max_pool2d(torch::relu(x), {2, 2}, {2, 2});
-}
 
 }  // namespace kd::models

@@ -95,9 +95,6 @@ inline constexpr double kZooLeakyReluSlope = 0.01;
 // Validates, then returns the plan of the network build_zoo_model builds.
 std::vector<ZooStep> zoo_plan(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int64_t outputs);
 
-// max_pool2d(relu(x), 2, 2) of [N, C, H, W], with the same values and gradients (finite x), in one pass each
-// way for float32 on the CPU (the zoo CNN's relu + max pool stages run through it).
-torch::Tensor relu_max_pool2x2(const torch::Tensor& x);
 
 // A zoo network: torch::nn modules (Linear, Conv2d, BatchNorm1d/2d) registered under stable names.
 // State names follow PyTorch's state_dict order and naming, e.g. mlp: fc1.weight, fc1.bias, ...,
