@@ -3,8 +3,6 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <cmath>
-#include <vector>
 
 namespace kd::models {
 namespace {
@@ -96,160 +94,6 @@ class ReluMaxPool2x2 : public torch::autograd::Function<ReluMaxPool2x2> {
   }
 };
 
-// Per-channel sum and sum of squares of x - pivot over an [n, c, hw] tensor's channel `ch`, in 16
-// float lanes per plane (vectorised) and double across planes. The pivot (the channel's first value)
-// keeps E[x^2] - E[x]^2 accurate when the mean is large against the spread.
-void channel_sums(const float* x, int64_t n, int64_t c, int64_t hw, int64_t ch, float pivot, double& sum, double& squares) {
-  constexpr int kLanes = 16;
-  sum = 0;
-  squares = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const float* p = x + (i * c + ch) * hw;
-    float s[kLanes] = {}, q[kLanes] = {};
-    int64_t k = 0;
-    for (; k + kLanes <= hw; k += kLanes) {
-      for (int l = 0; l < kLanes; ++l) {
-        float v = p[k + l] - pivot;
-        s[l] += v;
-        q[l] += v * v;
-      }
-    }
-    for (; k < hw; ++k) {
-      float v = p[k] - pivot;
-      sum += v;
-      squares += static_cast<double>(v) * v;
-    }
-    for (int l = 0; l < kLanes; ++l) {
-      sum += s[l];
-      squares += q[l];
-    }
-  }
-}
-
-// max_pool2d(relu(batch_norm(x))) in training mode. Forward: per-channel statistics (one pass), then
-// normalise, relu and pool (one pass writing only the pooled output and a byte per window). Backward:
-// the batch-norm gradient dx = w * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), where dy (the
-// gradient at batch norm's output) is zero except at each window's chosen element, so both means come
-// from the pooled gradient, and dx is one linear pass over x plus one add per window.
-class BatchNormReluMaxPool2x2 : public torch::autograd::Function<BatchNormReluMaxPool2x2> {
- public:
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& input, const torch::Tensor& weight,
-                               const torch::Tensor& bias, torch::Tensor running_mean, torch::Tensor running_var,
-                               double momentum, double eps) {
-    torch::Tensor x = input.contiguous();
-    int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), ho = h / 2, wo = w / 2, hw = h * w;
-    double count = static_cast<double>(n * hw);
-    auto mean = torch::empty({c}, x.options()), invstd = torch::empty({c}, x.options());
-    std::vector<double> variance(static_cast<size_t>(c));
-    const float* in = x.data_ptr<float>();
-    float* m = mean.data_ptr<float>();
-    float* is = invstd.data_ptr<float>();
-    at::parallel_for(0, c, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t ch = begin; ch < end; ++ch) {
-        float pivot = in[ch * hw];
-        double sum = 0, squares = 0;
-        channel_sums(in, n, c, hw, ch, pivot, sum, squares);
-        double shifted_mean = sum / count;
-        double var = std::max(0.0, squares / count - shifted_mean * shifted_mean);
-        m[ch] = static_cast<float>(pivot + shifted_mean);
-        is[ch] = static_cast<float>(1.0 / std::sqrt(var + eps));
-        variance[static_cast<size_t>(ch)] = var;
-      }
-    });
-    {
-      torch::NoGradGuard no_grad;
-      auto unbiased = torch::tensor(variance, torch::kDouble).mul_(count / std::max(1.0, count - 1)).to(torch::kFloat);
-      running_mean.mul_(1 - momentum).add_(mean, momentum);
-      running_var.mul_(1 - momentum).add_(unbiased, momentum);
-    }
-
-    auto out = torch::empty({n, c, ho, wo}, x.options());
-    auto where = torch::empty({n, c, ho, wo}, x.options().dtype(torch::kByte));
-    torch::Tensor wc = weight.contiguous(), bc = bias.contiguous();
-    const float* wt = wc.data_ptr<float>();
-    const float* bt = bc.data_ptr<float>();
-    float* o = out.data_ptr<float>();
-    uint8_t* k = where.data_ptr<uint8_t>();
-    at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) {
-        int64_t ch = p % c;
-        float scale = wt[ch] * is[ch], shift = bt[ch] - m[ch] * scale;
-        pool_plane<true>(in + p * hw, h, w, scale, shift, o + p * ho * wo, k + p * ho * wo);
-      }
-    });
-    ctx->save_for_backward({x, wc, mean, invstd, where});
-    return out;
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto saved = ctx->get_saved_variables();
-    const torch::Tensor &x = saved[0], &weight = saved[1], &mean = saved[2], &invstd = saved[3], &where = saved[4];
-    torch::Tensor g = grads[0].contiguous();
-    int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), ho = where.size(2), wo = where.size(3);
-    int64_t hw = h * w, pooled = ho * wo;
-    double count = static_cast<double>(n * hw);
-    const float* in = x.data_ptr<float>();
-    const float* go = g.data_ptr<float>();
-    const uint8_t* k = where.data_ptr<uint8_t>();
-    const float* wt = weight.data_ptr<float>();
-    const float* m = mean.data_ptr<float>();
-    const float* is = invstd.data_ptr<float>();
-
-    // Per channel: sum(dy) and sum(dy * xhat), from the chosen elements only.
-    auto grad_weight = torch::empty({c}, x.options()), grad_bias = torch::empty({c}, x.options());
-    float* gw = grad_weight.data_ptr<float>();
-    float* gb = grad_bias.data_ptr<float>();
-    at::parallel_for(0, c, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t ch = begin; ch < end; ++ch) {
-        double sum_dy = 0, sum_dy_xhat = 0;
-        for (int64_t i = 0; i < n; ++i) {
-          int64_t p = i * c + ch;
-          const float* plane = in + p * hw;
-          double s = 0, sx = 0;
-          for (int64_t oi = 0; oi < ho; ++oi) {
-            for (int64_t oj = 0; oj < wo; ++oj) {
-              int64_t win = p * pooled + oi * wo + oj;
-              float dy = go[win] * static_cast<float>(k[win] != kNone);
-              s += dy;
-              sx += static_cast<double>(dy) * plane[chosen_offset(k[win], oi, oj, w)];
-            }
-          }
-          sum_dy += s;
-          sum_dy_xhat += sx;
-        }
-        // sum(dy * x) -> sum(dy * xhat) = invstd * (sum(dy * x) - mean * sum(dy))
-        sum_dy_xhat = is[ch] * (sum_dy_xhat - m[ch] * sum_dy);
-        gb[ch] = static_cast<float>(sum_dy);
-        gw[ch] = static_cast<float>(sum_dy_xhat);
-      }
-    });
-
-    // dx = k1 * dy + a + b * x with k1 = w * invstd, b = -k1 * invstd * mean(dy * xhat),
-    // a = -k1 * mean(dy) - b * mean.
-    auto grad = torch::empty_like(x);
-    float* gi = grad.data_ptr<float>();
-    at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) {
-        int64_t ch = p % c;
-        double k1 = static_cast<double>(wt[ch]) * is[ch];
-        double b = -k1 * is[ch] * (gw[ch] / count);
-        double a = -k1 * (gb[ch] / count) - b * m[ch];
-        auto fa = static_cast<float>(a), fb = static_cast<float>(b), fk = static_cast<float>(k1);
-        const float* xp = in + p * hw;
-        float* dp = gi + p * hw;
-        for (int64_t e = 0; e < hw; ++e) dp[e] = fa + fb * xp[e];
-        for (int64_t oi = 0; oi < ho; ++oi) {
-          for (int64_t oj = 0; oj < wo; ++oj) {
-            int64_t win = p * pooled + oi * wo + oj;
-            dp[chosen_offset(k[win], oi, oj, w)] += fk * go[win] * static_cast<float>(k[win] != kNone);
-          }
-        }
-      }
-    });
-    return {grad, grad_weight, grad_bias, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
-  }
-};
-
 bool fits(const torch::Tensor& x) {
   return x.dim() == 4 && x.is_cpu() && x.scalar_type() == torch::kFloat && x.size(2) >= 2 && x.size(3) >= 2;
 }
@@ -259,21 +103,6 @@ bool fits(const torch::Tensor& x) {
 torch::Tensor relu_max_pool2x2(const torch::Tensor& x) {
   if (fits(x)) return ReluMaxPool2x2::apply(x);
   return torch::max_pool2d(torch::relu(x), {2, 2}, {2, 2});
-}
-
-torch::Tensor batch_norm_relu_max_pool2x2(const torch::Tensor& x, torch::nn::BatchNorm2d& bn) {
-  const auto& options = bn->options;
-  bool fused = bn->is_training() && options.affine() && options.track_running_stats() && fits(x) &&
-               x.size(0) * x.size(2) * x.size(3) > 1 && bn->weight.scalar_type() == torch::kFloat &&
-               bn->running_mean.scalar_type() == torch::kFloat;
-  if (!fused) return relu_max_pool2x2(bn(x));
-  {
-    torch::NoGradGuard no_grad;
-    bn->num_batches_tracked += 1;
-  }
-  double momentum = options.momentum() ? *options.momentum() : 1.0 / bn->num_batches_tracked.item<double>();
-  return BatchNormReluMaxPool2x2::apply(x, bn->weight, bn->bias, bn->running_mean, bn->running_var, momentum,
-                                        options.eps());
 }
 
 }  // namespace kd::models
