@@ -196,7 +196,7 @@ Pool read_tabular(const DataSpec& spec) {
   options.task(spec.task());
   pool.table = read_labeled(spec.train(), spec, options, {}, "data.train");
   pool.class_names = pool.table.class_names;
-  auto train_rows = static_cast<int64_t>(pool.table.table.rows.size());
+  auto train_rows = static_cast<int64_t>(pool.table.table.num_rows());
   auto& labels = pool.table.labels;
   if (!spec.test().empty()) {
     LabeledTable test = read_labeled(spec.test(), spec, options, pool.class_names, "data.test");
@@ -204,15 +204,11 @@ Pool read_tabular(const DataSpec& spec) {
       fail("data.test: {} has columns [{}], expected [{}] as in {}", spec.test().path, join(test.table.columns, ", "),
            join(pool.table.table.columns, ", "), spec.train().path);
     }
-    auto& rows = pool.table.table.rows;
-    rows.insert(rows.end(), std::make_move_iterator(test.table.rows.begin()),
-                std::make_move_iterator(test.table.rows.end()));
-    auto& lines = pool.table.table.line_numbers;
-    lines.insert(lines.end(), test.table.line_numbers.begin(), test.table.line_numbers.end());
+    pool.table.table.append_rows(test.table);
     labels = torch::cat({labels, test.labels});
   }
   pool.y = labels.is_floating_point() && labels.dim() == 1 ? labels.unsqueeze(1) : labels;
-  auto total = static_cast<int64_t>(pool.table.table.rows.size());
+  auto total = static_cast<int64_t>(pool.table.table.num_rows());
   for (int64_t i = 0; i < total; ++i) (i < train_rows ? pool.train_rows : pool.test_rows).push_back(i);
   return pool;
 }

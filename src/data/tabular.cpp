@@ -77,17 +77,17 @@ void check_options(const TabularOptions& options) {
   }
 }
 
-bool is_missing(const std::string& cell, const std::vector<std::string>& missing_values) {
+bool is_missing(std::string_view cell, const std::vector<std::string>& missing_values) {
   return std::find(missing_values.begin(), missing_values.end(), cell) != missing_values.end();
 }
 
 // Integral numbers as integers ("1.0", "1e0" -> "1"), so that label files written by numpy or pandas
 // agree with hand-written ones; anything else unchanged.
-std::string canonical_label(const std::string& cell, bool& integral) {
+std::string canonical_label(std::string_view cell, bool& integral) {
   double value = 0;
   integral = classify(cell, value) == CellKind::number && std::floor(value) == value &&
              std::fabs(value) < 9007199254740992.0;
-  return integral ? std::to_string(static_cast<long long>(value)) : cell;
+  return integral ? std::to_string(static_cast<long long>(value)) : std::string(cell);
 }
 
 torch::Tensor map_labels(const CsvTable& targets, size_t target_column, const std::vector<size_t>& rows,
@@ -98,7 +98,7 @@ torch::Tensor map_labels(const CsvTable& targets, size_t target_column, const st
     std::vector<float> values;
     values.reserve(rows.size());
     for (size_t r : rows) {
-      const std::string& cell = targets.rows[r][target_column];
+      std::string_view cell = targets.cell(r, target_column);
       double value = 0;
       CellKind kind = classify(cell, value);
       if (kind == CellKind::text) {
@@ -119,7 +119,7 @@ torch::Tensor map_labels(const CsvTable& targets, size_t target_column, const st
   bool all_integral = true;
   for (size_t r : rows) {
     bool integral = false;
-    labels.push_back(canonical_label(targets.rows[r][target_column], integral));
+    labels.push_back(canonical_label(targets.cell(r, target_column), integral));
     all_integral = all_integral && integral;
   }
 
@@ -177,18 +177,18 @@ torch::Tensor map_labels(const CsvTable& targets, size_t target_column, const st
   return torch::tensor(ids, torch::kInt64);
 }
 
-// `targets` may be `features` itself. Rows are matched by position; the kept rows are moved out of
-// `features` (a copy would double the table's memory: 2.5M cells are 80 MB of strings).
+// `targets` may be `features` itself. Rows are matched by position; `features` becomes the labelled
+// table, less its dropped rows (a copy would double the table's memory).
 LabeledTable label_columns(CsvTable& features, std::vector<size_t> feature_columns,
                            const CsvTable& targets, size_t target_column, const TabularOptions& options,
                            const std::vector<std::string>& known_classes) {
   const auto& missing_values = options.missing_values();
-  const std::string& target_name = targets.columns[target_column];
+  const std::string target_name = targets.columns[target_column];  // a copy: `targets` may move below
   std::vector<size_t> kept;
-  kept.reserve(features.rows.size());
-  for (size_t r = 0; r < features.rows.size(); ++r) {
+  kept.reserve(features.num_rows());
+  for (size_t r = 0; r < features.num_rows(); ++r) {
     bool drop = false;
-    const std::string& label = targets.rows[r][target_column];
+    std::string_view label = targets.cell(r, target_column);
     if (is_missing(label, missing_values)) {
       if (options.missing() != "drop") {
         fail(
@@ -201,7 +201,7 @@ LabeledTable label_columns(CsvTable& features, std::vector<size_t> feature_colum
       drop = true;
     }
     for (size_t j : feature_columns) {
-      const std::string& cell = features.rows[r][j];
+      std::string_view cell = features.cell(r, j);
       if (!is_missing(cell, missing_values)) continue;
       if (options.missing() == "error") {
         fail("{}:{}: column {}: missing value ({}); set data.missing to drop or impute", features.path,
@@ -217,21 +217,8 @@ LabeledTable label_columns(CsvTable& features, std::vector<size_t> feature_colum
 
   LabeledTable out;
   out.labels = map_labels(targets, target_column, kept, options, known_classes, out.class_names);
-  out.table.path = features.path;
-  out.table.columns = features.columns;
-  out.table.delimiter = features.delimiter;
-  out.table.header_line = features.header_line;
-  if (kept.size() == features.rows.size()) {
-    out.table.rows = std::move(features.rows);
-    out.table.line_numbers = std::move(features.line_numbers);
-  } else {
-    out.table.rows.reserve(kept.size());
-    out.table.line_numbers.reserve(kept.size());
-    for (size_t r : kept) {
-      out.table.rows.push_back(std::move(features.rows[r]));
-      out.table.line_numbers.push_back(features.line_numbers[r]);
-    }
-  }
+  if (kept.size() < features.num_rows()) features.keep_rows(kept);
+  out.table = std::move(features);
   out.feature_columns = std::move(feature_columns);
   out.target_column = target_name;
   return out;
@@ -274,9 +261,9 @@ LabeledTable label_table(CsvTable features, const CsvTable& targets, const Tabul
   check_options(options);
   KD_CHECK(!features.columns.empty() && !targets.columns.empty(), "{}, {}: a table without columns",
            features.path, targets.path);
-  if (features.rows.size() != targets.rows.size()) {
+  if (features.num_rows() != targets.num_rows()) {
     fail("{}: {} rows, but the feature file {} has {}; the target file needs one row per feature row",
-         targets.path, targets.rows.size(), features.path, features.rows.size());
+         targets.path, targets.num_rows(), features.path, features.num_rows());
   }
   size_t target = options.target().empty() ? targets.columns.size() - 1
                                            : resolve_column(targets, options.target(), "target column");
@@ -291,14 +278,16 @@ LabeledTable label_table(CsvTable features, const CsvTable& targets, const Tabul
   return label_columns(features, std::move(columns), targets, target, options, known_classes);
 }
 
+// fit() and transform() read the table row by row, the order its cells are stored in, and report a bad
+// cell afterwards as a column-by-column reading would meet it: the first column with one, its first row.
 TabularEncoder TabularEncoder::fit(const LabeledTable& data, const std::vector<int64_t>& train_rows,
                                    const TabularOptions& options) {
   check_options(options);
   const CsvTable& table = data.table;
+  const size_t rows = table.num_rows();
   if (train_rows.empty()) fail("{}: no training rows to fit the feature encoding on", table.path);
   for (int64_t r : train_rows) {
-    KD_CHECK(r >= 0 && static_cast<size_t>(r) < table.rows.size(), "training row {} of {}", r,
-             table.rows.size());
+    KD_CHECK(r >= 0 && static_cast<size_t>(r) < rows, "training row {} of {}", r, rows);
   }
   std::set<size_t> forced;
   for (const auto& spec : options.categorical())
@@ -312,60 +301,91 @@ TabularEncoder TabularEncoder::fit(const LabeledTable& data, const std::vector<i
   encoder.target_column_ = data.target_column;
   encoder.class_names_ = data.class_names;
   const auto& missing_values = options.missing_values();
+  const std::vector<size_t>& features = data.feature_columns;
 
-  for (size_t j : data.feature_columns) {
-    Column column;
-    column.name = table.columns[j];
-    // The kind, from every row.
+  // The kinds, from every row.
+  struct Kinds {
     size_t numbers = 0, texts = 0;
-    size_t first_number = 0, first_text = 0, first_non_finite = table.rows.size();
-    for (size_t r = 0; r < table.rows.size(); ++r) {
-      const std::string& cell = table.rows[r][j];
+    size_t first_number = 0, first_text = 0, first_non_finite = 0;
+  };
+  std::vector<Kinds> kinds(features.size());
+  for (Kinds& k : kinds) k.first_non_finite = rows;
+  for (size_t r = 0; r < rows; ++r) {
+    for (size_t i = 0; i < features.size(); ++i) {
+      std::string_view cell = table.cell(r, features[i]);
       if (is_missing(cell, missing_values)) continue;
       double value = 0;
       CellKind kind = classify(cell, value);
+      Kinds& k = kinds[i];
       if (kind == CellKind::text) {
-        if (texts++ == 0) first_text = r;
+        if (k.texts++ == 0) k.first_text = r;
       } else {
-        if (numbers++ == 0) first_number = r;
-        if (kind == CellKind::non_finite && first_non_finite == table.rows.size()) first_non_finite = r;
+        if (k.numbers++ == 0) k.first_number = r;
+        if (kind == CellKind::non_finite && k.first_non_finite == rows) k.first_non_finite = r;
       }
     }
-    column.categorical = forced.count(j) > 0 || numbers == 0;
+  }
+  std::vector<bool> categorical(features.size());
+  for (size_t i = 0; i < features.size(); ++i) {
+    categorical[i] = forced.count(features[i]) > 0 || kinds[i].numbers == 0;
+  }
+
+  // The values, from the training rows.
+  std::vector<std::map<std::string, size_t, std::less<>>> counts(features.size());
+  std::vector<double> sums(features.size(), 0.0);
+  std::vector<size_t> filled(features.size(), 0);
+  for (int64_t r : train_rows) {
+    for (size_t i = 0; i < features.size(); ++i) {
+      std::string_view cell = table.cell(static_cast<size_t>(r), features[i]);
+      if (is_missing(cell, missing_values)) continue;
+      if (categorical[i]) {
+        auto found = counts[i].find(cell);
+        if (found == counts[i].end()) found = counts[i].emplace(cell, 0).first;
+        ++found->second;
+        continue;
+      }
+      double value = 0;
+      if (classify(cell, value) != CellKind::number) continue;
+      sums[i] += value;
+      ++filled[i];
+    }
+  }
+
+  for (size_t i = 0; i < features.size(); ++i) {
+    size_t j = features[i];
+    const Kinds& k = kinds[i];
+    Column column;
+    column.name = table.columns[j];
+    column.categorical = categorical[i];
     if (!column.categorical) {
-      if (texts > 0 && texts <= numbers) {
+      if (k.texts > 0 && k.texts <= k.numbers) {
         fail(
             "{}:{}: column {}: {} is not a number (the column's other cells are numbers; if the column is "
             "categorical, add it to data.categorical)",
-            table.path, table.line_numbers[first_text], quote(column.name), quote(table.rows[first_text][j]));
+            table.path, table.line_numbers[k.first_text], quote(column.name),
+            quote(table.cell(k.first_text, j)));
       }
-      if (texts > numbers) {
+      if (k.texts > k.numbers) {
         fail(
             "{}:{}: column {}: {} is a number among text cells; add {} to data.categorical to read the "
             "column "
             "as categories",
-            table.path, table.line_numbers[first_number], quote(column.name),
-            quote(table.rows[first_number][j]), quote(column.name));
+            table.path, table.line_numbers[k.first_number], quote(column.name),
+            quote(table.cell(k.first_number, j)), quote(column.name));
       }
-      if (first_non_finite < table.rows.size()) {
-        fail("{}:{}: column {}: {} is not finite", table.path, table.line_numbers[first_non_finite],
-             quote(column.name), quote(table.rows[first_non_finite][j]));
+      if (k.first_non_finite < rows) {
+        fail("{}:{}: column {}: {} is not finite", table.path, table.line_numbers[k.first_non_finite],
+             quote(column.name), quote(table.cell(k.first_non_finite, j)));
       }
     }
-
-    // The values, from the training rows.
+    bool nothing_to_impute = column.categorical ? counts[i].empty() : filled[i] == 0;
+    if (nothing_to_impute && options.missing() == "impute") {
+      fail("{}: column {}: every training value is missing, nothing to impute from (add it to data.drop)",
+           table.path, quote(column.name));
+    }
     if (column.categorical) {
-      std::map<std::string, size_t> counts;
-      for (int64_t r : train_rows) {
-        const std::string& cell = table.rows[r][j];
-        if (!is_missing(cell, missing_values)) ++counts[cell];
-      }
-      if (counts.empty() && options.missing() == "impute") {
-        fail("{}: column {}: every training value is missing, nothing to impute from (add it to data.drop)",
-             table.path, quote(column.name));
-      }
       size_t best = 0;
-      for (const auto& [category, count] : counts) {
+      for (const auto& [category, count] : counts[i]) {
         column.categories.push_back(category);
         if (count > best) {
           best = count;
@@ -373,20 +393,7 @@ TabularEncoder TabularEncoder::fit(const LabeledTable& data, const std::vector<i
         }
       }
     } else {
-      double sum = 0;
-      size_t filled = 0;
-      for (int64_t r : train_rows) {
-        const std::string& cell = table.rows[r][j];
-        double value = 0;
-        if (is_missing(cell, missing_values) || classify(cell, value) != CellKind::number) continue;
-        sum += value;
-        ++filled;
-      }
-      if (filled == 0 && options.missing() == "impute") {
-        fail("{}: column {}: every training value is missing, nothing to impute from (add it to data.drop)",
-             table.path, quote(column.name));
-      }
-      column.mean = filled > 0 ? sum / static_cast<double>(filled) : 0.0;
+      column.mean = filled[i] > 0 ? sums[i] / static_cast<double>(filled[i]) : 0.0;
     }
     encoder.columns_.push_back(std::move(column));
   }
@@ -419,54 +426,67 @@ torch::Tensor TabularEncoder::transform(const LabeledTable& data) const {
     }
   }
   const size_t width = feature_names().size();
-  const size_t rows = table.rows.size();
-  std::vector<float> values(rows * width, 0.0f);
+  const size_t rows = table.num_rows();
+  const bool onehot = categorical_encoding_ == "onehot";
+  std::vector<size_t> offsets;  // each column's first feature in a row
   size_t offset = 0;
-  for (size_t i = 0; i < columns_.size(); ++i) {
-    const Column& column = columns_[i];
-    size_t j = data.feature_columns[i];
-    bool onehot = column.categorical && categorical_encoding_ == "onehot";
-    for (size_t r = 0; r < rows; ++r) {
-      const std::string& text = table.rows[r][j];
-      bool missing = is_missing(text, missing_values_);
-      const std::string& cell = missing && column.categorical ? column.mode : text;
-      if (missing && missing_ != "impute") {
-        fail("{}:{}: column {}: missing value ({}); set data.missing to drop or impute", table.path,
-             table.line_numbers[r], quote(column.name), quote(text));
-      }
-      float* row = values.data() + r * width + offset;
-      if (column.categorical) {
-        auto found = std::lower_bound(column.categories.begin(), column.categories.end(), cell);
-        bool seen = found != column.categories.end() && *found == cell;
-        auto position = static_cast<size_t>(found - column.categories.begin());
-        if (onehot) {
-          if (seen) row[position] = 1.0f;
-        } else {
-          row[0] = static_cast<float>(seen ? position : column.categories.size());
-        }
-        continue;
-      }
-      double value = column.mean;
-      if (!missing) {
-        CellKind kind = classify(cell, value);
-        if (kind == CellKind::text) {
-          fail(
-              "{}:{}: column {}: {} is not a number (if the column is categorical, add it to "
-              "data.categorical)",
-              table.path, table.line_numbers[r], quote(column.name), quote(cell));
-        }
-        if (kind == CellKind::non_finite) {
-          fail("{}:{}: column {}: {} is not finite", table.path, table.line_numbers[r], quote(column.name),
-               quote(cell));
-        }
-      }
-      row[0] = static_cast<float>(value);
-    }
-    offset += onehot ? column.categories.size() : 1;
+  for (const Column& column : columns_) {
+    offsets.push_back(offset);
+    offset += column.categorical && onehot ? column.categories.size() : 1;
   }
-  return torch::from_blob(values.data(), {static_cast<int64_t>(rows), static_cast<int64_t>(width)},
-                          torch::kFloat32)
-      .clone();
+
+  enum class Problem { none, missing, text, non_finite };
+  auto encode = [&](const Column& column, std::string_view text, float* features) {
+    bool missing = is_missing(text, missing_values_);
+    if (missing && missing_ != "impute") return Problem::missing;
+    std::string_view cell = missing && column.categorical ? std::string_view(column.mode) : text;
+    if (column.categorical) {
+      auto found = std::lower_bound(column.categories.begin(), column.categories.end(), cell);
+      bool seen = found != column.categories.end() && *found == cell;
+      auto position = static_cast<size_t>(found - column.categories.begin());
+      if (onehot) {
+        if (seen) features[position] = 1.0f;
+      } else {
+        features[0] = static_cast<float>(seen ? position : column.categories.size());
+      }
+      return Problem::none;
+    }
+    double value = column.mean;
+    if (!missing) {
+      CellKind kind = classify(cell, value);
+      if (kind == CellKind::text) return Problem::text;
+      if (kind == CellKind::non_finite) return Problem::non_finite;
+    }
+    features[0] = static_cast<float>(value);
+    return Problem::none;
+  };
+
+  torch::Tensor x = torch::zeros({static_cast<int64_t>(rows), static_cast<int64_t>(width)}, torch::kFloat32);
+  float* values = x.data_ptr<float>();
+  std::vector<std::pair<size_t, Problem>> first_problem(columns_.size(), {rows, Problem::none});
+  for (size_t r = 0; r < rows; ++r) {
+    float* row = values + r * width;
+    for (size_t i = 0; i < columns_.size(); ++i) {
+      Problem problem = encode(columns_[i], table.cell(r, data.feature_columns[i]), row + offsets[i]);
+      if (problem != Problem::none && first_problem[i].first == rows) first_problem[i] = {r, problem};
+    }
+  }
+  for (size_t i = 0; i < columns_.size(); ++i) {
+    auto [r, problem] = first_problem[i];
+    if (problem == Problem::none) continue;
+    std::string_view cell = table.cell(r, data.feature_columns[i]);
+    const std::string& name = columns_[i].name;
+    if (problem == Problem::missing) {
+      fail("{}:{}: column {}: missing value ({}); set data.missing to drop or impute", table.path,
+           table.line_numbers[r], quote(name), quote(cell));
+    }
+    if (problem == Problem::text) {
+      fail("{}:{}: column {}: {} is not a number (if the column is categorical, add it to data.categorical)",
+           table.path, table.line_numbers[r], quote(name), quote(cell));
+    }
+    fail("{}:{}: column {}: {} is not finite", table.path, table.line_numbers[r], quote(name), quote(cell));
+  }
+  return x;
 }
 
 nlohmann::json TabularEncoder::to_json() const {

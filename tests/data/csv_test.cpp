@@ -19,13 +19,22 @@ CsvTable parse(const std::string& text, const CsvOptions& options = CsvOptions()
   return parse_csv(text, "f.csv", options);
 }
 
+// Every cell of the table, row by row.
+Rows rows_of(const CsvTable& t) {
+  Rows rows(t.num_rows());
+  for (size_t r = 0; r < t.num_rows(); ++r) {
+    for (size_t j = 0; j < t.columns.size(); ++j) rows[r].emplace_back(t.cell(r, j));
+  }
+  return rows;
+}
+
 TEST(Csv, ReadsHeaderRowsAndLineNumbers) {
   test::TempDir dir;
   write_file_atomic(dir / "t.csv", "name,age,score\nann,31,1.5\nbob,42,2.5\n");
   CsvTable t = read_csv(dir / "t.csv");
   EXPECT_EQ(t.path, (dir / "t.csv").string());
   EXPECT_EQ(t.columns, (Names{"name", "age", "score"}));
-  EXPECT_EQ(t.rows, (Rows{{"ann", "31", "1.5"}, {"bob", "42", "2.5"}}));
+  EXPECT_EQ(rows_of(t), (Rows{{"ann", "31", "1.5"}, {"bob", "42", "2.5"}}));
   EXPECT_EQ(t.line_numbers, (Lines{2, 3}));
   EXPECT_EQ(t.delimiter, ",");
   EXPECT_EQ(t.header_line, 1);
@@ -39,11 +48,11 @@ TEST(Csv, QuotedFieldsFollowRfc4180) {
       "3,\"two\nlines\",4\n"
       "4, \"spaced\" ,5\n"
       "5,\"\",6\n");
-  EXPECT_EQ(t.rows, (Rows{{"1", "a, b", "2"},
-                          {"2", "she said \"hi\"", "3"},
-                          {"3", "two\nlines", "4"},
-                          {"4", "spaced", "5"},
-                          {"5", "", "6"}}));
+  EXPECT_EQ(rows_of(t), (Rows{{"1", "a, b", "2"},
+                              {"2", "she said \"hi\"", "3"},
+                              {"3", "two\nlines", "4"},
+                              {"4", "spaced", "5"},
+                              {"5", "", "6"}}));
   // The row after the two-line cell starts on line 6.
   EXPECT_EQ(t.line_numbers, (Lines{2, 3, 4, 6, 7}));
 }
@@ -51,7 +60,7 @@ TEST(Csv, QuotedFieldsFollowRfc4180) {
 TEST(Csv, QuotedHeaderAndQuotesInsideUnquotedCells) {
   CsvTable t = parse("\"a\",\"b,c\"\n5 \"in\",6\n7,\"x\"y\n");
   EXPECT_EQ(t.columns, (Names{"a", "b,c"}));
-  EXPECT_EQ(t.rows, (Rows{{"5 \"in\"", "6"}, {"7", "xy"}}));
+  EXPECT_EQ(rows_of(t), (Rows{{"5 \"in\"", "6"}, {"7", "xy"}}));
 }
 
 TEST(Csv, CrlfBomAndLoneCrReadLikeLf) {
@@ -62,7 +71,7 @@ TEST(Csv, CrlfBomAndLoneCrReadLikeLf) {
   CsvTable cr = parse("a,b\r1,\"x\ry\"\r3,4\r");
   for (const CsvTable* t : {&crlf, &cr}) {
     EXPECT_EQ(t->columns, lf.columns);
-    EXPECT_EQ(t->rows, lf.rows);
+    EXPECT_EQ(rows_of(*t), rows_of(lf));
     EXPECT_EQ(t->line_numbers, lf.line_numbers);
   }
   EXPECT_EQ(crlf.columns[0], "a");  // no BOM left in the first name
@@ -72,7 +81,7 @@ TEST(Csv, CrlfBomAndLoneCrReadLikeLf) {
 TEST(Csv, BlankAndAllEmptyLinesAreSkipped) {
   CsvTable t = parse("\n\na,b\n\n1,2\n   \n,\n3,4\n\n");
   EXPECT_EQ(t.columns, (Names{"a", "b"}));
-  EXPECT_EQ(t.rows, (Rows{{"1", "2"}, {"3", "4"}}));
+  EXPECT_EQ(rows_of(t), (Rows{{"1", "2"}, {"3", "4"}}));
   EXPECT_EQ(t.line_numbers, (Lines{5, 8}));
   EXPECT_EQ(t.header_line, 3);
 }
@@ -80,25 +89,25 @@ TEST(Csv, BlankAndAllEmptyLinesAreSkipped) {
 TEST(Csv, UnquotedCellsAreTrimmedQuotedKept) {
   CsvTable t = parse("a , b\n 1 ,\" x \"\n");
   EXPECT_EQ(t.columns, (Names{"a", "b"}));
-  EXPECT_EQ(t.rows, (Rows{{"1", " x "}}));
+  EXPECT_EQ(rows_of(t), (Rows{{"1", " x "}}));
 }
 
 TEST(Csv, TrailingDelimiterOnEveryLineIsDropped) {
   CsvTable t = parse("a,b,c,\n1,2,3,\n4,5,6,\n");
   EXPECT_EQ(t.columns, (Names{"a", "b", "c"}));
-  EXPECT_EQ(t.rows, (Rows{{"1", "2", "3"}, {"4", "5", "6"}}));
+  EXPECT_EQ(rows_of(t), (Rows{{"1", "2", "3"}, {"4", "5", "6"}}));
 }
 
 TEST(Csv, TrailingDelimiterOnDataLinesOnly) {
   CsvTable t = parse("a,b,c\n1,2,3,\n4,5,6\n");
   EXPECT_EQ(t.columns, (Names{"a", "b", "c"}));
-  EXPECT_EQ(t.rows, (Rows{{"1", "2", "3"}, {"4", "5", "6"}}));
+  EXPECT_EQ(rows_of(t), (Rows{{"1", "2", "3"}, {"4", "5", "6"}}));
 }
 
 TEST(Csv, EmptyLastCellIsKeptWhenOtherRowsFillIt) {
   CsvTable t = parse("1,2,\n4,5,6\n7,8,9\n");
   EXPECT_EQ(t.columns, (Names{"0", "1", "2"}));
-  EXPECT_EQ(t.rows, (Rows{{"1", "2", ""}, {"4", "5", "6"}, {"7", "8", "9"}}));
+  EXPECT_EQ(rows_of(t), (Rows{{"1", "2", ""}, {"4", "5", "6"}, {"7", "8", "9"}}));
 }
 
 TEST(Csv, DetectsDelimiters) {
@@ -118,18 +127,18 @@ TEST(Csv, DetectsDelimiters) {
     CsvTable t = parse(c.text);
     EXPECT_EQ(t.delimiter, c.delimiter) << c.text;
     EXPECT_EQ(t.columns, c.columns) << c.text;
-    EXPECT_EQ(t.rows.size(), 2u) << c.text;
+    EXPECT_EQ(t.num_rows(), 2u) << c.text;
   }
-  EXPECT_EQ(parse("a b c\n 1 2   3\n").rows, (Rows{{"1", "2", "3"}}));
-  EXPECT_EQ(parse("city\tpeople\nNew York\t8.3\nSan Jose\t1.0\n").rows[0], (Names{"New York", "8.3"}));
+  EXPECT_EQ(rows_of(parse("a b c\n 1 2   3\n")), (Rows{{"1", "2", "3"}}));
+  EXPECT_EQ(rows_of(parse("city\tpeople\nNew York\t8.3\nSan Jose\t1.0\n"))[0], (Names{"New York", "8.3"}));
 }
 
 TEST(Csv, ExplicitDelimiter) {
   CsvTable t = parse("a;b,c\n1;2,3\n", CsvOptions().delimiter(";"));
   EXPECT_EQ(t.columns, (Names{"a", "b,c"}));
-  EXPECT_EQ(parse("a\tb\n1\t2\n", CsvOptions().delimiter("\t")).rows, (Rows{{"1", "2"}}));
+  EXPECT_EQ(rows_of(parse("a\tb\n1\t2\n", CsvOptions().delimiter("\t"))), (Rows{{"1", "2"}}));
   EXPECT_EQ(parse("a\tb\n1\t2\n", CsvOptions().delimiter("tab")).delimiter, "\t");
-  EXPECT_EQ(parse("a  b\n1   2\n", CsvOptions().delimiter("whitespace")).rows, (Rows{{"1", "2"}}));
+  EXPECT_EQ(rows_of(parse("a  b\n1   2\n", CsvOptions().delimiter("whitespace"))), (Rows{{"1", "2"}}));
   // With a fixed comma, a line of other text is one field and so ragged.
   KD_EXPECT_ERROR(parse("a,b\n1;2\n", CsvOptions().delimiter(",")),
                   "f.csv:2: expected 2 fields (as on line 1), found 1");
@@ -138,7 +147,7 @@ TEST(Csv, ExplicitDelimiter) {
 TEST(Csv, HeaderAutoDetection) {
   CsvTable numeric = parse("1,2,3\n4,5,6\n");
   EXPECT_EQ(numeric.columns, (Names{"0", "1", "2"}));
-  EXPECT_EQ(numeric.rows.size(), 2u);
+  EXPECT_EQ(numeric.num_rows(), 2u);
   EXPECT_EQ(numeric.header_line, 0);
 
   // A text first row above numbers is a header, even when a data row has text in a categorical column.
@@ -146,12 +155,12 @@ TEST(Csv, HeaderAutoDetection) {
   EXPECT_EQ(mixed.columns, (Names{"color", "size"}));
   CsvTable first_row_data = parse("red,1\nblue,2\n");
   EXPECT_EQ(first_row_data.columns, (Names{"0", "1"}));
-  EXPECT_EQ(first_row_data.rows.size(), 2u);
+  EXPECT_EQ(first_row_data.num_rows(), 2u);
 
   // Missing-value tokens in the first data row do not make it a header.
   CsvTable missing = parse("NA,NA,3\n1,2,3\n4,5,6\n");
   EXPECT_EQ(missing.header_line, 0);
-  EXPECT_EQ(missing.rows.size(), 3u);
+  EXPECT_EQ(missing.num_rows(), 3u);
 
   // pandas writes an unnamed index column: its header cell is empty and takes the index as name.
   CsvTable pandas = parse(",a,b\n0,1.5,2\n1,3.5,4\n");
@@ -165,7 +174,7 @@ TEST(Csv, HeaderAutoDetection) {
 TEST(Csv, HeaderNoneReadsEveryLineAsData) {
   CsvTable t = parse("a,b\n1,2\n", CsvOptions().header("none"));
   EXPECT_EQ(t.columns, (Names{"0", "1"}));
-  EXPECT_EQ(t.rows, (Rows{{"a", "b"}, {"1", "2"}}));
+  EXPECT_EQ(rows_of(t), (Rows{{"a", "b"}, {"1", "2"}}));
   EXPECT_EQ(t.line_numbers, (Lines{1, 2}));
 }
 
@@ -173,7 +182,7 @@ TEST(Csv, HeaderLineNumberSkipsTheLinesAbove) {
   // The lines above are skipped unread: their unbalanced quote and other delimiter do not matter.
   CsvTable t = parse("exported \"by tool\nsemi;colons;here\nx,y\n1,2\n3,4\n", CsvOptions().header("3"));
   EXPECT_EQ(t.columns, (Names{"x", "y"}));
-  EXPECT_EQ(t.rows, (Rows{{"1", "2"}, {"3", "4"}}));
+  EXPECT_EQ(rows_of(t), (Rows{{"1", "2"}, {"3", "4"}}));
   EXPECT_EQ(t.line_numbers, (Lines{4, 5}));
   EXPECT_EQ(t.header_line, 3);
   EXPECT_EQ(t.delimiter, ",");
@@ -186,7 +195,7 @@ TEST(Csv, SummaryLineWithOtherFieldCountIsSkipped) {
   CsvTable t = parse("3,2,malignant,benign,extra\n1.5,2,0\n3.5,4,1\n5.5,6,0\n");
   EXPECT_EQ(t.header_line, 0);
   EXPECT_EQ(t.columns, (Names{"0", "1", "2"}));
-  EXPECT_EQ(t.rows.size(), 3u);
+  EXPECT_EQ(t.num_rows(), 3u);
   EXPECT_EQ(t.line_numbers[0], 2);
 }
 
@@ -195,7 +204,7 @@ TEST(Csv, SummaryLineAboveHeaderIsSkipped) {
   CsvTable t = parse("2,2,\n\"A\",\"B\",\"Y\"\n1,2,3\n4,5,6\n");
   EXPECT_EQ(t.columns, (Names{"A", "B", "Y"}));
   EXPECT_EQ(t.header_line, 2);
-  EXPECT_EQ(t.rows, (Rows{{"1", "2", "3"}, {"4", "5", "6"}}));
+  EXPECT_EQ(rows_of(t), (Rows{{"1", "2", "3"}, {"4", "5", "6"}}));
 }
 
 TEST(Csv, HeaderWithOneNameLessThanTheRows) {
@@ -203,7 +212,20 @@ TEST(Csv, HeaderWithOneNameLessThanTheRows) {
   CsvTable t = parse("\"a\" \"b\"\n\"1\" 1.5 2\n\"2\" 3.5 4\n");
   EXPECT_EQ(t.delimiter, "whitespace");
   EXPECT_EQ(t.columns, (Names{"0", "a", "b"}));
-  EXPECT_EQ(t.rows, (Rows{{"1", "1.5", "2"}, {"2", "3.5", "4"}}));
+  EXPECT_EQ(rows_of(t), (Rows{{"1", "1.5", "2"}, {"2", "3.5", "4"}}));
+}
+
+TEST(Csv, KeepsAndAppendsRows) {
+  CsvTable t = parse("a,b\n1,x\n2,\n3,\"z,z\"\n4,w\n");
+  t.keep_rows({0, 2, 3});
+  EXPECT_EQ(rows_of(t), (Rows{{"1", "x"}, {"3", "z,z"}, {"4", "w"}}));
+  EXPECT_EQ(t.line_numbers, (Lines{2, 4, 5}));
+  t.append_rows(parse("a,b\n5,\"\"\n6,v\n"));
+  EXPECT_EQ(rows_of(t), (Rows{{"1", "x"}, {"3", "z,z"}, {"4", "w"}, {"5", ""}, {"6", "v"}}));
+  EXPECT_EQ(t.line_numbers, (Lines{2, 4, 5, 2, 3}));
+  t.keep_rows({1, 4});
+  EXPECT_EQ(rows_of(t), (Rows{{"3", "z,z"}, {"6", "v"}}));
+  EXPECT_EQ(t.line_numbers, (Lines{4, 3}));
 }
 
 TEST(Csv, ReadsGzipTransparently) {
@@ -216,7 +238,7 @@ TEST(Csv, ReadsGzipTransparently) {
   gzclose(out);
   CsvTable t = read_csv(path);
   EXPECT_EQ(t.columns, (Names{"a", "b"}));
-  EXPECT_EQ(t.rows, (Rows{{"1", "2"}}));
+  EXPECT_EQ(rows_of(t), (Rows{{"1", "2"}}));
 }
 
 TEST(Csv, ErrorMissingFile) {
@@ -271,16 +293,16 @@ TEST(CsvSklearn, BreastCancerSkipsItsSummaryLine) {
   CsvTable t = read_csv(kSklearnData / "breast_cancer.csv");
   EXPECT_EQ(t.header_line, 0);
   EXPECT_EQ(t.columns.size(), 31u);
-  EXPECT_EQ(t.rows.size(), 569u);
+  EXPECT_EQ(t.num_rows(), 569u);
   EXPECT_EQ(t.line_numbers.front(), 2);
-  EXPECT_EQ(t.rows[0][0], "17.99");
+  EXPECT_EQ(t.cell(0, 0), "17.99");
 }
 
 TEST(CsvSklearn, IrisSummaryLineIsItsHeader) {
   CsvTable t = read_csv(kSklearnData / "iris.csv");
   EXPECT_EQ(t.header_line, 1);
   EXPECT_EQ(t.columns, (Names{"150", "4", "setosa", "versicolor", "virginica"}));
-  EXPECT_EQ(t.rows.size(), 150u);
+  EXPECT_EQ(t.num_rows(), 150u);
 }
 
 TEST(CsvSklearn, GzippedFilesWithoutHeader) {
@@ -288,18 +310,18 @@ TEST(CsvSklearn, GzippedFilesWithoutHeader) {
   EXPECT_EQ(digits.header_line, 0);
   EXPECT_EQ(digits.delimiter, ",");
   EXPECT_EQ(digits.columns.size(), 65u);
-  EXPECT_EQ(digits.rows.size(), 1797u);
+  EXPECT_EQ(digits.num_rows(), 1797u);
 
   CsvTable diabetes = read_csv(kSklearnData / "diabetes_data_raw.csv.gz");
   EXPECT_EQ(diabetes.delimiter, "whitespace");
   EXPECT_EQ(diabetes.header_line, 0);
   EXPECT_EQ(diabetes.columns.size(), 10u);
-  EXPECT_EQ(diabetes.rows.size(), 442u);
+  EXPECT_EQ(diabetes.num_rows(), 442u);
 
   CsvTable target = read_csv(kSklearnData / "diabetes_target.csv.gz");
   EXPECT_EQ(target.columns, (Names{"0"}));
-  EXPECT_EQ(target.rows.size(), 442u);
-  EXPECT_EQ(target.rows[0][0], "1.510000000000000000e+02");
+  EXPECT_EQ(target.num_rows(), 442u);
+  EXPECT_EQ(target.cell(0, 0), "1.510000000000000000e+02");
 }
 
 TEST(CsvSklearn, BostonHeaderBelowItsSummaryLine) {
@@ -307,7 +329,7 @@ TEST(CsvSklearn, BostonHeaderBelowItsSummaryLine) {
   EXPECT_EQ(t.header_line, 2);
   EXPECT_EQ(t.columns.front(), "CRIM");
   EXPECT_EQ(t.columns.back(), "MEDV");
-  EXPECT_EQ(t.rows.size(), 506u);
+  EXPECT_EQ(t.num_rows(), 506u);
 }
 
 }  // namespace

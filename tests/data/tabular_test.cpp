@@ -16,7 +16,7 @@ const std::filesystem::path kSklearnData = "/usr/lib/python3/dist-packages/sklea
 CsvTable parse(const std::string& text) { return parse_csv(text, "f.csv"); }
 
 std::vector<int64_t> all_rows(const LabeledTable& data) {
-  std::vector<int64_t> rows(data.table.rows.size());
+  std::vector<int64_t> rows(data.table.num_rows());
   std::iota(rows.begin(), rows.end(), 0);
   return rows;
 }
@@ -277,6 +277,23 @@ TEST(Tabular, ErrorImputeFromNothing) {
   KD_EXPECT_ERROR(
       TabularEncoder::fit(data, {0, 1}, options),
       "f.csv: column \"z\": every training value is missing, nothing to impute from (add it to data.drop)");
+}
+
+TEST(Tabular, ErrorNamesTheFirstBadColumnThenItsFirstRow) {
+  // Column b's bad cell is on an earlier line than column a's; the error names a, the earlier column.
+  LabeledTable data =
+      label_table(parse("a,b,y\n1,2,0\n2,x,1\n3,4,0\n4,5,1\nz,6,0\n7,8,1\n"), TabularOptions());
+  KD_EXPECT_ERROR(TabularEncoder::fit(data, all_rows(data), TabularOptions()),
+                  "f.csv:6: column \"a\": \"z\" is not a number");
+  TabularOptions impute = TabularOptions().missing("impute");
+  LabeledTable gaps = label_table(parse("a,b,y\n,1,0\n,2,1\n5,x,0\n6,3,1\n7,4,0\n"), impute);
+  KD_EXPECT_ERROR(TabularEncoder::fit(gaps, {0, 1}, impute),
+                  "f.csv: column \"a\": every training value is missing");
+
+  LabeledTable clean = label_table(parse("a,b,y\n1,2,0\n3,4,1\n"), TabularOptions());
+  TabularEncoder encoder = TabularEncoder::fit(clean, all_rows(clean), TabularOptions());
+  LabeledTable bad = label_table(parse("a,b,y\n1,x,0\n3,4,1\ninf,5,0\n"), TabularOptions());
+  KD_EXPECT_ERROR(encoder.transform(bad), "f.csv:4: column \"a\": \"inf\" is not finite");
 }
 
 TEST(Tabular, ErrorBadOptions) {

@@ -27,7 +27,7 @@
 // Columns without a header, and empty header cells, are named by their index "0", "1", ...
 //
 // Example: CsvTable t = read_csv("iris.csv", CsvOptions().delimiter(",").header("auto"));
-//          // t.rows.size() == 150, t.columns.size() == 5, t.line_numbers[0] == 2
+//          // t.num_rows() == 150, t.columns.size() == 5, t.line_numbers[0] == 2, t.cell(0, 4) == "0"
 #pragma once
 
 #include <torch/arg.h>
@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace kd::data {
@@ -46,13 +47,34 @@ struct CsvOptions {
   TORCH_ARG(std::string, header) = "auto";
 };
 
-struct CsvTable {
+// The cells are stored back to back in one buffer, row-major, with where each one starts: a file takes
+// about its own size plus 8 bytes a cell, not a heap string a cell.
+class CsvTable {
+ public:
   std::string path;
-  std::vector<std::string> columns;            // header names, or "0".."K-1" when there is no header
-  std::vector<std::vector<std::string>> rows;  // unquoted cells; every row has columns.size() cells
-  std::vector<int64_t> line_numbers;           // 1-based line in the file where each row starts
-  std::string delimiter;                       // the one in force: "," ";" "\t" "|" or "whitespace"
-  int64_t header_line = 0;                     // 1-based line of the header; 0 when there is none
+  std::vector<std::string> columns;   // header names, or "0".."K-1" when there is no header
+  std::vector<int64_t> line_numbers;  // 1-based line in the file where each row starts; one per row
+  std::string delimiter;              // the one in force: "," ";" "\t" "|" or "whitespace"
+  int64_t header_line = 0;            // 1-based line of the header; 0 when there is none
+
+  size_t num_rows() const { return line_numbers.size(); }
+  // The unquoted text of a cell, valid until the table is changed; row < num_rows(), column < columns.size().
+  std::string_view cell(size_t row, size_t column) const {
+    size_t i = row * columns.size() + column;
+    return std::string_view(cell_text_.data() + cell_offsets_[i], cell_offsets_[i + 1] - cell_offsets_[i]);
+  }
+
+  // Keeps the rows at `rows` (increasing indices), in order, in place: no second copy of the table.
+  void keep_rows(const std::vector<size_t>& rows);
+  // Appends the rows of `other`, which has as many columns, after this table's (its line numbers with them).
+  void append_rows(const CsvTable& other);
+
+ private:
+  friend CsvTable parse_csv(std::string text, const std::string& path, const CsvOptions& options);
+  void release_unused();  // gives back the buffers' room when most of it is unused
+
+  std::string cell_text_;                  // every cell's text, back to back
+  std::vector<uint64_t> cell_offsets_{0};  // cell i is [offsets[i], offsets[i + 1]); rows * columns + 1
 };
 
 // Reads a CSV file (gzipped or not). kd::Error with one line naming the file (and line) on a missing or

@@ -79,7 +79,7 @@ LabeledTable label_table(CsvTable features, const CsvTable& targets, const Tabul
 
 class TabularEncoder {
  public:
-  // train_rows: indices into data.table.rows.
+  // train_rows: row indices of data.table (0 .. num_rows() - 1).
   static TabularEncoder fit(const LabeledTable& data, const std::vector<int64_t>& train_rows,
                             const TabularOptions& options);
   torch::Tensor transform(const LabeledTable& data) const;  // float32 [N, F]
