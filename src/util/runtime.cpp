@@ -79,7 +79,7 @@ int kernel_class(std::string name) {
   for (const char* core : {"skylakex", "cooperlake", "sapphirerapids"}) {
     if (name == core) return 2;
   }
-  for (const char* core : {"haswell", "zen", "excavator", "steamroller"}) {
+  for (const char* core : {"haswell", "zen", "excavator"}) {
     if (name == core) return 1;
   }
   return 0;
