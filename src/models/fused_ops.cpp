@@ -28,17 +28,14 @@ inline float pool_window(float a, float b, float c, float d, uint8_t& choice) {
   return std::max(m, 0.0f);
 }
 
-// Pools one [h, w] plane of relu(x * scale + shift) into [h/2, w/2] outputs and choices.
-template <bool Affine>
-void pool_plane(const float* x, int64_t h, int64_t w, float scale, float shift, float* out, uint8_t* choice) {
+// Pools one [h, w] plane of relu(x) into [h/2, w/2] outputs and choices.
+void pool_plane(const float* x, int64_t h, int64_t w, float* out, uint8_t* choice) {
   int64_t ho = h / 2, wo = w / 2;
-  auto at = [&](float v) { return Affine ? v * scale + shift : v; };
   for (int64_t i = 0; i < ho; ++i) {
     const float* r0 = x + 2 * i * w;
     const float* r1 = r0 + w;
     for (int64_t j = 0; j < wo; ++j) {
-      out[i * wo + j] = pool_window(at(r0[2 * j]), at(r0[2 * j + 1]), at(r1[2 * j]), at(r1[2 * j + 1]),
-                                    choice[i * wo + j]);
+      out[i * wo + j] = pool_window(r0[2 * j], r0[2 * j + 1], r1[2 * j], r1[2 * j + 1], choice[i * wo + j]);
     }
   }
 }
@@ -60,7 +57,7 @@ class ReluMaxPool2x2 : public torch::autograd::Function<ReluMaxPool2x2> {
     float* o = out.data_ptr<float>();
     uint8_t* k = where.data_ptr<uint8_t>();
     at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) pool_plane<false>(in + p * h * w, h, w, 1, 0, o + p * ho * wo, k + p * ho * wo);
+      for (int64_t p = begin; p < end; ++p) pool_plane(in + p * h * w, h, w, o + p * ho * wo, k + p * ho * wo);
     });
     ctx->save_for_backward({where});
     ctx->saved_data["h"] = h;
