@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config git
-  libtorch-dev libopenblas0-openmp libopenblas-openmp-dev
+  libtorch-dev libopenblas0-openmp libopenblas-openmp-dev libdnnl-dev
   libgloo-dev libonnx-dev libprotobuf-dev protobuf-compiler
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev zlib1g-dev libzip-dev libstb-dev

@@ -10,11 +10,13 @@
 namespace kd::models {
 namespace {
 
-enum class MacKind { none, matmul, convolution, transposed_convolution };
+enum class MacKind { none, linear, matmul, convolution, transposed_convolution };
 
 MacKind mac_kind(const char* name) {
+  // kd::linear: models::linear's oneDNN product, and the TorchScript op that calls models::linear.
+  if (std::strcmp(name, "kd::linear") == 0) return MacKind::linear;
   static const char* const matmuls[] = {"aten::linear", "aten::addmm", "aten::mm",     "aten::bmm",
-                                        "aten::matmul", "aten::baddbmm", "aten::mkldnn_linear"};
+                                        "aten::matmul", "aten::baddbmm"};
   static const char* const convolutions[] = {"aten::conv1d",      "aten::conv2d",       "aten::conv3d",
                                              "aten::convolution", "aten::_convolution", "aten::mkldnn_convolution"};
   static const char* const transposed[] = {"aten::conv_transpose1d", "aten::conv_transpose2d",
@@ -48,10 +50,17 @@ std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
   context->outermost = counted_depth++ == 0;
   if (!context->outermost) return context;
   std::string name = fn.name();
-  if (kind == MacKind::matmul) {
+  if (kind == MacKind::linear) {
+    // kd::linear(x [..., in], weight [out, in], ...): counted at the start (its outputs are not recorded).
+    const at::Tensor* x = tensor_input(fn, 0);
+    const at::Tensor* weight = tensor_input(fn, 1);
+    if (x && weight && x->dim() > 0 && x->size(-1) > 0 && weight->dim() == 2) {
+      counted_macs += x->numel() / x->size(-1) * weight->numel();
+    }
+  } else if (kind == MacKind::matmul) {
     // The reduction length: linear's weight is [out, in]; addmm/baddbmm(self, a, b); mm/bmm/matmul(a, b).
     bool with_self = name == "aten::addmm" || name == "aten::baddbmm";
-    const at::Tensor* a = tensor_input(fn, name == "aten::linear" || name == "aten::mkldnn_linear" ? 1 : with_self ? 1 : 0);
+    const at::Tensor* a = tensor_input(fn, name == "aten::linear" ? 1 : with_self ? 1 : 0);
     if (a && a->dim() > 0) context->per_output = a->size(-1);
   } else {
     const at::Tensor* input = tensor_input(fn, 0);

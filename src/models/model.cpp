@@ -1,6 +1,11 @@
 #include "kd/models/model.h"
 
+#include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/record_function.h>
+#include <oneapi/dnnl/dnnl.h>
+
+#include "kd/util/error.h"
 
 namespace kd::models {
 
@@ -10,19 +15,109 @@ int64_t count_params(Model& model) {
   return total;
 }
 
-// oneDNN ran forward plus backward of 784x1200 and 1200x1200 layers 1.3-1.5x faster than
-// OpenBLAS's sgemm at batch 128 and 1.7x at batch 1024 (2 cores, AVX-512), and inference of a
-// 784-1200-1200-10 MLP at 320 against 180 GFLOP/s. Below about 8M multiply-adds per call
-// (784x32 at batch 128, any layer with 10 outputs) its layout conversions cost more than they save.
-constexpr int64_t kOneDnnLinearMacs = int64_t{8} << 20;
+namespace {
+
+// oneDNN's sgemm ran the three products of a 784x1200 or 1200x1200 layer at batch 128 (forward,
+// input gradient, weight gradient) at 280-380 GFLOP/s on 2 AVX-512 cores, against 167-274 for
+// OpenBLAS (Haswell or Cooperlake kernels) and 160-350 for libtorch's mkldnn inner product, whose
+// forward reorders the weight on every call; a 784x32 layer ran 2-4x faster than OpenBLAS. Below
+// about 64K multiply-adds (a 32x10 head at batch 128) a call costs more than OpenBLAS's.
+constexpr int64_t kOneDnnGemmMacs = int64_t{1} << 16;
+
+// Row-major c[m, n] = op(a) op(b) (+ c when `accumulate`), op = transpose where asked.
+void onednn_sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, const float* a,
+                  const float* b, float* c, bool accumulate) {
+  // oneDNN sizes its OpenMP team from this thread's setting: ATen's first call on a thread applies
+  // the --threads count to it (once per thread; init_num_threads on every call would also rebuild
+  // libtorch's thread pool each time).
+  at::get_num_threads();
+  dnnl_status_t status = dnnl_sgemm(transpose_a ? 'T' : 'N', transpose_b ? 'T' : 'N', m, n, k, 1.0f, a,
+                                    transpose_a ? m : k, b, transpose_b ? k : n, accumulate ? 1.0f : 0.0f, c, n);
+  KD_CHECK(status == dnnl_success, "oneDNN sgemm {}x{}x{} failed with status {}", m, n, k, static_cast<int>(status));
+}
+
+// x [rows, in] W^T [in, out] + b through onednn_sgemm, forward and backward. Under create_graph the
+// backward is written in torch ops, so that it is differentiable itself.
+torch::Tensor onednn_linear_forward(torch::autograd::AutogradContext* context, const torch::Tensor& x,
+                                    const torch::Tensor& weight, const torch::Tensor& bias) {
+  RECORD_FUNCTION("kd::linear", std::vector<c10::IValue>({x, weight}));
+  int64_t rows = x.size(0), in = weight.size(1), out = weight.size(0);
+  torch::Tensor y = bias.defined() ? bias.expand({rows, out}).contiguous() : torch::empty({rows, out}, x.options());
+  onednn_sgemm(false, true, rows, out, in, x.data_ptr<float>(), weight.data_ptr<float>(), y.data_ptr<float>(),
+               bias.defined());
+  context->save_for_backward({x, weight});
+  return y;
+}
+
+// Gradients of x, weight and (with `bias`) the bias.
+torch::autograd::tensor_list onednn_linear_backward(torch::autograd::AutogradContext* context,
+                                                    const torch::Tensor& upstream, bool bias) {
+  auto saved = context->get_saved_variables();
+  const torch::Tensor& x = saved[0];
+  const torch::Tensor& weight = saved[1];
+  torch::Tensor grad = upstream.contiguous();
+  torch::autograd::tensor_list grads(bias ? 3 : 2);
+  int64_t rows = x.size(0), in = weight.size(1), out = weight.size(0);
+  bool differentiable = torch::GradMode::is_enabled();
+  if (context->needs_input_grad(0)) {
+    if (differentiable) {
+      grads[0] = grad.mm(weight);
+    } else {
+      grads[0] = torch::empty({rows, in}, x.options());
+      onednn_sgemm(false, false, rows, in, out, grad.data_ptr<float>(), weight.data_ptr<float>(),
+                   grads[0].data_ptr<float>(), false);
+    }
+  }
+  if (context->needs_input_grad(1)) {
+    if (differentiable) {
+      grads[1] = grad.t().mm(x);
+    } else {
+      grads[1] = torch::empty({out, in}, weight.options());
+      onednn_sgemm(true, false, out, in, rows, grad.data_ptr<float>(), x.data_ptr<float>(),
+                   grads[1].data_ptr<float>(), false);
+    }
+  }
+  if (bias && context->needs_input_grad(2)) grads[2] = grad.sum(0);
+  return grads;
+}
+
+// Two functions, as a custom autograd function's tensor inputs must all be defined.
+struct OneDnnLinear : torch::autograd::Function<OneDnnLinear> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* context, const torch::Tensor& x,
+                               const torch::Tensor& weight, const torch::Tensor& bias) {
+    return onednn_linear_forward(context, x, weight, bias);
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* context,
+                                               torch::autograd::tensor_list grads) {
+    return onednn_linear_backward(context, grads[0], true);
+  }
+};
+
+struct OneDnnLinearNoBias : torch::autograd::Function<OneDnnLinearNoBias> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* context, const torch::Tensor& x,
+                               const torch::Tensor& weight) {
+    return onednn_linear_forward(context, x, weight, torch::Tensor());
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* context,
+                                               torch::autograd::tensor_list grads) {
+    return onednn_linear_backward(context, grads[0], false);
+  }
+};
+
+bool fits_onednn_gemm(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  auto is_cpu_float = [](const torch::Tensor& t) { return t.is_cpu() && t.scalar_type() == torch::kFloat; };
+  return x.dim() == 2 && weight.dim() == 2 && is_cpu_float(x) && is_cpu_float(weight) &&
+         (!bias.defined() || (bias.dim() == 1 && is_cpu_float(bias) && bias.size(0) == weight.size(0))) &&
+         x.size(1) == weight.size(1) && !x.is_mkldnn() && !at::autocast::is_cpu_enabled() &&
+         x.size(0) * weight.size(0) * weight.size(1) >= kOneDnnGemmMacs;
+}
+
+}  // namespace
 
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  bool onednn = at::hasMKLDNN() && x.dim() == 2 && x.is_cpu() && weight.is_cpu() &&
-                x.scalar_type() == torch::kFloat && weight.scalar_type() == torch::kFloat &&
-                weight.dim() == 2 && !at::autocast::is_cpu_enabled() &&
-                x.size(0) * weight.size(0) * weight.size(1) >= kOneDnnLinearMacs;
-  if (!onednn) return torch::linear(x, weight, bias);
-  return at::mkldnn_linear(x.contiguous().to_mkldnn(), weight, bias).to_dense();
+  if (!fits_onednn_gemm(x, weight, bias)) return torch::linear(x, weight, bias);
+  if (!bias.defined()) return OneDnnLinearNoBias::apply(x.contiguous(), weight.contiguous());
+  return OneDnnLinear::apply(x.contiguous(), weight.contiguous(), bias);
 }
 
 }  // namespace kd::models

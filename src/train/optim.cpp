@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "kd/train/fused_optim.h"
 #include "kd/util/error.h"
 #include "kd/util/strings.h"
 
@@ -48,10 +49,10 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch:
   }
   auto betas = std::make_tuple(options.beta1(), options.beta2());
   if (options.name() == "adam") {
-    return std::make_unique<torch::optim::Adam>(
+    return std::make_unique<FusedAdam>(
         parameters, torch::optim::AdamOptions(options.lr()).betas(betas).weight_decay(options.weight_decay()));
   }
-  return std::make_unique<torch::optim::AdamW>(
+  return std::make_unique<FusedAdamW>(
       parameters, torch::optim::AdamWOptions(options.lr()).betas(betas).weight_decay(options.weight_decay()));
 }
 

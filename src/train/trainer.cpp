@@ -234,7 +234,8 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
   int64_t total_steps = options_.steps() > 0 ? options_.steps() : options_.epochs() * batches;
   int64_t epochs = (total_steps + batches - 1) / batches;
 
-  auto optimizer = make_optimizer(model.parameters(), options_.optimizer());
+  std::vector<torch::Tensor> optimizer_parameters = model.parameters();
+  auto optimizer = make_optimizer(optimizer_parameters, options_.optimizer());
   LrSchedule schedule(options_.schedule(), options_.optimizer().lr(), total_steps, batches);
   std::string metric = options_.selection_metric();
   if (metric.empty()) metric = options_.target() ? options_.target()->metric()
@@ -280,7 +281,9 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
       }
       inputs.student = inputs.student.to(torch::kFloat);
       schedule.apply(*optimizer, state.step);
-      optimizer->zero_grad();
+      // Gradients set to none rather than zeroed: backward then hands each parameter its fresh
+      // gradient tensor instead of adding it into a zeroed one (two passes fewer per parameter).
+      for (auto& parameter : optimizer_parameters) parameter.mutable_grad().reset();
       auto values = distiller_.compute(inputs);
       values.total.backward();
       if (options_.grad_clip() > 0) torch::nn::utils::clip_grad_norm_(model.parameters(), options_.grad_clip());

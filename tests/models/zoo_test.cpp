@@ -69,6 +69,31 @@ TEST(Zoo, OneDnnLinearMatchesTorchLinear) {
   }
 }
 
+// The oneDNN path on a transposed (non-contiguous) input that needs no gradient, and twice
+// differentiated (create_graph): d/dx of sum((dL/dx)^2) against torch::linear's, in float64 terms.
+TEST(Zoo, OneDnnLinearTransposedInputAndSecondDerivative) {
+  torch::manual_seed(6);
+  auto x_t = torch::randn({300, 96});
+  auto w = torch::randn({200, 300}) / 17, b = torch::randn({200});
+  auto wa = w.clone().requires_grad_(true), wb = w.clone().requires_grad_(true);
+  auto fast = linear(x_t.t(), wa, b);
+  auto reference = torch::linear(x_t.t(), wb, b);
+  EXPECT_TRUE(torch::allclose(fast, reference, 1e-4, 1e-4));
+  fast.pow(2).sum().backward();
+  reference.pow(2).sum().backward();
+  EXPECT_TRUE(torch::allclose(wa.grad(), wb.grad(), 1e-3, 1e-3));
+
+  auto x = torch::randn({96, 300});
+  auto xa = x.clone().requires_grad_(true), xb = x.clone().requires_grad_(true);
+  auto grad_a = torch::autograd::grad({linear(xa, w, b).tanh().sum()}, {xa}, {}, true, true)[0];
+  auto grad_b = torch::autograd::grad({torch::linear(xb, w, b).tanh().sum()}, {xb}, {}, true, true)[0];
+  EXPECT_TRUE(torch::allclose(grad_a, grad_b, 1e-4, 1e-4));
+  auto second_a = torch::autograd::grad({grad_a.pow(2).sum()}, {xa})[0];
+  auto second_b = torch::autograd::grad({grad_b.pow(2).sum()}, {xb})[0];
+  EXPECT_GT(second_b.abs().max().item<double>(), 1e-3);
+  EXPECT_TRUE(torch::allclose(second_a, second_b, 1e-4, 1e-3));
+}
+
 TEST(Zoo, OutputShapesOnImageAndFlatInput) {
   torch::manual_seed(0);
   for (const auto& c : every_family()) {

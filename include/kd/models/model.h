@@ -49,9 +49,9 @@ using ModelPtr = std::shared_ptr<Model>;
 int64_t count_params(Model& model);
 
 // A fully connected layer, x W^T + b (`bias` may be undefined), for the zoo networks and, through
-// the TorchScript op kd::linear, for loaded TorchScript teachers. Large float32 products on the
-// CPU go through oneDNN (libtorch's mkldnn inner product), the rest through torch::linear
-// (OpenBLAS). Differentiable either way.
+// the TorchScript op kd::linear, for loaded TorchScript teachers. float32 products on the CPU of
+// at least 64K multiply-adds go through oneDNN's sgemm (forward and backward), the rest through
+// torch::linear (OpenBLAS). Differentiable either way, twice included (create_graph).
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias);
 
 }  // namespace kd::models
