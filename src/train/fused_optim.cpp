@@ -10,24 +10,32 @@ namespace {
 // One Adam step's constants, in the order of libtorch's ops (adam.cpp / adamw.cpp, 1.13):
 //   p *= decay (AdamW);  g += l2 * p (Adam);  m = m * beta1 + (1 - beta1) * g;
 //   v = v * beta2 + (1 - beta2) * g * g;  p += -step_size * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+// with the division by sqrt(1 - beta2^t) done as a product with its inverse.
 struct AdamStep {
-  float decay = 1.0f, l2 = 0.0f, beta1, one_minus_beta1, beta2, one_minus_beta2, sqrt_correction2, eps,
+  float decay = 1.0f, l2 = 0.0f, beta1, one_minus_beta1, beta2, one_minus_beta2, inverse_sqrt_correction2, eps,
         minus_step_size;
 };
 
+// The loop is bound by its square root and division: built for AVX-512 and AVX2 as well, picked at load
+// time (GCC's function multi-versioning), it runs 16 or 8 elements an instruction instead of SSE's 4.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void adam_range(float* p, const float* g, float* m, float* v, int64_t begin, int64_t end, const AdamStep& s) {
+  for (int64_t i = begin; i < end; ++i) {
+    float param = p[i] * s.decay;
+    float grad = g[i] + s.l2 * param;
+    float mean = m[i] * s.beta1 + s.one_minus_beta1 * grad;
+    float square = v[i] * s.beta2 + s.one_minus_beta2 * grad * grad;
+    m[i] = mean;
+    v[i] = square;
+    p[i] = param + s.minus_step_size * (mean / (std::sqrt(square) * s.inverse_sqrt_correction2 + s.eps));
+  }
+}
+
 void adam_update(float* p, const float* g, float* m, float* v, int64_t n, const AdamStep& s) {
   // 16K floats a chunk: enough work per thread to pay for the OpenMP hand-off.
-  at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      float param = p[i] * s.decay;
-      float grad = g[i] + s.l2 * param;
-      float mean = m[i] * s.beta1 + s.one_minus_beta1 * grad;
-      float square = v[i] * s.beta2 + s.one_minus_beta2 * grad * grad;
-      m[i] = mean;
-      v[i] = square;
-      p[i] = param + s.minus_step_size * (mean / (std::sqrt(square) / s.sqrt_correction2 + s.eps));
-    }
-  });
+  at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) { adam_range(p, g, m, v, begin, end, s); });
 }
 
 bool fits_fused_step(const std::vector<torch::optim::OptimizerParamGroup>& groups) {
@@ -87,7 +95,7 @@ void fused_adam_step(std::vector<torch::optim::OptimizerParamGroup>& groups,
       s.one_minus_beta1 = static_cast<float>(1 - beta1);
       s.beta2 = static_cast<float>(beta2);
       s.one_minus_beta2 = static_cast<float>(1 - beta2);
-      s.sqrt_correction2 = static_cast<float>(std::sqrt(correction2));
+      s.inverse_sqrt_correction2 = static_cast<float>(1 / std::sqrt(correction2));
       s.eps = static_cast<float>(options.eps());
       s.minus_step_size = static_cast<float>(-options.lr() / correction1);
       adam_update(p.data_ptr<float>(), grad.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(), p.numel(), s);
