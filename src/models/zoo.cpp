@@ -272,6 +272,12 @@ bool relu_before_max_pool(const Step& activation, const Step* next) {
 torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training) {
   for (size_t i = 0; i < steps.size(); ++i) {
     Step& s = steps[i];
+    if (s.kind == StepKind::BatchNorm && s.spatial && i + 2 < steps.size() && steps[i + 1].kind == StepKind::Activation &&
+        relu_before_max_pool(steps[i + 1], &steps[i + 2])) {
+      x = batch_norm_relu_max_pool2x2(x, s.bn2d);
+      i += 2;
+      continue;
+    }
     if (s.kind == StepKind::Activation && relu_before_max_pool(s, i + 1 < steps.size() ? &steps[i + 1] : nullptr)) {
       x = relu_max_pool2x2(x);
       ++i;

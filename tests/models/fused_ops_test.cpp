@@ -27,5 +27,54 @@ TEST(FusedOps, ReluMaxPoolMatchesReluThenMaxPool) {
   }
 }
 
+// The fused batch norm (training) + relu + 2x2 max pool against BatchNorm2d, relu and max_pool2d:
+// outputs, running statistics, num_batches_tracked, and the gradients of the input, weight and bias,
+// over three steps (so running statistics accumulate), on odd sizes, a large mean against the
+// spread (the pivot's case), negative BN weights (the window's choice flips) and momentum unset.
+TEST(FusedOps, BatchNormReluMaxPoolMatchesUnfused) {
+  torch::manual_seed(4);
+  struct Case {
+    std::vector<int64_t> shape;
+    double offset;
+    bool cumulative;
+  };
+  for (const Case& c : std::vector<Case>{{{4, 3, 8, 8}, 0.0, false}, {{3, 2, 7, 9}, 50.0, false}, {{2, 5, 6, 6}, 0.0, true},
+                                             {{16, 4, 28, 28}, 1.0, false}}) {
+    auto options = torch::nn::BatchNormOptions(c.shape[1]);
+    if (c.cumulative) options.momentum(c10::nullopt);
+    torch::nn::BatchNorm2d fused_bn(options), reference_bn(options);
+    auto weight = torch::randn({c.shape[1]}), bias = torch::randn({c.shape[1]});
+    for (auto* bn : {&fused_bn, &reference_bn}) {
+      torch::NoGradGuard no_grad;
+      (*bn)->weight.copy_(weight);
+      (*bn)->bias.copy_(bias);
+    }
+    for (int step = 0; step < 3; ++step) {
+      auto values = torch::randn(c.shape) * 3 + c.offset;
+      auto a = values.clone().requires_grad_(true), b = values.clone().requires_grad_(true);
+      auto fused = batch_norm_relu_max_pool2x2(a, fused_bn);
+      auto reference = torch::max_pool2d(torch::relu(reference_bn(b)), {2, 2}, {2, 2});
+      ASSERT_EQ(fused.sizes(), reference.sizes());
+      EXPECT_TRUE(torch::allclose(fused, reference, 1e-4, 1e-4)) << (fused - reference).abs().max().item<float>();
+      auto upstream = torch::randn(reference.sizes());
+      fused.backward(upstream);
+      reference.backward(upstream);
+      EXPECT_TRUE(torch::allclose(a.grad(), b.grad(), 1e-3, 1e-4)) << (a.grad() - b.grad()).abs().max().item<float>();
+      EXPECT_GT(b.grad().abs().sum().item<float>(), 0.0f);
+    }
+    EXPECT_TRUE(torch::allclose(fused_bn->weight.grad(), reference_bn->weight.grad(), 1e-3, 1e-4));
+    EXPECT_TRUE(torch::allclose(fused_bn->bias.grad(), reference_bn->bias.grad(), 1e-3, 1e-4));
+    EXPECT_TRUE(torch::allclose(fused_bn->running_mean, reference_bn->running_mean, 1e-4, 1e-5));
+    EXPECT_TRUE(torch::allclose(fused_bn->running_var, reference_bn->running_var, 1e-4, 1e-5));
+    EXPECT_EQ(fused_bn->num_batches_tracked.item<int64_t>(), 3);
+    // Eval mode is the unfused path, with the running statistics.
+    fused_bn->eval();
+    auto x = torch::randn(c.shape) + c.offset;
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(torch::equal(batch_norm_relu_max_pool2x2(x, fused_bn),
+                             torch::max_pool2d(torch::relu(fused_bn(x)), {2, 2}, {2, 2})));
+  }
+}
+
 }  // namespace
 }  // namespace kd::models

@@ -4,8 +4,8 @@
 // for anything but float32 [N, C, H, W] CPU tensors. Compiled with -fopenmp (CMakeLists.txt), or
 // their at::parallel_for loops run on one thread.
 //
-// Example (a zoo CNN stage: conv, relu, 2x2 max pool):
-//   torch::Tensor y = relu_max_pool2x2(conv(x));  // [N, C, H/2, W/2]
+// Example (a zoo CNN stage: conv, batch norm, relu, 2x2 max pool):
+//   torch::Tensor y = batch_norm_relu_max_pool2x2(conv(x), bn);  // [N, C, H/2, W/2]
 #pragma once
 
 #include <torch/torch.h>
@@ -16,5 +16,13 @@ namespace kd::models {
 // max_pool2d does), one pass each way. The gradient goes to the first largest element of each window
 // (row-major), and nowhere when the window's largest value is not positive.
 torch::Tensor relu_max_pool2x2(const torch::Tensor& x);
+
+// max_pool2d(relu(bn(x)), 2, 2) for a BatchNorm2d in training mode: batch statistics, running
+// statistics and num_batches_tracked updated as bn's own forward does (momentum, or the cumulative
+// average when momentum is unset). Two passes forward (statistics; normalise + relu + pool) and two
+// backward (sums over the pooled gradient; one pass writing the input's gradient), against libtorch's
+// four plus four. In eval mode, or when bn is not affine with running statistics, it is
+// relu_max_pool2x2(bn(x)).
+torch::Tensor batch_norm_relu_max_pool2x2(const torch::Tensor& x, torch::nn::BatchNorm2d& bn);
 
 }  // namespace kd::models
