@@ -105,10 +105,12 @@ struct OneDnnLinearNoBias : torch::autograd::Function<OneDnnLinearNoBias> {
 };
 
 bool fits_onednn_gemm(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  auto is_cpu_float = [](const torch::Tensor& t) { return t.is_cpu() && t.scalar_type() == torch::kFloat; };
+  auto is_cpu_float = [](const torch::Tensor& t) {
+    return t.is_cpu() && t.layout() == torch::kStrided && t.scalar_type() == torch::kFloat;
+  };
   return x.dim() == 2 && weight.dim() == 2 && is_cpu_float(x) && is_cpu_float(weight) &&
          (!bias.defined() || (bias.dim() == 1 && is_cpu_float(bias) && bias.size(0) == weight.size(0))) &&
-         x.size(1) == weight.size(1) && !x.is_mkldnn() && !at::autocast::is_cpu_enabled() &&
+         x.size(1) == weight.size(1) && !at::autocast::is_cpu_enabled() &&
          x.size(0) * weight.size(0) * weight.size(1) >= kOneDnnGemmMacs;
 }
 
