@@ -43,8 +43,8 @@ bool fits_fused_step(const std::vector<torch::optim::OptimizerParamGroup>& group
     for (const auto& p : group.params()) {
       if (!p.grad().defined()) continue;
       const auto& g = p.grad();
-      if (!p.is_cpu() || p.scalar_type() != torch::kFloat || !p.is_contiguous() || g.is_sparse() ||
-          g.scalar_type() != torch::kFloat || g.device() != p.device()) {
+      if (!p.is_cpu() || p.layout() != torch::kStrided || p.scalar_type() != torch::kFloat || !p.is_contiguous() ||
+          g.layout() != torch::kStrided || g.scalar_type() != torch::kFloat || g.device() != p.device()) {
         return false;
       }
     }
