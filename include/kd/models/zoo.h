@@ -95,7 +95,6 @@ inline constexpr double kZooLeakyReluSlope = 0.01;
 // Validates, then returns the plan of the network build_zoo_model builds.
 std::vector<ZooStep> zoo_plan(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int64_t outputs);
 
-
 // A zoo network: torch::nn modules (Linear, Conv2d, BatchNorm1d/2d) registered under stable names.
 // State names follow PyTorch's state_dict order and naming, e.g. mlp: fc1.weight, fc1.bias, ...,
 // head.weight, head.bias; resnet: conv1.weight, bn1.*, layer1_0.conv1.weight, ..., head.bias.
