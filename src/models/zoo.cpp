@@ -20,8 +20,8 @@ constexpr double kBatchNormMomentum = 0.1;
 constexpr double kBatchNormEps = kZooBatchNormEps;
 constexpr double kLeakyReluSlope = kZooLeakyReluSlope;
 
-// One step of a zoo network (a ZooStep with its modules). The same plan drives the torch::nn modules (forward), the summary
-// (shapes, params, MACs) and the TorchScript source, so the three cannot drift apart.
+// One step of a zoo network (a ZooStep with its modules). The same plan drives the torch::nn modules
+// (forward), the summary (shapes, params, MACs) and the TorchScript source, so the three cannot drift apart.
 using StepKind = ZooStepKind;
 
 struct Step {
@@ -269,16 +269,31 @@ bool relu_before_max_pool(const Step& activation, const Step* next) {
   return activation.op == "relu" && next && next->kind == StepKind::Pool && next->op == "max";
 }
 
+// Convolutions take float32 CPU images channels-last ([N, H, W, C] in memory): oneDNN's kernels
+// read that layout as it is, where a contiguous [N, C, H, W] input and output are reordered to and
+// from its blocked layout on every call. The ops after a convolution keep the layout (the fused
+// stages too); flatten and the global pool give the same values either way.
+torch::Tensor channels_last(const torch::Tensor& x) {
+  if (x.dim() != 4 || !x.is_cpu() || x.scalar_type() != torch::kFloat) return x;
+  if (x.size(1) == 1 && x.is_contiguous()) {
+    // One channel: both layouts are the same memory, but libtorch reads plain strides as [N, C, H, W]
+    // (and the convolution's output with them). These strides (a view, no copy) say channels-last.
+    return x.as_strided(x.sizes(), {x.size(2) * x.size(3), 1, x.size(3), 1});
+  }
+  return x.contiguous(torch::MemoryFormat::ChannelsLast);
+}
+
 torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training) {
   for (size_t i = 0; i < steps.size(); ++i) {
     Step& s = steps[i];
-    if (s.kind == StepKind::BatchNorm && s.spatial && i + 2 < steps.size() && steps[i + 1].kind == StepKind::Activation &&
-        relu_before_max_pool(steps[i + 1], &steps[i + 2])) {
+    if (s.kind == StepKind::BatchNorm && s.spatial && i + 2 < steps.size() &&
+        steps[i + 1].kind == StepKind::Activation && relu_before_max_pool(steps[i + 1], &steps[i + 2])) {
       x = batch_norm_relu_max_pool2x2(x, s.bn2d);
       i += 2;
       continue;
     }
-    if (s.kind == StepKind::Activation && relu_before_max_pool(s, i + 1 < steps.size() ? &steps[i + 1] : nullptr)) {
+    if (s.kind == StepKind::Activation &&
+        relu_before_max_pool(s, i + 1 < steps.size() ? &steps[i + 1] : nullptr)) {
       x = relu_max_pool2x2(x);
       ++i;
       continue;
@@ -297,7 +312,7 @@ torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training) {
         x = linear(x, s.linear->weight, s.linear->bias);
         break;
       case StepKind::Conv:
-        x = s.conv(x);
+        x = s.conv(channels_last(x));
         break;
       case StepKind::BatchNorm:
         x = s.spatial ? s.bn2d(x) : s.bn1d(x);

@@ -1,8 +1,10 @@
 // Hand-written CPU kernels for the zoo CNN's stages, where libtorch's separate ops spend much of a
 // small network's training step passing full-size activations through memory. Each has the values
 // and gradients of the ops it replaces (tests/models/fused_ops_test.cpp) and falls back to those ops
-// for anything but float32 [N, C, H, W] CPU tensors. Compiled with -fopenmp (CMakeLists.txt), or
-// their at::parallel_for loops run on one thread.
+// for anything but float32 [N, C, H, W] CPU tensors. Channels-last input (the zoo's convolutions
+// give it) is worked in that layout and gives channels-last output and gradients; any other layout
+// is made contiguous. Compiled with -fopenmp (CMakeLists.txt), or their at::parallel_for loops run
+// on one thread.
 //
 // Example (a zoo CNN stage: conv, batch norm, relu, 2x2 max pool):
 //   torch::Tensor y = batch_norm_relu_max_pool2x2(conv(x), bn);  // [N, C, H/2, W/2]
