@@ -204,7 +204,7 @@ void batch_norm_relu_unpool_rows_nhwc(const float* x, int64_t h, int64_t w, int6
 
 // True for a [N, C, H, W] tensor laid out channels-last (and not also plain contiguous, as one
 // with C = 1 is): the fused ops then work in that layout and return it.
-bool channels_last(const torch::Tensor& x) {
+bool is_channels_last(const torch::Tensor& x) {
   return !x.is_contiguous() && x.is_contiguous(torch::MemoryFormat::ChannelsLast);
 }
 
@@ -217,7 +217,7 @@ torch::Tensor empty_4d(const torch::TensorOptions& options, int64_t n, int64_t c
 class ReluMaxPool2x2 : public torch::autograd::Function<ReluMaxPool2x2> {
  public:
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& input) {
-    bool nhwc = channels_last(input);
+    bool nhwc = is_channels_last(input);
     torch::Tensor x = nhwc ? input : input.contiguous();
     int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), ho = h / 2, wo = w / 2;
     auto out = empty_4d(x.options(), n, c, ho, wo, nhwc);
@@ -344,7 +344,7 @@ class BatchNormReluMaxPool2x2 : public torch::autograd::Function<BatchNormReluMa
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& input, const torch::Tensor& weight,
                                const torch::Tensor& bias, torch::Tensor running_mean,
                                torch::Tensor running_var, double momentum, double eps) {
-    bool nhwc = channels_last(input);
+    bool nhwc = is_channels_last(input);
     torch::Tensor x = nhwc ? input : input.contiguous();
     int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3), ho = h / 2, wo = w / 2, hw = h * w;
     double count = static_cast<double>(n * hw);
@@ -547,6 +547,16 @@ bool fits(const torch::Tensor& x) {
 }
 
 }  // namespace
+
+torch::Tensor to_channels_last(const torch::Tensor& x) {
+  if (x.dim() != 4 || !x.is_cpu() || x.scalar_type() != torch::kFloat) return x;
+  if (x.size(1) == 1 && x.is_contiguous()) {
+    // One channel: both layouts are the same memory, but libtorch reads plain strides as [N, C, H, W]
+    // (and gives a convolution's output those). These strides (a view, no copy) say channels-last.
+    return x.as_strided(x.sizes(), {x.size(2) * x.size(3), 1, x.size(3), 1});
+  }
+  return x.contiguous(torch::MemoryFormat::ChannelsLast);
+}
 
 torch::Tensor relu_max_pool2x2(const torch::Tensor& x) {
   if (fits(x)) return ReluMaxPool2x2::apply(x);

@@ -3,17 +3,18 @@
 #include <torch/csrc/jit/passes/subgraph_rewrite.h>
 #include <torch/library.h>
 
+#include "kd/models/fused_ops.h"
 #include "kd/models/macs.h"
-
 #include "kd/util/error.h"
-#include "kd/util/shape.h"
 #include "kd/util/fs.h"
+#include "kd/util/shape.h"
 #include "kd/util/strings.h"
 
 namespace kd::models {
 namespace {
 
-torch::Tensor linear_op(const torch::Tensor& x, const torch::Tensor& weight, const c10::optional<torch::Tensor>& bias) {
+torch::Tensor linear_op(const torch::Tensor& x, const torch::Tensor& weight,
+                        const c10::optional<torch::Tensor>& bias) {
   return linear(x, weight, bias.value_or(torch::Tensor()));
 }
 
@@ -24,7 +25,8 @@ torch::jit::Module with_fast_linear(const torch::jit::Module& module) {
   torch::jit::Module copy = module.clone();
   auto originals = module.modules();
   auto copies = copy.modules();
-  for (auto original = originals.begin(), target = copies.begin(); original != originals.end(); ++original, ++target) {
+  for (auto original = originals.begin(), target = copies.begin(); original != originals.end();
+       ++original, ++target) {
     for (const auto& p : (*original).named_parameters(false)) (*target).setattr(p.name, p.value);
     for (const auto& b : (*original).named_buffers(false)) (*target).setattr(b.name, b.value);
   }
@@ -52,19 +54,19 @@ TORCH_LIBRARY(kd, m) { m.def("linear(Tensor x, Tensor w, Tensor? b) -> Tensor");
 // Composite: autograd differentiates the ops models::linear calls.
 TORCH_LIBRARY_IMPL(kd, CompositeImplicitAutograd, m) { m.impl("linear", &linear_op); }
 
-
 TorchScriptModel::TorchScriptModel(torch::jit::Module module, std::string path, std::string output)
     : module_(std::move(module)), path_(std::move(path)), output_(std::move(output)) {}
 
 torch::Tensor TorchScriptModel::forward(const torch::Tensor& input) {
   c10::IValue result;
   try {
-    result = inference_module().forward({input});
+    result = run(input);
   } catch (const c10::Error& e) {
     fail("{}: forward failed on input {}: {}", path_, shape_text(input.sizes()), first_line(e));
   }
   if (result.isTensor()) {
-    if (!output_.empty()) fail("{}: teacher.output is {}, but forward returns a single tensor", path_, quote(output_));
+    if (!output_.empty())
+      fail("{}: teacher.output is {}, but forward returns a single tensor", path_, quote(output_));
     return result.toTensor();
   }
   if (result.isTuple() || result.isList()) {
@@ -92,7 +94,8 @@ torch::Tensor TorchScriptModel::forward(const torch::Tensor& input) {
         return item.value().toTensor();
       }
     }
-    fail("{}: forward returns a dict with keys {}; set teacher.output to the key of the logits", path_, join(keys, ", "));
+    fail("{}: forward returns a dict with keys {}; set teacher.output to the key of the logits", path_,
+         join(keys, ", "));
   }
   fail("{}: forward returns a {}, expected a tensor, a tuple or a dict of tensors", path_, result.tagKind());
 }
@@ -136,6 +139,24 @@ torch::jit::Module& TorchScriptModel::inference_module() {
   return fast_ ? *fast_ : module_;
 }
 
+c10::IValue TorchScriptModel::run(const torch::Tensor& input) {
+  torch::jit::Module& module = inference_module();
+  bool inference = !module_.is_training() && !c10::GradMode::is_enabled();
+  if (inference && !channels_last_failed_) {
+    torch::Tensor x = to_channels_last(input);
+    if (!x.is_same(input)) {
+      try {
+        return module.forward({x});
+      } catch (const std::exception&) {  // the interpreter rethrows op errors as std::runtime_error
+        c10::IValue result = module.forward({input});  // a wrong input fails here too, with its own error
+        channels_last_failed_ = true;                  // the layout was the trouble: plain from now on
+        return result;
+      }
+    }
+  }
+  return module.forward({input});
+}
+
 void TorchScriptModel::set_training(bool training) {
   module_.train(training);
   if (fast_) fast_->train(training);
@@ -153,8 +174,9 @@ ModelSummary TorchScriptModel::summary(const std::vector<int64_t>& input_shape) 
   for (const auto& child : module_.named_children()) {
     int64_t params = 0;
     for (const auto& p : child.value.parameters()) params += p.numel();
-    summary.layers.push_back(fmt::format("{} ({}): {} params", child.name,
-                                         child.value.type()->name() ? child.value.type()->name()->name() : "?", params));
+    summary.layers.push_back(
+        fmt::format("{} ({}): {} params", child.name,
+                    child.value.type()->name() ? child.value.type()->name()->name() : "?", params));
   }
   return summary;
 }

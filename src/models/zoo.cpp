@@ -269,20 +269,6 @@ bool relu_before_max_pool(const Step& activation, const Step* next) {
   return activation.op == "relu" && next && next->kind == StepKind::Pool && next->op == "max";
 }
 
-// Convolutions take float32 CPU images channels-last ([N, H, W, C] in memory): oneDNN's kernels
-// read that layout as it is, where a contiguous [N, C, H, W] input and output are reordered to and
-// from its blocked layout on every call. The ops after a convolution keep the layout (the fused
-// stages too); flatten and the global pool give the same values either way.
-torch::Tensor channels_last(const torch::Tensor& x) {
-  if (x.dim() != 4 || !x.is_cpu() || x.scalar_type() != torch::kFloat) return x;
-  if (x.size(1) == 1 && x.is_contiguous()) {
-    // One channel: both layouts are the same memory, but libtorch reads plain strides as [N, C, H, W]
-    // (and the convolution's output with them). These strides (a view, no copy) say channels-last.
-    return x.as_strided(x.sizes(), {x.size(2) * x.size(3), 1, x.size(3), 1});
-  }
-  return x.contiguous(torch::MemoryFormat::ChannelsLast);
-}
-
 torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training) {
   for (size_t i = 0; i < steps.size(); ++i) {
     Step& s = steps[i];
@@ -312,7 +298,7 @@ torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training) {
         x = linear(x, s.linear->weight, s.linear->bias);
         break;
       case StepKind::Conv:
-        x = s.conv(channels_last(x));
+        x = s.conv(to_channels_last(x));  // ops after it keep the layout
         break;
       case StepKind::BatchNorm:
         x = s.spatial ? s.bn2d(x) : s.bn1d(x);

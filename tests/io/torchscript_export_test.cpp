@@ -9,6 +9,7 @@
 #include <functional>
 #include <random>
 
+#include "kd/models/torchscript_model.h"
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
 #include "test_util.h"
@@ -19,9 +20,9 @@ namespace {
 namespace fs = std::filesystem;
 using models::ZooSpec;
 
+using test::batch_shape;
 using test::error_of;
 using test::TempDir;
-using test::batch_shape;
 
 struct ExportCase {
   std::string label;
@@ -90,6 +91,49 @@ TEST(TorchScriptExport, CppLoadMatchesZooModel) {
     int64_t params = 0;
     for (const auto& p : loaded.parameters()) params += p.numel();
     EXPECT_EQ(params, models::count_params(*model)) << c.label;
+  }
+}
+
+// A TorchScript model's inference (eval mode, no grad) runs on channels-last images, where
+// convolutions are faster; its values are those of the plain layout.
+TEST(TorchScriptExport, InferenceOnChannelsLastImagesMatchesThePlainLayout) {
+  TempDir dir;
+  for (const auto& c : cases()) {
+    auto model = trained_model(c);
+    fs::path path = dir.path() / (c.label + ".pt");
+    export_torchscript(*model, c.spec, c.shape, c.outputs, path);
+    auto loaded = models::load_torchscript(path.string());
+    torch::Tensor x = torch::randn(batch_shape(5, c.shape));
+    torch::Tensor plain = loaded->module().forward({x}).toTensor();  // the module as it is, no layout change
+    torch::NoGradGuard no_grad;
+    torch::Tensor fast = loaded->forward(x);
+    ASSERT_EQ(fast.sizes(), plain.sizes()) << c.label;
+    EXPECT_LT((fast - plain).abs().max().item<double>(), 1e-5) << c.label;
+  }
+}
+
+// A model whose view() the channels-last layout does not allow runs in the plain layout instead:
+// the same values, no error, on the first call and after.
+TEST(TorchScriptExport, InferenceFallsBackToThePlainLayoutWhereAViewNeedsIt) {
+  torch::manual_seed(5);
+  torch::jit::Module module("ConvThenView");
+  module.register_parameter("w", torch::randn({4, 3, 3, 3}), false);
+  module.define(R"(
+def forward(self, x):
+    y = torch.conv2d(x, self.w, None, [1, 1], [1, 1])
+    return y.view(y.size(0), -1)
+)");
+  module.eval();
+  torch::Tensor x = torch::randn({2, 3, 5, 5});
+  EXPECT_THROW(module.forward({x.contiguous(torch::MemoryFormat::ChannelsLast)}),
+               std::exception);  // the layout's limit
+  torch::Tensor expected = module.forward({x}).toTensor();
+  models::TorchScriptModel model(module, "conv_then_view.pt", "");
+  torch::NoGradGuard no_grad;
+  for (int call = 0; call < 2; ++call) {
+    torch::Tensor y = model.forward(x);
+    ASSERT_EQ(y.sizes(), expected.sizes());
+    EXPECT_LT((y - expected).abs().max().item<double>(), 1e-5) << "call " << call;
   }
 }
 

@@ -14,6 +14,13 @@
 
 namespace kd::models {
 
+// x in the layout oneDNN's convolutions (and the fused ops here) run fastest in on the CPU:
+// channels-last ([N, H, W, C] in memory), for float32 [N, C, H, W] CPU tensors; anything else as it
+// is. A contiguous input and output are reordered to and from oneDNN's blocked layout on every call;
+// a channels-last one is read as it is, and the ops after a convolution keep its layout (values the
+// same up to rounding). The zoo's convolutions and TorchScript teachers' inference get their input so.
+torch::Tensor to_channels_last(const torch::Tensor& x);
+
 // max_pool2d(relu(x), 2, 2) of [N, C, H, W] (odd H, W: the last row or column is dropped, as
 // max_pool2d does), one pass each way. The gradient goes to the first largest element of each window
 // (row-major), and nowhere when the window's largest value is not positive.

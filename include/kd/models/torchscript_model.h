@@ -36,10 +36,14 @@ class TorchScriptModel : public Model {
  private:
   // module_ for training; without grad in eval mode, its kd::linear copy (built once).
   torch::jit::Module& inference_module();
+  // forward of inference_module(); for inference, on channels-last images (models::to_channels_last)
+  // unless the module refused them once (a view() that the layout does not allow, say).
+  c10::IValue run(const torch::Tensor& input);
 
   torch::jit::Module module_;
   std::optional<torch::jit::Module> fast_;
   bool fast_failed_ = false;
+  bool channels_last_failed_ = false;
   std::string path_;
   std::string output_;
 };
