@@ -61,7 +61,7 @@ torch::Tensor TorchScriptModel::forward(const torch::Tensor& input) {
   c10::IValue result;
   try {
     result = run(input);
-  } catch (const c10::Error& e) {
+  } catch (const std::exception& e) {  // c10::Error, or an op's error that the interpreter rethrew
     fail("{}: forward failed on input {}: {}", path_, shape_text(input.sizes()), first_line(e));
   }
   if (result.isTensor()) {

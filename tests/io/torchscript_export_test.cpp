@@ -126,6 +126,10 @@ def forward(self, x):
     ASSERT_EQ(y.sizes(), expected.sizes());
     EXPECT_LT((y - expected).abs().max().item<double>(), 1e-5) << "call " << call;
   }
+  // An input the module cannot take is an error naming the file and the input, in either layout.
+  std::string message = error_of([&] { model.forward(torch::randn({2, 5, 5, 5})); });
+  EXPECT_NE(message.find("conv_then_view.pt: forward failed on input [2, 5, 5, 5]"), std::string::npos)
+      << message;
 }
 
 TEST(TorchScriptExport, TrainingModeMatchesAndTrains) {
