@@ -108,6 +108,7 @@ TEST(TorchScriptExport, CppLoadMatchesZooModel) {
 TEST(TorchScriptExport, InferenceFallsBackToThePlainLayoutWhereAViewNeedsIt) {
   torch::manual_seed(5);
   torch::jit::Module module("ConvThenView");
+  module.register_attribute("training", c10::BoolType::get(), true);  // as a scripted nn.Module has
   module.register_parameter("w", torch::randn({4, 3, 3, 3}), false);
   module.define(R"(
 def forward(self, x):
@@ -115,6 +116,7 @@ def forward(self, x):
     return y.view(y.size(0), -1)
 )");
   module.eval();
+  ASSERT_FALSE(module.is_training());  // eval mode without grad: kdistill's inference path
   torch::Tensor x = torch::randn({2, 3, 5, 5});
   EXPECT_THROW(module.forward({x.contiguous(torch::MemoryFormat::ChannelsLast)}),
                std::exception);  // the layout's limit
