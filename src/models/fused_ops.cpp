@@ -6,14 +6,11 @@
 #include <cmath>
 #include <vector>
 
+#include "kd/util/simd.h"
+
 namespace kd::models {
 namespace {
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define KD_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define KD_VECTOR_CLONES
-#endif
 // For the loops that KD_VECTOR_CLONES functions call: compiled into each clone, for its target.
 #define KD_INLINE inline __attribute__((always_inline))
 
@@ -406,12 +403,13 @@ class BatchNormReluMaxPool2x2 : public torch::autograd::Function<BatchNormReluMa
     // where gathering it from x made the backward's first pass the slowest part of the step.
     auto chosen_xhat = empty_4d(x.options(), n, c, ho, wo, nhwc);
     float* cx = chosen_xhat.data_ptr<float>();
+    // relu(x * scale + shift) is relu(batch_norm(x)), per channel.
+    std::vector<float> scale(static_cast<size_t>(c)), shift(static_cast<size_t>(c));
+    for (int64_t ch = 0; ch < c; ++ch) {
+      scale[static_cast<size_t>(ch)] = wt[ch] * is[ch];
+      shift[static_cast<size_t>(ch)] = bt[ch] - m[ch] * scale[static_cast<size_t>(ch)];
+    }
     if (nhwc) {
-      std::vector<float> scale(static_cast<size_t>(c)), shift(static_cast<size_t>(c));
-      for (int64_t ch = 0; ch < c; ++ch) {
-        scale[static_cast<size_t>(ch)] = wt[ch] * is[ch];
-        shift[static_cast<size_t>(ch)] = bt[ch] - m[ch] * scale[static_cast<size_t>(ch)];
-      }
       at::parallel_for(0, n * ho, 1, [&](int64_t begin, int64_t end) {
         batch_norm_relu_pool_rows_nhwc(in, h, w, c, begin, end, scale.data(), shift.data(), m, is, o, k, cx);
       });
@@ -419,11 +417,11 @@ class BatchNormReluMaxPool2x2 : public torch::autograd::Function<BatchNormReluMa
       at::parallel_for(0, n * c, 1, [&](int64_t begin, int64_t end) {
         for (int64_t p = begin; p < end; ++p) {
           int64_t ch = p % c;
-          float scale = wt[ch] * is[ch], shift = bt[ch] - m[ch] * scale;
           const float* plane = in + p * hw;
           uint8_t* kp = k + p * ho * wo;
           float* cp = cx + p * ho * wo;
-          pool_plane<true>(plane, h, w, scale, shift, o + p * ho * wo, kp);
+          pool_plane<true>(plane, h, w, scale[static_cast<size_t>(ch)], shift[static_cast<size_t>(ch)],
+                           o + p * ho * wo, kp);
           for (int64_t oi = 0; oi < ho; ++oi) {
             for (int64_t oj = 0; oj < wo; ++oj) {
               uint8_t q = kp[oi * wo + oj];

@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "kd/util/simd.h"
+
 namespace kd::train {
 namespace {
 
@@ -12,15 +14,13 @@ namespace {
 //   v = v * beta2 + (1 - beta2) * g * g;  p += -step_size * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 // with the division by sqrt(1 - beta2^t) done as a product with its inverse.
 struct AdamStep {
-  float decay = 1.0f, l2 = 0.0f, beta1, one_minus_beta1, beta2, one_minus_beta2, inverse_sqrt_correction2, eps,
-        minus_step_size;
+  float decay = 1.0f, l2 = 0.0f, beta1, one_minus_beta1, beta2, one_minus_beta2, inverse_sqrt_correction2,
+        eps, minus_step_size;
 };
 
 // The loop is bound by its square root and division: built for AVX-512 and AVX2 as well, picked at load
 // time (GCC's function multi-versioning), it runs 16 or 8 elements an instruction instead of SSE's 4.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
+KD_VECTOR_CLONES
 void adam_range(float* p, const float* g, float* m, float* v, int64_t begin, int64_t end, const AdamStep& s) {
   for (int64_t i = begin; i < end; ++i) {
     float param = p[i] * s.decay;
@@ -43,8 +43,9 @@ bool fits_fused_step(const std::vector<torch::optim::OptimizerParamGroup>& group
     for (const auto& p : group.params()) {
       if (!p.grad().defined()) continue;
       const auto& g = p.grad();
-      if (!p.is_cpu() || p.layout() != torch::kStrided || p.scalar_type() != torch::kFloat || !p.is_contiguous() ||
-          g.layout() != torch::kStrided || g.scalar_type() != torch::kFloat || g.device() != p.device()) {
+      if (!p.is_cpu() || p.layout() != torch::kStrided || p.scalar_type() != torch::kFloat ||
+          !p.is_contiguous() || g.layout() != torch::kStrided || g.scalar_type() != torch::kFloat ||
+          g.device() != p.device()) {
         return false;
       }
     }
@@ -69,9 +70,10 @@ torch::optim::AdamParamState& state_of(
 }
 
 template <class Options>
-void fused_adam_step(std::vector<torch::optim::OptimizerParamGroup>& groups,
-                     ska::flat_hash_map<std::string, std::unique_ptr<torch::optim::OptimizerParamState>>& states,
-                     bool decoupled) {
+void fused_adam_step(
+    std::vector<torch::optim::OptimizerParamGroup>& groups,
+    ska::flat_hash_map<std::string, std::unique_ptr<torch::optim::OptimizerParamState>>& states,
+    bool decoupled) {
   torch::NoGradGuard no_grad;
   for (auto& group : groups) {
     const auto& options = static_cast<const Options&>(group.options());
@@ -98,7 +100,8 @@ void fused_adam_step(std::vector<torch::optim::OptimizerParamGroup>& groups,
       s.inverse_sqrt_correction2 = static_cast<float>(1 / std::sqrt(correction2));
       s.eps = static_cast<float>(options.eps());
       s.minus_step_size = static_cast<float>(-options.lr() / correction1);
-      adam_update(p.data_ptr<float>(), grad.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(), p.numel(), s);
+      adam_update(p.data_ptr<float>(), grad.data_ptr<float>(), m.data_ptr<float>(), v.data_ptr<float>(),
+                  p.numel(), s);
       state.exp_avg(m);
       state.exp_avg_sq(v);
     }
@@ -108,16 +111,18 @@ void fused_adam_step(std::vector<torch::optim::OptimizerParamGroup>& groups,
 // The closure's loss, after the fused step, or after `fallback` (libtorch's step) where the fused one
 // does not apply: amsgrad, or a parameter that is not contiguous float32 on the CPU.
 template <class Options, class Fallback>
-torch::Tensor adam_step(std::vector<torch::optim::OptimizerParamGroup>& groups,
-                        ska::flat_hash_map<std::string, std::unique_ptr<torch::optim::OptimizerParamState>>& states,
-                        const torch::optim::Optimizer::LossClosure& closure, bool decoupled, Fallback fallback) {
+torch::Tensor adam_step(
+    std::vector<torch::optim::OptimizerParamGroup>& groups,
+    ska::flat_hash_map<std::string, std::unique_ptr<torch::optim::OptimizerParamState>>& states,
+    const torch::optim::Optimizer::LossClosure& closure, bool decoupled, Fallback fallback) {
   torch::Tensor loss;
   if (closure) {
     at::AutoGradMode enable_grad(true);
     loss = closure();
   }
-  bool amsgrad = std::any_of(groups.begin(), groups.end(),
-                             [](const auto& group) { return static_cast<const Options&>(group.options()).amsgrad(); });
+  bool amsgrad = std::any_of(groups.begin(), groups.end(), [](const auto& group) {
+    return static_cast<const Options&>(group.options()).amsgrad();
+  });
   if (amsgrad || !fits_fused_step(groups)) {
     fallback();
   } else {
