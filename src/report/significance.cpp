@@ -1,5 +1,7 @@
 #include "kd/report/significance.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -9,7 +11,7 @@
 namespace kd::report {
 
 uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+  uint64_t z = (state += kSplitmixGamma);
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
   return z ^ (z >> 31);
@@ -122,22 +124,25 @@ BootstrapInterval paired_bootstrap(const std::vector<double>& a, const std::vect
   out.resamples = options.resamples();
   out.confidence = options.confidence();
   const uint64_t n = a.size();
-  uint64_t state = options.seed();
-  std::vector<double> differences;
-  differences.reserve(options.resamples());
-  int64_t positive = 0;
-  for (int64_t r = 0; r < options.resamples(); ++r) {
-    double sum_a = 0, sum_b = 0;
-    for (uint64_t i = 0; i < n; ++i) {
-      uint64_t row = splitmix64(state) % n;
-      sum_a += a[row];
-      sum_b += b[row];
+  // Resample r reads the stream from draw r * n on (splitmix64's state after k draws is seed + k * gamma),
+  // so resamples run on any number of threads and give the one-thread values.
+  std::vector<double> differences(static_cast<size_t>(options.resamples()));
+  const FastModulo modulo(n);
+  at::parallel_for(0, options.resamples(), 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      uint64_t state = options.seed() + static_cast<uint64_t>(r) * n * kSplitmixGamma;
+      double sum_a = 0, sum_b = 0;
+      for (uint64_t i = 0; i < n; ++i) {
+        uint64_t row = modulo(splitmix64(state));
+        sum_a += a[row];
+        sum_b += b[row];
+      }
+      double mean_a = sum_a / static_cast<double>(n), mean_b = sum_b / static_cast<double>(n);
+      differences[static_cast<size_t>(r)] =
+          statistic == Statistic::mean ? mean_a - mean_b : std::sqrt(mean_a) - std::sqrt(mean_b);
     }
-    double mean_a = sum_a / static_cast<double>(n), mean_b = sum_b / static_cast<double>(n);
-    double d = statistic == Statistic::mean ? mean_a - mean_b : std::sqrt(mean_a) - std::sqrt(mean_b);
-    if (d > 0) ++positive;
-    differences.push_back(d);
-  }
+  });
+  int64_t positive = std::count_if(differences.begin(), differences.end(), [](double d) { return d > 0; });
   std::sort(differences.begin(), differences.end());
   double tail = (1.0 - options.confidence()) / 2.0;
   out.low = percentile_sorted(differences, tail);
