@@ -1,5 +1,7 @@
 #include "kd/data/tabular.h"
 
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -14,6 +16,9 @@ namespace kd::data {
 namespace {
 
 enum class CellKind { number, non_finite, text };
+
+// Rows a parallel block of fit() and transform() reads.
+constexpr size_t kBlockRows = 1024;
 
 // strtod, less its hexadecimal forms ("0x1f" in a CSV is an identifier, not 31). Out of range is
 // non-finite, as strtod's HUGE_VAL.
@@ -303,26 +308,64 @@ TabularEncoder TabularEncoder::fit(const LabeledTable& data, const std::vector<i
   const auto& missing_values = options.missing_values();
   const std::vector<size_t>& features = data.feature_columns;
 
-  // The kinds, from every row.
+  // The kinds, from every row, and the sums of the training rows' numbers: each cell read once, blocks of
+  // rows in parallel, merged in block order (the same sums on any number of threads).
   struct Kinds {
     size_t numbers = 0, texts = 0;
     size_t first_number = 0, first_text = 0, first_non_finite = 0;
   };
-  std::vector<Kinds> kinds(features.size());
-  for (Kinds& k : kinds) k.first_non_finite = rows;
-  for (size_t r = 0; r < rows; ++r) {
-    for (size_t i = 0; i < features.size(); ++i) {
-      std::string_view cell = table.cell(r, features[i]);
-      if (is_missing(cell, missing_values)) continue;
-      double value = 0;
-      CellKind kind = classify(cell, value);
-      Kinds& k = kinds[i];
-      if (kind == CellKind::text) {
-        if (k.texts++ == 0) k.first_text = r;
-      } else {
-        if (k.numbers++ == 0) k.first_number = r;
-        if (kind == CellKind::non_finite && k.first_non_finite == rows) k.first_non_finite = r;
+  struct Block {
+    std::vector<Kinds> kinds;
+    std::vector<double> sums;
+    std::vector<size_t> filled;
+  };
+  std::vector<uint32_t> train_count(rows, 0);
+  for (int64_t r : train_rows) ++train_count[static_cast<size_t>(r)];
+  std::vector<Block> blocks((rows + kBlockRows - 1) / kBlockRows);
+  at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      Block& block = blocks[static_cast<size_t>(b)];
+      block.kinds.assign(features.size(), Kinds{0, 0, 0, 0, rows});
+      block.sums.assign(features.size(), 0.0);
+      block.filled.assign(features.size(), 0);
+      for (size_t r = static_cast<size_t>(b) * kBlockRows; r < std::min(rows, (static_cast<size_t>(b) + 1) * kBlockRows); ++r) {
+        for (size_t i = 0; i < features.size(); ++i) {
+          std::string_view cell = table.cell(r, features[i]);
+          if (is_missing(cell, missing_values)) continue;
+          double value = 0;
+          CellKind kind = classify(cell, value);
+          Kinds& k = block.kinds[i];
+          if (kind == CellKind::text) {
+            if (k.texts++ == 0) k.first_text = r;
+            continue;
+          }
+          if (k.numbers++ == 0) k.first_number = r;
+          if (kind == CellKind::non_finite) {
+            if (k.first_non_finite == rows) k.first_non_finite = r;
+            continue;
+          }
+          for (uint32_t copy = 0; copy < train_count[r]; ++copy) {
+            block.sums[i] += value;
+            ++block.filled[i];
+          }
+        }
       }
+    }
+  });
+  std::vector<Kinds> kinds(features.size(), Kinds{0, 0, 0, 0, rows});
+  std::vector<double> sums(features.size(), 0.0);
+  std::vector<size_t> filled(features.size(), 0);
+  for (const Block& block : blocks) {
+    for (size_t i = 0; i < features.size(); ++i) {
+      const Kinds& part = block.kinds[i];
+      Kinds& k = kinds[i];
+      if (k.numbers == 0 && part.numbers > 0) k.first_number = part.first_number;
+      if (k.texts == 0 && part.texts > 0) k.first_text = part.first_text;
+      k.first_non_finite = std::min(k.first_non_finite, part.first_non_finite);
+      k.numbers += part.numbers;
+      k.texts += part.texts;
+      sums[i] += block.sums[i];
+      filled[i] += block.filled[i];
     }
   }
   std::vector<bool> categorical(features.size());
@@ -330,24 +373,18 @@ TabularEncoder TabularEncoder::fit(const LabeledTable& data, const std::vector<i
     categorical[i] = forced.count(features[i]) > 0 || kinds[i].numbers == 0;
   }
 
-  // The values, from the training rows.
+  // The categories, from the training rows.
   std::vector<std::map<std::string, size_t, std::less<>>> counts(features.size());
-  std::vector<double> sums(features.size(), 0.0);
-  std::vector<size_t> filled(features.size(), 0);
-  for (int64_t r : train_rows) {
-    for (size_t i = 0; i < features.size(); ++i) {
-      std::string_view cell = table.cell(static_cast<size_t>(r), features[i]);
-      if (is_missing(cell, missing_values)) continue;
-      if (categorical[i]) {
+  if (std::find(categorical.begin(), categorical.end(), true) != categorical.end()) {
+    for (int64_t r : train_rows) {
+      for (size_t i = 0; i < features.size(); ++i) {
+        if (!categorical[i]) continue;
+        std::string_view cell = table.cell(static_cast<size_t>(r), features[i]);
+        if (is_missing(cell, missing_values)) continue;
         auto found = counts[i].find(cell);
         if (found == counts[i].end()) found = counts[i].emplace(cell, 0).first;
         ++found->second;
-        continue;
       }
-      double value = 0;
-      if (classify(cell, value) != CellKind::number) continue;
-      sums[i] += value;
-      ++filled[i];
     }
   }
 
@@ -463,12 +500,26 @@ torch::Tensor TabularEncoder::transform(const LabeledTable& data) const {
 
   torch::Tensor x = torch::zeros({static_cast<int64_t>(rows), static_cast<int64_t>(width)}, torch::kFloat32);
   float* values = x.data_ptr<float>();
+  // Rows in parallel blocks; each block's first problem per column, the earliest kept.
   std::vector<std::pair<size_t, Problem>> first_problem(columns_.size(), {rows, Problem::none});
-  for (size_t r = 0; r < rows; ++r) {
-    float* row = values + r * width;
+  const int64_t block_count = static_cast<int64_t>((rows + kBlockRows - 1) / kBlockRows);
+  std::vector<std::vector<std::pair<size_t, Problem>>> block_problems(static_cast<size_t>(block_count));
+  at::parallel_for(0, block_count, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      auto& problems = block_problems[static_cast<size_t>(b)];
+      problems.assign(columns_.size(), {rows, Problem::none});
+      for (size_t r = static_cast<size_t>(b) * kBlockRows; r < std::min(rows, (static_cast<size_t>(b) + 1) * kBlockRows); ++r) {
+        float* row = values + r * width;
+        for (size_t i = 0; i < columns_.size(); ++i) {
+          Problem problem = encode(columns_[i], table.cell(r, data.feature_columns[i]), row + offsets[i]);
+          if (problem != Problem::none && problems[i].first == rows) problems[i] = {r, problem};
+        }
+      }
+    }
+  });
+  for (const auto& problems : block_problems) {
     for (size_t i = 0; i < columns_.size(); ++i) {
-      Problem problem = encode(columns_[i], table.cell(r, data.feature_columns[i]), row + offsets[i]);
-      if (problem != Problem::none && first_problem[i].first == rows) first_problem[i] = {r, problem};
+      if (first_problem[i].first == rows) first_problem[i] = problems[i];
     }
   }
   for (size_t i = 0; i < columns_.size(); ++i) {
