@@ -88,8 +88,10 @@ bool fused_rows(const std::vector<FusedTerm>& terms, const LossInputs& in, int64
   const int64_t n = s.size(0), c = s.size(1);
   const T* sp = s.data_ptr<T>();
   const T* tp = t.defined() ? t.data_ptr<T>() : nullptr;
-  const int64_t* yp = in.labels.defined() ? in.labels.data_ptr<int64_t>() : nullptr;
-  const bool* mp = in.has_label.defined() ? in.has_label.contiguous().data_ptr<bool>() : nullptr;
+  const torch::Tensor labels = in.labels.defined() ? in.labels.contiguous() : torch::Tensor();
+  const torch::Tensor mask = in.has_label.defined() ? in.has_label.contiguous() : torch::Tensor();
+  const int64_t* yp = labels.defined() ? labels.data_ptr<int64_t>() : nullptr;
+  const bool* mp = mask.defined() ? mask.data_ptr<bool>() : nullptr;
   gradient = torch::zeros_like(s);
   T* gp = gradient.data_ptr<T>();
   values.assign(terms.size() * n, 0.0);

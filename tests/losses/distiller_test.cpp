@@ -68,8 +68,9 @@ TEST(Distiller, FusedKlAndCeMatchTheTermsThemselves) {
       inputs.teacher = torch::randn({n, c}, dtype) * 4;
       inputs.teacher.index_put_({0}, -1e4);  // a teacher row with p = 0 in all but one class
       inputs.teacher.index_put_({0, 5}, 1e4);
-      inputs.labels = torch::randint(0, c, {n}, torch::kLong);
-      if (masked) inputs.has_label = torch::rand({n}) < 0.6;
+      // Strided labels and mask (every other element): read through their strides.
+      inputs.labels = torch::randint(0, c, {2 * n}, torch::kLong).slice(0, 0, 2 * n, 2);
+      if (masked) inputs.has_label = (torch::rand({2 * n}) < 0.6).slice(0, 0, 2 * n, 2);
       LossValues fused = distiller.compute(inputs);
       ASSERT_TRUE(fused.total.requires_grad());
       fused.total.backward();
