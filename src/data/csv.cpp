@@ -11,6 +11,7 @@
 
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
+#include "kd/util/runtime.h"
 #include "kd/util/strings.h"
 
 namespace kd::data {
@@ -211,9 +212,9 @@ void tokenize(const std::string& text, size_t offset, int64_t line, Delimiter de
       double scale = 1.2 * static_cast<double>(text.size() - offset) /
                      static_cast<double>(tokenizer.position() - offset);
       auto room = [scale](size_t n) { return static_cast<size_t>(scale * static_cast<double>(n)) + 1; };
-      records.cell_offsets.reserve(room(records.cell_offsets.size()));
-      records.first_cells.reserve(room(records.size()));
-      records.lines.reserve(room(records.size()));
+      reserve_huge(records.cell_offsets, room(records.cell_offsets.size()));
+      reserve_huge(records.first_cells, room(records.size()));
+      reserve_huge(records.lines, room(records.size()));
       records.trailing_empty.reserve(room(records.size()));
     }
   }
@@ -550,9 +551,9 @@ void CsvTable::append_rows(const CsvTable& other) {
   KD_CHECK(&other != this && other.columns.size() == columns.size(), "{}: append_rows: {} columns to {}",
            other.path, other.columns.size(), columns.size());
   uint64_t shift = cell_text_.size();
-  cell_text_.reserve(cell_text_.size() + other.cell_text_.size());
+  reserve_huge(cell_text_, cell_text_.size() + other.cell_text_.size());
   cell_text_ += other.cell_text_;
-  cell_offsets_.reserve(cell_offsets_.size() + other.cell_offsets_.size() - 1);
+  reserve_huge(cell_offsets_, cell_offsets_.size() + other.cell_offsets_.size() - 1);
   for (size_t i = 1; i < other.cell_offsets_.size(); ++i) {
     cell_offsets_.push_back(other.cell_offsets_[i] + shift);
   }

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "kd/util/error.h"
+#include "kd/util/runtime.h"
 
 namespace kd {
 
@@ -27,6 +28,7 @@ std::string read_file(const fs::path& path) {
   auto size = fs::file_size(path, ec);
   std::string out;
   if (!ec) {
+    reserve_huge(out, size);
     out.resize(size);
     in.read(out.data(), static_cast<std::streamsize>(size));
     out.resize(static_cast<size_t>(in.gcount()));

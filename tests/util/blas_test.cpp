@@ -1,11 +1,14 @@
-// The set-up installs an optimised BLAS; libtorch must actually be using it.
+// The set-up installs an optimised BLAS; libtorch must actually be using it. And the memory helpers of kd/util/runtime.h.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cctype>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "kd/util/runtime.h"
 
@@ -49,6 +52,46 @@ TEST(Blas, FittingKernelsAreInForceAndCorrect) {
   auto a = torch::randn({300, 200}), b = torch::randn({200, 100});
   auto exact = a.to(torch::kDouble).mm(b.to(torch::kDouble));
   EXPECT_LT((a.mm(b).to(torch::kDouble) - exact).abs().max().item<double>(), 1e-3);
+}
+
+}  // namespace
+
+namespace {
+
+// The VmFlags of the mapping of /proc/self/smaps that holds `address`.
+std::string vm_flags_at(const void* address) {
+  std::ifstream smaps("/proc/self/smaps");
+  std::string line;
+  bool inside = false;
+  auto a = reinterpret_cast<uintptr_t>(address);
+  while (std::getline(smaps, line)) {
+    unsigned long begin = 0, end = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &begin, &end) == 2 && line.find(':') > line.find(' ')) {
+      inside = a >= begin && a < end;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line;
+    }
+  }
+  return "";
+}
+
+TEST(Memory, ReserveHugeKeepsTheContentsAndAdvisesTheNewRoom) {
+  std::vector<uint64_t> v = {1, 2, 3};
+  kd::reserve_huge(v, size_t{3} << 20);  // 24 MB
+  EXPECT_EQ(v, (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_GE(v.capacity(), size_t{3} << 20);
+  std::string s = "abc";
+  kd::reserve_huge(s, size_t{20} << 20);
+  EXPECT_EQ(s, "abc");
+  EXPECT_GE(s.capacity(), size_t{20} << 20);
+  std::ifstream thp("/sys/kernel/mm/transparent_hugepage/enabled");
+  if (!thp) GTEST_SKIP() << "no transparent huge pages in this kernel";
+  // The middle of the new room is in a mapping marked MADV_HUGEPAGE ("hg").
+  EXPECT_NE(vm_flags_at(v.data() + (size_t{3} << 19)).find(" hg"), std::string::npos) << vm_flags_at(v.data() + (size_t{3} << 19));
+  EXPECT_NE(vm_flags_at(s.data() + (size_t{10} << 20)).find(" hg"), std::string::npos);
+  std::vector<uint64_t> small = {1};
+  kd::reserve_huge(small, 100);  // below 4 MB: no advice, same contents
+  EXPECT_EQ(small, std::vector<uint64_t>{1});
 }
 
 }  // namespace
