@@ -8,7 +8,8 @@
 // A list of kl and ce terms only (the classic objective) on CPU float32/float64 logits is computed in
 // one pass over the rows, as one autograd node, instead of each term's ~25 tensor ops each way: the
 // same values and gradient (tests/losses/distiller_test.cpp), a small student's step 3-4x faster.
-// Any other kind, or inputs of another device or type, take the terms' own compute().
+// Any other kind, or inputs of another device or type, take the terms' own compute(). That node's
+// gradient is computed with the value, so it is not itself differentiable (no create_graph).
 //
 // Example:
 //   kd::losses::Distiller distiller({kd::losses::LossTermOptions("kl").weight(0.9).temperature(4),
