@@ -17,6 +17,7 @@ void apply_global_options(const GlobalOptions& global) {
   spdlog::set_pattern("[%H:%M:%S] %v");
   spdlog::set_level(global.quiet ? spdlog::level::warn : spdlog::level::from_str(global.log_level));
   configure_allocator();
+  configure_torchscript();
   int threads = configure_threads(global.threads);
   spdlog::debug("threads: {}, BLAS: {}", threads, global.blas_core.empty() ? "not OpenBLAS" : "OpenBLAS " + global.blas_core);
 }

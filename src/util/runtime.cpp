@@ -2,6 +2,7 @@
 
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <dlfcn.h>
 #include <malloc.h>
 #include <sys/mman.h>
@@ -59,6 +60,8 @@ void configure_allocator() {
   static HugePageAllocator allocator;
   c10::SetCPUAllocator(&allocator, /*priority=*/1);
 }
+
+void configure_torchscript() { torch::jit::getExecutorMode() = false; }
 
 void advise_huge_pages(const void* data, size_t bytes) {
   if (bytes < kHugeFrom) return;

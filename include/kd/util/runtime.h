@@ -17,6 +17,13 @@ int configure_threads(int threads);
 // peak memory stays that of the live tensors. Installs kdistill's CPU allocator for libtorch:
 // tensors of 4 MB and more in 2 MB pages (MADV_HUGEPAGE), which page-fault 512 times less.
 void configure_allocator();
+// TorchScript graphs (teachers and students from files) run in libtorch's simple executor, for the
+// whole process: the default profiling executor spends a graph's first calls profiling and
+// re-optimising it (the tabular benchmark's teacher: 88 ms of warm-up against 62; a Fashion-MNIST CNN
+// teacher, first four calls: 131-289 ms against 100-131), and its optimisations gave no speed here
+// afterwards (libtorch 1.13 fuses nothing on the CPU: that CNN's forward of 256 took 10.7-12.2 ms
+// against 10.1-10.7).
+void configure_torchscript();
 // Marks the 2 MB-aligned part of [data, data + bytes) MADV_HUGEPAGE (nothing below 4 MB), for a large
 // buffer about to be written for the first time: first touch costs ~2.7 ms a MB in 4 KB page faults on
 // this VM and ~0.4 ms in 2 MB pages. The kernel may decline (THP "never"): then nothing changes.
