@@ -79,19 +79,16 @@ T log_softmax_row(const T* x, T scale, T* e, int64_t c) {
 }
 
 // Per-row values (values[i * n + r]) and the gradient of the weighted total; false where a label is
-// out of range (the ce term then says so).
+// out of range (the ce term then says so). `in` holds contiguous tensors (the undefined ones unread).
 template <typename T>
 bool fused_rows(const std::vector<FusedTerm>& terms, const LossInputs& in, int64_t labelled, std::vector<double>& values,
                 torch::Tensor& gradient) {
-  const torch::Tensor s = in.student.contiguous();
-  const torch::Tensor t = in.teacher.defined() ? in.teacher.detach().contiguous() : torch::Tensor();
+  const torch::Tensor& s = in.student;
   const int64_t n = s.size(0), c = s.size(1);
   const T* sp = s.data_ptr<T>();
-  const T* tp = t.defined() ? t.data_ptr<T>() : nullptr;
-  const torch::Tensor labels = in.labels.defined() ? in.labels.contiguous() : torch::Tensor();
-  const torch::Tensor mask = in.has_label.defined() ? in.has_label.contiguous() : torch::Tensor();
-  const int64_t* yp = labels.defined() ? labels.data_ptr<int64_t>() : nullptr;
-  const bool* mp = mask.defined() ? mask.data_ptr<bool>() : nullptr;
+  const T* tp = in.teacher.defined() ? in.teacher.data_ptr<T>() : nullptr;
+  const int64_t* yp = in.labels.defined() ? in.labels.data_ptr<int64_t>() : nullptr;
+  const bool* mp = in.has_label.defined() ? in.has_label.data_ptr<bool>() : nullptr;
   gradient = torch::zeros_like(s);
   T* gp = gradient.data_ptr<T>();
   values.assign(terms.size() * n, 0.0);
@@ -105,10 +102,10 @@ bool fused_rows(const std::vector<FusedTerm>& terms, const LossInputs& in, int64
         const FusedTerm& term = terms[i];
         if (term.kl) {
           const T inverse_t = static_cast<T>(1 / term.temperature);
-          T log_zs = log_softmax_row(sr, inverse_t, q.data(), c);
-          T log_zt = log_softmax_row(tp + r * c, inverse_t, p.data(), c);
-          double row = 0;
           const T* tr = tp + r * c;
+          T log_zs = log_softmax_row(sr, inverse_t, q.data(), c);
+          T log_zt = log_softmax_row(tr, inverse_t, p.data(), c);
+          double row = 0;
           for (int64_t j = 0; j < c; ++j) {
             if (p[j] > 0) row += p[j] * ((tr[j] * inverse_t - log_zt) - (sr[j] * inverse_t - log_zs));
           }
@@ -156,16 +153,17 @@ std::optional<LossValues> compute_fused(const std::vector<FusedTerm>& terms, con
                                         bool labels) {
   if (terms.empty() || !fits_fused(inputs, teacher, labels)) return std::nullopt;
   const torch::Tensor& student = inputs.student;
+  auto dense = [](const torch::Tensor& t) { return t.defined() ? t.detach().contiguous() : torch::Tensor(); };
+  const LossInputs read{dense(student), dense(inputs.teacher), dense(inputs.labels), dense(inputs.has_label)};
   const int64_t n = student.size(0);
   int64_t labelled = n;
-  if (labels && inputs.has_label.defined()) {
-    torch::Tensor mask = inputs.has_label.contiguous();
-    labelled = std::count(mask.data_ptr<bool>(), mask.data_ptr<bool>() + n, true);
+  if (labels && read.has_label.defined()) {
+    labelled = std::count(read.has_label.data_ptr<bool>(), read.has_label.data_ptr<bool>() + n, true);
   }
   std::vector<double> rows;
   torch::Tensor gradient;
-  bool ok = student.scalar_type() == torch::kFloat ? fused_rows<float>(terms, inputs, labelled, rows, gradient)
-                                                   : fused_rows<double>(terms, inputs, labelled, rows, gradient);
+  bool ok = student.scalar_type() == torch::kFloat ? fused_rows<float>(terms, read, labelled, rows, gradient)
+                                                   : fused_rows<double>(terms, read, labelled, rows, gradient);
   if (!ok) return std::nullopt;
   LossValues values;
   double total = 0;
