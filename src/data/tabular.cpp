@@ -17,8 +17,20 @@ namespace {
 
 enum class CellKind { number, non_finite, text };
 
-// Rows a parallel block of fit() and transform() reads.
+// fit() and transform() read rows in blocks of 1024, in parallel: body(block, first row, end row) for
+// each of block_count(rows) blocks, each block's results merged in block order afterwards.
 constexpr size_t kBlockRows = 1024;
+
+size_t block_count(size_t rows) { return (rows + kBlockRows - 1) / kBlockRows; }
+
+template <typename Body>
+void for_row_blocks(size_t rows, const Body& body) {
+  at::parallel_for(0, static_cast<int64_t>(block_count(rows)), 1, [&](int64_t begin, int64_t end) {
+    for (auto b = static_cast<size_t>(begin); b < static_cast<size_t>(end); ++b) {
+      body(b, b * kBlockRows, std::min(rows, (b + 1) * kBlockRows));
+    }
+  });
+}
 
 // strtod, less its hexadecimal forms ("0x1f" in a CSV is an identifier, not 31). Out of range is
 // non-finite, as strtod's HUGE_VAL.
@@ -321,33 +333,31 @@ TabularEncoder TabularEncoder::fit(const LabeledTable& data, const std::vector<i
   };
   std::vector<uint32_t> train_count(rows, 0);
   for (int64_t r : train_rows) ++train_count[static_cast<size_t>(r)];
-  std::vector<Block> blocks((rows + kBlockRows - 1) / kBlockRows);
-  at::parallel_for(0, static_cast<int64_t>(blocks.size()), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      Block& block = blocks[static_cast<size_t>(b)];
-      block.kinds.assign(features.size(), Kinds{0, 0, 0, 0, rows});
-      block.sums.assign(features.size(), 0.0);
-      block.filled.assign(features.size(), 0);
-      for (size_t r = static_cast<size_t>(b) * kBlockRows; r < std::min(rows, (static_cast<size_t>(b) + 1) * kBlockRows); ++r) {
-        for (size_t i = 0; i < features.size(); ++i) {
-          std::string_view cell = table.cell(r, features[i]);
-          if (is_missing(cell, missing_values)) continue;
-          double value = 0;
-          CellKind kind = classify(cell, value);
-          Kinds& k = block.kinds[i];
-          if (kind == CellKind::text) {
-            if (k.texts++ == 0) k.first_text = r;
-            continue;
-          }
-          if (k.numbers++ == 0) k.first_number = r;
-          if (kind == CellKind::non_finite) {
-            if (k.first_non_finite == rows) k.first_non_finite = r;
-            continue;
-          }
-          for (uint32_t copy = 0; copy < train_count[r]; ++copy) {
-            block.sums[i] += value;
-            ++block.filled[i];
-          }
+  std::vector<Block> blocks(block_count(rows));
+  for_row_blocks(rows, [&](size_t b, size_t first, size_t end) {
+    Block& block = blocks[b];
+    block.kinds.assign(features.size(), Kinds{0, 0, 0, 0, rows});
+    block.sums.assign(features.size(), 0.0);
+    block.filled.assign(features.size(), 0);
+    for (size_t r = first; r < end; ++r) {
+      for (size_t i = 0; i < features.size(); ++i) {
+        std::string_view cell = table.cell(r, features[i]);
+        if (is_missing(cell, missing_values)) continue;
+        double value = 0;
+        CellKind kind = classify(cell, value);
+        Kinds& k = block.kinds[i];
+        if (kind == CellKind::text) {
+          if (k.texts++ == 0) k.first_text = r;
+          continue;
+        }
+        if (k.numbers++ == 0) k.first_number = r;
+        if (kind == CellKind::non_finite) {
+          if (k.first_non_finite == rows) k.first_non_finite = r;
+          continue;
+        }
+        for (uint32_t copy = 0; copy < train_count[r]; ++copy) {
+          block.sums[i] += value;
+          ++block.filled[i];
         }
       }
     }
@@ -502,18 +512,15 @@ torch::Tensor TabularEncoder::transform(const LabeledTable& data) const {
   float* values = x.data_ptr<float>();
   // Rows in parallel blocks; each block's first problem per column, the earliest kept.
   std::vector<std::pair<size_t, Problem>> first_problem(columns_.size(), {rows, Problem::none});
-  const int64_t block_count = static_cast<int64_t>((rows + kBlockRows - 1) / kBlockRows);
-  std::vector<std::vector<std::pair<size_t, Problem>>> block_problems(static_cast<size_t>(block_count));
-  at::parallel_for(0, block_count, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      auto& problems = block_problems[static_cast<size_t>(b)];
-      problems.assign(columns_.size(), {rows, Problem::none});
-      for (size_t r = static_cast<size_t>(b) * kBlockRows; r < std::min(rows, (static_cast<size_t>(b) + 1) * kBlockRows); ++r) {
-        float* row = values + r * width;
-        for (size_t i = 0; i < columns_.size(); ++i) {
-          Problem problem = encode(columns_[i], table.cell(r, data.feature_columns[i]), row + offsets[i]);
-          if (problem != Problem::none && problems[i].first == rows) problems[i] = {r, problem};
-        }
+  std::vector<std::vector<std::pair<size_t, Problem>>> block_problems(block_count(rows));
+  for_row_blocks(rows, [&](size_t b, size_t first, size_t end) {
+    auto& problems = block_problems[b];
+    problems.assign(columns_.size(), {rows, Problem::none});
+    for (size_t r = first; r < end; ++r) {
+      float* row = values + r * width;
+      for (size_t i = 0; i < columns_.size(); ++i) {
+        Problem problem = encode(columns_[i], table.cell(r, data.feature_columns[i]), row + offsets[i]);
+        if (problem != Problem::none && problems[i].first == rows) problems[i] = {r, problem};
       }
     }
   });
