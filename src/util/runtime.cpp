@@ -29,6 +29,17 @@ constexpr size_t kHugePage = size_t{2} << 20;
 // x 40 floats is 8 MB, 22 ms of 4 KB page faults the first time it is written).
 constexpr size_t kHugeFrom = size_t{4} << 20;
 
+}  // namespace
+
+void advise_huge_pages(const void* data, size_t bytes) {
+  if (bytes < kHugeFrom) return;
+  auto begin = (reinterpret_cast<uintptr_t>(data) + kHugePage - 1) / kHugePage * kHugePage;
+  auto end = (reinterpret_cast<uintptr_t>(data) + bytes) / kHugePage * kHugePage;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+}
+
+namespace {
+
 // Frees both kinds of block: c10::alloc_cpu is posix_memalign on Linux, the large ones aligned_alloc.
 void free_block(void* block) { std::free(block); }
 
@@ -46,7 +57,7 @@ class HugePageAllocator final : public c10::Allocator {
     size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
     void* block = std::aligned_alloc(kHugePage, rounded);
     if (block == nullptr) throw std::bad_alloc();
-    madvise(block, rounded, MADV_HUGEPAGE);
+    advise_huge_pages(block, rounded);
     return {block, block, &free_block, c10::Device(c10::DeviceType::CPU)};
   }
   c10::DeleterFnPtr raw_deleter() const override { return &free_block; }
@@ -62,13 +73,6 @@ void configure_allocator() {
 }
 
 void configure_torchscript() { torch::jit::getExecutorMode() = false; }
-
-void advise_huge_pages(const void* data, size_t bytes) {
-  if (bytes < kHugeFrom) return;
-  auto begin = (reinterpret_cast<uintptr_t>(data) + kHugePage - 1) / kHugePage * kHugePage;
-  auto end = (reinterpret_cast<uintptr_t>(data) + bytes) / kHugePage * kHugePage;
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-}
 
 std::string preferred_blas_coretype() {
   if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return "";
