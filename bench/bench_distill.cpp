@@ -170,8 +170,10 @@ struct Bench {
   int64_t epochs = 10;
   fs::path work;
 
-  std::string recipe(const Setup& s, const std::string& teacher_part, bool baseline) const {
-    return "task: classification\nseed: 0\ndata:\n" + s.data + "  val_fraction: 0.1\n" + "teacher:\n" +
+  // Repeat r runs with seed r on both sides: the accuracies compared are medians over seeds, not one
+  // seed's draw (one setup's spread over seeds is as large as the gaps it would otherwise show).
+  std::string recipe(const Setup& s, const std::string& teacher_part, bool baseline, int seed) const {
+    return "task: classification\nseed: " + std::to_string(seed) + "\ndata:\n" + s.data + "  val_fraction: 0.1\n" + "teacher:\n" +
            teacher_part + "student:\n  model: " + s.student + "\n" +
            fmt::format("distill:\n  epochs: {}\n  batch_size: {}\n  baseline: {}\n", epochs, s.batch,
                        baseline ? "true" : "false") +
@@ -181,17 +183,19 @@ struct Bench {
 
   Process kd_run(const std::string& text, const fs::path& dir) const {
     fs::create_directories(dir);
+    // A fresh output folder: a teacher kept there from an earlier run would be reused, not trained and timed.
+    fs::remove_all(dir / "out");
     kd::write_file_atomic(dir / "recipe.yaml", text);
     return spawn({kdistill, "--threads", std::to_string(threads), "run", (dir / "recipe.yaml").string(), "--out",
                   (dir / "out").string()},
                  dir / "log.txt");
   }
 
-  Process peer_run(const Setup& s, const std::string& phase, int64_t phase_epochs, const fs::path& dir) const {
+  Process peer_run(const Setup& s, const std::string& phase, int64_t phase_epochs, const fs::path& dir, int seed) const {
     fs::create_directories(dir);
     return spawn({python, peer, s.peer_setup, phase, "--threads", std::to_string(threads), "--epochs",
                   std::to_string(phase_epochs), "--batch", std::to_string(s.batch), "--out", dir.string(), "--data",
-                  work.string()},
+                  work.string(), "--seed", std::to_string(seed)},
                  dir / ("peer-" + phase + ".log"));
   }
 };
@@ -294,11 +298,11 @@ int main(int argc, char** argv) {
                                  fmt::format("  train: {{epochs: {}, batch_size: {}, optimizer: {{name: adam, lr: 0.001}},"
                                              " schedule: none}}\n",
                                              s.teacher_epochs, s.batch);
-      Process full = bench.kd_run(bench.recipe(s, teacher_part, true), dir / "kd_full");
+      Process full = bench.kd_run(bench.recipe(s, teacher_part, true, r), dir / "kd_full");
       require(full, "kdistill run " + (dir / "kd_full/recipe.yaml").string());
-      Process peer_teacher = bench.peer_run(s, "teacher", s.teacher_epochs, dir);
+      Process peer_teacher = bench.peer_run(s, "teacher", s.teacher_epochs, dir, r);
       require(peer_teacher, "peer teacher");
-      Process peer_student = bench.peer_run(s, "student", bench.epochs, dir);
+      Process peer_student = bench.peer_run(s, "student", bench.epochs, dir, r);
       require(peer_student, "peer student");
       auto metrics = json::parse(kd::read_file(dir / "kd_full/out/metrics.json"));
       int64_t rows = metrics["data"]["train"];
@@ -317,7 +321,7 @@ int main(int argc, char** argv) {
                               fmt::format("  train: {{epochs: {}, batch_size: {}, optimizer: {{name: adam, lr: 0.001}},"
                                           " schedule: none, precision: bf16}}\n",
                                           s.teacher_epochs, s.batch);
-      std::string bf16_recipe = bench.recipe(s, bf16_part, false);
+      std::string bf16_recipe = bench.recipe(s, bf16_part, false, r);
       bf16_recipe.replace(bf16_recipe.find(fmt::format("epochs: {}\n  batch_size", bench.epochs)),
                           fmt::format("epochs: {}", bench.epochs).size(), "epochs: 1");
       Process bf16 = bench.kd_run(bf16_recipe, dir / "kd_bf16");
@@ -328,10 +332,10 @@ int main(int argc, char** argv) {
       v["teacher_bf16_accuracy.kdistill"].push_back(bf16_metrics["models"]["teacher"]["test"]["accuracy"]);
 
       // The whole distillation run with a fixed teacher (the peer's file): kdistill process vs. tutorial process.
-      Process kd_fixed = bench.kd_run(bench.recipe(s, "  path: " + (dir / "teacher.pt").string() + "\n", false),
+      Process kd_fixed = bench.kd_run(bench.recipe(s, "  path: " + (dir / "teacher.pt").string() + "\n", false, r),
                                       dir / "kd_fixed");
       require(kd_fixed, "kdistill run " + (dir / "kd_fixed/recipe.yaml").string());
-      Process peer_distill = bench.peer_run(s, "distill", bench.epochs, dir);
+      Process peer_distill = bench.peer_run(s, "distill", bench.epochs, dir, r);
       require(peer_distill, "peer distill");
       auto fixed = json::parse(kd::read_file(dir / "kd_fixed/out/metrics.json"));
       json pd = last_json_line(peer_distill.output);
