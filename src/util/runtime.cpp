@@ -1,5 +1,6 @@
 #include "kd/util/runtime.h"
 
+#include <ATen/Parallel.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
@@ -18,6 +19,14 @@ namespace kd {
 
 int configure_threads(int threads) {
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // libtorch applies the count on each thread's first parallel call (lazy_init_num_threads), by calling
+  // set_num_threads there, which rebuilds its pthreadpool each time: a new worker thread that spins
+  // ~20 ms of CPU. The tabular benchmark's run built it four times (here, on the main thread's first
+  // parallel op and on the OpenMP worker's). Each thread of the team is initialised first, while no
+  // count is set (that only sets OpenMP's default), so the pool is built here and only here.
+  at::internal::lazy_init_num_threads();
+#pragma omp parallel num_threads(threads)
+  at::internal::lazy_init_num_threads();
   torch::set_num_threads(threads);
   return threads;
 }
