@@ -1,6 +1,10 @@
 #include "kd/data/batcher.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstring>
 
 #include "kd/util/error.h"
 
@@ -42,11 +46,45 @@ torch::Tensor Batcher::batch_rows(int64_t epoch, int64_t index) {
   return order_.slice(0, start, end);
 }
 
+namespace {
+
+// Rows `rows` of a contiguous CPU tensor, copied whole: index_select's general kernel took ~4 us a call on
+// a tabular student's batch of 128 (three tensors: a sixth of its training step).
+torch::Tensor gather_rows(const torch::Tensor& t, const int64_t* rows, int64_t count) {
+  auto sizes = t.sizes().vec();
+  sizes[0] = count;
+  torch::Tensor out = torch::empty(sizes, t.options());
+  auto row_bytes = static_cast<size_t>(t.numel() / t.size(0)) * t.element_size();
+  const auto* from = static_cast<const char*>(t.data_ptr());
+  auto* to = static_cast<char*>(out.data_ptr());
+  // Threads from 256 KB of copying on (a batch of 128 Fashion-MNIST images is 400 KB).
+  auto grain = static_cast<int64_t>(std::max<size_t>(1, (size_t{1} << 18) / std::max<size_t>(1, row_bytes)));
+  // Rows are random in a table larger than the caches: the row a few ahead (up to 256 bytes of it: a
+  // tabular row, the head of a longer one) is fetched while this one is copied.
+  constexpr int64_t kAhead = 4;
+  size_t fetched = std::min<size_t>(row_bytes, 256);
+  at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      if (i + kAhead < end) {
+        const char* ahead = from + rows[i + kAhead] * row_bytes;
+        for (size_t b = 0; b < fetched; b += 64) __builtin_prefetch(ahead + b);
+      }
+      std::memcpy(to + i * row_bytes, from + rows[i] * row_bytes, row_bytes);
+    }
+  });
+  return out;
+}
+
+}  // namespace
+
 std::vector<torch::Tensor> Batcher::batch(int64_t epoch, int64_t index) {
   auto rows = batch_rows(epoch, index);
   std::vector<torch::Tensor> out;
   out.reserve(tensors_.size());
-  for (const auto& t : tensors_) out.push_back(t.index_select(0, rows));
+  for (const auto& t : tensors_) {
+    bool plain = t.is_cpu() && t.layout() == torch::kStrided && !t.is_quantized() && t.numel() > 0;
+    out.push_back(plain ? gather_rows(t, rows.data_ptr<int64_t>(), rows.size(0)) : t.index_select(0, rows));
+  }
   return out;
 }
 

@@ -45,6 +45,30 @@ TEST(Batcher, NoShuffleAndDropLast) {
   EXPECT_TRUE(torch::equal(batcher.batch(7, 1)[0], torch::arange(4, 8)));
 }
 
+// Each batch is index_select of its rows, for every kind of tensor the trainers batch: float rows,
+// int64 labels, a bool mask, images [N, C, H, W] (channels-last ones made contiguous), and rows large
+// enough that the copy runs on several threads.
+TEST(Batcher, BatchesAreTheSelectedRowsOfEveryTensor) {
+  torch::manual_seed(3);
+  int64_t n = 300;
+  std::vector<torch::Tensor> tensors = {torch::randn({n, 7}), torch::randint(0, 9, {n}, torch::kLong),
+                                        torch::rand({n}) < 0.5,
+                                        torch::randn({n, 3, 5, 4}).contiguous(torch::MemoryFormat::ChannelsLast),
+                                        torch::randn({n, 20000})};
+  Batcher batcher(tensors, BatcherOptions().batch_size(64).seed(2));
+  for (int64_t b = 0; b < batcher.batches(); ++b) {
+    auto batch = batcher.batch(1, b);
+    auto rows = batcher.batch_rows(1, b);
+    ASSERT_EQ(batch.size(), tensors.size());
+    for (size_t t = 0; t < tensors.size(); ++t) {
+      auto expected = tensors[t].index_select(0, rows);
+      EXPECT_EQ(batch[t].sizes(), expected.sizes()) << "tensor " << t;
+      EXPECT_EQ(batch[t].scalar_type(), expected.scalar_type()) << "tensor " << t;
+      EXPECT_TRUE(torch::equal(batch[t], expected)) << "tensor " << t << " batch " << b;
+    }
+  }
+}
+
 TEST(Batcher, BadBatchSize) {
   KD_EXPECT_ERROR(Batcher({torch::zeros({3})}, BatcherOptions().batch_size(0)), "batch_size: 0");
 }
