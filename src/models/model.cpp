@@ -4,6 +4,7 @@
 #include <ATen/autocast_mode.h>
 #include <ATen/record_function.h>
 #include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
 
 #include "kd/util/error.h"
 
@@ -17,6 +18,29 @@ int64_t count_params(Model& model) {
 
 namespace {
 
+// Below this many multiply-adds a product runs on the calling thread alone: oneDNN starts an OpenMP team
+// for every call, and waking and joining the other thread cost more than it saves on a small student's
+// products (a tabular student's 128x16x40 and 128x4x16: 1.3 and 3.6 us with the team).
+constexpr int64_t kSerialGemmMacs = int64_t{1} << 18;
+
+}  // namespace
+
+void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, const float* a, const float* b,
+           float* c, bool accumulate) {
+  // oneDNN sizes its OpenMP team from this thread's setting: ATen's first call on a thread applies
+  // the --threads count to it (once per thread; init_num_threads on every call would also rebuild
+  // libtorch's thread pool each time).
+  int threads = at::get_num_threads();
+  bool serial = threads > 1 && m * n * k < kSerialGemmMacs;
+  if (serial) omp_set_num_threads(1);
+  dnnl_status_t status = dnnl_sgemm(transpose_a ? 'T' : 'N', transpose_b ? 'T' : 'N', m, n, k, 1.0f, a,
+                                    transpose_a ? m : k, b, transpose_b ? k : n, accumulate ? 1.0f : 0.0f, c, n);
+  if (serial) omp_set_num_threads(threads);
+  KD_CHECK(status == dnnl_success, "oneDNN sgemm {}x{}x{} failed with status {}", m, n, k, static_cast<int>(status));
+}
+
+namespace {
+
 // oneDNN's sgemm ran the three products of a 784x1200 or 1200x1200 layer at batch 128 (forward,
 // input gradient, weight gradient) at 280-380 GFLOP/s on 2 AVX-512 cores, against 167-274 for
 // OpenBLAS (Haswell or Cooperlake kernels) and 160-350 for libtorch's mkldnn inner product, whose
@@ -24,26 +48,14 @@ namespace {
 // about 64K multiply-adds (a 32x10 head at batch 128) a call costs more than OpenBLAS's.
 constexpr int64_t kOneDnnGemmMacs = int64_t{1} << 16;
 
-// Row-major c[m, n] = op(a) op(b) (+ c when `accumulate`), op = transpose where asked.
-void onednn_sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, const float* a,
-                  const float* b, float* c, bool accumulate) {
-  // oneDNN sizes its OpenMP team from this thread's setting: ATen's first call on a thread applies
-  // the --threads count to it (once per thread; init_num_threads on every call would also rebuild
-  // libtorch's thread pool each time).
-  at::get_num_threads();
-  dnnl_status_t status = dnnl_sgemm(transpose_a ? 'T' : 'N', transpose_b ? 'T' : 'N', m, n, k, 1.0f, a,
-                                    transpose_a ? m : k, b, transpose_b ? k : n, accumulate ? 1.0f : 0.0f, c, n);
-  KD_CHECK(status == dnnl_success, "oneDNN sgemm {}x{}x{} failed with status {}", m, n, k, static_cast<int>(status));
-}
-
-// x [rows, in] W^T [in, out] + b through onednn_sgemm, forward and backward. Under create_graph the
+// x [rows, in] W^T [in, out] + b through sgemm, forward and backward. Under create_graph the
 // backward is written in torch ops, so that it is differentiable itself.
 torch::Tensor onednn_linear_forward(torch::autograd::AutogradContext* context, const torch::Tensor& x,
                                     const torch::Tensor& weight, const torch::Tensor& bias) {
   RECORD_FUNCTION("kd::linear", std::vector<c10::IValue>({x, weight}));
   int64_t rows = x.size(0), in = weight.size(1), out = weight.size(0);
   torch::Tensor y = bias.defined() ? bias.expand({rows, out}).contiguous() : torch::empty({rows, out}, x.options());
-  onednn_sgemm(false, true, rows, out, in, x.data_ptr<float>(), weight.data_ptr<float>(), y.data_ptr<float>(),
+  sgemm(false, true, rows, out, in, x.data_ptr<float>(), weight.data_ptr<float>(), y.data_ptr<float>(),
                bias.defined());
   context->save_for_backward({x, weight});
   return y;
@@ -64,7 +76,7 @@ torch::autograd::tensor_list onednn_linear_backward(torch::autograd::AutogradCon
       grads[0] = grad.mm(weight);
     } else {
       grads[0] = torch::empty({rows, in}, x.options());
-      onednn_sgemm(false, false, rows, in, out, grad.data_ptr<float>(), weight.data_ptr<float>(),
+      sgemm(false, false, rows, in, out, grad.data_ptr<float>(), weight.data_ptr<float>(),
                    grads[0].data_ptr<float>(), false);
     }
   }
@@ -73,7 +85,7 @@ torch::autograd::tensor_list onednn_linear_backward(torch::autograd::AutogradCon
       grads[1] = grad.t().mm(x);
     } else {
       grads[1] = torch::empty({out, in}, weight.options());
-      onednn_sgemm(true, false, out, in, rows, grad.data_ptr<float>(), x.data_ptr<float>(),
+      sgemm(true, false, out, in, rows, grad.data_ptr<float>(), x.data_ptr<float>(),
                    grads[1].data_ptr<float>(), false);
     }
   }

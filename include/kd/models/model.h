@@ -48,6 +48,11 @@ using ModelPtr = std::shared_ptr<Model>;
 // batch-norm running statistics are buffers and do not count).
 int64_t count_params(Model& model);
 
+// Row-major float32 c[m, n] = op(a) op(b) (+ c when `accumulate`), op = the transpose where asked,
+// through oneDNN's sgemm on the --threads team (models::linear's and dense_chain's products).
+void sgemm(bool transpose_a, bool transpose_b, int64_t m, int64_t n, int64_t k, const float* a, const float* b,
+           float* c, bool accumulate);
+
 // A fully connected layer, x W^T + b (`bias` may be undefined), for the zoo networks and, through
 // the TorchScript op kd::linear, for loaded TorchScript teachers. float32 products on the CPU of
 // at least 64K multiply-adds go through oneDNN's sgemm (forward and backward), the rest through
