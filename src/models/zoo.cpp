@@ -7,6 +7,7 @@
 #include <map>
 #include <set>
 
+#include "kd/models/dense_chain.h"
 #include "kd/models/fused_ops.h"
 #include "kd/util/error.h"
 #include "kd/util/shape.h"
@@ -269,7 +270,46 @@ bool relu_before_max_pool(const Step& activation, const Step* next) {
   return activation.op == "relu" && next && next->kind == StepKind::Pool && next->op == "max";
 }
 
+// The dense layers of a plain MLP plan (an optional flatten, then linear, activation, ..., linear: no
+// batch norm, no dropout while training) for dense_chain, and its activation; no layers for any other plan.
+std::vector<DenseLayer> plain_dense_layers(const std::vector<Step>& steps, bool training, std::string& activation) {
+  std::vector<DenseLayer> layers;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const Step& s = steps[i];
+    bool expected = true;
+    switch (s.kind) {
+      case StepKind::Flatten:
+        expected = i == 0;
+        break;
+      case StepKind::Linear:
+        layers.push_back({s.linear->weight, s.bias ? s.linear->bias : torch::Tensor()});
+        break;
+      case StepKind::Activation:
+        expected = !layers.empty() && (activation.empty() || activation == s.op);
+        activation = s.op;
+        break;
+      case StepKind::Dropout:
+        expected = !training;
+        break;
+      default:
+        expected = false;
+    }
+    if (!expected) return {};
+  }
+  // Linear and activation alternate, ending on a linear layer.
+  size_t activations = 0;
+  for (const Step& s : steps) activations += s.kind == StepKind::Activation;
+  if (layers.empty() || steps.back().kind != StepKind::Linear || activations + 1 != layers.size()) return {};
+  return layers;
+}
+
 torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training) {
+  std::string activation;
+  auto dense = plain_dense_layers(steps, training, activation);
+  if (!dense.empty()) {
+    if (steps.front().kind == StepKind::Flatten) x = x.flatten(1);
+    return dense_chain(x, dense, activation.empty() ? "relu" : activation, kLeakyReluSlope);
+  }
   for (size_t i = 0; i < steps.size(); ++i) {
     Step& s = steps[i];
     if (s.kind == StepKind::BatchNorm && s.spatial && i + 2 < steps.size() &&
