@@ -271,6 +271,25 @@ TEST(Tabular, ErrorNonFiniteNumbers) {
                   "f.csv:3: column \"x\": \"nan\" is not finite");
 }
 
+// Custom missing-value tokens, short and long (over 63 characters), are recognised exactly: a cell of a
+// token's length that is not the token stays a value.
+TEST(Tabular, CustomMissingTokensOfAnyLength) {
+  std::string long_token(70, 'm');
+  TabularOptions options = TabularOptions().missing("impute").missing_values({"-", long_token});
+  LabeledTable data = label_table(parse("x,y\n1,0\n-,1\n" + long_token + ",0\n5,1\n"), options);
+  auto encoder = TabularEncoder::fit(data, all_rows(data), options);
+  auto x = encoder.transform(data);
+  ASSERT_EQ(x.size(0), 4);
+  // Both tokens imputed with the mean of 1 and 5.
+  expect_row(x, 0, {1});
+  expect_row(x, 1, {3});
+  expect_row(x, 2, {3});
+  expect_row(x, 3, {5});
+  TabularOptions strict = TabularOptions().missing_values({"-", long_token});
+  LabeledTable other = label_table(parse("x,y\n1,0\n" + std::string(70, 'n') + ",1\n"), strict);
+  KD_EXPECT_ERROR(TabularEncoder::fit(other, all_rows(other), strict), "f.csv:3: column \"x\": \"nnn");
+}
+
 TEST(Tabular, ErrorImputeFromNothing) {
   TabularOptions options = TabularOptions().missing("impute");
   LabeledTable data = label_table(parse("x,z,y\n1,,0\n2,,1\n3,5,0\n"), options);
