@@ -1,6 +1,9 @@
 #include "kd/data/csv.h"
 
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
+
+#include <algorithm>
 #include <zlib.h>
 
 #include "kd/util/fs.h"
@@ -330,6 +333,57 @@ TEST(CsvSklearn, BostonHeaderBelowItsSummaryLine) {
   EXPECT_EQ(t.columns.front(), "CRIM");
   EXPECT_EQ(t.columns.back(), "MEDV");
   EXPECT_EQ(t.num_rows(), 506u);
+}
+
+// A large quote-free file is tokenized in pieces on several threads: the table (cells, columns, line
+// numbers) is the one a single thread reads, with \r\n, \r and \n line ends, blank lines, a header line
+// below a preamble, whitespace-delimited text and trailing delimiters; an error names the same line.
+TEST(Csv, LargeFilesTokenizedInPiecesGiveTheSameTable) {
+  auto big = [](const std::string& line_end, char delimiter, bool trailing) {
+    std::string text = "preamble\nx" + std::string(1, delimiter) + "y" + std::string(1, delimiter) + "label" + line_end;
+    for (int i = 0; text.size() < (size_t{9} << 20); ++i) {
+      text += std::to_string(i * 0.37) + delimiter + " " + std::to_string(-i) + delimiter + (i % 3 ? "a" : "bb");
+      if (trailing) text += delimiter;
+      text += line_end;
+      if (i % 1000 == 7) text += line_end;  // a blank line
+    }
+    return text;
+  };
+  struct Case {
+    std::string line_end;
+    char delimiter;
+    bool trailing;
+    CsvOptions options;
+  };
+  std::vector<Case> cases = {{"\n", ',', false, CsvOptions().header("2")},
+                             {"\r\n", ';', true, CsvOptions().header("2")},
+                             {"\r", ',', false, CsvOptions().header("2")},
+                             {"\n", ' ', false, CsvOptions().header("2").delimiter("whitespace")}};
+  int threads = at::get_num_threads();
+  for (const Case& c : cases) {
+    SCOPED_TRACE("delimiter '" + std::string(1, c.delimiter) + "' line end of " + std::to_string(c.line_end.size()));
+    std::string text = big(c.line_end, c.delimiter, c.trailing);
+    at::set_num_threads(4);
+    CsvTable pieces = parse(text, c.options);
+    at::set_num_threads(1);
+    CsvTable whole = parse(text, c.options);
+    at::set_num_threads(threads);
+    EXPECT_EQ(pieces.columns, (Names{"x", "y", "label"}));
+    EXPECT_EQ(pieces.columns, whole.columns);
+    EXPECT_EQ(pieces.header_line, whole.header_line);
+    ASSERT_EQ(pieces.num_rows(), whole.num_rows());
+    EXPECT_GT(pieces.num_rows(), 100000u);
+    EXPECT_EQ(pieces.line_numbers, whole.line_numbers);
+    EXPECT_EQ(rows_of(pieces), rows_of(whole));
+    EXPECT_EQ(pieces.line_numbers.back(), whole.line_numbers.back());
+  }
+  // A short row near the end: the same line number either way.
+  std::string text = big("\n", ',', false) + "1,2\n";
+  int64_t lines = std::count(text.begin(), text.end(), '\n');
+  at::set_num_threads(4);
+  KD_EXPECT_ERROR(parse(text, CsvOptions().header("2")),
+                  "f.csv:" + std::to_string(lines) + ": expected 3 fields (as on line 2), found 2");
+  at::set_num_threads(threads);
 }
 
 }  // namespace
