@@ -29,8 +29,10 @@ struct TeacherCache {
 
 // The teacher of dataset.folds[fold]. A trained teacher is saved as `dir`/teacher.kdm with a
 // fingerprint beside it and reused by any later call with the same spec.teacher_fingerprint.
+// `loaded`: the file spec.teacher.path already loaded (run_distillation loads it while it reads the data);
+// teacher_seconds then counts only what is left.
 TeacherCache prepare_teacher(const RunSpec& spec, const data::Dataset& dataset, size_t fold, const std::string& dir,
-                             bool resume);
+                             bool resume, std::optional<io::LoadedModel> loaded = std::nullopt);
 
 // The distilled student's rows: every training row (labels where allowed) plus the transfer rows,
 // with the cached teacher outputs (left undefined when augmentation needs a live teacher).
