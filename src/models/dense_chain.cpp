@@ -1,6 +1,5 @@
 #include "kd/models/dense_chain.h"
 
-#include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/record_function.h>
 
@@ -47,6 +46,16 @@ torch::Tensor activate(Activation activation, const torch::Tensor& x, double slo
   }
   KD_CHECK(false, "activation {}", static_cast<int64_t>(activation));
 }
+
+}  // namespace
+
+torch::Tensor activate(const std::string& name, const torch::Tensor& x, double slope) {
+  auto parsed = parse_activation(name);
+  KD_CHECK(parsed.has_value(), "unknown activation {}", name);
+  return activate(*parsed, x, slope);
+}
+
+namespace {
 
 // The chain in libtorch ops: the reference, and the path for whatever the kernels do not take.
 torch::Tensor chain_ops(const torch::Tensor& x, const std::vector<DenseLayer>& layers, Activation activation,

@@ -56,7 +56,7 @@ torch::Tensor onednn_linear_forward(torch::autograd::AutogradContext* context, c
   int64_t rows = x.size(0), in = weight.size(1), out = weight.size(0);
   torch::Tensor y = bias.defined() ? bias.expand({rows, out}).contiguous() : torch::empty({rows, out}, x.options());
   sgemm(false, true, rows, out, in, x.data_ptr<float>(), weight.data_ptr<float>(), y.data_ptr<float>(),
-               bias.defined());
+        bias.defined());
   context->save_for_backward({x, weight});
   return y;
 }
@@ -76,8 +76,8 @@ torch::autograd::tensor_list onednn_linear_backward(torch::autograd::AutogradCon
       grads[0] = grad.mm(weight);
     } else {
       grads[0] = torch::empty({rows, in}, x.options());
-      sgemm(false, false, rows, in, out, grad.data_ptr<float>(), weight.data_ptr<float>(),
-                   grads[0].data_ptr<float>(), false);
+      sgemm(false, false, rows, in, out, grad.data_ptr<float>(), weight.data_ptr<float>(), grads[0].data_ptr<float>(),
+            false);
     }
   }
   if (context->needs_input_grad(1)) {
@@ -85,8 +85,8 @@ torch::autograd::tensor_list onednn_linear_backward(torch::autograd::AutogradCon
       grads[1] = grad.t().mm(x);
     } else {
       grads[1] = torch::empty({out, in}, weight.options());
-      sgemm(true, false, out, in, rows, grad.data_ptr<float>(), x.data_ptr<float>(),
-                   grads[1].data_ptr<float>(), false);
+      sgemm(true, false, out, in, rows, grad.data_ptr<float>(), x.data_ptr<float>(), grads[1].data_ptr<float>(),
+            false);
     }
   }
   if (bias && context->needs_input_grad(2)) grads[2] = grad.sum(0);

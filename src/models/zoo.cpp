@@ -257,15 +257,6 @@ void build_modules(torch::nn::Module& parent, std::vector<Step>& steps) {
   }
 }
 
-torch::Tensor activate(const std::string& name, const torch::Tensor& x) {
-  if (name == "relu") return torch::relu(x);
-  if (name == "gelu") return torch::gelu(x);
-  if (name == "tanh") return torch::tanh(x);
-  if (name == "leaky_relu") return torch::leaky_relu(x, kLeakyReluSlope);
-  if (name == "silu") return torch::silu(x);
-  KD_CHECK(false, "activation {} passed validation", name);
-}
-
 bool relu_before_max_pool(const Step& activation, const Step* next) {
   return activation.op == "relu" && next && next->kind == StepKind::Pool && next->op == "max";
 }
@@ -274,6 +265,7 @@ bool relu_before_max_pool(const Step& activation, const Step* next) {
 // batch norm, no dropout while training) for dense_chain, and its activation; no layers for any other plan.
 std::vector<DenseLayer> plain_dense_layers(const std::vector<Step>& steps, bool training, std::string& activation) {
   std::vector<DenseLayer> layers;
+  size_t activations = 0;
   for (size_t i = 0; i < steps.size(); ++i) {
     const Step& s = steps[i];
     bool expected = true;
@@ -287,6 +279,7 @@ std::vector<DenseLayer> plain_dense_layers(const std::vector<Step>& steps, bool 
       case StepKind::Activation:
         expected = !layers.empty() && (activation.empty() || activation == s.op);
         activation = s.op;
+        ++activations;
         break;
       case StepKind::Dropout:
         expected = !training;
@@ -297,8 +290,6 @@ std::vector<DenseLayer> plain_dense_layers(const std::vector<Step>& steps, bool 
     if (!expected) return {};
   }
   // Linear and activation alternate, ending on a linear layer.
-  size_t activations = 0;
-  for (const Step& s : steps) activations += s.kind == StepKind::Activation;
   if (layers.empty() || steps.back().kind != StepKind::Linear || activations + 1 != layers.size()) return {};
   return layers;
 }
@@ -344,7 +335,7 @@ torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training) {
         x = s.spatial ? s.bn2d(x) : s.bn1d(x);
         break;
       case StepKind::Activation:
-        x = activate(s.op, x);
+        x = activate(s.op, x, kLeakyReluSlope);
         break;
       case StepKind::Dropout:
         x = torch::dropout(x, s.p, training);
@@ -358,7 +349,7 @@ torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training) {
       case StepKind::Block: {
         torch::Tensor y = run(s.body, x, training);
         torch::Tensor shortcut = s.shortcut.empty() ? x : run(s.shortcut, x, training);
-        x = activate(s.op, y + shortcut);
+        x = activate(s.op, y + shortcut, kLeakyReluSlope);
         break;
       }
     }

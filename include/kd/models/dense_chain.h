@@ -26,6 +26,10 @@ struct DenseLayer {
 // dense_chain is the libtorch ops.
 bool fits_dense_chain(const torch::Tensor& x, const std::vector<DenseLayer>& layers, const std::string& activation);
 
+// The activation `name` (relu, leaky_relu with `slope`, tanh, gelu, silu) in libtorch ops: the zoo's
+// activations and dense_chain's own definition.
+torch::Tensor activate(const std::string& name, const torch::Tensor& x, double slope);
+
 // layers.back()(act(... act(layers[0](x)))): activation (relu, leaky_relu with `slope`, tanh, gelu, silu)
 // after every layer but the last. Differentiable in x, the weights and the biases; under create_graph the
 // backward is recomputed through the libtorch ops, so that it is differentiable itself.

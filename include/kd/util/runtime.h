@@ -15,8 +15,9 @@ int configure_threads(int threads);
 // step page-faults its activations in again (measured: half the CPU time in the kernel). Blocks of
 // 64 MB and more (whole data sets) are still mapped on their own and returned when freed, so the
 // peak memory stays that of the live tensors. Every thread allocates from one arena, so that what
-// one thread frees another reuses (kept memory would otherwise stay resident per thread). Installs kdistill's CPU allocator for libtorch:
-// tensors of 4 MB and more in 2 MB pages (MADV_HUGEPAGE), which page-fault 512 times less.
+// one thread frees another reuses (kept memory would otherwise stay resident per thread). Installs
+// kdistill's CPU allocator for libtorch: tensors of 4 MB and more in 2 MB pages (MADV_HUGEPAGE), which
+// page-fault 512 times less.
 void configure_allocator();
 // TorchScript graphs (teachers and students from files) run in libtorch's simple executor, for the
 // whole process: the default profiling executor spends a graph's first calls profiling and
