@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <limits>
+
 #include "kd/losses/registry.h"
 #include "loss_test_util.h"
 
@@ -98,6 +101,46 @@ TEST(Distiller, FusedKlAndCeMatchTheTermsThemselves) {
       torch::set_num_threads(threads);
       EXPECT_EQ(one.total.item<double>(), fused.total.item<double>());
     }
+  }
+}
+
+// The fused float32 path computes its exponentials and logarithms itself (vectorised): on logits far
+// apart (differences of thousands, a -inf where the teacher gives the class nothing, classes from 2 to
+// 300) its values and gradient are still the terms' own, and a NaN logit still makes the loss NaN.
+TEST(Distiller, FusedFloatPathKeepsExtremeLogitsAndNaN) {
+  // (No label smoothing: with a -inf logit its uniform part is infinite in either path.)
+  Distiller distiller({Options("kl").weight(0.4).temperature(3), Options("ce").weight(0.6)}, Task::classification);
+  for (int64_t c : {2, 5, 17, 300}) {
+    torch::manual_seed(c);
+    const int64_t n = 90;
+    LossInputs inputs;
+    inputs.student = torch::randn({n, c}) * 30;
+    inputs.student.index_put_({3}, inputs.student[3] * 100);
+    inputs.student.index_put_({5, 1}, -std::numeric_limits<float>::infinity());
+    inputs.student.requires_grad_(true);
+    inputs.teacher = torch::randn({n, c}) * 5;
+    inputs.teacher.index_put_({5, 1}, -1e4);  // p = 0 where the student says -inf
+    inputs.labels = torch::randint(0, c, {n}, torch::kLong);
+    inputs.labels.index_put_({5}, 0);
+    LossValues fused = distiller.compute(inputs);
+    fused.total.backward();
+    torch::Tensor fused_gradient = inputs.student.grad().clone();
+    inputs.student.mutable_grad().reset();
+    ASSERT_TRUE(std::isfinite(fused.total.item<double>())) << c;
+
+    torch::Tensor expected = make_loss_term(Options("kl").temperature(3))->compute(inputs) * 0.4 +
+                             make_loss_term(Options("ce"))->compute(inputs) * 0.6;
+    EXPECT_NEAR(fused.total.item<double>(), expected.item<double>(), 2e-5 * (1 + std::abs(expected.item<double>())))
+        << c;
+    expected.backward();
+    EXPECT_TRUE(torch::allclose(fused_gradient, inputs.student.grad(), 1e-4, 1e-7))
+        << c << ": " << (fused_gradient - inputs.student.grad()).abs().max().item<double>();
+
+    torch::NoGradGuard no_grad;
+    LossInputs broken = inputs;
+    broken.student = inputs.student.detach().clone();
+    broken.student.index_put_({7, c - 1}, std::numeric_limits<float>::quiet_NaN());
+    EXPECT_TRUE(std::isnan(distiller.compute(broken).total.item<double>())) << c;
   }
 }
 
