@@ -22,14 +22,8 @@ torch::Tensor linear_op(const torch::Tensor& x, const torch::Tensor& weight,
 // inference. It shares the parameters and buffers of `module`, so training steps and load_state
 // reach it; the file kdistill saves is always `module` itself, with the standard ops.
 torch::jit::Module with_fast_linear(const torch::jit::Module& module) {
-  torch::jit::Module copy = module.clone();
-  auto originals = module.modules();
-  auto copies = copy.modules();
-  for (auto original = originals.begin(), target = copies.begin(); original != originals.end();
-       ++original, ++target) {
-    for (const auto& p : (*original).named_parameters(false)) (*target).setattr(p.name, p.value);
-    for (const auto& b : (*original).named_buffers(false)) (*target).setattr(b.name, b.value);
-  }
+  // In place: new types and methods, the same attribute values (no copy of the weights).
+  torch::jit::Module copy = module.clone(/*inplace=*/true);
   torch::jit::SubgraphRewriter rewriter;
   rewriter.RegisterRewritePattern(R"(
 graph(%x, %w, %b):

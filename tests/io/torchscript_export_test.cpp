@@ -103,6 +103,38 @@ TEST(TorchScriptExport, CppLoadMatchesZooModel) {
   }
 }
 
+// Inference runs an inference copy of the file's module (aten::linear rewritten to kd::linear) that
+// holds the same tensors: weights changed in place (an optimizer step) and load_state reach it, with no
+// second copy of the weights.
+TEST(TorchScriptExport, InferenceCopyFollowsTheWeights) {
+  TempDir dir;
+  ExportCase c{"mlp", ZooSpec().arch("mlp").hidden({300}), {200}, 3};
+  auto model = trained_model(c);
+  fs::path path = dir.path() / "mlp.pt";
+  export_torchscript(*model, c.spec, c.shape, c.outputs, path);
+  auto teacher = models::load_torchscript(path.string());
+  teacher->set_training(false);
+  torch::Tensor x = torch::randn({64, 200});
+  auto infer = [&] {
+    torch::NoGradGuard no_grad;
+    return teacher->forward(x);
+  };
+  auto reference = [&] { return teacher->forward(x).detach(); };  // grad mode: the module itself
+  torch::Tensor original = reference();
+  EXPECT_LT((infer() - original).abs().max().item<double>(), 1e-5);
+  models::NamedTensors saved;
+  for (const auto& [name, tensor] : teacher->state()) saved.emplace_back(name, tensor.clone());
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : teacher->parameters()) p.mul_(-0.5).add_(0.01);
+  }
+  torch::Tensor changed = reference();
+  EXPECT_GT((changed - original).abs().max().item<double>(), 1e-3);
+  EXPECT_LT((infer() - changed).abs().max().item<double>(), 1e-5);
+  teacher->load_state(saved);
+  EXPECT_LT((infer() - original).abs().max().item<double>(), 1e-5);
+}
+
 // A model whose view() the channels-last layout does not allow runs in the plain layout instead:
 // the same values, no error, on the first call and after.
 TEST(TorchScriptExport, InferenceFallsBackToThePlainLayoutWhereAViewNeedsIt) {
