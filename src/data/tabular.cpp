@@ -523,9 +523,12 @@ torch::Tensor TabularEncoder::transform(const LabeledTable& data, torch::Tensor 
   const bool onehot = categorical_encoding_ == "onehot";
   std::vector<size_t> offsets;  // each column's first feature in a row
   size_t offset = 0;
+  bool one_feature_each = true;
   for (const Column& column : columns_) {
     offsets.push_back(offset);
-    offset += column.categorical && onehot ? column.categories.size() : 1;
+    size_t features = column.categorical && onehot ? column.categories.size() : 1;
+    one_feature_each = one_feature_each && features == 1;
+    offset += features;
   }
 
   enum class Problem { none, missing, text, non_finite };
@@ -559,7 +562,7 @@ torch::Tensor TabularEncoder::transform(const LabeledTable& data, torch::Tensor 
   // copied, not parsed again, and in the [rows, columns] layout they are the result already.
   const bool with_numbers = numbers.defined();
   const float* parsed = with_numbers ? numbers.data_ptr<float>() : nullptr;
-  const bool in_place = with_numbers && width == columns_.size();
+  const bool in_place = with_numbers && one_feature_each;
   torch::Tensor x = in_place ? numbers
                              : torch::zeros({static_cast<int64_t>(rows), static_cast<int64_t>(width)}, torch::kFloat32);
   float* values = x.data_ptr<float>();
