@@ -70,11 +70,12 @@ bool fits_fused(const LossInputs& in, bool teacher, bool labels) {
 }
 
 // exp and log for the softmaxes below, float32: Cephes' single-precision polynomials, branch-free so
-// that GCC vectorises them in the AVX-512 and AVX2 builds of softmax_block. glibc's expf and logf are a
-// call an element: with 128 rows of 4 classes (the tabular benchmark's student) the kl + ce objective
-// makes 1,536 exp and 384 log calls a step, half of its time. Within 1.5 ulp of glibc's. exp's argument
-// here is a logit less its row's maximum (<= 0), 0 below log(FLT_MIN) (where expf goes subnormal: a
-// difference under 1.2e-38); log's is a sum of such exponentials (>= 1). NaN stays NaN.
+// that GCC vectorises them (in the AVX-512, AVX2 and baseline builds of the loops). glibc's expf and
+// logf are a call an element: with 128 rows of 4 classes (the tabular benchmark's student) the kl + ce
+// objective makes 1,536 exp and 384 log calls a step, about half of its time. Within 1.5 ulp of
+// glibc's. exp's argument here is a logit less its row's maximum (<= 0), 0 below log(FLT_MIN) (where
+// expf goes subnormal: a difference under 1.2e-38); log's is a sum of such exponentials (>= 1). NaN
+// stays NaN.
 inline uint32_t bits_of(float x) {
   uint32_t bits;
   std::memcpy(&bits, &x, sizeof bits);
