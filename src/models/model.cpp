@@ -54,7 +54,10 @@ torch::Tensor onednn_linear_forward(torch::autograd::AutogradContext* context, c
                                     const torch::Tensor& weight, const torch::Tensor& bias) {
   RECORD_FUNCTION("kd::linear", std::vector<c10::IValue>({x, weight}));
   int64_t rows = x.size(0), in = weight.size(1), out = weight.size(0);
-  torch::Tensor y = bias.defined() ? bias.expand({rows, out}).contiguous() : torch::empty({rows, out}, x.options());
+  // The bias copied into every row of a new tensor: with one row, bias.expand(...).contiguous() would be
+  // the bias itself, and the product below would accumulate into the parameter.
+  torch::Tensor y = torch::empty({rows, out}, x.options());
+  if (bias.defined()) y.copy_(bias.expand({rows, out}));
   sgemm(false, true, rows, out, in, x.data_ptr<float>(), weight.data_ptr<float>(), y.data_ptr<float>(),
         bias.defined());
   context->save_for_backward({x, weight});

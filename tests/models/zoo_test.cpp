@@ -94,6 +94,55 @@ TEST(Zoo, OneDnnLinearTransposedInputAndSecondDerivative) {
   EXPECT_TRUE(torch::allclose(second_a, second_b, 1e-4, 1e-3));
 }
 
+// A product never writes into its operands. With one row, bias.expand({1, out}) is contiguous and is
+// the bias itself: the oneDNN path once accumulated x W^T into the parameter, so that every later
+// output of the layer was wrong (a TorchScript teacher measured at batch 1 lost 5 points).
+TEST(Zoo, OneDnnLinearLeavesItsOperandsUnchanged) {
+  torch::manual_seed(7);
+  auto w = torch::randn({1200, 784}) / 28, b = torch::randn({1200});
+  auto w_before = w.clone(), b_before = b.clone();
+  for (int64_t rows : {1, 2, 3, 64, 1024}) {
+    torch::NoGradGuard no_grad;
+    auto x = torch::randn({rows, 784});
+    auto x_before = x.clone();
+    auto first = linear(x, w, b);
+    EXPECT_TRUE(torch::allclose(first, torch::linear(x, w_before, b_before), 1e-4, 1e-4)) << rows << " rows";
+    EXPECT_TRUE(torch::allclose(linear(x, w, b), first, 0, 0)) << rows << " rows: a second call differs";
+    EXPECT_TRUE(torch::equal(w, w_before)) << rows << " rows";
+    EXPECT_TRUE(torch::equal(b, b_before)) << rows << " rows";
+    EXPECT_TRUE(torch::equal(x, x_before)) << rows << " rows";
+  }
+}
+
+// Inference at any batch size (the latency measurement runs batch 1) leaves every model's state as it was.
+TEST(Zoo, InferenceLeavesTheStateUnchanged) {
+  torch::manual_seed(8);
+  auto cases = every_family();
+  // Layers large enough for the oneDNN product at batch 1 (784 x 1200 and 1200 x 1200), outside a fused
+  // dense chain (dropout, batch norm), as the zoo's MLP teachers have them.
+  cases.push_back({"mlp_teacher", ZooSpec().arch("mlp").hidden({1200, 1200}).dropout(0.3)});
+  cases.push_back({"mlp_bn_wide", ZooSpec().arch("mlp").hidden({256}).batch_norm(true)});
+  cases.push_back({"cnn_wide_head", ZooSpec().arch("cnn").channels({8}).hidden({512})});
+  for (const auto& c : cases) {
+    for (const auto& shape : {kImage, kFlat}) {
+      auto model = build_zoo_model(c.spec, shape, 10);
+      model->set_training(false);
+      std::vector<torch::Tensor> before;
+      for (const auto& [name, tensor] : model->state()) before.push_back(tensor.clone());
+      torch::NoGradGuard no_grad;
+      for (int64_t rows : {1, 2, 5}) {
+        std::vector<int64_t> batch = {rows};
+        batch.insert(batch.end(), shape.begin(), shape.end());
+        model->forward(torch::randn(batch));
+      }
+      auto after = model->state();
+      for (size_t i = 0; i < after.size(); ++i) {
+        EXPECT_TRUE(torch::equal(after[i].second, before[i])) << c.label << ": " << after[i].first << " changed";
+      }
+    }
+  }
+}
+
 TEST(Zoo, OutputShapesOnImageAndFlatInput) {
   torch::manual_seed(0);
   for (const auto& c : every_family()) {
