@@ -63,4 +63,24 @@ class TempDir {
   std::filesystem::path path_;
 };
 
+// A folder of fixtures made once for every test process: named after `key` (the text of the scripts
+// that make it), filled by `make` in a temporary folder and renamed into place, so that a half-made
+// folder is never used. `make` returns "" or what failed; `why` gets that, or "" on success.
+inline std::filesystem::path shared_fixture_dir(const std::string& prefix, const std::string& key,
+                                                const std::string& last_file,
+                                                const std::function<std::string(const std::filesystem::path&)>& make,
+                                                std::string& why) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::temp_directory_path() / (prefix + std::to_string(std::hash<std::string>{}(key)));
+  why.clear();
+  if (fs::exists(dir / last_file)) return dir;
+  TempDir making;
+  why = make(making.path());
+  if (!why.empty()) return {};
+  std::error_code ec;
+  fs::rename(making.path(), dir, ec);  // another test process may have finished first: use its folder
+  if (!fs::exists(dir / last_file)) why = "cannot put the fixtures in " + dir.string() + ": " + ec.message();
+  return dir;
+}
+
 }  // namespace kd::test

@@ -7,6 +7,7 @@
 #include "kd/data/npy.h"
 #include "kd/io/model_file.h"
 #include "kd/train/evaluate.h"
+#include "kd/train/teacher_input.h"
 #include "kd/util/error.h"
 #include "kd/util/strings.h"
 
@@ -81,14 +82,15 @@ void register_model_commands(CLI::App& app, GlobalOptions& global) {
   predict->add_option("--logits", predict_flags->output, "the logits of a multi-output model: index or name");
   predict->add_flag("--normalized", predict_flags->normalized,
                     "the inputs are already normalised (do not apply the model's preprocessing.normalize)");
-  predict->add_flag("--softmax", predict_flags->softmax, "write class probabilities instead of logits");
+  predict->add_flag("--softmax", predict_flags->softmax,
+                    "write class probabilities instead of logits (a model that ends in a softmax is written as it is)");
   predict->callback([predict_flags, &global] {
     global.exit_status = guarded([&] {
       apply_global_options(global);
       auto loaded = io::load_model(predict_flags->model, predict_flags->output);
       torch::Tensor inputs = data::read_npy(predict_flags->input);
       torch::Tensor outputs = train::predict_raw(loaded, inputs, predict_flags->normalized, predict_flags->input);
-      if (predict_flags->softmax) outputs = torch::softmax(outputs, 1);
+      if (predict_flags->softmax && !train::looks_like_probabilities(outputs)) outputs = torch::softmax(outputs, 1);
       data::write_npy(predict_flags->out, outputs.contiguous());
       std::cout << "wrote " << predict_flags->out << " (" << outputs.size(0) << " x " << outputs.size(1) << ")\n";
     });

@@ -1,4 +1,6 @@
 // kdistill report / eval: a run folder's report re-rendered; any model scored on a recipe's test rows.
+#include <spdlog/spdlog.h>
+
 #include <iostream>
 
 #include "cli/commands.h"
@@ -6,6 +8,7 @@
 #include "kd/io/recipe.h"
 #include "kd/report/html.h"
 #include "kd/train/evaluate.h"
+#include "kd/train/teacher_input.h"
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
 #include "kd/util/runtime.h"
@@ -21,6 +24,7 @@ struct EvalFlags {
   std::string data;
   std::string teacher;
   std::string output;
+  std::string input = "auto";
   std::string json;
   std::vector<std::string> overrides;
   size_t fold = 1;
@@ -56,6 +60,10 @@ void register_report_commands(CLI::App& app, GlobalOptions& global) {
   eval->add_option("--fold", eval_flags->fold, "with data.folds: which fold's preprocessing (1-based; default 1)");
   eval->add_option("--teacher", eval_flags->teacher, "also report agreement and KL (MSE) to this model");
   eval->add_option("--output", eval_flags->output, "the logits of a multi-output model: index or name");
+  eval->add_option("--input", eval_flags->input,
+                   "what a model file is fed, as teacher.input in a recipe: auto (default: a kdistill file's own "
+                   "preprocessing; another tool's file raw or normalised, whichever scores better on training rows), "
+                   "raw, normalized");
   eval->add_option("--json", eval_flags->json, "also write the metrics as JSON to this file");
   eval->callback([eval_flags, &global] {
     global.exit_status = guarded([&] {
@@ -69,10 +77,25 @@ void register_report_commands(CLI::App& app, GlobalOptions& global) {
       io::LoadedModel teacher;
       if (!eval_flags->teacher.empty()) teacher = io::load_model(eval_flags->teacher);
       auto dataset = data::load_dataset(recipe.data);
-      auto m = train::evaluate_model(*loaded.model, dataset, eval_flags->fold - 1, teacher.model.get(),
+      if (eval_flags->fold > dataset.folds.size()) {
+        fail("--fold: {} is past the data's {} fold{}", eval_flags->fold, dataset.folds.size(),
+             dataset.folds.size() == 1 ? "" : "s");
+      }
+      // Each file fed as `run` feeds a teacher file: its own preprocessing, or the better of raw and normalised.
+      const auto& fold = dataset.folds[eval_flags->fold - 1];
+      auto input = train::TeacherInputOptions().input(eval_flags->input);
+      auto model = train::adapt_to_fold(loaded, fold, dataset.task, input);
+      spdlog::info("{} gets {}", eval_flags->model, model.description);
+      models::ModelPtr teacher_model;
+      if (teacher.model) {
+        auto adapted = train::adapt_to_fold(teacher, fold, dataset.task, train::TeacherInputOptions());
+        spdlog::info("--teacher {} gets {}", eval_flags->teacher, adapted.description);
+        teacher_model = adapted.model;
+      }
+      auto m = train::evaluate_model(*model.model, dataset, eval_flags->fold - 1, teacher_model.get(),
                                      train::EvalOptions().file(eval_flags->model));
       nlohmann::json out = {{"task", to_string(dataset.task)}, {"model", eval_flags->model}, {"data", recipe.file},
-                            {"fold", eval_flags->fold}, {"metrics", m}};
+                            {"fold", eval_flags->fold}, {"input", model.evidence}, {"metrics", m}};
       if (!eval_flags->json.empty()) write_file_atomic(eval_flags->json, out.dump(2) + "\n");
       std::cout << eval_text(eval_flags->model, m);
     });

@@ -27,6 +27,7 @@ std::vector<int64_t> parse_shape(const std::string& text, const std::string& fie
 
 nlohmann::json describe_model_json(const std::string& path, LoadedModel& loaded, std::vector<int64_t> input_shape) {
   if (input_shape.empty() && loaded.has_info) input_shape = loaded.info.input_shape;
+  if (input_shape.empty()) input_shape = loaded.model->declared_input_shape();
   if (input_shape.empty()) {
     fail("{}: the file does not store its input shape; pass it, e.g. --input-shape 1,28,28", path);
   }

@@ -963,6 +963,15 @@ void OnnxModel::to(torch::Device device) {
   impl_->device = device;
 }
 
+std::vector<int64_t> OnnxModel::declared_input_shape() {
+  const auto& dims = impl_->input_dims;
+  if (impl_->inputs.size() != 1 || dims.size() < 2 ||
+      std::any_of(dims.begin() + 1, dims.end(), [](int64_t d) { return d <= 0; })) {
+    return {};
+  }
+  return {dims.begin() + 1, dims.end()};
+}
+
 models::ModelSummary OnnxModel::summary(const std::vector<int64_t>& input_shape) {
   models::ModelSummary summary;
   std::set<std::string> read;

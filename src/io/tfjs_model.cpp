@@ -852,6 +852,13 @@ std::string TfjsModel::kind() const { return "tfjs"; }
 
 const std::vector<int64_t>& TfjsModel::keras_input_shape() const { return impl_->input_shape; }
 
+std::vector<int64_t> TfjsModel::declared_input_shape() {
+  std::vector<int64_t> shape = impl_->input_shape;
+  if (shape.empty() || std::any_of(shape.begin(), shape.end(), [](int64_t d) { return d <= 0; })) return {};
+  if (shape.size() == 3) return {shape[2], shape[0], shape[1]};  // the adapter permutes [N, C, H, W] to channels last
+  return shape;
+}
+
 const json& TfjsModel::metadata() const { return impl_->metadata; }
 
 }  // namespace kd::io

@@ -139,6 +139,11 @@ std::string summary(const nlohmann::json& metrics, bool classification) {
   }
   o << "</table></div>\n";
   if (folds > 1) o << fmt::format("<p class=\"note\">Mean ± standard deviation over {} folds (each fold's models on the same test rows).</p>\n", folds);
+  if (metrics.contains("teacher_input")) {
+    const auto& input = metrics["teacher_input"];
+    o << "<p class=\"note\">The teacher file was fed " << h(input.value("fed", "?")) << " inputs and its outputs read as "
+      << h(input.value("outputs", "?")) << " (" << h(input.value("why", "")) << ").</p>\n";
+  }
   if (models.contains("baseline")) {
     std::string key = classification ? "accuracy" : "rmse";
     double teacher = number(models["teacher"]["test"][key]), baseline = number(models["baseline"]["test"][key]);

@@ -114,6 +114,7 @@ struct FoldRun {
   Trained teacher, baseline, student;
   double teacher_seconds = 0, cache_seconds = 0;
   int64_t copied_from_teacher = 0;
+  nlohmann::json teacher_input;  // how a loaded teacher is fed (AdaptedTeacher::evidence)
   std::vector<std::string> exported;
   report::TestOutputs outputs;
 };
@@ -138,6 +139,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   run.teacher.train = cache.training;
   run.teacher_seconds = cache.teacher_seconds;
   run.cache_seconds = cache.cache_seconds;
+  run.teacher_input = cache.input;
   const torch::Tensor& teacher_val = cache.val;
   const torch::Tensor& teacher_test = cache.test;
   run.teacher.test = score(task, fold, teacher_test, fold.test.y, {});
@@ -356,9 +358,10 @@ TeacherCache prepare_teacher(const RunSpec& spec, const data::Dataset& dataset, 
   auto teacher_start = Clock::now();
   if (!spec.teacher.path.empty()) {
     auto loaded = preloaded ? std::move(*preloaded) : io::load_model(spec.teacher.path, spec.teacher.output);
-    auto adapted = adapt_teacher(loaded, fold.preprocessing, task, spec.teacher.adapt, fold.train.x);
+    auto adapted = adapt_to_fold(loaded, fold, task, spec.teacher.adapt);
     spdlog::info("teacher{}: {} gets {}", tag, spec.teacher.path, adapted.description);
     cache.model = adapted.model;
+    cache.input = adapted.evidence;
     cache.info = loaded.has_info ? loaded.info : info_for(dataset, fold, nullptr, spec.teacher.output);
     cache.file = spec.teacher.path;
     check_outputs(*cache.model, dataset, fold.train.x, spec.teacher.path);
@@ -523,6 +526,12 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
   distill["target_reached"] = runs[0].student.train->target_reached;
   distill["student_init"] = spec.student.init;
   metrics["distill"] = distill;
+  if (!runs[0].teacher_input.is_null()) {
+    metrics["teacher_input"] = runs[0].teacher_input;
+    if (runs.size() > 1) {
+      for (const auto& r : runs) metrics["teacher_input"]["folds"].push_back(r.teacher_input);
+    }
+  }
 
   nlohmann::json timing;
   timing["data_seconds"] = data_seconds;

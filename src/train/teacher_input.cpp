@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <initializer_list>
+#include <limits>
 #include <utility>
 
 #include "kd/data/normalize.h"
@@ -72,15 +73,14 @@ bool one_of(const std::string& word, std::initializer_list<const char*> words) {
   return false;
 }
 
-// Whether every row of `outputs` is a probability distribution.
+}  // namespace
+
 bool looks_like_probabilities(const torch::Tensor& outputs) {
   if (outputs.dim() != 2 || outputs.size(0) == 0 || outputs.size(1) < 2) return false;
   torch::Tensor o = outputs.to(torch::kDouble);
   bool in_range = o.ge(0).all().item<bool>() && o.le(1 + 1e-6).all().item<bool>();
   return in_range && (o.sum(1) - 1).abs().max().item<double>() < 1e-3;
 }
-
-}  // namespace
 
 void validate(const TeacherInputOptions& options) {
   if (!one_of(options.input(), {"auto", "raw", "normalized"})) {
@@ -91,44 +91,140 @@ void validate(const TeacherInputOptions& options) {
   }
 }
 
-AdaptedTeacher adapt_teacher(const io::LoadedModel& loaded, const nlohmann::json& run_preprocessing, Task task,
-                             const TeacherInputOptions& options, const torch::Tensor& sample) {
-  validate(options);
-  // Inputs (and regression outputs): whose preprocessing the teacher expects.
-  nlohmann::json teacher_preprocessing = run_preprocessing;
-  std::string why = "teacher.input: " + options.input();
-  if (options.input() == "raw") {
-    teacher_preprocessing = nullptr;
-  } else if (options.input() == "auto" && loaded.has_info) {
-    teacher_preprocessing = loaded.info.preprocessing;
-    why = "its kdistill metadata";
-  } else if (options.input() == "auto") {
-    why = "a file without kdistill metadata";
-  }
-  bool same_inputs = same(run_preprocessing, teacher_preprocessing, "normalize");
-  bool same_targets = task != Task::regression || same(run_preprocessing, teacher_preprocessing, "target_normalize");
-  std::string description = same_inputs ? "the run's normalised inputs"
-                            : normalizer_at(teacher_preprocessing, "normalize").identity()
-                                ? "raw inputs"
-                                : "inputs with its own normalisation";
-  if (!same_targets) description += ", outputs rescaled to the run's target units";
-  description += " (" + why + ")";
+namespace {
 
+// What feeding the teacher one way gives on the labelled sample.
+struct Fit {
+  std::shared_ptr<AdaptedModel> model;
+  nlohmann::json preprocessing;  // the teacher's: what it is fed
+  std::string fed;               // raw | normalized | its own normalisation
+  std::string description;
+  bool probabilities = false;
+  double accuracy = 0;  // classification: share of correct argmaxes
+  double loss = 0;      // classification: mean NLL of the softmax; regression: MSE in the run's units
+};
+
+std::string fed_kind(const nlohmann::json& run_preprocessing, const nlohmann::json& teacher_preprocessing) {
+  if (same(run_preprocessing, teacher_preprocessing, "normalize")) return "normalized";
+  return normalizer_at(teacher_preprocessing, "normalize").identity() ? "raw" : "its own normalisation";
+}
+
+// The teacher fed with `teacher_preprocessing`'s inputs; its output kind decided on the sample when asked.
+Fit fit_with(const io::LoadedModel& loaded, const nlohmann::json& run_preprocessing,
+             const nlohmann::json& teacher_preprocessing, Task task, const TeacherInputOptions& options,
+             const torch::Tensor& sample_x, const torch::Tensor& sample_y) {
   bool regression = task == Task::regression;
-  auto model = std::make_shared<AdaptedModel>(
+  Fit fit;
+  fit.model = std::make_shared<AdaptedModel>(
       loaded.model, normalizer_at(run_preprocessing, "normalize"), normalizer_at(teacher_preprocessing, "normalize"),
       regression ? normalizer_at(teacher_preprocessing, "target_normalize") : Normalizer(),
       regression ? normalizer_at(run_preprocessing, "target_normalize") : Normalizer(), false);
-  bool probabilities = options.outputs() == "probabilities";
+  fit.preprocessing = teacher_preprocessing;
+  fit.fed = fed_kind(run_preprocessing, teacher_preprocessing);
+  fit.description = fit.fed == "normalized" ? "the run's normalised inputs"
+                    : fit.fed == "raw"      ? "raw inputs"
+                                            : "inputs with its own normalisation";
+  if (regression && !same(run_preprocessing, teacher_preprocessing, "target_normalize")) {
+    fit.description += ", outputs rescaled to the run's target units";
+  }
+  fit.probabilities = options.outputs() == "probabilities";
   if (task == Task::classification && options.outputs() == "auto") {
     torch::NoGradGuard no_grad;
-    model->set_training(false);
-    probabilities = looks_like_probabilities(model->forward(sample.slice(0, 0, std::min<int64_t>(64, sample.size(0)))));
+    fit.model->set_training(false);
+    fit.probabilities = looks_like_probabilities(
+        fit.model->forward(sample_x.slice(0, 0, std::min<int64_t>(64, sample_x.size(0)))));
   }
-  model->set_probabilities(probabilities);
-  if (probabilities) description += "; its outputs are probabilities, their logarithms are the logits";
-  if (same_inputs && same_targets && !probabilities) return {loaded.model, description};
-  return {model, description};
+  fit.model->set_probabilities(fit.probabilities);
+  if (sample_y.defined() && sample_y.size(0) > 0) {
+    torch::NoGradGuard no_grad;
+    torch::Tensor out = fit.model->forward(sample_x).to(torch::kDouble);
+    bool fits = out.dim() == 2 && out.size(0) == sample_y.size(0) &&
+                (regression ? out.numel() == sample_y.numel() : sample_y.max().item<int64_t>() < out.size(1));
+    if (!fits) {
+      fit.loss = std::numeric_limits<double>::infinity();  // the caller's shape check names the problem
+    } else if (regression) {
+      fit.loss = (out - sample_y.to(torch::kDouble).view_as(out)).pow(2).mean().item<double>();
+    } else {
+      torch::Tensor labels = sample_y.to(torch::kLong);
+      fit.accuracy = out.argmax(1).eq(labels).to(torch::kDouble).mean().item<double>();
+      fit.loss = -torch::log_softmax(out, 1).gather(1, labels.view({-1, 1})).mean().item<double>();
+    }
+  }
+  return fit;
+}
+
+std::string percent(double share) { return fmt::format("{:.1f}%", 100 * share); }
+
+}  // namespace
+
+AdaptedTeacher adapt_teacher(const io::LoadedModel& loaded, const nlohmann::json& run_preprocessing, Task task,
+                             const TeacherInputOptions& options, const torch::Tensor& sample_x,
+                             const torch::Tensor& sample_y) {
+  validate(options);
+  int64_t rows = std::min<int64_t>(kInputSampleRows, sample_x.size(0));
+  torch::Tensor x = sample_x.slice(0, 0, rows);
+  torch::Tensor y = sample_y.defined() ? sample_y.slice(0, 0, std::min(rows, sample_y.size(0))) : torch::Tensor();
+  bool regression = task == Task::regression;
+  nlohmann::json evidence = {{"setting", options.input()}};
+  Fit chosen;
+  std::string why;
+  if (options.input() == "raw") {
+    chosen = fit_with(loaded, run_preprocessing, nullptr, task, options, x, y);
+    why = "teacher.input: raw";
+  } else if (options.input() == "normalized") {
+    chosen = fit_with(loaded, run_preprocessing, run_preprocessing, task, options, x, y);
+    why = "teacher.input: normalized";
+  } else if (loaded.has_info) {
+    chosen = fit_with(loaded, run_preprocessing, loaded.info.preprocessing, task, options, x, y);
+    why = "its kdistill metadata";
+  } else if (same(run_preprocessing, nullptr, "normalize") || !y.defined() || y.size(0) == 0) {
+    chosen = fit_with(loaded, run_preprocessing, run_preprocessing, task, options, x, y);
+    why = same(run_preprocessing, nullptr, "normalize") ? "the run does not normalise"
+                                                         : "a file without kdistill metadata and no labelled rows";
+  } else {
+    // A file from another tool cannot say what it was trained on: the form it scores better on decides.
+    Fit raw = fit_with(loaded, run_preprocessing, nullptr, task, options, x, y);
+    Fit normalized = fit_with(loaded, run_preprocessing, run_preprocessing, task, options, x, y);
+    // The loss the teacher was trained to lower (NLL, MSE) decides: accuracy moves little under a rescaled
+    // input (a ReLU network's argmax survives scaling), while the loss of a wrongly fed teacher rises.
+    bool raw_better = raw.loss < normalized.loss;
+    chosen = raw_better ? raw : normalized;
+    std::string rows_text = fmt::format("{} labelled training rows", y.size(0));
+    if (regression) {
+      why = fmt::format("teacher.input: auto, MSE on {}: {:.4g} raw, {:.4g} normalised", rows_text, raw.loss,
+                        normalized.loss);
+      evidence["sample_mse"] = {{"raw", raw.loss}, {"normalized", normalized.loss}};
+    } else {
+      why = fmt::format("teacher.input: auto, NLL on {}: {:.3f} raw, {:.3f} normalised; accuracy {} and {}",
+                        rows_text, raw.loss, normalized.loss, percent(raw.accuracy), percent(normalized.accuracy));
+      evidence["sample_accuracy"] = {{"raw", raw.accuracy}, {"normalized", normalized.accuracy}};
+      evidence["sample_nll"] = {{"raw", raw.loss}, {"normalized", normalized.loss}};
+    }
+    evidence["sample_rows"] = y.size(0);
+  }
+  std::string description = chosen.description;
+  if (chosen.probabilities) description += "; its outputs are probabilities, their logarithms are the logits";
+  description += " (" + why + ")";
+  evidence["fed"] = chosen.fed;
+  evidence["outputs"] = chosen.probabilities ? "probabilities" : "logits";
+  evidence["why"] = why;
+  bool same_inputs = chosen.fed == "normalized";
+  bool same_targets = !regression || same(run_preprocessing, chosen.preprocessing, "target_normalize");
+  if (same_inputs && same_targets && !chosen.probabilities) return {loaded.model, description, evidence};
+  return {chosen.model, description, evidence};
+}
+
+AdaptedTeacher adapt_to_fold(const io::LoadedModel& loaded, const data::DataFold& fold, Task task,
+                             const TeacherInputOptions& options) {
+  // Up to kInputSampleRows labelled training rows, spread evenly over the split.
+  torch::Tensor index = fold.labeled.defined() ? fold.labeled.nonzero().squeeze(1)
+                                               : torch::arange(fold.train.x.size(0), torch::kLong);
+  if (index.size(0) > kInputSampleRows) {
+    auto spread = torch::linspace(0, static_cast<double>(index.size(0) - 1), kInputSampleRows).to(torch::kLong);
+    index = index.index_select(0, spread);
+  }
+  return adapt_teacher(loaded, fold.preprocessing, task, options, fold.train.x.index_select(0, index),
+                       fold.train.y.index_select(0, index));
 }
 
 }  // namespace kd::train

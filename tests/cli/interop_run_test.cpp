@@ -20,34 +20,21 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The teachers, made once for all test processes: in a folder named after the fixture scripts' text,
-// filled under a temporary name and renamed into place. `why` says what failed.
+// The teachers, made once for all test processes (test_util.h's shared_fixture_dir).
 fs::path teachers(std::string& why) {
   std::string source = std::string(KD_SOURCE_DIR) + "/tests/fixtures/";
   std::string scripts = read_file(source + "make_digits_teachers.py") + read_file(source + "make_tfjs_digits_teacher.js");
-  fs::path dir = fs::temp_directory_path() / ("kd_digits_teachers_" + std::to_string(std::hash<std::string>{}(scripts)));
-  if (fs::exists(dir / "tfjs.json")) return dir;
-  TempDir making;
-  auto python = run_python("import runpy, sys\nsys.argv = ['make_digits_teachers.py', '" + making.path().string() +
-                           "']\nrunpy.run_path('" + source + "make_digits_teachers.py', run_name='__main__')\n");
-  if (python.status != 0) {
-    why = "make_digits_teachers.py failed (scripts/setup.sh installs python3-torch, python3-onnx): " + python.output;
-    return {};
-  }
-  if (std::string node = tfjs_unavailable(); !node.empty()) {
-    why = node;
-    return {};
-  }
-  auto tfjs = run_node("tests/fixtures/make_tfjs_digits_teacher.js", "'" + making.path().string() + "'",
-                       making.path() / "node.log");
-  if (tfjs.status != 0) {
-    why = "make_tfjs_digits_teacher.js failed: " + tfjs.output;
-    return {};
-  }
-  std::error_code ec;
-  fs::rename(making.path(), dir, ec);  // another test process may have finished first: use its folder
-  if (!fs::exists(dir / "tfjs.json")) why = "cannot put the teachers in " + dir.string() + ": " + ec.message();
-  return dir;
+  return shared_fixture_dir("kd_digits_teachers_", scripts, "tfjs.json", [&source](const fs::path& making) {
+    auto python = run_python("import runpy, sys\nsys.argv = ['make_digits_teachers.py', '" + making.string() +
+                             "']\nrunpy.run_path('" + source + "make_digits_teachers.py', run_name='__main__')\n");
+    if (python.status != 0) {
+      return "make_digits_teachers.py failed (scripts/setup.sh installs python3-torch, python3-onnx): " + python.output;
+    }
+    if (std::string node = tfjs_unavailable(); !node.empty()) return node;
+    auto tfjs = run_node("tests/fixtures/make_tfjs_digits_teacher.js", "'" + making.string() + "'", making / "node.log");
+    if (tfjs.status != 0) return "make_tfjs_digits_teacher.js failed: " + tfjs.output;
+    return std::string();
+  }, why);
 }
 
 // The accuracy the producing framework measured on digits_test.csv.

@@ -44,6 +44,8 @@ class OnnxModel : public models::Model {
   // params: elements of the float initializers the nodes read (shape constants excluded). MACs at
   // `input_shape` for Gemm, MatMul and Conv. One line per node: name, op, output shape (no batch dim), MACs.
   models::ModelSummary summary(const std::vector<int64_t>& input_shape) override;
+  // The first input's declared dims without the batch dim, when all are known (fed as they are).
+  std::vector<int64_t> declared_input_shape() override;
   std::string kind() const override { return "onnx"; }
 
   // The graph's metadata_props (key -> value), e.g. "kdistill" in files export_onnx wrote.

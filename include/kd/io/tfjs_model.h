@@ -49,6 +49,8 @@ class TfjsModel : public models::Model {
   // MACs: Dense in*out; Conv2D kh*kw*(cin/groups)*cout*Hout*Wout; DepthwiseConv2D kh*kw*cin*mult*Hout*Wout.
   // `input_shape` in kdistill's layout ([C, H, W] or [F]).
   models::ModelSummary summary(const std::vector<int64_t>& input_shape) override;
+  // The Keras input shape when every dim is known: [H, W, C] as [C, H, W], anything else as it is.
+  std::vector<int64_t> declared_input_shape() override;
   std::string kind() const override;
 
   // The model's input shape without the batch dim, as Keras declares it ([H, W, C] or [F]; -1 = any).

@@ -38,6 +38,10 @@ class Model {
   virtual void set_training(bool training) = 0;
   virtual void to(torch::Device device) = 0;
   virtual ModelSummary summary(const std::vector<int64_t>& input_shape) = 0;
+  // The input shape of one example, in kdistill's layout ([C, H, W] or [F]), as the file itself
+  // declares it (an ONNX graph input with known dims, a Keras layer's batch_input_shape); empty when
+  // the file does not say (TorchScript) or a dim is unknown.
+  virtual std::vector<int64_t> declared_input_shape() { return {}; }
   // "mlp", "cnn", "resnet", "linear", "torchscript", "onnx", "tfjs".
   virtual std::string kind() const = 0;
 };

@@ -23,6 +23,7 @@ struct TeacherCache {
   std::string file;                  // the teacher's file (loaded, or where the trained one was saved)
   std::optional<TrainResult> training;  // when trained in this call
   torch::Tensor train, transfer, val, test;  // outputs per row of the fold's splits (transfer: may be undefined)
+  nlohmann::json input;              // a loaded teacher: how it is fed and why (AdaptedTeacher::evidence)
   double teacher_seconds = 0.0;      // loading or training
   double cache_seconds = 0.0;        // computing the outputs
 };
