@@ -236,13 +236,14 @@ int main(int argc, char** argv) {
   kd::use_fitting_blas_kernels();
   Bench bench;
   int repeats = 3;
-  std::string json_path, only, keep;
+  std::string json_path, only, keep, phases = "all";
   fs::path self = fs::canonical("/proc/self/exe");
   bench.kdistill = (self.parent_path().parent_path() / "kdistill").string();  // build/bench/.. = build/
   bench.peer = (fs::path(KD_SOURCE_DIR) / "bench/peer_tutorial.py").string();
   const char* usage =
       "usage: bench_distill [--threads N] [--repeats N] [--epochs N] [--setups mlp,cnn,tabular,mlp-b512]\n"
-      "                     [--json FILE] [--kdistill PATH] [--keep DIR]\n";
+      "                     [--json FILE] [--kdistill PATH] [--keep DIR] [--phases all|fixed]\n"
+      "  --phases fixed: only the peer's teacher file and the two fixed-teacher distillation runs\n";
   for (int i = 1; i < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--help" || flag == "-h") {
@@ -261,6 +262,7 @@ int main(int argc, char** argv) {
     else if (flag == "--json") json_path = value;
     else if (flag == "--kdistill") bench.kdistill = value;
     else if (flag == "--keep") keep = value;
+    else if (flag == "--phases" && (value == "all" || value == "fixed")) phases = value;
     else {
       std::cerr << "bench_distill: unknown flag " << flag << "\n" << usage;
       return 2;
@@ -301,42 +303,44 @@ int main(int argc, char** argv) {
       fs::path dir = bench.work / s.name / std::to_string(r);
       // Teacher training and student-only training: one kdistill run (teacher, baseline, student), the peer's
       // teacher and student phases.
-      std::string teacher_part = "  model: " + s.teacher + "\n" +
-                                 fmt::format("  train: {{epochs: {}, batch_size: {}, optimizer: {{name: adam, lr: 0.001}},"
-                                             " schedule: none}}\n",
-                                             s.teacher_epochs, s.batch);
-      Process full = bench.kd_run(bench.recipe(s, teacher_part, true, r), dir / "kd_full");
-      require(full, "kdistill run " + (dir / "kd_full/recipe.yaml").string());
       Process peer_teacher = bench.peer_run(s, "teacher", s.teacher_epochs, dir, r);
       require(peer_teacher, "peer teacher");
-      Process peer_student = bench.peer_run(s, "student", bench.epochs, dir, r);
-      require(peer_student, "peer student");
-      auto metrics = json::parse(kd::read_file(dir / "kd_full/out/metrics.json"));
-      int64_t rows = metrics["data"]["train"];
-      double kd_teacher_s = epoch_seconds(dir / "kd_full/out/epochs.csv", "teacher");
-      double kd_student_s = epoch_seconds(dir / "kd_full/out/epochs.csv", "baseline");
-      json pt = last_json_line(peer_teacher.output), ps = last_json_line(peer_student.output);
-      v["teacher_samples_per_second.kdistill"].push_back(static_cast<double>(rows * s.teacher_epochs) / kd_teacher_s);
-      v["teacher_samples_per_second.peer"].push_back(pt["samples_per_second"]);
-      v["student_samples_per_second.kdistill"].push_back(static_cast<double>(rows * bench.epochs) / kd_student_s);
-      v["student_samples_per_second.peer"].push_back(ps["samples_per_second"]);
-      v["teacher_accuracy.kdistill"].push_back(metrics["models"]["teacher"]["test"]["accuracy"]);
-      v["teacher_accuracy.peer"].push_back(pt["test_accuracy"]);
+      if (phases == "all") {
+        std::string teacher_part = "  model: " + s.teacher + "\n" +
+                                   fmt::format("  train: {{epochs: {}, batch_size: {}, optimizer: {{name: adam, lr: 0.001}},"
+                                               " schedule: none}}\n",
+                                               s.teacher_epochs, s.batch);
+        Process full = bench.kd_run(bench.recipe(s, teacher_part, true, r), dir / "kd_full");
+        require(full, "kdistill run " + (dir / "kd_full/recipe.yaml").string());
+        Process peer_student = bench.peer_run(s, "student", bench.epochs, dir, r);
+        require(peer_student, "peer student");
+        auto metrics = json::parse(kd::read_file(dir / "kd_full/out/metrics.json"));
+        int64_t rows = metrics["data"]["train"];
+        double kd_teacher_s = epoch_seconds(dir / "kd_full/out/epochs.csv", "teacher");
+        double kd_student_s = epoch_seconds(dir / "kd_full/out/epochs.csv", "baseline");
+        json pt = last_json_line(peer_teacher.output), ps = last_json_line(peer_student.output);
+        v["teacher_samples_per_second.kdistill"].push_back(static_cast<double>(rows * s.teacher_epochs) / kd_teacher_s);
+        v["teacher_samples_per_second.peer"].push_back(pt["samples_per_second"]);
+        v["student_samples_per_second.kdistill"].push_back(static_cast<double>(rows * bench.epochs) / kd_student_s);
+        v["student_samples_per_second.peer"].push_back(ps["samples_per_second"]);
+        v["teacher_accuracy.kdistill"].push_back(metrics["models"]["teacher"]["test"]["accuracy"]);
+        v["teacher_accuracy.peer"].push_back(pt["test_accuracy"]);
 
-      // Teacher training with bfloat16 autocast (--precision bf16 for the teacher): speed and accuracy.
-      std::string bf16_part = "  model: " + s.teacher + "\n" +
-                              fmt::format("  train: {{epochs: {}, batch_size: {}, optimizer: {{name: adam, lr: 0.001}},"
-                                          " schedule: none, precision: bf16}}\n",
-                                          s.teacher_epochs, s.batch);
-      std::string bf16_recipe = bench.recipe(s, bf16_part, false, r);
-      bf16_recipe.replace(bf16_recipe.find(fmt::format("epochs: {}\n  batch_size", bench.epochs)),
-                          fmt::format("epochs: {}", bench.epochs).size(), "epochs: 1");
-      Process bf16 = bench.kd_run(bf16_recipe, dir / "kd_bf16");
-      require(bf16, "kdistill run " + (dir / "kd_bf16/recipe.yaml").string());
-      auto bf16_metrics = json::parse(kd::read_file(dir / "kd_bf16/out/metrics.json"));
-      v["teacher_bf16_samples_per_second.kdistill"].push_back(
-          static_cast<double>(rows * s.teacher_epochs) / epoch_seconds(dir / "kd_bf16/out/epochs.csv", "teacher"));
-      v["teacher_bf16_accuracy.kdistill"].push_back(bf16_metrics["models"]["teacher"]["test"]["accuracy"]);
+        // Teacher training with bfloat16 autocast (--precision bf16 for the teacher): speed and accuracy.
+        std::string bf16_part = "  model: " + s.teacher + "\n" +
+                                fmt::format("  train: {{epochs: {}, batch_size: {}, optimizer: {{name: adam, lr: 0.001}},"
+                                            " schedule: none, precision: bf16}}\n",
+                                            s.teacher_epochs, s.batch);
+        std::string bf16_recipe = bench.recipe(s, bf16_part, false, r);
+        bf16_recipe.replace(bf16_recipe.find(fmt::format("epochs: {}\n  batch_size", bench.epochs)),
+                            fmt::format("epochs: {}", bench.epochs).size(), "epochs: 1");
+        Process bf16 = bench.kd_run(bf16_recipe, dir / "kd_bf16");
+        require(bf16, "kdistill run " + (dir / "kd_bf16/recipe.yaml").string());
+        auto bf16_metrics = json::parse(kd::read_file(dir / "kd_bf16/out/metrics.json"));
+        v["teacher_bf16_samples_per_second.kdistill"].push_back(
+            static_cast<double>(rows * s.teacher_epochs) / epoch_seconds(dir / "kd_bf16/out/epochs.csv", "teacher"));
+        v["teacher_bf16_accuracy.kdistill"].push_back(bf16_metrics["models"]["teacher"]["test"]["accuracy"]);
+      }
 
       // The whole distillation run with a fixed teacher (the peer's file): kdistill process vs. tutorial process.
       Process kd_fixed = bench.kd_run(bench.recipe(s, "  path: " + (dir / "teacher.pt").string() + "\n", false, r),
@@ -356,15 +360,15 @@ int main(int argc, char** argv) {
       v["distill_peak_rss_mb.peer"].push_back(peer_distill.peak_rss_mb);
       v["student_accuracy.kdistill"].push_back(fixed["models"]["student"]["test"]["accuracy"]);
       v["student_accuracy.peer"].push_back(pd["test_accuracy"]);
-      if (s.teacher_macs > 0) {
+      if (phases == "all" && s.teacher_macs > 0) {
         // Training FLOPs: forward 2 * MACs, backward twice that.
         double flops = 6.0 * static_cast<double>(s.teacher_macs);
         v["teacher_gemm_fraction.kdistill"].push_back(flops * v["teacher_samples_per_second.kdistill"].back() / 1e9 / gemm);
         v["teacher_gemm_fraction.peer"].push_back(flops * v["teacher_samples_per_second.peer"].back() / 1e9 / gemm);
       }
-      std::cout << fmt::format("{} repeat {}: distill wall {:.1f} s vs peer {:.1f} s; student {:.0f} vs {:.0f} samples/s\n",
+      std::cout << fmt::format("{} repeat {}: distill wall {:.1f} s vs peer {:.1f} s; student accuracy {:.4f} vs {:.4f}\n",
                                s.name, r + 1, kd_fixed.wall_seconds, peer_distill.wall_seconds,
-                               v["student_samples_per_second.kdistill"].back(), v["student_samples_per_second.peer"].back());
+                               v["student_accuracy.kdistill"].back(), v["student_accuracy.peer"].back());
     }
   }
 
