@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <cstdlib>
 #include <functional>
+#include <sstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -23,7 +25,24 @@
     }                                                                                           \
   } while (0)
 
+// A test whose peer (Python torch, Node.js packages, Debian data) is missing: skipped with `reason` on a
+// developer's machine, a failure when KD_REQUIRE_PEERS=1 (set by .ci/run), so that CI cannot pass with
+// an interop check left out. `reason` may be a stream chain: KD_PEER_MISSING(path << " is missing").
+#define KD_PEER_MISSING(reason)                                                        \
+  do {                                                                                 \
+    std::ostringstream kd_peer_reason;                                                 \
+    kd_peer_reason << reason;                                                          \
+    if (kd::test::peers_required()) FAIL() << "peer missing: " << kd_peer_reason.str(); \
+    GTEST_SKIP() << kd_peer_reason.str();                                              \
+  } while (0)
+
 namespace kd::test {
+
+// Whether KD_REQUIRE_PEERS=1 is set: every peer a test needs must be there.
+inline bool peers_required() {
+  const char* value = std::getenv("KD_REQUIRE_PEERS");
+  return value != nullptr && std::string(value) == "1";
+}
 
 // The kd::Error message of `call`, or "" when it does not throw.
 inline std::string error_of(const std::function<void()>& call) {

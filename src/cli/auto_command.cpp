@@ -3,7 +3,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
-#include "kd/io/recipe.h"
+#include "kd/recipe/recipe.h"
 #include "kd/search/auto.h"
 #include "kd/util/error.h"
 #include "kd/util/runtime.h"
@@ -51,12 +51,12 @@ void register_auto_command(CLI::App& app, GlobalOptions& global) {
       double budget = search::parse_duration(flags->budget, "--budget");
       auto base_overrides = flags->overrides;
       if (global.seed) base_overrides.push_back("seed=" + std::to_string(*global.seed));
-      io::Recipe recipe = io::load_recipe(flags->recipe, base_overrides);
+      recipe::Recipe recipe = recipe::load_recipe(flags->recipe, base_overrides);
       seed_everything(recipe.seed);
       search::SpecFactory make_spec = [&](const std::vector<std::string>& sets) {
         auto all = base_overrides;
         all.insert(all.end(), sets.begin(), sets.end());
-        return io::load_recipe(flags->recipe, all).run;
+        return recipe::load_recipe(flags->recipe, all).run;
       };
       auto options = search::AutoOptions()
                          .out(flags->out)

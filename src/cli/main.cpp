@@ -3,8 +3,6 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
-#include <cstdio>
-#include <cstdlib>
 #include <iostream>
 #include <string>
 
@@ -26,6 +24,9 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", global.log_level, "trace | debug | info | warn | error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
 
+  // Global options are accepted after the subcommand too (`kdistill run r.yaml --threads 2`): a
+  // subcommand passes the options it does not know up to here.
+  app.fallthrough();
   kd::cli::register_commands(app, global);
 
   try {
@@ -34,12 +35,5 @@ int main(int argc, char** argv) {
     int status = app.exit(e);
     return status == 0 ? 0 : 2;
   }
-  // Every output file is written and renamed by now. Leaving without the static destructors skips
-  // libtorch's teardown of its operator registry (70-80 ms of every run on this machine); what
-  // they would do besides, freeing memory, the OS does.
-  spdlog::default_logger()->flush();
-  std::cout.flush();
-  std::cerr.flush();
-  std::fflush(nullptr);
-  std::_Exit(global.exit_status);
+  return global.exit_status;
 }

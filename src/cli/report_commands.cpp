@@ -5,7 +5,7 @@
 
 #include "cli/commands.h"
 #include "kd/io/model_file.h"
-#include "kd/io/recipe.h"
+#include "kd/recipe/recipe.h"
 #include "kd/report/html.h"
 #include "kd/train/evaluate.h"
 #include "kd/train/teacher_input.h"
@@ -71,7 +71,7 @@ void register_report_commands(CLI::App& app, GlobalOptions& global) {
       if (eval_flags->fold < 1) fail("--fold: {} is not a fold number (1-based)", eval_flags->fold);
       auto overrides = eval_flags->overrides;
       if (global.seed) overrides.push_back("seed=" + std::to_string(*global.seed));
-      io::Recipe recipe = io::load_recipe(eval_flags->data, overrides);
+      recipe::Recipe recipe = recipe::load_recipe(eval_flags->data, overrides);
       seed_everything(recipe.seed);
       auto loaded = io::load_model(eval_flags->model, eval_flags->output);
       io::LoadedModel teacher;

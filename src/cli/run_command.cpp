@@ -3,7 +3,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
-#include "kd/io/recipe.h"
+#include "kd/recipe/recipe.h"
 #include "kd/util/error.h"
 #include "kd/util/runtime.h"
 
@@ -30,7 +30,7 @@ void register_run_command(CLI::App& app, GlobalOptions& global) {
       apply_global_options(global);
       auto overrides = flags->overrides;
       if (global.seed) overrides.push_back("seed=" + std::to_string(*global.seed));
-      io::Recipe recipe = io::load_recipe(flags->recipe, overrides);
+      recipe::Recipe recipe = recipe::load_recipe(flags->recipe, overrides);
       seed_everything(recipe.seed);
       auto result = train::run_distillation(recipe.run, train::RunOptions().out(flags->out).resume(flags->resume));
       std::cout << result.table << "outputs: " << flags->out << "/ (report.html, metrics.json, epochs.csv, models, tensorboard/)\n";

@@ -667,12 +667,6 @@ struct Node {
   std::vector<std::string> release;  // values no later node reads
 };
 
-int64_t product(c10::IntArrayRef shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
-
 }  // namespace
 
 std::vector<std::string> onnx_operators() {
@@ -996,7 +990,7 @@ models::ModelSummary OnnxModel::summary(const std::vector<int64_t>& input_shape)
                                                    [](const auto& at) { return at.name() == "transA" && at.i(); });
         macs = y.numel() * (trans_a ? a.size(0) : a.size(-1));
       } else if (op == "Conv") {
-        macs = y.numel() * product(inputs[1].sizes().slice(1));
+        macs = y.numel() * element_count(inputs[1].sizes().slice(1));
       }
     }
     summary.macs += macs;

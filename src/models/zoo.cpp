@@ -45,12 +45,6 @@ struct Step {
   torch::nn::BatchNorm2d bn2d{nullptr};
 };
 
-int64_t product(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
-
 int64_t scaled(int64_t size, double multiplier) {
   return std::max<int64_t>(1, std::llround(static_cast<double>(size) * multiplier));
 }
@@ -169,7 +163,7 @@ Step residual_block(const std::string& name, int64_t in, int64_t out, int64_t st
 std::vector<Step> make_plan(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int64_t outputs) {
   std::vector<Step> steps;
   const std::string& arch = spec.arch();
-  int64_t features = product(input_shape);
+  int64_t features = element_count(input_shape);
   if (arch == "mlp" || arch == "linear") {
     if (input_shape.size() > 1) steps.push_back(Step{StepKind::Flatten, "flatten"});
     if (arch == "mlp") {
@@ -382,11 +376,11 @@ std::vector<int64_t> infer(const std::vector<Step>& steps, std::vector<int64_t> 
     switch (s.kind) {
       case StepKind::Flatten:
         row.kind = "Flatten";
-        shape = {product(shape)};
+        shape = {element_count(shape)};
         break;
       case StepKind::Reshape:
         row.kind = "Reshape";
-        need(product(shape) == product(s.shape), fmt::format("of {} features", product(s.shape)));
+        need(element_count(shape) == element_count(s.shape), fmt::format("of {} features", element_count(s.shape)));
         shape = s.shape;
         break;
       case StepKind::Linear:

@@ -1,5 +1,9 @@
 #include "kd/report/metrics.h"
 
+#include <fmt/format.h>
+
+#include <cmath>
+
 #include "kd/util/error.h"
 #include "kd/util/shape.h"
 
@@ -123,6 +127,26 @@ Metrics regression_metrics(const torch::Tensor& predictions, const torch::Tensor
     m["mse_to_teacher"] = (p - t).pow(2).mean().item<double>();
   }
   return m;
+}
+
+nlohmann::json fold_summary(const std::vector<double>& values) {
+  KD_CHECK(!values.empty(), "fold_summary of no folds");
+  double mean = 0;
+  for (double v : values) mean += v;
+  mean /= static_cast<double>(values.size());
+  double var = 0;
+  for (double v : values) var += (v - mean) * (v - mean);
+  return {{"mean", mean}, {"std", std::sqrt(var / static_cast<double>(values.size()))}, {"folds", values}};
+}
+
+std::string metric_cell(const nlohmann::json& test, const std::string& key, double scale, int decimals) {
+  if (!test.contains(key)) return "-";
+  const auto& v = test.at(key);
+  if (v.is_object()) {
+    return fmt::format("{:.{}f} ± {:.{}f}", v.at("mean").get<double>() * scale, decimals,
+                       v.at("std").get<double>() * scale, decimals);
+  }
+  return v.is_number() ? fmt::format("{:.{}f}", v.get<double>() * scale, decimals) : "-";
 }
 
 }  // namespace kd::report

@@ -15,12 +15,14 @@
 #include "kd/losses/distiller.h"
 #include "kd/search/asha.h"
 #include "kd/search/tpe.h"
+#include "kd/report/metrics.h"
 #include "kd/train/evaluate.h"
 #include "kd/train/target.h"
 #include "kd/train/teacher_cache.h"
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
 #include "kd/util/process.h"
+#include "kd/util/progress.h"
 #include "kd/util/strings.h"
 
 namespace kd::search {
@@ -29,8 +31,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 constexpr double kInfinity = std::numeric_limits<double>::infinity();
 
@@ -342,13 +342,9 @@ TrialRecord run_trial(Search& search, TrialRecord t) {
         }
       }
     }
-    double mean = 0.0;
-    for (double v : values) mean += v;
-    mean /= static_cast<double>(values.size());
-    double var = 0.0;
-    for (double v : values) var += (v - mean) * (v - mean);
-    t.value = values.size() == folds ? mean : values[0];
-    t.value_std = values.size() == folds ? std::sqrt(var / static_cast<double>(values.size())) : 0.0;
+    nlohmann::json over_folds = report::fold_summary(values);
+    t.value = values.size() == folds ? over_folds["mean"].get<double>() : values[0];
+    t.value_std = values.size() == folds ? over_folds["std"].get<double>() : 0.0;
     if (t.status.empty()) t.status = "complete";
     t.meets_target = t.status == "complete" && search.target.reached(t.value, search.teacher_value);
   } catch (const Error& e) {

@@ -20,12 +20,6 @@ namespace kd::train {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
 // bfloat16 autocast for the forward passes, restored on scope exit.
 class AutocastScope {
  public:

@@ -56,6 +56,20 @@ TEST_F(ModelCommands, InspectPrintsFormatClassesShapesParamsAndMacs) {
   EXPECT_EQ(d["layers"].size(), summary.layers.size());
 }
 
+// Global options after the command, as people type them; --log-level warn drops the info lines.
+TEST_F(ModelCommands, GlobalOptionsAfterTheCommand) {
+  auto after = test::run_kdistill("inspect " + kdm_ + " --log-level warn --seed 3");
+  ASSERT_EQ(after.status, 0) << after.output;
+  EXPECT_NE(after.output.find("params"), std::string::npos) << after.output;
+  // run_kdistill puts --threads before the command; here it comes after, alone.
+  int status = std::system((std::string(KD_CLI_PATH) + " inspect " + kdm_ + " --threads 1 > /dev/null 2>&1").c_str());
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  auto wrong = test::run_kdistill("inspect " + kdm_ + " --log-level loud");
+  EXPECT_EQ(wrong.status, 2) << wrong.output;
+  EXPECT_NE(wrong.output.find("--log-level: loud not in {trace,debug,info,warn,error}"), std::string::npos)
+      << wrong.output;
+}
+
 TEST_F(ModelCommands, ExportedFilesGiveTheModelsOutputs) {
   auto x = torch::randn({5, 1, 8, 8});
   auto expected = train::predict(*model_, x);
@@ -133,7 +147,7 @@ TEST_F(ModelCommands, BadArgumentsAreOneLineErrors) {
 }
 
 TEST_F(ModelCommands, PlainTorchScriptNeedsAnInputShapeAndCannotBeExported) {
-  if (!test::python_has("torch")) GTEST_SKIP() << "/usr/bin/python3 cannot import torch";
+  if (!test::python_has("torch")) KD_PEER_MISSING("/usr/bin/python3 cannot import torch");
   auto file = (dir_ / "plain.pt").string();
   auto python = test::run_python("import torch\ntorch.jit.script(torch.nn.Linear(6, 4)).save('" + file + "')\n");
   ASSERT_EQ(python.status, 0) << python.output;

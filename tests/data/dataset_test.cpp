@@ -5,7 +5,7 @@
 
 #include <set>
 
-#include "kd/io/recipe.h"
+#include "kd/recipe/recipe.h"
 #include "kd/util/fs.h"
 #include "test_util.h"
 
@@ -21,7 +21,7 @@ class DatasetFromRecipe : public ::testing::Test {
     auto path = dir_ / "recipe.yaml";
     write_file_atomic(path, "task: " + task + "\nseed: 3\ndata:\n" + data_yaml +
                                 "teacher: {model: {arch: mlp}}\nstudent: {model: {arch: linear}}\n");
-    return load_dataset(io::load_recipe(path.string()).data);
+    return load_dataset(recipe::load_recipe(path.string()).data);
   }
   test::TempDir dir_;
 };
@@ -69,7 +69,7 @@ TEST_F(DatasetFromRecipe, SameSeedSameSplitsOtherSeedOther) {
   auto path = dir_ / "other.yaml";
   write_file_atomic(path, "seed: 4\ndata:\n  train: " + kSklearn +
                               "breast_cancer.csv\nteacher: {model: {arch: mlp}}\nstudent: {model: {arch: linear}}\n");
-  auto c = load_dataset(io::load_recipe(path.string()).data);
+  auto c = load_dataset(recipe::load_recipe(path.string()).data);
   EXPECT_FALSE(torch::equal(a.folds[0].val.x, c.folds[0].val.x));
 }
 

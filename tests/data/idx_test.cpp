@@ -22,7 +22,7 @@ std::string bytes_of(std::initializer_list<int> values) {
 
 // The decompressed bytes of a Fashion-MNIST file; skips the test if the data set is not installed.
 #define KD_FASHION_BYTES(var, name)                                                             \
-  if (!fs::exists(kFashion / (name))) GTEST_SKIP() << "dataset-fashion-mnist is not installed"; \
+  if (!fs::exists(kFashion / (name))) KD_PEER_MISSING("dataset-fashion-mnist is not installed"); \
   const std::string var = kd::read_file_maybe_gz(kFashion / (name))
 
 TEST(Idx, WritesBigEndianHeaderAndValues) {
@@ -66,7 +66,7 @@ TEST(Idx, RoundTripsGzipAndEmptyDims) {
 
 TEST(Idx, ReadsFashionMnist) {
   if (!fs::exists(kFashion / "train-labels-idx1-ubyte.gz"))
-    GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    KD_PEER_MISSING("dataset-fashion-mnist is not installed");
   const torch::Tensor train_images = read_idx(kFashion / "train-images-idx3-ubyte.gz");
   const torch::Tensor train_labels = read_idx(kFashion / "train-labels-idx1-ubyte.gz");
   const torch::Tensor test_images = read_idx(kFashion / "t10k-images-idx3-ubyte.gz");
@@ -94,7 +94,7 @@ for split in ['train', 't10k']:
     images = gzip.open(d + split + '-images-idx3-ubyte.gz').read()[16:]
     print(' '.join(str(b) for b in labels[:10]), sum(images))
 )");
-  if (python.status != 0) GTEST_SKIP() << "/usr/bin/python3 failed: " << python.output;
+  if (python.status != 0) KD_PEER_MISSING("/usr/bin/python3 failed: " << python.output);
   auto line = [](const torch::Tensor& labels, const torch::Tensor& images) {
     std::string text;
     for (int i = 0; i < 10; ++i) text += std::to_string(labels[i].item<int64_t>()) + " ";
@@ -156,7 +156,7 @@ TEST(Idx, TruncatedRealImages) {
 
 TEST(Idx, TruncatedGzip) {
   if (!fs::exists(kFashion / "t10k-labels-idx1-ubyte.gz"))
-    GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+    KD_PEER_MISSING("dataset-fashion-mnist is not installed");
   const std::string gz = kd::read_file(kFashion / "t10k-labels-idx1-ubyte.gz");
   kd::test::TempDir dir;
   kd::write_file_atomic(dir / "labels.gz", gz.substr(0, gz.size() / 2));

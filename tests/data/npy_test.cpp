@@ -14,7 +14,7 @@ using kd::data::read_npz;
 using kd::data::write_npy;
 
 #define KD_REQUIRE_NUMPY() \
-  if (!kd::test::python_has("numpy")) GTEST_SKIP() << "/usr/bin/python3 has no numpy"
+  if (!kd::test::python_has("numpy")) KD_PEER_MISSING("/usr/bin/python3 has no numpy")
 
 // Runs `body` in Python after `import numpy as np` with `d` = the folder; fails the test on error.
 void numpy_run(const kd::test::TempDir& dir, const std::string& body) {

@@ -137,9 +137,9 @@ TEST(OnnxExport, MetadataHoldsInfoAndClassNames) {
 
 TEST(OnnxExport, OnnxruntimeMatchesZooModel) {
   const fs::path node_dir = fs::path(KD_SOURCE_DIR) / "tests" / "node";
-  if (std::system("node --version > /dev/null 2>&1") != 0) GTEST_SKIP() << "node is missing";
+  if (std::system("node --version > /dev/null 2>&1") != 0) KD_PEER_MISSING("node is missing");
   if (!fs::exists(node_dir / "node_modules" / "onnxruntime-node")) {
-    GTEST_SKIP() << "onnxruntime-node is not installed: run scripts/setup.sh";
+    KD_PEER_MISSING("onnxruntime-node is not installed: run scripts/setup.sh");
   }
   TempDir dir;
   for (const auto& c : cases()) {
@@ -159,7 +159,7 @@ TEST(OnnxExport, OnnxruntimeMatchesZooModel) {
 }
 
 TEST(OnnxExport, PythonOnnxCheckerAccepts) {
-  if (!fs::exists("/usr/bin/python3") || !test::python_has("onnx")) GTEST_SKIP() << "/usr/bin/python3 with onnx is missing";
+  if (!fs::exists("/usr/bin/python3") || !test::python_has("onnx")) KD_PEER_MISSING("/usr/bin/python3 with onnx is missing");
   TempDir dir;
   std::string files;
   for (const auto& c : cases()) files += "'" + export_case(c, dir.path()).path.string() + "', ";

@@ -139,7 +139,7 @@ TEST(TfjsExport, SummaryMatchesZooWithoutNormalisation) {
 
 TEST(TfjsExport, TfjsInNodeMatchesZooModel) {
   std::string unavailable = test::tfjs_unavailable();
-  if (!unavailable.empty()) GTEST_SKIP() << unavailable;
+  if (!unavailable.empty()) KD_PEER_MISSING(unavailable);
   TempDir dir;
   for (const auto& c : cases()) {
     Exported e = make(c);
@@ -198,7 +198,7 @@ TEST(TfjsExport, RunExportsTheStudentAndUsesItAsATeacher) {
   // feeds it raw features as its teacher.
   TempDir dir;
   const std::string data = "/usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz";
-  if (!fs::exists(data)) GTEST_SKIP() << data << " is missing";
+  if (!fs::exists(data)) KD_PEER_MISSING(data << " is missing");
   std::string common = "task: classification\nseed: 1\n"
                        "student:\n  model: {arch: mlp, hidden: [8]}\n"
                        "distill:\n  epochs: 4\n  batch_size: 64\n  optimizer: {name: adam, lr: 0.01}\n";

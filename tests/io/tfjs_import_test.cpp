@@ -34,7 +34,7 @@ class TfjsImport : public ::testing::Test {
     dir_ = nullptr;
   }
   void SetUp() override {
-    if (!unavailable_.empty()) GTEST_SKIP() << unavailable_;
+    if (!unavailable_.empty()) KD_PEER_MISSING(unavailable_);
     ASSERT_TRUE(failed_.empty()) << failed_;
   }
   static fs::path fixture(const std::string& name) { return dir_->path() / name; }

@@ -37,7 +37,7 @@ TEST(Macs, MeasuredEqualsTheZooCountForEveryFamily) {
 // Conv2d(4, 2, 2, stride=2) on 4x8x8 is 256 inputs * 2 * 4 = 2048, then Linear(512, 10) 5120 and a
 // matmul of [1, 10] by a [10, 3] buffer 30: 14,110 in all.
 TEST(Macs, TorchScriptModelFromPyTorch) {
-  if (!test::python_has("torch")) GTEST_SKIP() << "/usr/bin/python3 cannot import torch";
+  if (!test::python_has("torch")) KD_PEER_MISSING("/usr/bin/python3 cannot import torch");
   test::TempDir dir;
   auto file = (dir / "m.pt").string();
   auto python = test::run_python(R"(

@@ -2,7 +2,7 @@
 // and the recipe's search: section with its errors.
 #include <gtest/gtest.h>
 
-#include "kd/io/recipe.h"
+#include "kd/recipe/recipe.h"
 #include "kd/search/auto.h"
 #include "kd/search/space.h"
 #include "kd/util/fs.h"
@@ -92,7 +92,7 @@ TEST(SearchSpace, RecipeSettingsReplaceDefaultsAndFixedOnesStayPut) {
                     "teacher: {path: t.pt}\n"
                     "student: {model: {arch: mlp, hidden: [16, 16]}}\n"
                     "search:\n  width: [0.5, 1]\n  temperature: 4\n  loss: [kl, js]\n  epochs: 5\n  eta: 2\n");
-  auto recipe = io::load_recipe(path);
+  auto recipe = recipe::load_recipe(path);
   EXPECT_EQ(recipe.search.epochs(), 5);
   EXPECT_EQ(recipe.search.eta(), 2);
   auto space = search::make_space(recipe.run, recipe.search);
@@ -111,7 +111,7 @@ TEST(SearchSpace, CandidateStudentsBecomeOneChoice) {
                     "data: {format: csv, train: x.csv}\nteacher: {path: t.pt}\n"
                     "student: {model: {arch: mlp, hidden: [16]}}\n"
                     "search:\n  loss: recipe\n  students:\n    - {arch: mlp, hidden: [4]}\n    - {arch: cnn, channels: [8]}\n");
-  auto recipe = io::load_recipe(path);
+  auto recipe = recipe::load_recipe(path);
   auto space = search::make_space(recipe.run, recipe.search);
   EXPECT_EQ(names(space), (std::vector<std::string>{"student", "lr"}));
   auto sets = search::overrides(space, search::decode(space, {0.9, 0.0}), recipe.run);
@@ -125,7 +125,7 @@ TEST(SearchSpace, BadSettingsNameTheFileLineAndKey) {
     write_file_atomic(path, "data: {format: csv, train: x.csv}\nteacher: {path: t.pt}\n"
                             "student: {model: {arch: mlp, hidden: [16]}}\nsearch:\n" + search);
     return error_of([&] {
-      auto recipe = io::load_recipe(path);
+      auto recipe = recipe::load_recipe(path);
       search::make_space(recipe.run, recipe.search);
     });
   };

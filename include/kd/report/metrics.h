@@ -12,6 +12,7 @@
 //   auto m = classification_metrics(logits, labels, teacher_logits);  m["accuracy"] -> 0.91
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <map>
@@ -54,5 +55,12 @@ Reliability reliability_bins(const torch::Tensor& probabilities, const torch::Te
 
 // Expected calibration error: sum over bins of count/N * |accuracy - confidence|.
 double expected_calibration_error(const torch::Tensor& probabilities, const torch::Tensor& labels, int64_t bins = 15);
+
+// {mean, std, folds} of a number measured on each fold (population std: 0 for one fold).
+nlohmann::json fold_summary(const std::vector<double>& values);
+
+// A metric as a table shows it: "0.912 ± 0.004" for a fold summary, "0.912" for a number, "-" when
+// absent or not a number; scaled first (100 for percent).
+std::string metric_cell(const nlohmann::json& test, const std::string& key, double scale = 1, int decimals = 4);
 
 }  // namespace kd::report

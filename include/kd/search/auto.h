@@ -8,7 +8,7 @@
 // `kdistill run` output plus trials.csv, trials.json, search.json and the Pareto front in
 // metrics.json ("search") and report.html. docs/auto.md is the user's guide.
 //
-//   auto make_spec = [&](const std::vector<std::string>& sets) { return io::load_recipe(path, sets).run; };
+//   auto make_spec = [&](const std::vector<std::string>& sets) { return recipe::load_recipe(path, sets).run; };
 //   AutoResult r = run_auto(make_spec, AutoOptions().out("runs/auto").budget_seconds(1200));
 #pragma once
 

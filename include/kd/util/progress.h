@@ -14,6 +14,13 @@
 
 namespace kd {
 
+using Clock = std::chrono::steady_clock;
+
+// Seconds from `start` to now, on the steady clock: how every phase of a run is timed.
+inline double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
 class Progress {
  public:
   Progress(std::string label, int64_t total, std::string unit, double interval_seconds = 30.0);
@@ -25,7 +32,6 @@ class Progress {
   static std::string line(const std::string& label, int64_t done, int64_t total, const std::string& unit, double seconds);
 
  private:
-  using Clock = std::chrono::steady_clock;
   std::string label_, unit_;
   int64_t total_;
   double interval_;

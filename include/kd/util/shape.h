@@ -1,4 +1,4 @@
-// Shapes in messages: shape_text({2, 3}) -> "[2, 3]".
+// Shapes: shape_text({2, 3}) -> "[2, 3]" for messages; element_count({2, 3}) -> 6.
 #pragma once
 
 #include <c10/util/ArrayRef.h>
@@ -8,5 +8,12 @@
 namespace kd {
 
 std::string shape_text(c10::IntArrayRef shape);
+
+// The number of elements of a tensor of `shape` (1 for the empty shape).
+inline int64_t element_count(c10::IntArrayRef shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
 
 }  // namespace kd

@@ -15,7 +15,7 @@
 
 #include "kd/util/error.h"
 
-namespace kd::io {
+namespace kd::recipe {
 
 class YamlSection {
  public:
@@ -84,4 +84,4 @@ T YamlSection::require(const std::string& key) {
   }
 }
 
-}  // namespace kd::io
+}  // namespace kd::recipe

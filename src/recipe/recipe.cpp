@@ -1,10 +1,10 @@
-#include "kd/io/recipe.h"
+#include "kd/recipe/recipe.h"
 
 #include <filesystem>
 
 #include "kd/util/strings.h"
 
-namespace kd::io {
+namespace kd::recipe {
 
 namespace fs = std::filesystem;
 
@@ -325,4 +325,4 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
   return recipe;
 }
 
-}  // namespace kd::io
+}  // namespace kd::recipe

@@ -1,9 +1,9 @@
-#include "kd/io/yaml_reader.h"
+#include "kd/recipe/yaml_reader.h"
 
 #include "kd/util/fs.h"
 #include "kd/util/strings.h"
 
-namespace kd::io {
+namespace kd::recipe {
 
 YamlSection::YamlSection(YAML::Node node, std::string file, std::string path)
     : node_(std::move(node)), file_(std::move(file)), path_(std::move(path)) {
@@ -114,4 +114,4 @@ YAML::Node load_yaml_file(const std::string& path) {
   }
 }
 
-}  // namespace kd::io
+}  // namespace kd::recipe

@@ -13,11 +13,11 @@
 #include <vector>
 
 #include "kd/data/dataset.h"
-#include "kd/io/yaml_reader.h"
+#include "kd/recipe/yaml_reader.h"
 #include "kd/search/space.h"
 #include "kd/train/pipeline.h"
 
-namespace kd::io {
+namespace kd::recipe {
 
 struct Recipe {
   std::string file;
@@ -39,4 +39,4 @@ models::ZooSpec parse_zoo_spec(YamlSection section);
 // Training keys shared by teacher.train and distill: epochs, batch_size, optimizer, schedule, ...
 train::TrainOptions parse_train_options(YamlSection& section, train::TrainOptions defaults);
 
-}  // namespace kd::io
+}  // namespace kd::recipe

@@ -1,0 +1,34 @@
+#!/usr/bin/env python3
+"""Checks that includes between the source folders point down the flow (docs/architecture.md).
+
+Usage: check_layers.py [REPO]   exit 0 when every include of src/<a>/ and include/kd/<a>/ names a
+folder below <a> in LAYERS (or <a> itself); otherwise prints each offending line and exits 1.
+"""
+import pathlib
+import re
+import sys
+
+# Lowest first: a folder may include the folders before it.
+LAYERS = ["util", "data", "models", "io", "losses", "report", "train", "search", "recipe", "cli"]
+
+repo = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".")
+include = re.compile(r'#include\s+"(?:kd/)?([a-z_]+)/')
+problems = []
+for root in (repo / "src", repo / "include" / "kd"):
+    for path in sorted(root.rglob("*")):
+        if path.suffix not in (".h", ".cpp") or not path.is_file():
+            continue
+        folder = path.relative_to(root).parts[0]
+        if folder not in LAYERS:
+            problems.append(f"{path}: folder {folder!r} is not in LAYERS (scripts/check_layers.py)")
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            match = include.match(line.strip())
+            if not match or match.group(1) == folder:
+                continue
+            target = match.group(1)
+            if target not in LAYERS or LAYERS.index(target) > LAYERS.index(folder):
+                problems.append(f"{path}:{number}: {folder} includes {target}, which sits above it: {line.strip()}")
+for problem in problems:
+    print(problem)
+sys.exit(1 if problems else 0)
