@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "kd/report/metrics.h"
 #include "kd/report/svg.h"
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
@@ -52,15 +53,8 @@ double number(const nlohmann::json& v) {
   return v.is_number() ? v.get<double>() : NAN;
 }
 
-// "0.912 ± 0.004" for a K-fold number, "0.912" otherwise, scaled (e.g. 100 for percent).
 std::string cell(const nlohmann::json& test, const std::string& key, double scale = 1, int decimals = 4) {
-  if (!test.contains(key)) return "-";
-  const auto& v = test.at(key);
-  if (v.is_object()) {
-    return fmt::format("{:.{}f} ± {:.{}f}", v.at("mean").get<double>() * scale, decimals, v.at("std").get<double>() * scale,
-                       decimals);
-  }
-  return v.is_number() ? fmt::format("{:.{}f}", v.get<double>() * scale, decimals) : "-";
+  return metric_cell(test, key, scale, decimals);
 }
 
 std::vector<std::string> present_models(const nlohmann::json& metrics) {
@@ -113,6 +107,8 @@ std::string section(const std::string& id, const std::string& title, const std::
   return fmt::format("<section id=\"{}\"><h2>{}</h2>\n{}</section>\n", id, h(title), body);
 }
 
+std::string p_text(double p) { return p < 1e-4 ? fmt::format("{:.1e}", p) : fmt::format("{:.4f}", p); }
+
 std::string summary(const nlohmann::json& metrics, bool classification) {
   std::ostringstream o;
   const auto& models = metrics.at("models");
@@ -156,10 +152,25 @@ std::string summary(const nlohmann::json& metrics, bool classification) {
       o << fmt::format("<p>The baseline matched or beat the teacher in test {}: there was no gap to recover.</p>\n", key);
     }
   }
+  if (metrics.contains("distill") && metrics["distill"].contains("validation") &&
+      !metrics["distill"]["validation"].is_null()) {
+    const auto& v = metrics["distill"]["validation"];
+    std::string verdict = v.value("verdict", "");
+    std::string what = verdict == "helped" ? "<b>distillation helped</b>"
+                       : verdict == "hurt" ? "<b>distillation did not help</b>: the baseline student is the better model"
+                                           : "no significant difference between the distilled student and its baseline";
+    if (v.value("test", "") == "mcnemar") {
+      o << fmt::format("<p>On the {} validation rows: distilled {:.2f}% vs. baseline {:.2f}% (McNemar p = {}): {}.</p>\n",
+                       v["rows"].get<int64_t>(), 100 * number(v["student"]), 100 * number(v["baseline"]),
+                       p_text(number(v["p_value"])), what);
+    } else {
+      o << fmt::format("<p>On the {} validation rows: RMSE difference distilled − baseline {:+.4g} (95% CI {:.4g} to "
+                       "{:.4g}): {}.</p>\n", v["rows"].get<int64_t>(), number(v["difference"]), number(v["low"]),
+                       number(v["high"]), what);
+    }
+  }
   return o.str();
 }
-
-std::string p_text(double p) { return p < 1e-4 ? fmt::format("{:.1e}", p) : fmt::format("{:.4f}", p); }
 
 std::string significance(const nlohmann::json& metrics, bool classification) {
   std::ostringstream o;

@@ -20,11 +20,13 @@
 #include "kd/report/analysis.h"
 #include "kd/report/html.h"
 #include "kd/report/metrics.h"
+#include "kd/report/significance.h"
 #include "kd/report/tensorboard.h"
 #include "kd/train/teacher_input.h"
 #include "kd/util/error.h"
 #include "kd/util/shape.h"
 #include "kd/util/fs.h"
+#include "kd/util/progress.h"
 #include "kd/util/strings.h"
 
 namespace kd::train {
@@ -32,9 +34,6 @@ namespace kd::train {
 namespace fs = std::filesystem;
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 // One trained (or loaded) model and what was measured of it.
 struct Trained {
@@ -117,7 +116,70 @@ struct FoldRun {
   nlohmann::json teacher_input;  // how a loaded teacher is fed (AdaptedTeacher::evidence)
   std::vector<std::string> exported;
   report::TestOutputs outputs;
+  torch::Tensor baseline_val, student_val;  // outputs on the validation rows (baseline: when trained)
 };
+
+// Did distillation help? The distilled student against its baseline on the validation rows of every
+// fold, pooled, with a paired test: McNemar's on which rows each gets right (classification), a paired
+// bootstrap of the RMSE difference (regression). Null without a baseline or validation rows.
+nlohmann::json validation_verdict(Task task, const data::Dataset& dataset, const std::vector<FoldRun>& runs,
+                                  uint64_t seed) {
+  std::vector<torch::Tensor> students, baselines, labels;
+  for (size_t f = 0; f < runs.size(); ++f) {
+    if (!runs[f].baseline_val.defined() || dataset.folds[f].val.size() == 0) return nullptr;
+    students.push_back(runs[f].student_val);
+    baselines.push_back(runs[f].baseline_val);
+    labels.push_back(dataset.folds[f].val.y);
+  }
+  torch::Tensor student = torch::cat(students), baseline = torch::cat(baselines), y = torch::cat(labels);
+  nlohmann::json out = {{"rows", y.size(0)}};
+  bool significant = false, better = false;
+  if (task == Task::classification) {
+    auto correct = [&y](const torch::Tensor& outputs) {
+      torch::Tensor hit = outputs.argmax(1).eq(y.to(torch::kLong)).contiguous();
+      return std::vector<bool>(hit.data_ptr<bool>(), hit.data_ptr<bool>() + hit.numel());
+    };
+    std::vector<bool> s = correct(student), b = correct(baseline);
+    auto m = report::mcnemar(s, b);
+    double s_accuracy = static_cast<double>(std::count(s.begin(), s.end(), true)) / static_cast<double>(s.size());
+    double b_accuracy = static_cast<double>(std::count(b.begin(), b.end(), true)) / static_cast<double>(b.size());
+    out.update({{"metric", "accuracy"}, {"student", s_accuracy}, {"baseline", b_accuracy},
+                {"difference", s_accuracy - b_accuracy}, {"test", "mcnemar"}, {"only_student_right", m.only_a},
+                {"only_baseline_right", m.only_b}, {"p_value", m.p_value}});
+    significant = m.p_value < 0.05;
+    better = s_accuracy > b_accuracy;
+  } else {
+    auto squared = [&y](const torch::Tensor& outputs) {
+      torch::Tensor e = (outputs - y.view_as(outputs)).pow(2).sum(1).to(torch::kDouble).contiguous();
+      return std::vector<double>(e.data_ptr<double>(), e.data_ptr<double>() + e.numel());
+    };
+    auto ci = report::paired_bootstrap(squared(student), squared(baseline), report::Statistic::root_mean,
+                                       report::BootstrapOptions().seed(seed));
+    out.update({{"metric", "rmse (normalised targets)"}, {"difference", ci.difference}, {"test", "paired bootstrap"},
+                {"low", ci.low}, {"high", ci.high}, {"confidence", ci.confidence}});
+    significant = ci.low > 0 || ci.high < 0;
+    better = ci.difference < 0;
+  }
+  out["verdict"] = !significant ? "no significant difference" : better ? "helped" : "hurt";
+  return out;
+}
+
+// One line for the summary: what the validation rows say of distillation.
+std::string verdict_line(const nlohmann::json& v) {
+  if (v.is_null()) return "";
+  std::string verdict = v["verdict"];
+  std::string what = verdict == "helped" ? "distillation helped"
+                     : verdict == "hurt" ? "distillation did not help: the baseline student is the better model"
+                                         : "no significant difference between the distilled student and its baseline";
+  if (v["test"] == "mcnemar") {
+    return fmt::format("on {} validation rows: distilled {:.2f}% vs baseline {:.2f}% (McNemar p = {:.3g}): {}\n",
+                       v["rows"].get<int64_t>(), 100 * v["student"].get<double>(), 100 * v["baseline"].get<double>(),
+                       v["p_value"].get<double>(), what);
+  }
+  return fmt::format("on {} validation rows: RMSE difference distilled - baseline {:+.4g} (95% CI {:.4g} to {:.4g}): {}\n",
+                     v["rows"].get<int64_t>(), v["difference"].get<double>(), v["low"].get<double>(),
+                     v["high"].get<double>(), what);
+}
 
 FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dataset& dataset, size_t fold_index,
                  std::optional<io::LoadedModel> teacher_file) {
@@ -182,6 +244,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     run.baseline.test = score(task, fold, baseline_test, fold.test.y, teacher_test);
     run.baseline.test_outputs = in_target_units(task, fold, baseline_test);
     run.baseline.size = size_of(*run.baseline.model, dataset.input_shape, file, options.latency_repeats());
+    run.baseline_val = predict(*run.baseline.model, fold.val.x);
   }
 
   // The distilled student, from the same initial weights as the baseline.
@@ -201,6 +264,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   std::string file = (fs::path(dir) / ("student" + model_extension(*run.student.model))).string();
   io::save_model(file, *run.student.model, run.student.info);
   auto student_test = predict(*run.student.model, fold.test.x);
+  run.student_val = predict(*run.student.model, fold.val.x);
   run.student.test = score(task, fold, student_test, fold.test.y, teacher_test);
   run.student.test_outputs = in_target_units(task, fold, student_test);
   run.outputs.labels = in_target_units(task, fold, fold.test.y);
@@ -219,16 +283,6 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   return run;
 }
 
-// {mean, std, folds} of a per-fold number (population std; 0 for one fold).
-nlohmann::json aggregate(const std::vector<double>& values) {
-  double mean = 0;
-  for (double v : values) mean += v;
-  mean /= static_cast<double>(values.size());
-  double var = 0;
-  for (double v : values) var += (v - mean) * (v - mean);
-  return {{"mean", mean}, {"std", std::sqrt(var / static_cast<double>(values.size()))}, {"folds", values}};
-}
-
 nlohmann::json model_json(const std::vector<const Trained*>& per_fold) {
   nlohmann::json m = per_fold[0]->size;
   nlohmann::json test;
@@ -238,7 +292,7 @@ nlohmann::json model_json(const std::vector<const Trained*>& per_fold) {
     for (const auto& [key, value] : per_fold[0]->test) {
       std::vector<double> values;
       for (const auto* t : per_fold) values.push_back(t->test.at(key));
-      test[key] = aggregate(values);
+      test[key] = report::fold_summary(values);
     }
   }
   m["test"] = test;
@@ -299,14 +353,7 @@ void write_tensorboard(const fs::path& dir, const std::vector<FoldRun>& runs) {
 std::string summary_table(Task task, const nlohmann::json& models) {
   std::ostringstream out;
   bool classification = task == Task::classification;
-  auto cell = [&](const nlohmann::json& test, const std::string& key, double scale, int decimals) {
-    const auto& v = test.at(key);
-    if (v.is_object()) {
-      return fmt::format("{:.{}f} ± {:.{}f}", v.at("mean").get<double>() * scale, decimals,
-                         v.at("std").get<double>() * scale, decimals);
-    }
-    return fmt::format("{:.{}f}", v.get<double>() * scale, decimals);
-  };
+  const auto& cell = report::metric_cell;
   if (classification) {
     out << fmt::format("{:<9} {:>10} {:>12} {:>16} {:>10} {:>9} {:>10}\n", "model", "params", "MACs", "test acc %",
                        "errors", "agree %", "ms/batch1");
@@ -525,6 +572,10 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
   distill["target"] = spec.distill.target;
   distill["target_reached"] = runs[0].student.train->target_reached;
   distill["student_init"] = spec.student.init;
+  distill["validation"] = validation_verdict(spec.task, dataset, runs, spec.seed);
+  if (distill["validation"].is_object() && distill["validation"]["verdict"] == "hurt") {
+    spdlog::warn("{}", trim(verdict_line(distill["validation"])));
+  }
   metrics["distill"] = distill;
   if (!runs[0].teacher_input.is_null()) {
     metrics["teacher_input"] = runs[0].teacher_input;
@@ -577,7 +628,7 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
   report::write_report(out);
   RunResult result;
   result.metrics = metrics;
-  result.table = summary_table(spec.task, metrics["models"]);
+  result.table = summary_table(spec.task, metrics["models"]) + verdict_line(metrics["distill"]["validation"]);
   return result;
 }
 

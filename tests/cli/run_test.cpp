@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/cli_util.h"
+#include "data/python_helper.h"
 #include "kd/data/normalize.h"
 #include "kd/io/model_file.h"
 #include "kd/util/fs.h"
@@ -144,6 +145,62 @@ TEST_F(Run, BadRecipes) {
   missing_teacher.replace(missing_teacher.find("  train: {epochs: 8"), missing_teacher.find("student:") - missing_teacher.find("  train: {epochs: 8"), "");
   expect_refused(run_kdistill("run " + recipe(missing_teacher) + " --out " + out()), "t.pt: model file does not exist");
   EXPECT_FALSE(std::filesystem::exists(dir_ / "out/metrics.json"));
+}
+
+// The run says plainly whether distillation helped, from the validation rows and a paired test.
+// A teacher that knows the task (trained on every label) helps a student that sees 60 labels; a
+// random, untrained teacher as the only target hurts it.
+TEST_F(Run, SaysWhetherDistillationHelpedOnValidation) {
+  std::string helped_recipe = digits_recipe("  losses: [{kind: kl, weight: 0.9, temperature: 4}, {kind: ce, weight: 0.1}]\n");
+  helped_recipe.replace(helped_recipe.find("  test_fraction: 0.25\n"), std::string("  test_fraction: 0.25\n").size(),
+                        "  test_fraction: 0.25\n  val_fraction: 0.25\n  labeled: 60\n");
+  helped_recipe.replace(helped_recipe.find("epochs: 8, batch_size: 64"), std::string("epochs: 8").size(), "epochs: 30");
+  auto helped = run_kdistill("run " + recipe(helped_recipe) + " --out " + out());
+  ASSERT_EQ(helped.status, 0) << helped.output;
+  auto v = metrics()["distill"]["validation"];
+  EXPECT_EQ(v["verdict"], "helped") << v.dump();
+  EXPECT_EQ(v["test"], "mcnemar");
+  EXPECT_LT(v["p_value"].get<double>(), 0.05);
+  EXPECT_GT(v["only_student_right"].get<int64_t>(), v["only_baseline_right"].get<int64_t>());
+  EXPECT_GT(v["student"].get<double>(), v["baseline"].get<double>());
+  EXPECT_NE(helped.output.find("validation rows: distilled "), std::string::npos) << helped.output;
+  EXPECT_NE(helped.output.find("): distillation helped"), std::string::npos) << helped.output;
+  EXPECT_NE(read_file(dir_ / "out/report.html").find("<b>distillation helped</b>"), std::string::npos);
+
+  auto teacher = (dir_ / "random.pt").string();
+  auto python = test::run_python("import torch\ntorch.manual_seed(0)\ntorch.jit.script(torch.nn.Linear(64, 10)).save('" +
+                                 teacher + "')\n");
+  ASSERT_EQ(python.status, 0) << python.output;
+  std::string hurt_recipe = digits_recipe("  losses: [{kind: kl, weight: 1.0, temperature: 1}]\n");
+  auto start = hurt_recipe.find("teacher:");
+  hurt_recipe.replace(start, hurt_recipe.find("student:") - start, "teacher:\n  path: " + teacher + "\n");
+  auto hurt = run_kdistill("run " + recipe(hurt_recipe) + " --out " + (dir_ / "hurt").string());
+  ASSERT_EQ(hurt.status, 0) << hurt.output;
+  auto w = nlohmann::json::parse(read_file(dir_ / "hurt/metrics.json"))["distill"]["validation"];
+  EXPECT_EQ(w["verdict"], "hurt") << w.dump();
+  EXPECT_LT(w["p_value"].get<double>(), 0.05);
+  EXPECT_NE(hurt.output.find("distillation did not help: the baseline student is the better model"), std::string::npos)
+      << hurt.output;
+}
+
+// Regression: a paired bootstrap of the RMSE difference over the validation rows of every fold, pooled.
+TEST_F(Run, RegressionVerdictIsAPairedBootstrapOverEveryFold) {
+  std::string recipe_file = std::string(KD_SOURCE_DIR) + "/examples/diabetes-regression.yaml";
+  auto r = run_kdistill("run " + recipe_file + " --out " + out() +
+                        " --set teacher.train.epochs=20 --set distill.epochs=20 --set data.folds=3");
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto m = metrics();
+  auto v = m["distill"]["validation"];
+  EXPECT_EQ(v["test"], "paired bootstrap") << v.dump();
+  for (const auto& fold : {"fold-1", "fold-2", "fold-3"}) EXPECT_TRUE(std::filesystem::exists(dir_ / "out" / fold));
+  int64_t val_rows = m["data"]["val"].get<int64_t>();
+  EXPECT_GE(v["rows"].get<int64_t>(), 3 * val_rows - 3);  // every fold's validation rows (folds differ by one row)
+  double low = v["low"], high = v["high"], difference = v["difference"];
+  EXPECT_LE(low, difference);
+  EXPECT_LE(difference, high);
+  std::string expected = low > 0 ? "hurt" : high < 0 ? "helped" : "no significant difference";
+  EXPECT_EQ(v["verdict"], expected);
+  EXPECT_NE(r.output.find("validation rows: RMSE difference distilled - baseline"), std::string::npos) << r.output;
 }
 
 TEST_F(Run, TeacherWithTheWrongOutputWidth) {
