@@ -30,7 +30,7 @@ struct ModelFlags {
 void register_model_commands(CLI::App& app, GlobalOptions& global) {
   auto inspect_flags = std::make_shared<ModelFlags>();
   auto* inspect = app.add_subcommand("inspect", "print format, classes, shapes, parameters, MACs and layers of a model");
-  inspect->add_option("model", inspect_flags->model, "model file: .kdm, .pt (TorchScript), .onnx, model.json (TF.js)")
+  inspect->add_option("model", inspect_flags->model, "model file: " + io::model_formats_text())
       ->required();
   inspect->add_option("--input-shape", inspect_flags->input_shape,
                       "one example's shape, e.g. 1,28,28 (for files that do not store it)");
@@ -73,7 +73,7 @@ void register_model_commands(CLI::App& app, GlobalOptions& global) {
 
   auto predict_flags = std::make_shared<ModelFlags>();
   auto* predict = app.add_subcommand("predict", "run any loadable model on a .npy array of raw inputs");
-  predict->add_option("model", predict_flags->model, "model file: .kdm, .pt (TorchScript), .onnx, model.json (TF.js)")
+  predict->add_option("model", predict_flags->model, "model file: " + io::model_formats_text())
       ->required();
   predict->add_option("--input", predict_flags->input, "inputs [N, ...] as .npy (uint8 pixels are scaled to [0, 1])")
       ->required();

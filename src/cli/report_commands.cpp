@@ -54,7 +54,7 @@ void register_report_commands(CLI::App& app, GlobalOptions& global) {
 
   auto eval_flags = std::make_shared<EvalFlags>();
   auto* eval = app.add_subcommand("eval", "score a model on the test rows of a recipe's data (the metrics of `run`)");
-  eval->add_option("model", eval_flags->model, "model file: .kdm, .pt (TorchScript), .onnx, model.json (TF.js)")->required();
+  eval->add_option("model", eval_flags->model, "model file: " + io::model_formats_text())->required();
   eval->add_option("--data", eval_flags->data, "a recipe YAML: its task and data: section give the test rows")->required();
   eval->add_option("--set", eval_flags->overrides, "override a recipe key: --set data.test_limit=500");
   eval->add_option("--fold", eval_flags->fold, "with data.folds: which fold's preprocessing (1-based; default 1)");

@@ -1,6 +1,8 @@
 #include "kd/io/model_file.h"
 
 #include <filesystem>
+#include <exception>
+#include <fstream>
 
 #include "kd/io/onnx_export.h"
 #include "kd/io/onnx_model.h"
@@ -92,82 +94,145 @@ void save_model(const std::string& path, models::Model& model, const ModelInfo& 
   write_atomic_with(path, [&](const std::filesystem::path& temporary) { archive.save_to(temporary.string()); });
 }
 
+namespace {
+
+LoadedModel load_kdm(const std::string& path, const std::string& output) {
+  LoadedModel loaded;
+  torch::serialize::InputArchive archive;
+  c10::IValue meta;
+  try {
+    archive.load_from(path);
+    archive.read("kdistill", meta);
+  } catch (const std::exception&) {
+    fail("{}: not a kdistill model file (truncated or of another format)", path);
+  }
+  loaded.info = ModelInfo::from_json(nlohmann::json::parse(meta.toStringRef()), path);
+  loaded.has_info = true;
+  auto spec = models::zoo_spec_from_json(loaded.info.spec, path);
+  loaded.model = models::build_zoo_model(spec, loaded.info.input_shape, loaded.info.outputs);
+  models::NamedTensors state;
+  for (auto& [name, tensor] : loaded.model->state()) {
+    torch::Tensor value;
+    try {
+      archive.read("state/" + name, value);
+    } catch (const std::exception&) {
+      fail("{}: tensor {} is missing", path, quote(name));
+    }
+    state.emplace_back(name, value);
+  }
+  loaded.model->load_state(state);
+  loaded.model->set_training(false);
+  return loaded;
+}
+
+LoadedModel load_torchscript_file(const std::string& path, const std::string& output) {
+  LoadedModel loaded;
+  torch::jit::ExtraFilesMap extra = {{kModelInfoEntry, ""}};
+  std::shared_ptr<models::TorchScriptModel> scripted;
+  try {
+    scripted = std::make_shared<models::TorchScriptModel>(torch::jit::load(path, c10::nullopt, extra), path, output);
+  } catch (const std::exception& e) {
+    fail("{}: not a readable TorchScript file ({}); save it with torch.jit.script(model).save(path)", path,
+         first_line(e));
+  }
+  if (!extra[kModelInfoEntry].empty()) {
+    loaded.info = ModelInfo::from_json(nlohmann::json::parse(extra[kModelInfoEntry]), path);
+    loaded.has_info = true;
+    if (output.empty() && !loaded.info.output.empty()) {
+      scripted = std::make_shared<models::TorchScriptModel>(scripted->module(), path, loaded.info.output);
+    }
+  }
+  scripted->set_training(false);
+  loaded.model = scripted;
+  return loaded;
+}
+
+LoadedModel load_onnx(const std::string& path, const std::string& output) {
+  LoadedModel loaded;
+  auto graph = std::make_shared<OnnxModel>(path, output);
+  graph->require_one_input();
+  for (const auto& [key, value] : graph->metadata()) {
+    if (key != kOnnxInfoKey) continue;
+    auto json = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
+    if (json.is_discarded()) fail("{}: metadata {} is not JSON", path, quote(kOnnxInfoKey));
+    loaded.info = ModelInfo::from_json(json, path);
+    loaded.has_info = true;
+  }
+  loaded.model = graph;
+  return loaded;
+}
+
+LoadedModel load_tfjs(const std::string& path, const std::string& output) {
+  LoadedModel loaded;
+  auto tfjs = std::make_shared<TfjsModel>(path);
+  const nlohmann::json& meta = tfjs->metadata();
+  if (meta.is_object() && meta.contains("kdistill")) {
+    loaded.info = ModelInfo::from_json(meta["kdistill"], path);
+    loaded.has_info = true;
+  }
+  loaded.model = tfjs;
+  return loaded;
+}
+
+// The first bytes of a file, for the readers' content checks.
+std::string file_head(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string head(64, '\0');
+  in.read(head.data(), static_cast<std::streamsize>(head.size()));
+  head.resize(static_cast<size_t>(in.gcount()));
+  return head;
+}
+
+// .kdm (a torch::serialize archive) and TorchScript files are both zip archives: the kdm reader is tried
+// first, then TorchScript's.
+bool is_zip(const std::string& head) { return head.rfind("PK\x03\x04", 0) == 0; }
+bool is_json(const std::string& head) {
+  auto first = head.find_first_not_of(" \t\r\n");
+  return first != std::string::npos && head[first] == '{';
+}
+// A protobuf ModelProto starts with field 1 (ir_version, a varint: tag 0x08) in every exporter we know.
+bool is_onnx(const std::string& head) { return !head.empty() && head[0] == '\x08'; }
+
+}  // namespace
+
+const std::vector<ModelReader>& model_readers() {
+  static const std::vector<ModelReader> readers = {
+      {"kdm", {".kdm"}, "kdistill", is_zip, load_kdm},
+      {"torchscript", {".pt", ".pth", ".torchscript"}, "TorchScript", is_zip, load_torchscript_file},
+      {"onnx", {".onnx"}, "ONNX", is_onnx, load_onnx},
+      {"tfjs", {".json"}, "TF.js layers model, model.json", is_json, load_tfjs},
+  };
+  return readers;
+}
+
+std::string model_formats_text() {
+  std::vector<std::string> parts;
+  for (const auto& reader : model_readers()) parts.push_back(join(reader.extensions, "/") + " (" + reader.description + ")");
+  return join(parts, ", ");
+}
+
 LoadedModel load_model(const std::string& path, const std::string& output) {
   require_file(path, "model file");
   std::string lower = to_lower(path);
-  LoadedModel loaded;
-  if (ends_with(lower, ".kdm")) {
-    torch::serialize::InputArchive archive;
-    c10::IValue meta;
+  for (const auto& reader : model_readers()) {
+    for (const auto& extension : reader.extensions) {
+      if (ends_with(lower, extension)) return reader.load(path, output);
+    }
+  }
+  // Another name: the readers whose content check fits the file's first bytes, in table order; when
+  // all of them refuse it, the last one's error.
+  std::string head = file_head(path);
+  std::exception_ptr refused;
+  for (const auto& reader : model_readers()) {
+    if (!reader.sniff(head)) continue;
     try {
-      archive.load_from(path);
-      archive.read("kdistill", meta);
-    } catch (const std::exception&) {
-      fail("{}: not a kdistill model file (truncated or of another format)", path);
+      return reader.load(path, output);
+    } catch (const Error&) {
+      refused = std::current_exception();
     }
-    loaded.info = ModelInfo::from_json(nlohmann::json::parse(meta.toStringRef()), path);
-    loaded.has_info = true;
-    auto spec = models::zoo_spec_from_json(loaded.info.spec, path);
-    loaded.model = models::build_zoo_model(spec, loaded.info.input_shape, loaded.info.outputs);
-    models::NamedTensors state;
-    for (auto& [name, tensor] : loaded.model->state()) {
-      torch::Tensor value;
-      try {
-        archive.read("state/" + name, value);
-      } catch (const std::exception&) {
-        fail("{}: tensor {} is missing", path, quote(name));
-      }
-      state.emplace_back(name, value);
-    }
-    loaded.model->load_state(state);
-    loaded.model->set_training(false);
-    return loaded;
   }
-  if (ends_with(lower, ".pt") || ends_with(lower, ".pth") || ends_with(lower, ".torchscript")) {
-    torch::jit::ExtraFilesMap extra = {{kModelInfoEntry, ""}};
-    std::shared_ptr<models::TorchScriptModel> scripted;
-    try {
-      scripted = std::make_shared<models::TorchScriptModel>(torch::jit::load(path, c10::nullopt, extra), path, output);
-    } catch (const std::exception& e) {
-      fail("{}: not a readable TorchScript file ({}); save it with torch.jit.script(model).save(path)", path,
-           first_line(e));
-    }
-    if (!extra[kModelInfoEntry].empty()) {
-      loaded.info = ModelInfo::from_json(nlohmann::json::parse(extra[kModelInfoEntry]), path);
-      loaded.has_info = true;
-      if (output.empty() && !loaded.info.output.empty()) {
-        scripted = std::make_shared<models::TorchScriptModel>(scripted->module(), path, loaded.info.output);
-      }
-    }
-    scripted->set_training(false);
-    loaded.model = scripted;
-    return loaded;
-  }
-  if (ends_with(lower, ".onnx")) {
-    auto graph = std::make_shared<OnnxModel>(path, output);
-    graph->require_one_input();
-    for (const auto& [key, value] : graph->metadata()) {
-      if (key != kOnnxInfoKey) continue;
-      auto json = nlohmann::json::parse(value, nullptr, /*allow_exceptions=*/false);
-      if (json.is_discarded()) fail("{}: metadata {} is not JSON", path, quote(kOnnxInfoKey));
-      loaded.info = ModelInfo::from_json(json, path);
-      loaded.has_info = true;
-    }
-    loaded.model = graph;
-    return loaded;
-  }
-  if (ends_with(lower, ".json")) {
-    auto tfjs = std::make_shared<TfjsModel>(path);
-    const nlohmann::json& meta = tfjs->metadata();
-    if (meta.is_object() && meta.contains("kdistill")) {
-      loaded.info = ModelInfo::from_json(meta["kdistill"], path);
-      loaded.has_info = true;
-    }
-    loaded.model = tfjs;
-    return loaded;
-  }
-  fail("{}: unknown model format, expected .kdm (kdistill), .pt (TorchScript), .onnx (ONNX) or model.json (TF.js layers model)",
-       path);
+  if (refused) std::rethrow_exception(refused);
+  fail("{}: unknown model format, expected {}", path, model_formats_text());
 }
 
 }  // namespace kd::io

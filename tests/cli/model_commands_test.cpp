@@ -7,6 +7,7 @@
 #include "kd/data/normalize.h"
 #include "kd/data/npy.h"
 #include "kd/io/model_file.h"
+#include "kd/util/fs.h"
 #include "kd/models/zoo.h"
 #include "kd/train/trainer.h"
 #include "test_util.h"
@@ -68,6 +69,34 @@ TEST_F(ModelCommands, GlobalOptionsAfterTheCommand) {
   EXPECT_EQ(wrong.status, 2) << wrong.output;
   EXPECT_NE(wrong.output.find("--log-level: loud not in {trace,debug,info,warn,error}"), std::string::npos)
       << wrong.output;
+}
+
+// A file of any name is read by its first bytes, through the same table of readers as by extension.
+TEST_F(ModelCommands, FilesOfAnyNameAreReadByTheirContent) {
+  auto x = torch::randn({3, 1, 8, 8});
+  auto expected = train::predict(*model_, x);
+  std::map<std::string, std::string> kinds = {{"kdm", io::load_model(kdm_).model->kind()}};
+  std::filesystem::copy_file(kdm_, dir_ / "kdm.model");
+  for (const std::string format : {"onnx", "torchscript"}) {
+    auto out = (dir_ / ("exported." + format)).string();
+    auto result = test::run_kdistill("export " + kdm_ + " --format " + format + " --out " + out);
+    ASSERT_EQ(result.status, 0) << result.output;
+    std::filesystem::copy_file(out, dir_ / (format + ".model"));
+    kinds[format] = format;
+  }
+  for (const auto& [name, kind] : kinds) {
+    auto loaded = io::load_model((dir_ / (name + ".model")).string());
+    EXPECT_EQ(loaded.model->kind(), kind) << name;
+    EXPECT_TRUE(loaded.has_info) << name;
+    EXPECT_LT((train::predict(*loaded.model, x) - expected).abs().max().item<double>(), 1e-4) << name;
+  }
+  kd::write_file_atomic(dir_ / "notes.model", "not a model\n");
+  auto refused = test::run_kdistill("inspect " + (dir_ / "notes.model").string());
+  EXPECT_EQ(refused.status, 2);
+  EXPECT_NE(refused.output.find("notes.model: unknown model format, expected .kdm (kdistill), .pt/.pth/.torchscript "
+                                "(TorchScript), .onnx (ONNX), .json (TF.js layers model, model.json)"),
+            std::string::npos)
+      << refused.output;
 }
 
 TEST_F(ModelCommands, ExportedFilesGiveTheModelsOutputs) {

@@ -3,7 +3,7 @@
 // that evaluation and export know the input shape, classes and preprocessing.
 //
 //   save_model("out/student.kdm", student, info);
-//   LoadedModel m = load_model("teacher.pt");   // .kdm | .pt (TorchScript) | .onnx | model.json (TF.js)
+//   LoadedModel m = load_model("teacher.pt");   // any reader of model_readers(): .kdm, .pt, .onnx, model.json
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -51,7 +51,22 @@ int64_t model_bytes(const std::string& path);
 // Writes a zoo model as .kdm, or a TorchScript model as .pt with the info embedded. Atomic.
 void save_model(const std::string& path, models::Model& model, const ModelInfo& info);
 
-// `output` selects the logits of a multi-output TorchScript model (index or dict key).
+// The model readers, one table: adding a format is a reader function and a line here
+// (src/io/model_file.cpp). load_model picks the reader by the file name's extension; for another
+// name, by the file's first bytes (`sniff`), trying each fitting reader in table order.
+struct ModelReader {
+  std::string name;                      // kdm | torchscript | onnx | tfjs
+  std::vector<std::string> extensions;   // lower case, with the dot
+  std::string description;               // for help texts and errors
+  bool (*sniff)(const std::string& head);  // whether the file's first 64 bytes may be this format
+  LoadedModel (*load)(const std::string& path, const std::string& output);
+};
+const std::vector<ModelReader>& model_readers();
+
+// ".kdm (kdistill), .pt/.pth/.torchscript (TorchScript), ..." from the table, for help texts.
+std::string model_formats_text();
+
+// `output` selects the logits of a multi-output model (index or dict key; an ONNX output name).
 LoadedModel load_model(const std::string& path, const std::string& output = "");
 
 }  // namespace kd::io
