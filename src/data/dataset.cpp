@@ -30,31 +30,6 @@ struct Pool {
   std::string source;
 };
 
-std::string detect_format(const DataSpec& spec) {
-  if (!spec.format().empty()) {
-    static const std::vector<std::string> formats = {"idx", "csv", "npy", "npz", "images"};
-    if (std::find(formats.begin(), formats.end(), spec.format()) == formats.end()) {
-      auto suggestion = nearest(spec.format(), formats);
-      fail("data.format: {} is not a format, expected idx, csv, npy, npz or images{}", quote(spec.format()),
-           suggestion ? " (did you mean " + *suggestion + "?)" : "");
-    }
-    return spec.format();
-  }
-  const DataFiles& train = spec.train();
-  if (train.empty()) fail("data.train: no training data given (a path, or inputs and labels)");
-  std::string name = to_lower(train.inputs.empty() ? train.path : train.inputs);
-  if (ends_with(name, ".gz")) name = name.substr(0, name.size() - 3);
-  if (name.find("ubyte") != std::string::npos || ends_with(name, ".idx")) return "idx";
-  if (ends_with(name, ".npy")) return "npy";
-  if (ends_with(name, ".npz")) return "npz";
-  if (ends_with(name, ".csv") || ends_with(name, ".tsv") || ends_with(name, ".txt") || ends_with(name, ".data")) {
-    return "csv";
-  }
-  if (!train.path.empty() && fs::is_directory(train.path)) return "images";
-  fail("data.format: cannot tell the format of {}; set data.format to idx, csv, npy, npz or images",
-       quote(train.inputs.empty() ? train.path : train.inputs));
-}
-
 // Inputs with a channel axis for images: [N, H, W] -> [N, 1, H, W]. Pixel data (uint8) stays uint8
 // here, a quarter of the memory, and becomes float32 in [0, 1] when a split is taken (float_inputs);
 // everything else becomes float32 now.
@@ -303,11 +278,73 @@ torch::Tensor read_transfer(const DataSpec& spec, const std::string& format, con
   return x;
 }
 
+// The data readers, one table: a format's name, whether a file name (lower case, without .gz) or a
+// folder says it, and the reader of the whole pool. Adding a format is a reader and a line here.
+struct DataReader {
+  std::string name;
+  bool (*named)(const std::string& name);  // the training file's name says this format
+  bool folder;                             // a folder of training data says this format
+  Pool (*read)(const DataSpec& spec);
+};
+
+const std::vector<DataReader>& data_readers() {
+  static const std::vector<DataReader> readers = {
+      {"idx", [](const std::string& n) { return n.find("ubyte") != std::string::npos || ends_with(n, ".idx"); }, false,
+       [](const DataSpec& spec) { return read_arrays(spec, "idx"); }},
+      {"csv", [](const std::string& n) {
+         return ends_with(n, ".csv") || ends_with(n, ".tsv") || ends_with(n, ".txt") || ends_with(n, ".data");
+       }, false, read_tabular},
+      {"npy", [](const std::string& n) { return ends_with(n, ".npy"); }, false,
+       [](const DataSpec& spec) { return read_arrays(spec, "npy"); }},
+      {"npz", [](const std::string& n) { return ends_with(n, ".npz"); }, false,
+       [](const DataSpec& spec) { return read_arrays(spec, "npz"); }},
+      {"images", [](const std::string&) { return false; }, true,
+       [](const DataSpec& spec) { return read_arrays(spec, "images"); }},
+  };
+  return readers;
+}
+
+std::string format_list() {
+  std::vector<std::string> names;
+  for (const auto& reader : data_readers()) names.push_back(reader.name);
+  std::string last = names.back();
+  names.pop_back();
+  return join(names, ", ") + " or " + last;
+}
+
+const DataReader& detect_format(const DataSpec& spec) {
+  const auto& readers = data_readers();
+  if (!spec.format().empty()) {
+    for (const auto& reader : readers) {
+      if (reader.name == spec.format()) return reader;
+    }
+    std::vector<std::string> names;
+    for (const auto& reader : readers) names.push_back(reader.name);
+    auto suggestion = nearest(spec.format(), names);
+    fail("data.format: {} is not a format, expected {}{}", quote(spec.format()), format_list(),
+         suggestion ? " (did you mean " + *suggestion + "?)" : "");
+  }
+  const DataFiles& train = spec.train();
+  if (train.empty()) fail("data.train: no training data given (a path, or inputs and labels)");
+  std::string name = to_lower(train.inputs.empty() ? train.path : train.inputs);
+  if (ends_with(name, ".gz")) name = name.substr(0, name.size() - 3);
+  for (const auto& reader : readers) {
+    if (reader.named(name)) return reader;
+  }
+  bool folder = !train.path.empty() && fs::is_directory(train.path);
+  for (const auto& reader : readers) {
+    if (folder && reader.folder) return reader;
+  }
+  fail("data.format: cannot tell the format of {}; set data.format to {}",
+       quote(train.inputs.empty() ? train.path : train.inputs), format_list());
+}
+
 }  // namespace
 
 Dataset load_dataset(const DataSpec& spec) {
-  std::string format = detect_format(spec);
-  Pool pool = format == "csv" ? read_tabular(spec) : read_arrays(spec, format);
+  const DataReader& reader = detect_format(spec);
+  std::string format = reader.name;
+  Pool pool = reader.read(spec);
   Dataset dataset;
   dataset.task = spec.task();
   dataset.class_names = pool.class_names;

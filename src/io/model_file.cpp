@@ -197,17 +197,18 @@ bool is_onnx(const std::string& head) { return !head.empty() && head[0] == '\x08
 
 const std::vector<ModelReader>& model_readers() {
   static const std::vector<ModelReader> readers = {
-      {"kdm", {".kdm"}, "kdistill", is_zip, load_kdm},
-      {"torchscript", {".pt", ".pth", ".torchscript"}, "TorchScript", is_zip, load_torchscript_file},
-      {"onnx", {".onnx"}, "ONNX", is_onnx, load_onnx},
-      {"tfjs", {".json"}, "TF.js layers model, model.json", is_json, load_tfjs},
+      {"kdm", {".kdm"}, ".kdm (kdistill)", is_zip, load_kdm},
+      {"torchscript", {".pt", ".pth", ".torchscript"}, ".pt/.pth/.torchscript (TorchScript)", is_zip,
+       load_torchscript_file},
+      {"onnx", {".onnx"}, ".onnx (ONNX)", is_onnx, load_onnx},
+      {"tfjs", {".json"}, "model.json (TF.js layers model)", is_json, load_tfjs},
   };
   return readers;
 }
 
 std::string model_formats_text() {
   std::vector<std::string> parts;
-  for (const auto& reader : model_readers()) parts.push_back(join(reader.extensions, "/") + " (" + reader.description + ")");
+  for (const auto& reader : model_readers()) parts.push_back(reader.description);
   return join(parts, ", ");
 }
 

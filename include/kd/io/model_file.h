@@ -57,7 +57,7 @@ void save_model(const std::string& path, models::Model& model, const ModelInfo& 
 struct ModelReader {
   std::string name;                      // kdm | torchscript | onnx | tfjs
   std::vector<std::string> extensions;   // lower case, with the dot
-  std::string description;               // for help texts and errors
+  std::string description;               // for help texts and errors: ".onnx (ONNX)"
   bool (*sniff)(const std::string& head);  // whether the file's first 64 bytes may be this format
   LoadedModel (*load)(const std::string& path, const std::string& output);
 };
