@@ -7,7 +7,7 @@
 #include "kd/data/npy.h"
 #include "kd/io/model_file.h"
 #include "kd/train/evaluate.h"
-#include "kd/train/teacher_input.h"
+#include "kd/teacher/teacher_input.h"
 #include "kd/util/error.h"
 #include "kd/util/strings.h"
 
@@ -90,7 +90,7 @@ void register_model_commands(CLI::App& app, GlobalOptions& global) {
       auto loaded = io::load_model(predict_flags->model, predict_flags->output);
       torch::Tensor inputs = data::read_npy(predict_flags->input);
       torch::Tensor outputs = train::predict_raw(loaded, inputs, predict_flags->normalized, predict_flags->input);
-      if (predict_flags->softmax && !train::looks_like_probabilities(outputs)) outputs = torch::softmax(outputs, 1);
+      if (predict_flags->softmax && !teacher::looks_like_probabilities(outputs)) outputs = torch::softmax(outputs, 1);
       data::write_npy(predict_flags->out, outputs.contiguous());
       std::cout << "wrote " << predict_flags->out << " (" << outputs.size(0) << " x " << outputs.size(1) << ")\n";
     });

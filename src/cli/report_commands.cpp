@@ -8,7 +8,7 @@
 #include "kd/recipe/recipe.h"
 #include "kd/report/html.h"
 #include "kd/train/evaluate.h"
-#include "kd/train/teacher_input.h"
+#include "kd/teacher/teacher_input.h"
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
 #include "kd/util/runtime.h"
@@ -83,12 +83,12 @@ void register_report_commands(CLI::App& app, GlobalOptions& global) {
       }
       // Each file fed as `run` feeds a teacher file: its own preprocessing, or the better of raw and normalised.
       const auto& fold = dataset.folds[eval_flags->fold - 1];
-      auto input = train::TeacherInputOptions().input(eval_flags->input);
-      auto model = train::adapt_to_fold(loaded, fold, dataset.task, input);
+      auto input = teacher::TeacherInputOptions().input(eval_flags->input);
+      auto model = teacher::adapt_to_fold(loaded, fold, dataset.task, input);
       spdlog::info("{} gets {}", eval_flags->model, model.description);
       models::ModelPtr teacher_model;
       if (teacher.model) {
-        auto adapted = train::adapt_to_fold(teacher, fold, dataset.task, train::TeacherInputOptions());
+        auto adapted = teacher::adapt_to_fold(teacher, fold, dataset.task, teacher::TeacherInputOptions());
         spdlog::info("--teacher {} gets {}", eval_flags->teacher, adapted.description);
         teacher_model = adapted.model;
       }

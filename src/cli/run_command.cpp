@@ -32,7 +32,7 @@ void register_run_command(CLI::App& app, GlobalOptions& global) {
       if (global.seed) overrides.push_back("seed=" + std::to_string(*global.seed));
       recipe::Recipe recipe = recipe::load_recipe(flags->recipe, overrides);
       seed_everything(recipe.seed);
-      auto result = train::run_distillation(recipe.run, train::RunOptions().out(flags->out).resume(flags->resume));
+      auto result = flow::run_distillation(recipe.run, flow::RunOptions().out(flags->out).resume(flags->resume));
       std::cout << result.table << "outputs: " << flags->out << "/ (report.html, metrics.json, epochs.csv, models, tensorboard/)\n";
     });
   });

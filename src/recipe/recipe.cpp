@@ -264,7 +264,7 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
   recipe.task = parse_task(root.get<std::string>("task", "classification"), root.where("task"));
   recipe.seed = root.get<uint64_t>("seed", 0);
   recipe.data = parse_data_section(root.section("data"), recipe.task, recipe.seed, base_folder);
-  train::RunSpec& run = recipe.run;
+  flow::RunSpec& run = recipe.run;
   run.task = recipe.task;
   run.seed = recipe.seed;
   run.data = recipe.data;
@@ -276,7 +276,7 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
   run.teacher.adapt.input(teacher.get<std::string>("input", "auto"))
       .outputs(teacher.get<std::string>("outputs", "auto"));
   try {
-    train::validate(run.teacher.adapt);
+    teacher::validate(run.teacher.adapt);
   } catch (const Error&) {
     rethrow_with_context(path);
   }

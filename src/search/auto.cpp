@@ -18,7 +18,7 @@
 #include "kd/report/metrics.h"
 #include "kd/train/evaluate.h"
 #include "kd/train/target.h"
-#include "kd/train/teacher_cache.h"
+#include "kd/teacher/teacher_cache.h"
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
 #include "kd/util/process.h"
@@ -197,10 +197,10 @@ struct Search {
 
   const SpecFactory& make_spec;
   const AutoOptions& options;
-  train::RunSpec base;
+  flow::RunSpec base;
   SearchSpace space;
   data::Dataset dataset;
-  std::vector<train::TeacherCache> caches;
+  std::vector<teacher::TeacherCache> caches;
   train::Target target = train::Target::parse("accuracy >= 0", "target");
   std::string metric;
   bool higher = true;
@@ -215,7 +215,7 @@ struct Search {
 
   double quality(double value) const { return higher ? value : -value; }
   // The run spec of the configuration at these unit coordinates (no trial epochs).
-  train::RunSpec spec_at(const std::vector<double>& unit) const { return make_spec(overrides(space, decode(space, unit), base)); }
+  flow::RunSpec spec_at(const std::vector<double>& unit) const { return make_spec(overrides(space, decode(space, unit), base)); }
   double size_of(const TrialRecord& t) const {
     const auto& axis = options.search().front();
     return axis == "macs" ? static_cast<double>(t.macs) : axis == "latency_ms" ? t.latency_ms : static_cast<double>(t.params);
@@ -235,10 +235,10 @@ struct Search {
   }
 };
 
-models::ModelPtr new_student(const Search& search, const train::RunSpec& spec, size_t fold) {
+models::ModelPtr new_student(const Search& search, const flow::RunSpec& spec, size_t fold) {
   torch::manual_seed(spec.seed + 100);  // the initial weights `kdistill run` gives the same recipe
-  auto model = train::build_student(spec.student, search.dataset);
-  if (spec.student.init == "teacher") train::init_from_teacher(*model, *search.caches[fold].model);
+  auto model = flow::build_student(spec.student, search.dataset);
+  if (spec.student.init == "teacher") flow::init_from_teacher(*model, *search.caches[fold].model);
   return model;
 }
 
@@ -268,7 +268,7 @@ TrialRecord run_trial(Search& search, TrialRecord t) {
   try {
     auto sets = t.overrides;
     sets.insert(sets.end(), search.epoch_overrides.begin(), search.epoch_overrides.end());
-    train::RunSpec spec = search.make_spec(sets);
+    flow::RunSpec spec = search.make_spec(sets);
     {
       // Measured on a model of its own: timing draws random inputs from the generator training uses.
       auto probe = new_student(search, spec, 0);
@@ -328,7 +328,7 @@ TrialRecord run_trial(Search& search, TrialRecord t) {
           return "";
         });
       }
-      auto data = train::distill_train_data(search.dataset.folds[f], search.caches[f], train);
+      auto data = teacher::distill_train_data(search.dataset.folds[f], search.caches[f], train);
       QuietLog quiet;
       auto result = trainer.fit(*model, data, [&](models::Model& m) { return search.validate(m, f); },
                                 data.teacher.defined() ? nullptr : search.caches[f].model.get());
@@ -437,7 +437,7 @@ double probe_seconds_per_step(Search& search, int64_t steps) {
   train::TrainOptions train = spec.distill.train;
   train.steps(steps).checkpoint("").resume(false).seed(spec.seed);
   train::Trainer trainer(train, distiller, "timing");
-  auto data = train::distill_train_data(search.dataset.folds[0], search.caches[0], train);
+  auto data = teacher::distill_train_data(search.dataset.folds[0], search.caches[0], train);
   QuietLog quiet;
   auto result = trainer.fit(*model, data, [&](models::Model& m) { return search.validate(m, 0); },
                             data.teacher.defined() ? nullptr : search.caches[0].model.get());
@@ -534,7 +534,7 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
   if (options.workers() < 1) fail("--workers: {} is not a positive number", options.workers());
 
   Search search(make_spec, options);
-  const train::RunSpec& base = search.base;
+  const flow::RunSpec& base = search.base;
   search.space = make_space(base, options.search());
   std::string target_text = !options.target().empty() ? options.target()
                             : !base.distill.target.empty() ? base.distill.target : default_target(base.task);
@@ -594,7 +594,9 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
   double cache_seconds = 0.0;
   std::vector<double> teacher_values;
   for (size_t f = 0; f < folds; ++f) {
-    search.caches.push_back(train::prepare_teacher(base, search.dataset, f, train::fold_dir(out.string(), f, folds), options.resume()));
+    auto run = teacher::TeacherRun().seed(base.seed).fingerprint(base.teacher_fingerprint).resume(options.resume());
+    search.caches.push_back(
+        teacher::prepare_teacher(base.teacher, run, search.dataset, f, flow::fold_dir(out.string(), f, folds)));
     cache_seconds += search.caches.back().cache_seconds;
     const auto& fold = search.dataset.folds[f];
     auto teacher_val = train::score(base.task, fold, search.caches[f].val, fold.val.y, {});
@@ -792,8 +794,8 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
     spdlog::info("final: retraining trial {} with the baseline and every run output (about {})", chosen->id,
                  duration_text(per_epoch * static_cast<double>(base.distill.train.epochs()) * (base.distill.baseline ? 2 : 1) *
                                static_cast<double>(folds)));
-    train::RunSpec spec = make_spec(chosen->overrides);
-    auto run = train::run_distillation(spec, train::RunOptions().out(out.string()).extra_metrics({{"search", s}}));
+    flow::RunSpec spec = make_spec(chosen->overrides);
+    auto run = flow::run_distillation(spec, flow::RunOptions().out(out.string()).extra_metrics({{"search", s}}));
     result.final_table = run.table;
   }
   return result;

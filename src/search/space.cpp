@@ -141,7 +141,7 @@ void validate(const SearchOptions& options) {
   }
 }
 
-SearchSpace make_space(const train::RunSpec& base, const SearchOptions& options) {
+SearchSpace make_space(const flow::RunSpec& base, const SearchOptions& options) {
   validate(options);
   SearchSpace space;
   space.regression = base.task == Task::regression;
@@ -204,7 +204,7 @@ Config decode(const SearchSpace& space, const std::vector<double>& unit) {
   return config;
 }
 
-std::vector<std::string> overrides(const SearchSpace& space, const Config& config, const train::RunSpec& base) {
+std::vector<std::string> overrides(const SearchSpace& space, const Config& config, const flow::RunSpec& base) {
   std::vector<std::string> sets;
   if (config.contains("student")) {
     size_t index = std::stoul(config["student"].get<std::string>());

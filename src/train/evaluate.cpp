@@ -49,6 +49,40 @@ nlohmann::json measure_latency(models::Model& model, const std::vector<int64_t>&
 
 }  // namespace
 
+std::vector<losses::LossTermOptions> supervised_losses(Task task) {
+  if (task == Task::classification) return {losses::LossTermOptions("ce")};
+  return {losses::LossTermOptions("mse").target("labels")};
+}
+
+// Checks that a model maps one batch of the data to [N, outputs].
+void check_outputs(models::Model& model, const data::Dataset& dataset, const torch::Tensor& x, const std::string& what) {
+  torch::NoGradGuard no_grad;
+  model.set_training(false);
+  torch::Tensor out;
+  try {
+    out = model.forward(x.slice(0, 0, std::min<int64_t>(2, x.size(0))));
+  } catch (const c10::Error& e) {
+    fail("{}: does not run on inputs of shape {}: {}", what, shape_text(dataset.input_shape), first_line(e));
+  }
+  if (out.dim() != 2 || out.size(1) != dataset.outputs) {
+    fail("{}: outputs have shape {}, expected [N, {}] ({} {})", what, shape_text(out.sizes()), dataset.outputs,
+         dataset.outputs, dataset.task == Task::classification ? "classes in the data" : "targets in the data");
+  }
+}
+
+io::ModelInfo info_for(const data::Dataset& dataset, const data::DataFold& fold, const nlohmann::json& spec,
+                       const std::string& output) {
+  io::ModelInfo info;
+  info.task = dataset.task;
+  info.input_shape = dataset.input_shape;
+  info.outputs = dataset.outputs;
+  info.class_names = dataset.class_names;
+  info.spec = spec;
+  info.preprocessing = fold.preprocessing;
+  info.output = output;
+  return info;
+}
+
 torch::Tensor in_target_units(Task task, const data::DataFold& fold, const torch::Tensor& t) {
   return task == Task::classification || !t.defined() ? t : fold.target_normalizer.invert(t);
 }

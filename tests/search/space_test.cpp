@@ -14,8 +14,8 @@ namespace {
 using search::Config;
 using search::DimensionKind;
 
-train::RunSpec mlp_base() {
-  train::RunSpec base;
+flow::RunSpec mlp_base() {
+  flow::RunSpec base;
   base.student.model = models::ZooSpec().arch("mlp").hidden({32});
   base.distill.train.optimizer(train::OptimizerOptions().name("adam").lr(0.01));
   return base;
@@ -63,7 +63,7 @@ TEST(SearchSpace, OverridesAreRecipeSetValues) {
 }
 
 TEST(SearchSpace, CnnDepthAddsStagesOfTwiceTheChannels) {
-  train::RunSpec base;
+  flow::RunSpec base;
   base.student.model = models::ZooSpec().arch("cnn").channels({16, 32});
   base.distill.train.optimizer(train::OptimizerOptions().name("sgd").lr(0.05).momentum(0.8));
   auto space = search::make_space(base, search::SearchOptions());

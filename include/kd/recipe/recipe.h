@@ -15,7 +15,7 @@
 #include "kd/data/dataset.h"
 #include "kd/recipe/yaml_reader.h"
 #include "kd/search/space.h"
-#include "kd/train/pipeline.h"
+#include "kd/flow/run.h"
 
 namespace kd::recipe {
 
@@ -24,7 +24,7 @@ struct Recipe {
   Task task = Task::classification;
   uint64_t seed = 0;
   data::DataSpec data;
-  train::RunSpec run;  // everything `kdistill run` needs (run.data == data)
+  flow::RunSpec run;  // everything `kdistill run` needs (run.data == data)
   search::SearchOptions search;  // the search: section (`kdistill auto`)
   YAML::Node root;     // the recipe after --set overrides, as run (kept with the outputs)
 };

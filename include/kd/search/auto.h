@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "kd/search/space.h"
-#include "kd/train/pipeline.h"
+#include "kd/flow/run.h"
 
 namespace kd::search {
 
@@ -41,7 +41,7 @@ struct AutoOptions {
 };
 
 // The run spec of the base recipe plus `overrides` (--set values); kd::Error on a bad value.
-using SpecFactory = std::function<train::RunSpec(const std::vector<std::string>& overrides)>;
+using SpecFactory = std::function<flow::RunSpec(const std::vector<std::string>& overrides)>;
 
 struct AutoResult {
   nlohmann::json search;     // what search.json and metrics.json's "search" hold

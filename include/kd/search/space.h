@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "kd/train/pipeline.h"
+#include "kd/flow/run.h"
 
 namespace kd::search {
 
@@ -75,13 +75,13 @@ struct SearchSpace {
 // The defaults derived from the recipe (width around the recipe's student, its depth and one more,
 // temperature 1-20, alpha 0.1-1, the learning rate from a tenth to 4x the recipe's, kl/js/dkd), with
 // the recipe's search: settings in place of the defaults they name.
-SearchSpace make_space(const train::RunSpec& base, const SearchOptions& options);
+SearchSpace make_space(const flow::RunSpec& base, const SearchOptions& options);
 
 // One value per dimension from unit coordinates (one per dimension, in order).
 Config decode(const SearchSpace& space, const std::vector<double>& unit);
 
 // The recipe overrides that make the base recipe train `config`.
-std::vector<std::string> overrides(const SearchSpace& space, const Config& config, const train::RunSpec& base);
+std::vector<std::string> overrides(const SearchSpace& space, const Config& config, const flow::RunSpec& base);
 
 // "width=0.5 depth=2 loss=kl ..." for logs and tables.
 std::string config_text(const Config& config);

@@ -15,12 +15,25 @@
 
 #include "kd/data/dataset.h"
 #include "kd/io/model_file.h"
+#include "kd/losses/loss_term.h"
 #include "kd/models/model.h"
 #include "kd/report/metrics.h"
 
 namespace kd::train {
 
 // Model outputs (or labels) in the targets' own units: regression targets may be standardised for training.
+// The supervised objective of a model trained on labels alone (a teacher trained here, the baseline):
+// ce for classification, mse to the labels for regression.
+std::vector<losses::LossTermOptions> supervised_losses(Task task);
+
+// kd::Error naming `what` unless `model` maps a batch of `x` to [N, dataset.outputs].
+void check_outputs(models::Model& model, const data::Dataset& dataset, const torch::Tensor& x, const std::string& what);
+
+// The ModelInfo of a model trained or loaded for `fold` of `dataset` (its preprocessing, classes,
+// input shape); `spec` the zoo spec as JSON (null for a file), `output` the logits of a multi-output model.
+io::ModelInfo info_for(const data::Dataset& dataset, const data::DataFold& fold, const nlohmann::json& spec,
+                       const std::string& output = "");
+
 torch::Tensor in_target_units(Task task, const data::DataFold& fold, const torch::Tensor& t);
 
 // classification_metrics or regression_metrics (in target units) of outputs against y.

@@ -15,18 +15,14 @@
 #include "kd/data/dataset.h"
 #include "kd/losses/loss_term.h"
 #include "kd/models/zoo.h"
-#include "kd/train/teacher_input.h"
+#include "kd/teacher/teacher_cache.h"
 #include "kd/train/trainer.h"
 
-namespace kd::train {
+// The flow: the stages put together as the commands run them (run here; auto in search/auto.h).
+namespace kd::flow {
 
-struct TeacherSpec {
-  std::string path;                        // a model file (.kdm, .pt); or
-  std::optional<models::ZooSpec> model;    // a zoo spec that kdistill trains
-  std::string output;                      // logits of a multi-output model: index or dict key
-  TeacherInputOptions adapt;               // what a loaded teacher is fed and returns (teacher_input.h)
-  TrainOptions train;                      // when trained here
-};
+using teacher::TeacherSpec;
+using train::TrainOptions;
 
 struct StudentSpec {
   std::optional<models::ZooSpec> model;    // a zoo spec; or
@@ -72,4 +68,10 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options);
 // leading slice along each axis when the student's is smaller. Returns how many were copied.
 int64_t init_from_teacher(models::Model& student, models::Model& teacher);
 
-}  // namespace kd::train
+// The folder of fold `fold` in a run folder: `out` itself with one fold, out/fold-K with K folds.
+std::string fold_dir(const std::string& out, size_t fold, size_t folds);
+
+// A new student from the spec (zoo spec or trainable TorchScript file), checked against the data.
+models::ModelPtr build_student(const StudentSpec& spec, const data::Dataset& dataset);
+
+}  // namespace kd::flow

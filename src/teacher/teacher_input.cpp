@@ -1,4 +1,4 @@
-#include "kd/train/teacher_input.h"
+#include "kd/teacher/teacher_input.h"
 
 #include <algorithm>
 #include <initializer_list>
@@ -9,7 +9,7 @@
 #include "kd/util/error.h"
 #include "kd/util/strings.h"
 
-namespace kd::train {
+namespace kd::teacher {
 
 namespace {
 
@@ -227,4 +227,4 @@ AdaptedTeacher adapt_to_fold(const io::LoadedModel& loaded, const data::DataFold
                        fold.train.y.index_select(0, index));
 }
 
-}  // namespace kd::train
+}  // namespace kd::teacher

@@ -31,7 +31,7 @@
 #include "kd/io/model_file.h"
 #include "kd/models/model.h"
 
-namespace kd::train {
+namespace kd::teacher {
 
 struct AdaptedTeacher {
   models::ModelPtr model;   // the loaded model itself when nothing needs adapting
@@ -67,4 +67,4 @@ bool looks_like_probabilities(const torch::Tensor& outputs);
 // Checks the options' words; kd::Error naming the recipe field otherwise.
 void validate(const TeacherInputOptions& options);
 
-}  // namespace kd::train
+}  // namespace kd::teacher

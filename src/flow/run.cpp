@@ -1,7 +1,7 @@
-#include "kd/train/pipeline.h"
+#include "kd/flow/run.h"
 
 #include "kd/train/evaluate.h"
-#include "kd/train/teacher_cache.h"
+#include "kd/teacher/teacher_cache.h"
 
 #include <spdlog/spdlog.h>
 
@@ -22,14 +22,16 @@
 #include "kd/report/metrics.h"
 #include "kd/report/significance.h"
 #include "kd/report/tensorboard.h"
-#include "kd/train/teacher_input.h"
 #include "kd/util/error.h"
 #include "kd/util/shape.h"
 #include "kd/util/fs.h"
 #include "kd/util/progress.h"
 #include "kd/util/strings.h"
 
-namespace kd::train {
+namespace kd::flow {
+
+using namespace train;  // the trainer and evaluator this flow drives
+using teacher::TeacherCache;
 
 namespace fs = std::filesystem;
 
@@ -45,53 +47,8 @@ struct Trained {
   nlohmann::json size;  // params, macs, bytes, latency_ms, file
 };
 
-std::vector<losses::LossTermOptions> default_supervised_losses(Task task) {
-  if (task == Task::classification) return {losses::LossTermOptions("ce")};
-  return {losses::LossTermOptions("mse").target("labels")};
-}
-
-// Checks that a model maps one batch of the data to [N, outputs].
-void check_outputs(models::Model& model, const data::Dataset& dataset, const torch::Tensor& x, const std::string& what) {
-  torch::NoGradGuard no_grad;
-  model.set_training(false);
-  torch::Tensor out;
-  try {
-    out = model.forward(x.slice(0, 0, std::min<int64_t>(2, x.size(0))));
-  } catch (const c10::Error& e) {
-    fail("{}: does not run on inputs of shape {}: {}", what, shape_text(dataset.input_shape), first_line(e));
-  }
-  if (out.dim() != 2 || out.size(1) != dataset.outputs) {
-    fail("{}: outputs have shape {}, expected [N, {}] ({} {})", what, shape_text(out.sizes()), dataset.outputs,
-         dataset.outputs, dataset.task == Task::classification ? "classes in the data" : "targets in the data");
-  }
-}
-
-// A loaded teacher near chance on the validation rows was most likely fed other inputs than it was
-// trained on.
-void warn_if_near_chance(Task task, const data::DataFold& fold, int64_t classes, const torch::Tensor& teacher_val,
-                         const std::string& tag) {
-  if (task != Task::classification || !fold.val.y.defined() || fold.val.y.size(0) < 20 || classes < 2) return;
-  double accuracy = teacher_val.argmax(1).eq(fold.val.y).to(torch::kDouble).mean().item<double>();
-  if (accuracy > 1.5 / static_cast<double>(classes)) return;
-  spdlog::warn("teacher{}: {:.1f}% accurate on the validation rows, near chance ({:.1f}%): is it fed inputs the "
-               "way it was trained? (teacher.input: raw | normalized, data.normalize)",
-               tag, 100 * accuracy, 100.0 / static_cast<double>(classes));
-}
-
 std::string model_extension(models::Model& model) { return model.kind() == "torchscript" ? ".pt" : ".kdm"; }
 
-io::ModelInfo info_for(const data::Dataset& dataset, const data::DataFold& fold, const nlohmann::json& spec,
-                       const std::string& output = "") {
-  io::ModelInfo info;
-  info.task = dataset.task;
-  info.input_shape = dataset.input_shape;
-  info.outputs = dataset.outputs;
-  info.class_names = dataset.class_names;
-  info.spec = spec;
-  info.preprocessing = fold.preprocessing;
-  info.output = output;
-  return info;
-}
 
 // What the checkpoints were written for; a resumed run must match it.
 void check_resume(const RunSpec& spec, const RunOptions& options) {
@@ -195,7 +152,9 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     return [&fold, task, teacher_val](models::Model& model) { return score_validation(model, task, fold, teacher_val); };
   };
 
-  TeacherCache cache = prepare_teacher(spec, dataset, fold_index, dir, options.resume(), std::move(teacher_file));
+  TeacherCache cache = teacher::prepare_teacher(
+      spec.teacher, teacher::TeacherRun().seed(spec.seed).fingerprint(spec.teacher_fingerprint).resume(options.resume()),
+      dataset, fold_index, dir, std::move(teacher_file));
   run.teacher.model = cache.model;
   run.teacher.info = cache.info;
   run.teacher.train = cache.training;
@@ -208,7 +167,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   run.teacher.test_outputs = in_target_units(task, fold, teacher_test);
   run.teacher.size = size_of(*run.teacher.model, dataset.input_shape, cache.file, options.latency_repeats());
 
-  TrainData distill_data = distill_train_data(fold, cache, spec.distill.train);
+  TrainData distill_data = teacher::distill_train_data(fold, cache, spec.distill.train);
   bool live_teacher = !distill_data.teacher.defined();
   int64_t batches = (distill_data.x.size(0) + spec.distill.train.batch_size() - 1) / spec.distill.train.batch_size();
   int64_t distill_steps = spec.distill.train.steps() > 0 ? spec.distill.train.steps() : spec.distill.train.epochs() * batches;
@@ -233,7 +192,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     TrainOptions train = student_train;
     train.steps(distill_steps).target(std::nullopt)
         .checkpoint((fs::path(checkpoints) / "baseline.ckpt").string()).resume(options.resume());
-    losses::Distiller supervised(spec.distill.baseline_losses.empty() ? default_supervised_losses(task)
+    losses::Distiller supervised(spec.distill.baseline_losses.empty() ? supervised_losses(task)
                                                                      : spec.distill.baseline_losses, task);
     Trainer trainer(train, supervised, "baseline" + tag);
     run.baseline.train = trainer.fit(*run.baseline.model, data, make_validate(teacher_val));
@@ -395,80 +354,6 @@ std::string summary_table(Task task, const nlohmann::json& models) {
 }
 
 }  // namespace
-
-TeacherCache prepare_teacher(const RunSpec& spec, const data::Dataset& dataset, size_t fold_index, const std::string& dir,
-                             bool resume, std::optional<io::LoadedModel> preloaded) {
-  const data::DataFold& fold = dataset.folds[fold_index];
-  Task task = dataset.task;
-  std::string tag = dataset.folds.size() == 1 ? "" : fmt::format(" (fold {}/{})", fold_index + 1, dataset.folds.size());
-  TeacherCache cache;
-  auto teacher_start = Clock::now();
-  if (!spec.teacher.path.empty()) {
-    auto loaded = preloaded ? std::move(*preloaded) : io::load_model(spec.teacher.path, spec.teacher.output);
-    auto adapted = adapt_to_fold(loaded, fold, task, spec.teacher.adapt);
-    spdlog::info("teacher{}: {} gets {}", tag, spec.teacher.path, adapted.description);
-    cache.model = adapted.model;
-    cache.input = adapted.evidence;
-    cache.info = loaded.has_info ? loaded.info : info_for(dataset, fold, nullptr, spec.teacher.output);
-    cache.file = spec.teacher.path;
-    check_outputs(*cache.model, dataset, fold.train.x, spec.teacher.path);
-  } else if (spec.teacher.model) {
-    fs::create_directories(fs::path(dir) / "checkpoints");
-    cache.file = (fs::path(dir) / "teacher.kdm").string();
-    std::string fingerprint_file = cache.file + ".fingerprint";
-    bool reuse = fs::exists(cache.file) && fs::exists(fingerprint_file) &&
-                 read_file(fingerprint_file) == spec.teacher_fingerprint;
-    if (reuse) {
-      auto loaded = io::load_model(cache.file);
-      cache.model = loaded.model;
-      cache.info = loaded.info;
-      spdlog::info("teacher{}: reusing {} (same teacher recipe and data)", tag, cache.file);
-    } else {
-      spdlog::info("teacher{}: training {}", tag, models::to_json(*spec.teacher.model).dump());
-      cache.model = models::build_zoo_model(*spec.teacher.model, dataset.input_shape, dataset.outputs, "teacher.model");
-      losses::Distiller supervised(default_supervised_losses(task), task);
-      TrainOptions train = spec.teacher.train;
-      train.checkpoint((fs::path(dir) / "checkpoints" / "teacher.ckpt").string()).resume(resume).seed(spec.seed);
-      Trainer trainer(train, supervised, "teacher" + tag);
-      TrainData data{fold.train.x, fold.train.y, {}, {}};
-      auto validate = [&fold, task](models::Model& model) { return score_validation(model, task, fold, {}); };
-      cache.training = trainer.fit(*cache.model, data, validate);
-      cache.info = info_for(dataset, fold, models::to_json(*spec.teacher.model));
-      io::save_model(cache.file, *cache.model, cache.info);
-      write_file_atomic(fingerprint_file, spec.teacher_fingerprint);
-    }
-  } else {
-    fail("teacher: give path: (a model file) or model: (a zoo spec to train)");
-  }
-  cache.model->set_training(false);
-  cache.teacher_seconds = seconds_since(teacher_start);
-
-  auto cache_start = Clock::now();
-  int64_t rows = inference_batch_size(*cache.model, dataset.input_shape);
-  cache.train = predict(*cache.model, fold.train.x, rows);
-  if (fold.transfer_x.defined()) cache.transfer = predict(*cache.model, fold.transfer_x, rows);
-  cache.val = predict(*cache.model, fold.val.x, rows);
-  cache.test = predict(*cache.model, fold.test.x, rows);
-  cache.cache_seconds = seconds_since(cache_start);
-  if (!spec.teacher.path.empty()) warn_if_near_chance(task, fold, dataset.outputs, cache.val, tag);
-  return cache;
-}
-
-TrainData distill_train_data(const data::DataFold& fold, const TeacherCache& cache, const TrainOptions& train) {
-  TrainData data{fold.train.x, fold.train.y, fold.labeled, cache.train};
-  if (fold.transfer_x.defined()) {
-    auto rows = fold.transfer_x.size(0);
-    data.x = torch::cat({fold.train.x, fold.transfer_x});
-    data.y = torch::cat({fold.train.y, torch::zeros({rows}, fold.train.y.options()).expand(
-                                           fold.train.y.dim() == 1 ? std::vector<int64_t>{rows}
-                                                                   : std::vector<int64_t>{rows, fold.train.y.size(1)})});
-    data.has_label = torch::cat({fold.labeled, torch::zeros({rows}, torch::kBool)});
-    data.teacher = torch::cat({cache.train, cache.transfer});
-  }
-  // Augmented inputs change every epoch: the teacher then runs live on each batch.
-  if (train.augment() != "none") data.teacher = torch::Tensor();
-  return data;
-}
 
 std::string fold_dir(const std::string& out, size_t fold, size_t folds) {
   return folds == 1 ? out : (fs::path(out) / ("fold-" + std::to_string(fold + 1))).string();
@@ -632,4 +517,4 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
   return result;
 }
 
-}  // namespace kd::train
+}  // namespace kd::flow

@@ -1,0 +1,63 @@
+// The teacher stage of the flow: the teacher of one fold (loaded from a file and fed the way it
+// was trained, reused from an earlier run, or trained here) and its outputs on every row it will be
+// asked about, computed once and shared by the distilled student, the baseline's validation and
+// every trial of a search.
+//
+//   TeacherCache cache = prepare_teacher(spec.teacher, TeacherRun{}.seed(0), dataset, 0, "runs/x");
+//   TrainData data = distill_train_data(dataset.folds[0], cache, options);  // rows + cached teacher outputs
+#pragma once
+
+#include <torch/arg.h>
+
+#include <optional>
+#include <string>
+
+#include "kd/data/dataset.h"
+#include "kd/io/model_file.h"
+#include "kd/models/model.h"
+#include "kd/models/zoo.h"
+#include "kd/teacher/teacher_input.h"
+#include "kd/train/trainer.h"
+
+namespace kd::teacher {
+
+struct TeacherSpec {
+  std::string path;                        // a model file (.kdm, .pt, .onnx, model.json); or
+  std::optional<models::ZooSpec> model;    // a zoo spec that kdistill trains
+  std::string output;                      // logits of a multi-output model: index or dict key
+  TeacherInputOptions adapt;               // what a loaded teacher is fed and returns (teacher_input.h)
+  train::TrainOptions train;               // when trained here
+};
+
+// What a call of prepare_teacher belongs to.
+struct TeacherRun {
+  TORCH_ARG(uint64_t, seed) = 0;           // the training seed of a teacher trained here
+  TORCH_ARG(std::string, fingerprint) = "";  // the teacher part of the recipe and the data: a saved teacher is
+                                             // reused when its fingerprint file holds the same text
+  TORCH_ARG(bool, resume) = false;         // resume the teacher's training from its checkpoint
+};
+
+struct TeacherCache {
+  models::ModelPtr model;            // in eval mode
+  io::ModelInfo info;
+  std::string file;                  // the teacher's file (loaded, or where the trained one was saved)
+  std::optional<train::TrainResult> training;  // when trained in this call
+  torch::Tensor train, transfer, val, test;  // outputs per row of the fold's splits (transfer: may be undefined)
+  nlohmann::json input;              // a loaded teacher: how it is fed and why (AdaptedTeacher::evidence)
+  double teacher_seconds = 0.0;      // loading or training
+  double cache_seconds = 0.0;        // computing the outputs
+};
+
+// The teacher of dataset.folds[fold]. A trained teacher is saved as `dir`/teacher.kdm with a
+// fingerprint beside it and reused by any later call with the same run.fingerprint().
+// `loaded`: the file spec.path already loaded (run_distillation loads it while it reads the data);
+// teacher_seconds then counts only what is left.
+TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, const data::Dataset& dataset, size_t fold,
+                             const std::string& dir, std::optional<io::LoadedModel> loaded = std::nullopt);
+
+// The distilled student's rows: every training row (labels where allowed) plus the transfer rows,
+// with the cached teacher outputs (left undefined when augmentation needs a live teacher).
+train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCache& cache,
+                                    const train::TrainOptions& options);
+
+}  // namespace kd::teacher

@@ -1,0 +1,116 @@
+#include "kd/teacher/teacher_cache.h"
+
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+
+#include "kd/losses/distiller.h"
+#include "kd/train/evaluate.h"
+#include "kd/util/error.h"
+#include "kd/util/fs.h"
+#include "kd/util/progress.h"
+
+namespace kd::teacher {
+
+namespace fs = std::filesystem;
+using train::check_outputs;
+using train::info_for;
+using train::inference_batch_size;
+using train::predict;
+using train::score_validation;
+using train::Trainer;
+using train::TrainData;
+using train::TrainOptions;
+
+namespace {
+
+// A loaded teacher near chance on the validation rows was most likely fed other inputs than it was
+// trained on.
+void warn_if_near_chance(Task task, const data::DataFold& fold, int64_t classes, const torch::Tensor& teacher_val,
+                         const std::string& tag) {
+  if (task != Task::classification || !fold.val.y.defined() || fold.val.y.size(0) < 20 || classes < 2) return;
+  double accuracy = teacher_val.argmax(1).eq(fold.val.y).to(torch::kDouble).mean().item<double>();
+  if (accuracy > 1.5 / static_cast<double>(classes)) return;
+  spdlog::warn("teacher{}: {:.1f}% accurate on the validation rows, near chance ({:.1f}%): is it fed inputs the "
+               "way it was trained? (teacher.input: raw | normalized, data.normalize)",
+               tag, 100 * accuracy, 100.0 / static_cast<double>(classes));
+}
+
+}  // namespace
+
+TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, const data::Dataset& dataset,
+                             size_t fold_index, const std::string& dir, std::optional<io::LoadedModel> preloaded) {
+  const data::DataFold& fold = dataset.folds[fold_index];
+  Task task = dataset.task;
+  std::string tag = dataset.folds.size() == 1 ? "" : fmt::format(" (fold {}/{})", fold_index + 1, dataset.folds.size());
+  TeacherCache cache;
+  auto teacher_start = Clock::now();
+  if (!spec.path.empty()) {
+    auto loaded = preloaded ? std::move(*preloaded) : io::load_model(spec.path, spec.output);
+    auto adapted = adapt_to_fold(loaded, fold, task, spec.adapt);
+    spdlog::info("teacher{}: {} gets {}", tag, spec.path, adapted.description);
+    cache.model = adapted.model;
+    cache.input = adapted.evidence;
+    cache.info = loaded.has_info ? loaded.info : info_for(dataset, fold, nullptr, spec.output);
+    cache.file = spec.path;
+    check_outputs(*cache.model, dataset, fold.train.x, spec.path);
+  } else if (spec.model) {
+    fs::create_directories(fs::path(dir) / "checkpoints");
+    cache.file = (fs::path(dir) / "teacher.kdm").string();
+    std::string fingerprint_file = cache.file + ".fingerprint";
+    bool reuse = fs::exists(cache.file) && fs::exists(fingerprint_file) &&
+                 read_file(fingerprint_file) == run.fingerprint();
+    if (reuse) {
+      auto loaded = io::load_model(cache.file);
+      cache.model = loaded.model;
+      cache.info = loaded.info;
+      spdlog::info("teacher{}: reusing {} (same teacher recipe and data)", tag, cache.file);
+    } else {
+      spdlog::info("teacher{}: training {}", tag, models::to_json(*spec.model).dump());
+      cache.model = models::build_zoo_model(*spec.model, dataset.input_shape, dataset.outputs, "teacher.model");
+      losses::Distiller supervised(train::supervised_losses(task), task);
+      TrainOptions train = spec.train;
+      train.checkpoint((fs::path(dir) / "checkpoints" / "teacher.ckpt").string()).resume(run.resume()).seed(run.seed());
+      Trainer trainer(train, supervised, "teacher" + tag);
+      TrainData data{fold.train.x, fold.train.y, {}, {}};
+      auto validate = [&fold, task](models::Model& model) { return score_validation(model, task, fold, {}); };
+      cache.training = trainer.fit(*cache.model, data, validate);
+      cache.info = info_for(dataset, fold, models::to_json(*spec.model));
+      io::save_model(cache.file, *cache.model, cache.info);
+      write_file_atomic(fingerprint_file, run.fingerprint());
+    }
+  } else {
+    fail("teacher: give path: (a model file) or model: (a zoo spec to train)");
+  }
+  cache.model->set_training(false);
+  cache.teacher_seconds = seconds_since(teacher_start);
+
+  auto cache_start = Clock::now();
+  int64_t rows = inference_batch_size(*cache.model, dataset.input_shape);
+  cache.train = predict(*cache.model, fold.train.x, rows);
+  if (fold.transfer_x.defined()) cache.transfer = predict(*cache.model, fold.transfer_x, rows);
+  cache.val = predict(*cache.model, fold.val.x, rows);
+  cache.test = predict(*cache.model, fold.test.x, rows);
+  cache.cache_seconds = seconds_since(cache_start);
+  if (!spec.path.empty()) warn_if_near_chance(task, fold, dataset.outputs, cache.val, tag);
+  return cache;
+}
+
+train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCache& cache,
+                                    const train::TrainOptions& options) {
+  TrainData data{fold.train.x, fold.train.y, fold.labeled, cache.train};
+  if (fold.transfer_x.defined()) {
+    auto rows = fold.transfer_x.size(0);
+    data.x = torch::cat({fold.train.x, fold.transfer_x});
+    data.y = torch::cat({fold.train.y, torch::zeros({rows}, fold.train.y.options()).expand(
+                                           fold.train.y.dim() == 1 ? std::vector<int64_t>{rows}
+                                                                   : std::vector<int64_t>{rows, fold.train.y.size(1)})});
+    data.has_label = torch::cat({fold.labeled, torch::zeros({rows}, torch::kBool)});
+    data.teacher = torch::cat({cache.train, cache.transfer});
+  }
+  // Augmented inputs change every epoch: the teacher then runs live on each batch.
+  if (options.augment() != "none") data.teacher = torch::Tensor();
+  return data;
+}
+
+}  // namespace kd::teacher
