@@ -77,12 +77,8 @@ void register_report_commands(CLI::App& app, GlobalOptions& global) {
       io::LoadedModel teacher;
       if (!eval_flags->teacher.empty()) teacher = io::load_model(eval_flags->teacher);
       auto dataset = data::load_dataset(recipe.data);
-      if (eval_flags->fold > dataset.folds.size()) {
-        fail("--fold: {} is past the data's {} fold{}", eval_flags->fold, dataset.folds.size(),
-             dataset.folds.size() == 1 ? "" : "s");
-      }
       // Each file fed as `run` feeds a teacher file: its own preprocessing, or the better of raw and normalised.
-      const auto& fold = dataset.folds[eval_flags->fold - 1];
+      const auto& fold = train::eval_fold(dataset, eval_flags->fold - 1);
       auto input = teacher::TeacherInputOptions().input(eval_flags->input);
       auto model = teacher::adapt_to_fold(loaded, fold, dataset.task, input);
       spdlog::info("{} gets {}", eval_flags->model, model.description);

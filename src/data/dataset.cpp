@@ -304,9 +304,15 @@ const std::vector<DataReader>& data_readers() {
   return readers;
 }
 
-std::string format_list() {
+std::vector<std::string> format_names() {
   std::vector<std::string> names;
   for (const auto& reader : data_readers()) names.push_back(reader.name);
+  return names;
+}
+
+// "idx, csv, npy, npz or images"
+std::string format_list() {
+  std::vector<std::string> names = format_names();
   std::string last = names.back();
   names.pop_back();
   return join(names, ", ") + " or " + last;
@@ -318,9 +324,7 @@ const DataReader& detect_format(const DataSpec& spec) {
     for (const auto& reader : readers) {
       if (reader.name == spec.format()) return reader;
     }
-    std::vector<std::string> names;
-    for (const auto& reader : readers) names.push_back(reader.name);
-    auto suggestion = nearest(spec.format(), names);
+    auto suggestion = nearest(spec.format(), format_names());
     fail("data.format: {} is not a format, expected {}{}", quote(spec.format()), format_list(),
          suggestion ? " (did you mean " + *suggestion + "?)" : "");
   }

@@ -1,8 +1,5 @@
 #include "kd/flow/run.h"
 
-#include "kd/train/evaluate.h"
-#include "kd/teacher/teacher_cache.h"
-
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -22,6 +19,8 @@
 #include "kd/report/metrics.h"
 #include "kd/report/significance.h"
 #include "kd/report/tensorboard.h"
+#include "kd/teacher/teacher_cache.h"
+#include "kd/train/evaluate.h"
 #include "kd/util/error.h"
 #include "kd/util/shape.h"
 #include "kd/util/fs.h"
@@ -48,7 +47,6 @@ struct Trained {
 };
 
 std::string model_extension(models::Model& model) { return model.kind() == "torchscript" ? ".pt" : ".kdm"; }
-
 
 // What the checkpoints were written for; a resumed run must match it.
 void check_resume(const RunSpec& spec, const RunOptions& options) {
@@ -122,21 +120,7 @@ nlohmann::json validation_verdict(Task task, const data::Dataset& dataset, const
 }
 
 // One line for the summary: what the validation rows say of distillation.
-std::string verdict_line(const nlohmann::json& v) {
-  if (v.is_null()) return "";
-  std::string verdict = v["verdict"];
-  std::string what = verdict == "helped" ? "distillation helped"
-                     : verdict == "hurt" ? "distillation did not help: the baseline student is the better model"
-                                         : "no significant difference between the distilled student and its baseline";
-  if (v["test"] == "mcnemar") {
-    return fmt::format("on {} validation rows: distilled {:.2f}% vs baseline {:.2f}% (McNemar p = {:.3g}): {}\n",
-                       v["rows"].get<int64_t>(), 100 * v["student"].get<double>(), 100 * v["baseline"].get<double>(),
-                       v["p_value"].get<double>(), what);
-  }
-  return fmt::format("on {} validation rows: RMSE difference distilled - baseline {:+.4g} (95% CI {:.4g} to {:.4g}): {}\n",
-                     v["rows"].get<int64_t>(), v["difference"].get<double>(), v["low"].get<double>(),
-                     v["high"].get<double>(), what);
-}
+std::string verdict_line(const nlohmann::json& v) { return v.is_null() ? "" : report::verdict_words(v).sentence() + "\n"; }
 
 FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dataset& dataset, size_t fold_index,
                  std::optional<io::LoadedModel> teacher_file) {

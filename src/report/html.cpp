@@ -4,6 +4,7 @@
 #include <torch/version.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <ctime>
@@ -155,19 +156,12 @@ std::string summary(const nlohmann::json& metrics, bool classification) {
   if (metrics.contains("distill") && metrics["distill"].contains("validation") &&
       !metrics["distill"]["validation"].is_null()) {
     const auto& v = metrics["distill"]["validation"];
-    std::string verdict = v.value("verdict", "");
-    std::string what = verdict == "helped" ? "<b>distillation helped</b>"
-                       : verdict == "hurt" ? "<b>distillation did not help</b>: the baseline student is the better model"
-                                           : "no significant difference between the distilled student and its baseline";
-    if (v.value("test", "") == "mcnemar") {
-      o << fmt::format("<p>On the {} validation rows: distilled {:.2f}% vs. baseline {:.2f}% (McNemar p = {}): {}.</p>\n",
-                       v["rows"].get<int64_t>(), 100 * number(v["student"]), 100 * number(v["baseline"]),
-                       p_text(number(v["p_value"])), what);
-    } else {
-      o << fmt::format("<p>On the {} validation rows: RMSE difference distilled − baseline {:+.4g} (95% CI {:.4g} to "
-                       "{:.4g}): {}.</p>\n", v["rows"].get<int64_t>(), number(v["difference"]), number(v["low"]),
-                       number(v["high"]), what);
-    }
+    VerdictWords words = verdict_words(v);
+    std::string evidence = words.evidence;
+    if (!evidence.empty()) evidence[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(evidence[0])));
+    bool decided = v.value("verdict", "") != "no significant difference";
+    o << "<p>" << h(evidence) << ": " << (decided ? "<b>" + h(words.conclusion) + "</b>" : h(words.conclusion))
+      << (words.detail.empty() ? "" : ": " + h(words.detail)) << ".</p>\n";
   }
   return o.str();
 }
@@ -576,6 +570,24 @@ nlohmann::json environment_info() {
           {"cpu", cpu},
           {"cores", std::thread::hardware_concurrency()},
           {"created", when}};
+}
+
+VerdictWords verdict_words(const nlohmann::json& v) {
+  VerdictWords words;
+  std::string verdict = v.value("verdict", "");
+  words.conclusion = verdict == "helped" ? "distillation helped"
+                     : verdict == "hurt" ? "distillation did not help"
+                                         : "no significant difference between the distilled student and its baseline";
+  if (verdict == "hurt") words.detail = "the baseline student is the better model";
+  if (v.value("test", "") == "mcnemar") {
+    words.evidence = fmt::format("on {} validation rows: distilled {:.2f}% vs baseline {:.2f}% (McNemar p = {:.3g})",
+                                 v["rows"].get<int64_t>(), 100 * number(v["student"]), 100 * number(v["baseline"]),
+                                 number(v["p_value"]));
+  } else {
+    words.evidence = fmt::format("on {} validation rows: RMSE difference distilled - baseline {:+.4g} (95% CI {:.4g} to {:.4g})",
+                                 v["rows"].get<int64_t>(), number(v["difference"]), number(v["low"]), number(v["high"]));
+  }
+  return words;
 }
 
 std::string render_html(const ReportInputs& inputs) {

@@ -110,12 +110,16 @@ nlohmann::json size_of(models::Model& model, const std::vector<int64_t>& input_s
   return size;
 }
 
-nlohmann::json evaluate_model(models::Model& model, const data::Dataset& dataset, size_t fold_index,
-                              models::Model* teacher, const EvalOptions& options) {
+const data::DataFold& eval_fold(const data::Dataset& dataset, size_t fold_index) {
   if (fold_index >= dataset.folds.size()) {
     fail("--fold: {} is past the data's {} fold{}", fold_index + 1, dataset.folds.size(), dataset.folds.size() == 1 ? "" : "s");
   }
-  const auto& fold = dataset.folds[fold_index];
+  return dataset.folds[fold_index];
+}
+
+nlohmann::json evaluate_model(models::Model& model, const data::Dataset& dataset, size_t fold_index,
+                              models::Model* teacher, const EvalOptions& options) {
+  const auto& fold = eval_fold(dataset, fold_index);
   Task task = dataset.task;
   auto run = [&](models::Model& m, const std::string& what) {
     torch::Tensor out;

@@ -55,6 +55,9 @@ struct EvalOptions {
   TORCH_ARG(int64_t, latency_repeats) = 20;
 };
 
+// dataset.folds[fold_index] (0-based), or kd::Error naming --fold when the data has fewer folds.
+const data::DataFold& eval_fold(const data::Dataset& dataset, size_t fold_index);
+
 // The metrics.json entry of one model (size, test metrics, per-class scores, confusion, reliability or
 // residuals) on the test rows of dataset.folds[fold]; with a teacher, also agreement and KL (or MSE) to it.
 nlohmann::json evaluate_model(models::Model& model, const data::Dataset& dataset, size_t fold, models::Model* teacher,
