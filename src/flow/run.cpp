@@ -67,6 +67,7 @@ void check_resume(const RunSpec& spec, const RunOptions& options) {
 struct FoldRun {
   Trained teacher, baseline, student;
   double teacher_seconds = 0, cache_seconds = 0;
+  teacher::Teaching teaching;
   int64_t copied_from_teacher = 0;
   nlohmann::json teacher_input;  // how a loaded teacher is fed (AdaptedTeacher::evidence)
   std::vector<std::string> exported;
@@ -122,6 +123,20 @@ nlohmann::json validation_verdict(Task task, const data::Dataset& dataset, const
 // One line for the summary: what the validation rows say of distillation.
 std::string verdict_line(const nlohmann::json& v) { return v.is_null() ? "" : report::verdict_words(v).sentence() + "\n"; }
 
+}  // namespace
+
+int64_t bank_views(const DistillSpec& distill) {
+  const auto& augment = distill.train.augment();
+  if (augment.mixes()) {
+    if (distill.views > 0) fail("distill.views: a bank of {} views cannot hold mixup or cutmix mixtures; use views: online", distill.views);
+    return 0;
+  }
+  if (distill.views >= 0) return distill.views;
+  return std::min<int64_t>(8, std::max<int64_t>(1, distill.train.epochs()));
+}
+
+namespace {
+
 FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dataset& dataset, size_t fold_index,
                  std::optional<io::LoadedModel> teacher_file) {
   const data::DataFold& fold = dataset.folds[fold_index];
@@ -151,13 +166,13 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   run.teacher.test_outputs = in_target_units(task, fold, teacher_test);
   run.teacher.size = size_of(*run.teacher.model, dataset.input_shape, cache.file, options.latency_repeats());
 
-  TrainData distill_data = teacher::distill_train_data(fold, cache, spec.distill.train);
+  TrainOptions student_train = spec.distill.train;
+  student_train.seed(spec.seed);
+  TrainData distill_data = teacher::distill_train_data(fold, cache, student_train, bank_views(spec.distill), run.teaching);
   bool live_teacher = !distill_data.teacher.defined();
   int64_t batches = (distill_data.x.size(0) + spec.distill.train.batch_size() - 1) / spec.distill.train.batch_size();
   int64_t distill_steps = spec.distill.train.steps() > 0 ? spec.distill.train.steps() : spec.distill.train.epochs() * batches;
 
-  TrainOptions student_train = spec.distill.train;
-  student_train.seed(spec.seed);
   if (!spec.distill.target.empty()) {
     auto target = Target::parse(spec.distill.target, "distill.target");
     student_train.target(target);
@@ -386,6 +401,7 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
   losses::Distiller check_losses(spec.distill.losses, spec.task);
   if (!spec.distill.target.empty()) Target::parse(spec.distill.target, "distill.target");
   validate(spec.distill.train, "distill");
+  bank_views(spec.distill);
   if (spec.teacher.model) validate(spec.teacher.train, "teacher.train");
 
   fs::create_directories(options.out());
@@ -402,6 +418,8 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
   data::Dataset dataset = data::load_dataset(spec.data);
   double data_seconds = seconds_since(data_start);
   spdlog::info("{}", trim(dataset.summary()));
+  data::validate(spec.distill.train.augment(), dataset.input_shape, "distill.augment");
+  if (spec.teacher.model) data::validate(spec.teacher.train.augment(), dataset.input_shape, "teacher.train.augment");
 
   std::vector<FoldRun> runs;
   for (size_t f = 0; f < dataset.folds.size(); ++f) {
@@ -441,6 +459,8 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
   distill["target"] = spec.distill.target;
   distill["target_reached"] = runs[0].student.train->target_reached;
   distill["student_init"] = spec.student.init;
+  distill["augment"] = spec.distill.train.augment().describe();
+  distill["teaching"] = runs[0].teaching.to_json();
   distill["validation"] = validation_verdict(spec.task, dataset, runs, spec.seed);
   if (distill["validation"].is_object() && distill["validation"]["verdict"] == "hurt") {
     spdlog::warn("{}", trim(verdict_line(distill["validation"])));
@@ -457,6 +477,7 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
   timing["data_seconds"] = data_seconds;
   timing["teacher_seconds"] = runs[0].teacher_seconds;
   timing["teacher_cache_seconds"] = runs[0].cache_seconds;
+  timing["teacher_bank_seconds"] = runs[0].teaching.seconds;
   std::vector<double> epoch_seconds;
   for (const auto& r : runs[0].student.train->history) epoch_seconds.push_back(r.seconds);
   timing["distill_epoch_seconds"] = epoch_seconds;

@@ -144,6 +144,46 @@ train::OptimizerOptions parse_optimizer(YamlSection& parent, train::OptimizerOpt
   return options;
 }
 
+// `augment: shift+flip` (words, each at its default strength) or `augment: {shift: 3, flip: true,
+// cutout: 8, noise: 0.1, feature_dropout: 0.1, mixup: 0.2, cutmix: 1.0}`. The older key
+// `shift_pixels` sets the shift of the word form.
+data::AugmentOptions parse_augment(YamlSection& parent, data::AugmentOptions options) {
+  int64_t shift_pixels = parent.get<int64_t>("shift_pixels", 2);
+  YAML::Node node = parent.node("augment");
+  if (!node || node.IsNull()) return options;
+  std::string field = parent.where("augment");
+  if (node.IsScalar()) {
+    options = data::AugmentOptions();
+    const std::vector<std::string> words = {"none", "shift", "flip", "cutout", "noise", "mixup", "cutmix"};
+    for (const auto& word : split(node.Scalar(), '+')) {
+      std::string w = trim(word);
+      if (w == "shift") options.shift(shift_pixels);
+      else if (w == "flip") options.flip(true);
+      else if (w == "cutout") options.cutout(8);
+      else if (w == "noise") options.noise(0.1);
+      else if (w == "mixup") options.mixup(0.2);
+      else if (w == "cutmix") options.cutmix(1.0);
+      else if (w != "none") fail("{}: {} is not one of {} (joined with +), or a map of them", field, quote(w), join(words, ", "));
+    }
+    return options;
+  }
+  YamlSection section(node, parent.file(), parent.path() + ".augment");
+  options.shift(section.get<int64_t>("shift", options.shift()));
+  options.flip(section.get<bool>("flip", options.flip()));
+  options.cutout(section.get<int64_t>("cutout", options.cutout()));
+  options.noise(section.get<double>("noise", options.noise()));
+  options.feature_dropout(section.get<double>("feature_dropout", options.feature_dropout()));
+  options.mixup(section.get<double>("mixup", options.mixup()));
+  options.cutmix(section.get<double>("cutmix", options.cutmix()));
+  section.finish();
+  try {
+    data::validate(options, {}, parent.path() + ".augment");
+  } catch (const Error&) {
+    rethrow_with_context(section.file());
+  }
+  return options;
+}
+
 train::ScheduleOptions parse_schedule(YamlSection& parent, train::ScheduleOptions options) {
   YAML::Node node = parent.node("schedule");
   if (!node || node.IsNull()) return options;
@@ -192,8 +232,7 @@ train::TrainOptions parse_train_options(YamlSection& section, train::TrainOption
   options.schedule(parse_schedule(section, options.schedule()));
   options.grad_clip(section.get<double>("grad_clip", options.grad_clip()));
   options.precision(section.get<std::string>("precision", options.precision()));
-  options.augment(section.get<std::string>("augment", options.augment()));
-  options.shift_pixels(section.get<int64_t>("shift_pixels", options.shift_pixels()));
+  options.augment(parse_augment(section, options.augment()));
   options.patience(section.get<int64_t>("patience", options.patience()));
   return options;
 }
@@ -310,6 +349,13 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
   run.distill.baseline = distill.get<bool>("baseline", true);
   run.distill.target = distill.get<std::string>("target", "");
   run.distill.train = parse_train_options(distill, train::TrainOptions());
+  YAML::Node views = distill.node("views");
+  if (views && views.IsScalar() && views.Scalar() == "online") run.distill.views = 0;
+  else if (views && views.IsScalar() && views.Scalar() == "auto") run.distill.views = -1;
+  else if (views && !views.IsNull()) {
+    run.distill.views = distill.get<int64_t>("views", -1);
+    if (run.distill.views < 1) fail("{}: {} is not a positive number of views, online or auto", distill.where("views"), run.distill.views);
+  }
   distill.finish();
 
   YAML::Node exports = root.node("export");

@@ -328,7 +328,10 @@ TrialRecord run_trial(Search& search, TrialRecord t) {
           return "";
         });
       }
-      auto data = teacher::distill_train_data(search.dataset.folds[f], search.caches[f], train);
+      // With augmentation, trials run the teacher live (views: online): a bank per trial would cost
+      // more teacher passes than the trial's epochs.
+      teacher::Teaching teaching;
+      auto data = teacher::distill_train_data(search.dataset.folds[f], search.caches[f], train, 0, teaching);
       QuietLog quiet;
       auto result = trainer.fit(*model, data, [&](models::Model& m) { return search.validate(m, f); },
                                 data.teacher.defined() ? nullptr : search.caches[f].model.get());
@@ -437,7 +440,8 @@ double probe_seconds_per_step(Search& search, int64_t steps) {
   train::TrainOptions train = spec.distill.train;
   train.steps(steps).checkpoint("").resume(false).seed(spec.seed);
   train::Trainer trainer(train, distiller, "timing");
-  auto data = teacher::distill_train_data(search.dataset.folds[0], search.caches[0], train);
+  teacher::Teaching teaching;
+  auto data = teacher::distill_train_data(search.dataset.folds[0], search.caches[0], train, 0, teaching);
   QuietLog quiet;
   auto result = trainer.fit(*model, data, [&](models::Model& m) { return search.validate(m, 0); },
                             data.teacher.defined() ? nullptr : search.caches[0].model.get());

@@ -96,8 +96,42 @@ TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, con
   return cache;
 }
 
+nlohmann::json Teaching::to_json() const {
+  nlohmann::json j = {{"mode", mode}, {"bytes", bytes}};
+  if (mode == "bank") j.update({{"views", views}, {"seconds", seconds}, {"dtype", "float16"}, {"float16_max_error", float16_error}});
+  return j;
+}
+
+torch::Tensor soft_label_bank(models::Model& teacher, const torch::Tensor& x, const data::Augmenter& augmenter,
+                              int64_t views, int64_t batch_size, double& max_error) {
+  torch::NoGradGuard no_grad;
+  teacher.set_training(false);
+  torch::Tensor bank;
+  max_error = 0.0;
+  int64_t rows = x.size(0);
+  Progress progress("teacher bank", views * rows, "rows");
+  for (int64_t v = 0; v < views; ++v) {
+    for (int64_t start = 0; start < rows; start += batch_size) {
+      int64_t end = std::min(rows, start + batch_size);
+      auto view = augmenter.view(x.slice(0, start, end), torch::arange(start, end, torch::kLong), v);
+      auto out = teacher.forward(view).to(torch::kFloat);
+      if (!bank.defined()) {
+        std::vector<int64_t> shape = {rows, views};
+        for (int64_t d = 1; d < out.dim(); ++d) shape.push_back(out.size(d));
+        bank = torch::empty(shape, torch::kHalf);
+      }
+      auto stored = out.to(torch::kHalf);
+      max_error = std::max(max_error, (stored.to(torch::kFloat) - out).abs().max().item<double>());
+      bank.slice(0, start, end).select(1, v).copy_(stored);
+      progress.update(v * rows + end);
+    }
+  }
+  progress.clear();
+  return bank;
+}
+
 train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCache& cache,
-                                    const train::TrainOptions& options) {
+                                    const train::TrainOptions& options, int64_t views, Teaching& teaching) {
   TrainData data{fold.train.x, fold.train.y, fold.labeled, cache.train};
   if (fold.transfer_x.defined()) {
     auto rows = fold.transfer_x.size(0);
@@ -108,8 +142,26 @@ train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCac
     data.has_label = torch::cat({fold.labeled, torch::zeros({rows}, torch::kBool)});
     data.teacher = torch::cat({cache.train, cache.transfer});
   }
-  // Augmented inputs change every epoch: the teacher then runs live on each batch.
-  if (options.augment() != "none") data.teacher = torch::Tensor();
+  const auto& augment = options.augment();
+  teaching = Teaching();
+  if (augment.mixes() || (augment.per_row() && views == 0)) {
+    // Mixtures (and views: online) are new every step: the teacher runs live on each batch.
+    teaching.mode = "online";
+    data.teacher = torch::Tensor();
+  } else if (augment.per_row()) {
+    auto start = Clock::now();
+    auto augmenter = train::augmenter_for(options, data);
+    std::vector<int64_t> shape(data.x.sizes().begin() + 1, data.x.sizes().end());
+    data.teacher = soft_label_bank(*cache.model, data.x, augmenter, views, inference_batch_size(*cache.model, shape),
+                                   teaching.float16_error);
+    data.views = views;
+    teaching.mode = "bank";
+    teaching.views = views;
+    teaching.seconds = seconds_since(start);
+    spdlog::info("teacher bank: {} views of {} rows, {:.1f} MB float16, {:.1f}s", views, data.x.size(0),
+                 static_cast<double>(data.teacher.nbytes()) / 1e6, teaching.seconds);
+  }
+  if (data.teacher.defined()) teaching.bytes = static_cast<int64_t>(data.teacher.nbytes());
   return data;
 }
 

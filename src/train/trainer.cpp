@@ -144,6 +144,23 @@ void simulate_kill_if_asked(const std::string& name, int64_t epoch) {
   if (std::string(request) == name + ":" + std::to_string(epoch)) std::_Exit(137);
 }
 
+// The loss of a mixed batch: lambda * loss(labels) + (1 - lambda) * loss(partners' labels). Terms
+// that read only the teacher come out unchanged; ce gives mixup's objective; mse the same gradient
+// as mse to the mixed targets.
+losses::LossValues mixed_loss(const losses::Distiller& distiller, const losses::LossInputs& inputs,
+                              const data::Augmenter::Mixed& mixed) {
+  auto own = distiller.compute(inputs);
+  if (!distiller.needs_labels()) return own;
+  losses::LossInputs partner = inputs;
+  partner.labels = inputs.labels.index_select(0, mixed.partner);
+  if (inputs.has_label.defined()) partner.has_label = inputs.has_label.index_select(0, mixed.partner);
+  auto other = distiller.compute(partner);
+  losses::LossValues out;
+  out.total = own.total * mixed.lambda + other.total * (1.0 - mixed.lambda);
+  for (size_t t = 0; t < own.terms.size(); ++t) out.terms.push_back(own.terms[t] * mixed.lambda + other.terms[t] * (1.0 - mixed.lambda));
+  return out;
+}
+
 }  // namespace
 
 void validate(const TrainOptions& options, const std::string& field) {
@@ -153,10 +170,7 @@ void validate(const TrainOptions& options, const std::string& field) {
   if (options.precision() != "fp32" && options.precision() != "bf16") {
     fail("{}.precision: {} is not fp32 or bf16", field, quote(options.precision()));
   }
-  const std::vector<std::string> augments = {"none", "shift", "flip", "shift+flip"};
-  if (std::find(augments.begin(), augments.end(), options.augment()) == augments.end()) {
-    fail("{}.augment: {} is not one of {}", field, quote(options.augment()), join(augments, ", "));
-  }
+  data::validate(options.augment(), {}, field + ".augment");
   if (options.patience() < 0) fail("{}.patience: {} is negative", field, options.patience());
   train::validate(options.optimizer(), field + ".optimizer");
   train::validate(options.schedule(), field + ".schedule");
@@ -187,26 +201,8 @@ int64_t inference_batch_size(models::Model& model, const std::vector<int64_t>& i
   return dense ? 1024 : 256;
 }
 
-torch::Tensor augment_images(const torch::Tensor& images, const std::string& augment, int64_t shift_pixels,
-                             torch::Generator& generator) {
-  if (augment == "none") return images;
-  if (images.dim() != 4) fail("augment: {} needs images [N, C, H, W], found {} dims", augment, images.dim());
-  auto out = images;
-  int64_t n = images.size(0);
-  if (augment.find("flip") != std::string::npos) {
-    auto flip = torch::rand({n}, generator) < 0.5;
-    out = torch::where(flip.view({n, 1, 1, 1}), out.flip({3}), out);
-  }
-  if (augment.find("shift") != std::string::npos && shift_pixels > 0) {
-    int64_t s = shift_pixels, h = images.size(2), w = images.size(3);
-    auto padded = torch::constant_pad_nd(out, {s, s, s, s}, 0.0);
-    auto offsets = torch::randint(0, 2 * s + 1, {n, 2}, generator, torch::kLong);
-    auto shifted = torch::empty_like(out);
-    auto o = offsets.accessor<int64_t, 2>();
-    for (int64_t i = 0; i < n; ++i) shifted[i].copy_(padded[i].narrow(1, o[i][0], h).narrow(2, o[i][1], w));
-    out = shifted;
-  }
-  return out;
+data::Augmenter augmenter_for(const TrainOptions& options, const TrainData& data) {
+  return data::Augmenter(options.augment(), data.x, options.seed());
 }
 
 Trainer::Trainer(TrainOptions options, const losses::Distiller& distiller, std::string name)
@@ -223,6 +219,17 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
   if (distiller_.needs_teacher() && !cached_teacher && live_teacher == nullptr) {
     fail("{}: the loss terms need a teacher, but there is none", name_);
   }
+  const data::AugmentOptions& augment = options_.augment();
+  data::validate(augment, std::vector<int64_t>(data.x.sizes().begin() + 1, data.x.sizes().end()), name_ + ".augment");
+  bool bank = data.views > 0;
+  KD_CHECK(!bank || (cached_teacher && data.teacher.dim() == 3 && data.teacher.size(1) == data.views),
+           "{}: a bank of {} views needs teacher outputs [N, {}, outputs]", name_, data.views, data.views);
+  // Outputs of the rows as they are cannot teach their augmented views; a bank cannot hold mixtures.
+  if (cached_teacher && !bank && augment.per_row()) {
+    fail("{}: per-row augmentation with teacher outputs of unaugmented rows: give a bank of views or a live teacher", name_);
+  }
+  if (cached_teacher && augment.mixes()) fail("{}: mixup or cutmix needs a live teacher, not cached outputs", name_);
+  data::Augmenter augmenter = augmenter_for(options_, data);
   data::Batcher batcher(columns, data::BatcherOptions().batch_size(options_.batch_size()).seed(options_.seed()));
   int64_t batches = batcher.batches();
   int64_t total_steps = options_.steps() > 0 ? options_.steps() : options_.epochs() * batches;
@@ -244,7 +251,6 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
   bool done = !state.result.stop_reason.empty();
   // A checkpoint written after the last epoch finished: nothing left but restoring the best state.
   if (state.epoch >= epochs) done = true;
-  auto augment_generator = at::make_generator<at::CPUGeneratorImpl>(options_.seed() + 17);
   bool bf16 = options_.precision() == "bf16";
   Progress progress(name_, total_steps, "steps");
 
@@ -252,14 +258,18 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
     auto start = Clock::now();
     model.set_training(true);
     if (live_teacher) live_teacher->set_training(false);
-    augment_generator.set_current_seed(options_.seed() * 7919 + static_cast<uint64_t>(epoch));
+    // Epoch e trains on view e of each row; with a bank of V views, on view e mod V and its outputs.
+    int64_t view = bank ? epoch % data.views : epoch;
     double loss_sum = 0.0;
     std::vector<double> term_sums(distiller_.term_names().size(), 0.0);
     int64_t steps_this_epoch = 0;
     for (int64_t b = 0; b < batches && state.step < total_steps; ++b, ++state.step, ++steps_this_epoch) {
       auto batch = batcher.batch(epoch, b);
       losses::LossInputs inputs;
-      torch::Tensor x = augment_images(batch[0], options_.augment(), options_.shift_pixels(), augment_generator);
+      torch::Tensor x = batch[0];
+      if (augment.per_row()) x = augmenter.view(x, batcher.batch_rows(epoch, b), view);
+      auto mixed = augmenter.mix(x, epoch, b);
+      x = mixed.x;
       inputs.labels = batch[1];
       size_t next = 2;
       if (masked) inputs.has_label = batch[next++];
@@ -267,6 +277,7 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
         AutocastScope autocast(bf16);
         if (cached_teacher) {
           inputs.teacher = batch[next++];
+          if (bank) inputs.teacher = inputs.teacher.select(1, view).to(torch::kFloat);
         } else if (live_teacher && distiller_.needs_teacher()) {
           torch::NoGradGuard no_grad;
           inputs.teacher = live_teacher->forward(x).to(torch::kFloat);
@@ -278,7 +289,7 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
       // Gradients set to none rather than zeroed: backward then hands each parameter its fresh
       // gradient tensor instead of adding it into a zeroed one (two passes fewer per parameter).
       for (auto& parameter : optimizer_parameters) parameter.mutable_grad().reset();
-      auto values = distiller_.compute(inputs);
+      auto values = mixed.lambda < 1.0 ? mixed_loss(distiller_, inputs, mixed) : distiller_.compute(inputs);
       values.total.backward();
       if (options_.grad_clip() > 0) torch::nn::utils::clip_grad_norm_(model.parameters(), options_.grad_clip());
       optimizer->step();

@@ -147,6 +147,37 @@ TEST_F(Run, BadRecipes) {
   EXPECT_FALSE(std::filesystem::exists(dir_ / "out/metrics.json"));
 }
 
+// Augmented rows are taught by a soft-label bank of views, or by the live teacher when batches mix.
+TEST_F(Run, AugmentationTeachesFromABankOrALiveTeacher) {
+  auto banked = run_kdistill("run " + recipe(digits_recipe("  augment: {noise: 0.1, feature_dropout: 0.05}\n  views: 3\n")) +
+                             " --out " + out());
+  ASSERT_EQ(banked.status, 0) << banked.output;
+  auto m = metrics();
+  EXPECT_EQ(m["distill"]["augment"], "noise 0.1, feature_dropout 0.05");
+  const auto& teaching = m["distill"]["teaching"];
+  EXPECT_EQ(teaching["mode"], "bank") << teaching.dump();
+  EXPECT_EQ(teaching["views"], 3);
+  int64_t rows = m["data"]["train"].get<int64_t>();
+  EXPECT_EQ(teaching["bytes"], rows * 3 * 10 * 2);  // float16 outputs of 10 classes
+  EXPECT_LT(teaching["float16_max_error"].get<double>(), 0.05);
+  EXPECT_GT(m["models"]["student"]["test"]["accuracy"].get<double>(), 0.6);
+  EXPECT_NE(banked.output.find("teacher bank: 3 views of"), std::string::npos) << banked.output;
+
+  auto mixed = run_kdistill("run " + recipe(digits_recipe("  augment: mixup\n")) + " --out " + out());
+  ASSERT_EQ(mixed.status, 0) << mixed.output;
+  EXPECT_EQ(metrics()["distill"]["teaching"]["mode"], "online");
+  EXPECT_EQ(metrics()["distill"]["augment"], "mixup 0.2");
+
+  expect_refused(run_kdistill("run " + recipe(digits_recipe("  augment: shift\n")) + " --out " + out()),
+                 "distill.augment.shift: needs images [C, H, W]; the rows here are [64]");
+  expect_refused(run_kdistill("run " + recipe(digits_recipe("  augment: shift+twist\n")) + " --out " + out()),
+                 "distill.augment: \"twist\" is not one of none, shift, flip, cutout, noise, mixup, cutmix");
+  expect_refused(run_kdistill("run " + recipe(digits_recipe("  augment: mixup\n  views: 4\n")) + " --out " + out()),
+                 "distill.views: a bank of 4 views cannot hold mixup or cutmix mixtures; use views: online");
+  expect_refused(run_kdistill("run " + recipe(digits_recipe("  views: 0\n")) + " --out " + out()),
+                 "distill.views");
+}
+
 // The run says plainly whether distillation helped, from the validation rows and a paired test.
 // A teacher that knows the task (trained on every label) helps a student that sees 60 labels; a
 // random, untrained teacher as the only target hurts it.

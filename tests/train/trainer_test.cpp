@@ -101,7 +101,7 @@ TEST(Trainer, SameSeedSameWeightsOtherSeedOtherWeights) {
   losses::Distiller ce({losses::LossTermOptions("ce")}, Task::classification);
   auto fit = [&](uint64_t seed) {
     auto model = small_net();
-    Trainer(quick(2).seed(seed).augment("shift+flip"), ce, "student").fit(*model, rows(train.x, train.y), validate_on(val));
+    Trainer(quick(2).seed(seed).augment(data::AugmentOptions().shift(2).flip(true)), ce, "student").fit(*model, rows(train.x, train.y), validate_on(val));
     return model->state();
   };
   auto a = fit(5), b = fit(5), c = fit(6);
@@ -133,7 +133,7 @@ TEST(Trainer, LiveTeacherSeesTheSameAugmentedBatchAsTheStudent) {
   auto train = quadrant_images(128, 1), val = quadrant_images(64, 2);
   losses::Distiller kd({losses::LossTermOptions("kl").temperature(2)}, Task::classification);
   Recording teacher(small_net()), student(small_net());
-  auto options = quick(2).augment("shift+flip").shift_pixels(2);
+  auto options = quick(2).augment(data::AugmentOptions().shift(2).flip(true));
   auto result = Trainer(options, kd, "student").fit(student, rows(train.x, train.y), validate_on(val), &teacher);
   ASSERT_EQ(result.steps, 8);
   // The teacher runs once per step, on the augmented batch the student gets in the same step.
@@ -148,6 +148,54 @@ TEST(Trainer, LiveTeacherSeesTheSameAugmentedBatchAsTheStudent) {
   // The augmented batches are not the raw ones: the first batch's sum differs from every raw batch of 32.
   data::Batcher raw({train.x}, data::BatcherOptions().batch_size(32).seed(5));
   EXPECT_NE(raw.batch(0, 0)[0].sum().item<double>(), teacher.input_sums[0]);
+}
+
+TEST(Trainer, WithABankEpochETrainsOnViewEModVOfEachRow) {
+  auto train = quadrant_images(96, 1), val = quadrant_images(32, 2);
+  losses::Distiller kd({losses::LossTermOptions("kl").temperature(2)}, Task::classification);
+  auto options = quick(5).augment(data::AugmentOptions().shift(2).flip(true));
+  TrainData data = rows(train.x, train.y);
+  auto augmenter = augmenter_for(options, data);
+  // A bank of 2 views; its outputs only need the right shape here.
+  data.teacher = torch::zeros({96, 2, 4}, torch::kHalf);
+  data.views = 2;
+  Recording student(small_net());
+  Trainer(options, kd, "student").fit(student, data, validate_on(val));
+  data::Batcher batcher({train.x}, data::BatcherOptions().batch_size(32).seed(5));
+  size_t call = 0;
+  for (int64_t epoch = 0; epoch < 5; ++epoch) {
+    for (int64_t b = 0; b < 3; ++b, ++call) {
+      auto batch_rows = batcher.batch_rows(epoch, b);
+      auto expected = augmenter.view(train.x.index_select(0, batch_rows), batch_rows, epoch % 2);
+      ASSERT_LT(call, student.input_sums.size());
+      EXPECT_NEAR(student.input_sums[call], expected.sum().item<double>(), 1e-3) << "epoch " << epoch << " batch " << b;
+    }
+    ++call;  // the epoch's validation pass
+  }
+}
+
+TEST(Trainer, OutputsOfUnaugmentedRowsCannotTeachAugmentedOnes) {
+  auto train = quadrant_images(64, 1);
+  losses::Distiller kd({losses::LossTermOptions("kl")}, Task::classification);
+  auto model = small_net();
+  auto cache = torch::zeros({64, 4});
+  KD_EXPECT_ERROR(Trainer(quick(1).augment(data::AugmentOptions().shift(1)), kd, "student")
+                      .fit(*model, rows(train.x, train.y, cache), validate_on(train)),
+                  "per-row augmentation with teacher outputs of unaugmented rows");
+}
+
+TEST(Trainer, MixupTrainsOnMixedBatchesWithBothLabels) {
+  auto train = quadrant_images(512, 1), val = quadrant_images(256, 2);
+  losses::Distiller ce({losses::LossTermOptions("ce")}, Task::classification);
+  Recording model(small_net());
+  auto result = Trainer(quick(4).augment(data::AugmentOptions().mixup(0.4)), ce, "student")
+                    .fit(model, rows(train.x, train.y), validate_on(val));
+  // The first step's input is the mixture the augmenter draws for (epoch 0, batch 0).
+  data::Batcher batcher({train.x}, data::BatcherOptions().batch_size(32).seed(5));
+  auto mixed = augmenter_for(quick(4).augment(data::AugmentOptions().mixup(0.4)), rows(train.x, train.y))
+                   .mix(batcher.batch(0, 0)[0], 0, 0);
+  EXPECT_NEAR(model.input_sums[0], mixed.x.sum().item<double>(), 1e-3);
+  EXPECT_GT(result.history[result.best_epoch - 1].val.at("accuracy"), 0.9);
 }
 
 TEST(Trainer, CachedTeacherOutputsMeanTheTeacherNeverRuns) {
@@ -190,51 +238,6 @@ TEST(Trainer, TeacherTermsWithoutATeacherAreAnError) {
   auto model = small_net();
   KD_EXPECT_ERROR(Trainer(quick(1), kd, "student").fit(*model, rows(train.x, train.y), validate_on(train)),
                   "student: the loss terms need a teacher, but there is none");
-}
-
-TEST(AugmentImages, ShiftMovesEachImageWithinTheRangeAndFillsWithZeros) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
-  auto images = torch::rand({40, 2, 6, 7}, gen) + 0.5;  // all > 0, so the zero fill is visible
-  auto shifted = augment_images(images, "shift", 2, gen);
-  ASSERT_EQ(shifted.sizes(), images.sizes());
-  auto padded = torch::constant_pad_nd(images, {2, 2, 2, 2}, 0.0);
-  int moved = 0;
-  for (int64_t i = 0; i < images.size(0); ++i) {
-    bool found = false;
-    for (int64_t dy = 0; dy <= 4 && !found; ++dy) {
-      for (int64_t dx = 0; dx <= 4 && !found; ++dx) {
-        if (torch::equal(shifted[i], padded[i].narrow(1, dy, 6).narrow(2, dx, 7))) {
-          found = true;
-          moved += (dy != 2 || dx != 2);
-        }
-      }
-    }
-    EXPECT_TRUE(found) << "image " << i << " is not a shift of at most 2 pixels";
-  }
-  EXPECT_GT(moved, 30);  // 24 of 25 offsets move the image
-  // The same generator state gives the same shifts.
-  auto g1 = at::make_generator<at::CPUGeneratorImpl>(9), g2 = at::make_generator<at::CPUGeneratorImpl>(9);
-  EXPECT_TRUE(torch::equal(augment_images(images, "shift", 2, g1), augment_images(images, "shift", 2, g2)));
-}
-
-TEST(AugmentImages, FlipMirrorsAboutHalfOfTheImages) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
-  auto images = torch::rand({64, 1, 5, 5}, gen);
-  auto out = augment_images(images, "flip", 0, gen);
-  int flipped = 0;
-  for (int64_t i = 0; i < images.size(0); ++i) {
-    bool same = torch::equal(out[i], images[i]), mirrored = torch::equal(out[i], images[i].flip({2}));
-    EXPECT_TRUE(same || mirrored) << "image " << i;
-    flipped += mirrored;
-  }
-  EXPECT_GT(flipped, 16);
-  EXPECT_LT(flipped, 48);
-  EXPECT_TRUE(torch::equal(augment_images(images, "none", 2, gen), images));
-}
-
-TEST(AugmentImages, FlatInputIsAnError) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(4);
-  KD_EXPECT_ERROR(augment_images(torch::rand({4, 64}), "shift", 2, gen), "augment: shift needs images [N, C, H, W], found 2 dims");
 }
 
 }  // namespace

@@ -36,7 +36,13 @@ struct DistillSpec {
   bool baseline = true;
   TrainOptions train;
   std::string target;                                    // target expression, "" = none
+  int64_t views = -1;  // augmented views in the teacher's soft-label bank; 0 = online (a live teacher);
+                       // -1 = auto: online with mixup/cutmix, else min(epochs, 8)
 };
+
+// The bank's views for `distill` (resolving auto); kd::Error naming distill.views when a bank is asked
+// to hold mixup or cutmix mixtures.
+int64_t bank_views(const DistillSpec& distill);
 
 struct RunSpec {
   Task task = Task::classification;

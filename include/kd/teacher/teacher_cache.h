@@ -55,9 +55,30 @@ struct TeacherCache {
 TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, const data::Dataset& dataset, size_t fold,
                              const std::string& dir, std::optional<io::LoadedModel> loaded = std::nullopt);
 
+// How the distilled student is taught (metrics.json distill.teaching).
+//   cache:  the teacher's outputs on the rows as they are (no augmentation), computed once;
+//   bank:   a soft-label bank of `views` augmented views per row, float16, computed once: epoch e
+//           trains on view e mod views (FKD, Shen & Xing 2022: consistent teaching at the cost of
+//           `views` teacher passes);
+//   online: the teacher runs on every augmented batch (mixup and cutmix, or views: online).
+struct Teaching {
+  std::string mode = "cache";
+  int64_t views = 0;
+  int64_t bytes = 0;         // of the cached outputs or the bank
+  double seconds = 0.0;      // teacher passes for the bank
+  double float16_error = 0;  // largest |float32 - float16| of a stored output
+  nlohmann::json to_json() const;
+};
+
 // The distilled student's rows: every training row (labels where allowed) plus the transfer rows,
-// with the cached teacher outputs (left undefined when augmentation needs a live teacher).
+// with what teaches them: the cached outputs without augmentation; with per-row augmentation a
+// bank of `views` views (views > 0), or nothing for a live teacher (views == 0, or mixing).
 train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCache& cache,
-                                    const train::TrainOptions& options);
+                                    const train::TrainOptions& options, int64_t views, Teaching& teaching);
+
+// The teacher's outputs [N, views, outputs] (float16) on views 0 .. views - 1 of every row of `x`,
+// as `augmenter` draws them; `max_error`: the largest rounding error of the float16 storage.
+torch::Tensor soft_label_bank(models::Model& teacher, const torch::Tensor& x, const data::Augmenter& augmenter,
+                              int64_t views, int64_t batch_size, double& max_error);
 
 }  // namespace kd::teacher

@@ -1,9 +1,10 @@
 // The one place that owns the training loop: teacher training, the baseline and
 // the distilled student all go through Trainer::fit with different loss terms.
 //
-// Per step: a batch by index_select (kd::data::Batcher), optional augmentation,
-// the student's forward (optionally under bfloat16 autocast), the teacher's outputs
-// from the cache (or a live forward on the augmented batch), the weighted loss,
+// Per step: a batch by index_select (kd::data::Batcher), the rows' augmented view
+// (kd::data::Augmenter: view e of each row in epoch e, or view e mod V with a bank of V views) and
+// mixup or cutmix, the student's forward (optionally under bfloat16 autocast), the teacher's outputs
+// from the cache or bank (or a live forward on the augmented batch), the weighted loss,
 // backward, gradient clipping, the optimizer step under the LR schedule. Per epoch:
 // validation, the best state kept, the target checked, early stopping, a checkpoint.
 //
@@ -19,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "kd/data/augment.h"
 #include "kd/losses/distiller.h"
 #include "kd/models/model.h"
 #include "kd/report/metrics.h"
@@ -35,8 +37,7 @@ struct TrainOptions {
   TORCH_ARG(ScheduleOptions, schedule);
   TORCH_ARG(double, grad_clip) = 0.0;          // max global gradient norm; 0 = off
   TORCH_ARG(std::string, precision) = "fp32";  // fp32 | bf16 (CPU autocast for the forward passes)
-  TORCH_ARG(std::string, augment) = "none";    // none | shift | flip | shift+flip (images [N, C, H, W])
-  TORCH_ARG(int64_t, shift_pixels) = 2;
+  TORCH_ARG(data::AugmentOptions, augment);   // views of the rows (kd/data/augment.h); default none
   TORCH_ARG(int64_t, patience) = 0;            // stop after this many epochs without improvement; 0 = off
   TORCH_ARG(std::string, selection_metric) = "";  // "" = accuracy (classification) or rmse (regression)
   TORCH_ARG(std::optional<Target>, target) = std::nullopt;
@@ -48,13 +49,17 @@ struct TrainOptions {
 
 void validate(const TrainOptions& options, const std::string& field);
 
-// Training rows. `teacher` holds cached teacher outputs per row (undefined: no teacher, or
-// a live teacher when augmentation makes the inputs change every epoch).
+// Training rows and what the teacher said of them:
+//   views == 0: `teacher` is [N, outputs], the teacher on the rows as they are (no per-row
+//               augmentation), or undefined (no teacher, or a live one); epoch e trains on view e.
+//   views == V: `teacher` is a soft-label bank [N, V, outputs] (any float type) of the teacher on V
+//               augmented views of each row; epoch e trains on view e mod V with its outputs.
 struct TrainData {
   torch::Tensor x;          // float32 [N, ...]
   torch::Tensor y;          // labels; rows without a label hold any value
   torch::Tensor has_label;  // bool [N] or undefined (all labeled)
-  torch::Tensor teacher;    // [N, outputs] or undefined
+  torch::Tensor teacher;    // [N, outputs], [N, views, outputs] or undefined
+  int64_t views = 0;
 };
 
 struct EpochRecord {
@@ -109,8 +114,8 @@ torch::Tensor predict(models::Model& model, const torch::Tensor& x, int64_t batc
 // activations per row are large).
 int64_t inference_batch_size(models::Model& model, const std::vector<int64_t>& input_shape);
 
-// Random shifts (zero padded) and horizontal flips of a batch of images [N, C, H, W].
-torch::Tensor augment_images(const torch::Tensor& images, const std::string& augment, int64_t shift_pixels,
-                             torch::Generator& generator);
+// The augmenter fit trains with: fitted on data.x, seeded with options.seed(). A soft-label bank for
+// the same options and rows must be computed with this one, so that the views match.
+data::Augmenter augmenter_for(const TrainOptions& options, const TrainData& data);
 
 }  // namespace kd::train
