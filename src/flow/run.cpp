@@ -125,14 +125,14 @@ std::string verdict_line(const nlohmann::json& v) { return v.is_null() ? "" : re
 
 }  // namespace
 
-int64_t bank_views(const DistillSpec& distill) {
+int64_t bank_views(const DistillSpec& distill, int64_t epochs) {
   const auto& augment = distill.train.augment();
   if (augment.mixes()) {
     if (distill.views > 0) fail("distill.views: a bank of {} views cannot hold mixup or cutmix mixtures; use views: online", distill.views);
     return 0;
   }
   if (distill.views >= 0) return distill.views;
-  return std::min<int64_t>(8, std::max<int64_t>(1, distill.train.epochs()));
+  return std::clamp<int64_t>(epochs, 1, 8);
 }
 
 namespace {
@@ -166,12 +166,14 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   run.teacher.test_outputs = in_target_units(task, fold, teacher_test);
   run.teacher.size = size_of(*run.teacher.model, dataset.input_shape, cache.file, options.latency_repeats());
 
-  TrainOptions student_train = spec.distill.train;
+  int64_t rows = fold.train.size() + (fold.transfer_x.defined() ? fold.transfer_x.size(0) : 0);
+  TrainOptions student_train = train::sized_for_rows(spec.distill.train, rows);
   student_train.seed(spec.seed);
-  TrainData distill_data = teacher::distill_train_data(fold, cache, student_train, bank_views(spec.distill), run.teaching);
+  TrainData distill_data =
+      teacher::distill_train_data(fold, cache, student_train, bank_views(spec.distill, student_train.epochs()), run.teaching);
   bool live_teacher = !distill_data.teacher.defined();
-  int64_t batches = (distill_data.x.size(0) + spec.distill.train.batch_size() - 1) / spec.distill.train.batch_size();
-  int64_t distill_steps = spec.distill.train.steps() > 0 ? spec.distill.train.steps() : spec.distill.train.epochs() * batches;
+  int64_t batches = (rows + student_train.batch_size() - 1) / student_train.batch_size();
+  int64_t distill_steps = student_train.steps() > 0 ? student_train.steps() : student_train.epochs() * batches;
 
   if (!spec.distill.target.empty()) {
     auto target = Target::parse(spec.distill.target, "distill.target");
@@ -401,7 +403,7 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
   losses::Distiller check_losses(spec.distill.losses, spec.task);
   if (!spec.distill.target.empty()) Target::parse(spec.distill.target, "distill.target");
   validate(spec.distill.train, "distill");
-  bank_views(spec.distill);
+  bank_views(spec.distill, 8);
   if (spec.teacher.model) validate(spec.teacher.train, "teacher.train");
 
   fs::create_directories(options.out());

@@ -611,10 +611,11 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
 
   // A trial's epochs: search.epochs, else the recipe's (from distill.steps when it gives steps).
   int64_t rows = search.caches[0].train.size(0) + (search.caches[0].transfer.defined() ? search.caches[0].transfer.size(0) : 0);
-  int64_t batches = (rows + base.distill.train.batch_size() - 1) / base.distill.train.batch_size();
+  auto sized = train::sized_for_rows(base.distill.train, rows);
+  int64_t batches = (rows + sized.batch_size() - 1) / sized.batch_size();
   search.epochs = options.search().epochs() > 0 ? options.search().epochs()
-                  : base.distill.train.steps() > 0 ? (base.distill.train.steps() + batches - 1) / batches
-                                                   : base.distill.train.epochs();
+                  : sized.steps() > 0 ? (sized.steps() + batches - 1) / batches
+                                      : sized.epochs();
   search.epoch_overrides = {fmt::format("distill.epochs={}", search.epochs), "distill.steps=0"};
   search.rungs = Asha::rungs_for(options.search().min_epochs(), search.epochs, options.search().eta());
 
@@ -625,7 +626,7 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
   double final_estimate = 0.0;
   std::vector<int> workers;
   if (lead) {
-    int64_t final_steps = base.distill.train.steps() > 0 ? base.distill.train.steps() : base.distill.train.epochs() * batches;
+    int64_t final_steps = sized.steps() > 0 ? sized.steps() : sized.epochs() * batches;
     double per_step = probe_seconds_per_step(search, std::min<int64_t>(20, batches));
     final_estimate = 1.1 * (per_step * static_cast<double>(final_steps) * (base.distill.baseline ? 2.0 : 1.0) *
                                 static_cast<double>(folds) + cache_seconds);
@@ -796,7 +797,7 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
   if (options.final_run()) {
     double per_epoch = chosen->seconds / static_cast<double>(std::max<int64_t>(1, chosen->epochs * static_cast<int64_t>(folds)));
     spdlog::info("final: retraining trial {} with the baseline and every run output (about {})", chosen->id,
-                 duration_text(per_epoch * static_cast<double>(base.distill.train.epochs()) * (base.distill.baseline ? 2 : 1) *
+                 duration_text(per_epoch * static_cast<double>(sized.epochs()) * (base.distill.baseline ? 2 : 1) *
                                static_cast<double>(folds)));
     flow::RunSpec spec = make_spec(chosen->overrides);
     auto run = flow::run_distillation(spec, flow::RunOptions().out(out.string()).extra_metrics({{"search", s}}));

@@ -179,10 +179,14 @@ SearchSpace make_space(const flow::RunSpec& base, const SearchOptions& options) 
       add(Dimension{"loss", DimensionKind::choice, 0, 0, {"kl", "js", "dkd"}});
       add(Dimension{"temperature", DimensionKind::log_real, 1, 20, {}});
     }
-    add(Dimension{"alpha", DimensionKind::real, 0.1, 1.0, {}});
+    // From 0: "no teacher" (alpha below 0.05 is taken as 0) is a candidate like any other.
+    add(Dimension{"alpha", DimensionKind::real, 0.0, 1.0, {}});
   }
+  // A wide log range: a 4-unit student on a table of 128 rows needed 10x the usual Adam rate.
   double lr = base.distill.train.optimizer().lr();
-  add(Dimension{"lr", DimensionKind::log_real, round4(lr / 10), round4(lr * 4), {}});
+  if (lr > 0) add(Dimension{"lr", DimensionKind::log_real, round4(lr / 30), round4(std::min(1.0, lr * 30)), {}});
+  else if (base.distill.train.optimizer().name() == "sgd") add(Dimension{"lr", DimensionKind::log_real, 1e-3, 0.5, {}});
+  else add(Dimension{"lr", DimensionKind::log_real, 1e-4, 0.1, {}});
 
   for (const auto& d : set) {
     if (std::find(used.begin(), used.end(), d.name) != used.end()) continue;
@@ -220,6 +224,7 @@ std::vector<std::string> overrides(const SearchSpace& space, const Config& confi
   if (config.contains("loss")) {
     std::string kind = config["loss"].get<std::string>();
     double alpha = config.value("alpha", 0.5);
+    if (alpha < 0.05) alpha = 0.0;
     double rest = round4(1.0 - alpha);
     if (space.regression) {
       sets.push_back(fmt::format("distill.losses=[{{kind: {}, target: teacher, weight: {}}}, {{kind: mse, target: labels, "

@@ -21,7 +21,7 @@ void require_one_of(const std::string& value, const std::vector<std::string>& al
 
 void validate(const OptimizerOptions& options, const std::string& field) {
   require_one_of(options.name(), {"sgd", "adam", "adamw"}, field + ".name");
-  if (!(options.lr() > 0.0) || !std::isfinite(options.lr())) fail("{}.lr: {} is not a positive number", field, options.lr());
+  if (!(options.lr() >= 0.0) || !std::isfinite(options.lr())) fail("{}.lr: {} is not a positive number", field, options.lr());
   if (options.momentum() < 0.0 || options.momentum() >= 1.0) fail("{}.momentum: {} is outside [0, 1)", field, options.momentum());
   if (options.weight_decay() < 0.0) fail("{}.weight_decay: {} is negative", field, options.weight_decay());
   if (options.nesterov() && options.momentum() == 0.0) fail("{}.nesterov: needs momentum > 0", field);
@@ -40,6 +40,7 @@ void validate(const ScheduleOptions& options, const std::string& field) {
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch::Tensor>& parameters,
                                                         const OptimizerOptions& options) {
+  KD_CHECK(options.lr() > 0.0, "make_optimizer: lr 0 (auto) is resolved by the trainer (sized_for_rows)");
   validate(options, "optimizer");
   if (options.name() == "sgd") {
     return std::make_unique<torch::optim::SGD>(parameters, torch::optim::SGDOptions(options.lr())

@@ -147,6 +147,26 @@ TEST_F(Run, BadRecipes) {
   EXPECT_FALSE(std::filesystem::exists(dir_ / "out/metrics.json"));
 }
 
+// A table of 178 rows with nothing but the models given: epochs, batch size and learning rate come
+// from the number of rows, and a 4-unit student (71 parameters) trains. With the old fixed defaults
+// (10 epochs of 128 rows: 10 steps) it ended at chance.
+TEST_F(Run, DefaultsFitASmallTable) {
+  std::string text = "task: classification\nseed: 0\n"
+                     "data:\n  train: " + kSklearn + "wine_data.csv\n  target: -1\n  test_fraction: 0.2\n"
+                     "teacher:\n  model: {arch: mlp, hidden: [64, 64]}\n"
+                     "student:\n  model: {arch: mlp, hidden: [4]}\n";
+  auto r = run_kdistill("run " + recipe(text) + " --out " + out());
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto m = metrics();
+  EXPECT_EQ(m["models"]["student"]["params"], 71);
+  for (const char* name : {"teacher", "baseline", "student"}) {
+    EXPECT_GE(m["models"][name]["test"]["accuracy"].get<double>(), 0.9) << name << "\n" << r.output;
+  }
+  // 128 training rows: batches of 16 for 188 epochs.
+  EXPECT_EQ(m["distill"]["epochs_run"], 188);
+  EXPECT_EQ(m["models"]["student"]["training"]["steps"], 188 * 8);
+}
+
 // Augmented rows are taught by a soft-label bank of views, or by the live teacher when batches mix.
 TEST_F(Run, AugmentationTeachesFromABankOrALiveTeacher) {
   auto banked = run_kdistill("run " + recipe(digits_recipe("  augment: {noise: 0.1, feature_dropout: 0.05}\n  views: 3\n")) +

@@ -36,18 +36,25 @@ TEST(SearchSpace, DefaultsComeFromTheRecipe) {
   // One hidden layer in the recipe: depth 1 or 2.
   EXPECT_EQ(space.dimensions[1].cells(), 2);
   EXPECT_EQ(space.dimensions[2].choices, (std::vector<std::string>{"kl", "js", "dkd"}));
-  // The learning rate from a tenth to four times the recipe's 0.01.
-  EXPECT_DOUBLE_EQ(space.dimensions[5].low, 0.001);
-  EXPECT_DOUBLE_EQ(space.dimensions[5].high, 0.04);
+  // The learning rate from a 30th to 30 times the recipe's 0.01; alpha from 0 (no teacher).
+  EXPECT_DOUBLE_EQ(space.dimensions[5].low, 0.0003333);
+  EXPECT_DOUBLE_EQ(space.dimensions[5].high, 0.3);
+  EXPECT_DOUBLE_EQ(space.dimensions[4].low, 0.0);
+  // Without a recipe rate (sized to the rows), Adam's from 1e-4 to 0.1.
+  auto sized = mlp_base();
+  sized.distill.train.optimizer(train::OptimizerOptions().name("adam"));
+  auto wide = search::make_space(sized, search::SearchOptions());
+  EXPECT_DOUBLE_EQ(wide.dimensions[5].low, 1e-4);
+  EXPECT_DOUBLE_EQ(wide.dimensions[5].high, 0.1);
 }
 
 TEST(SearchSpace, CornersDecodeToTheRangeEnds) {
   auto base = mlp_base();
   auto space = search::make_space(base, search::SearchOptions());
   Config low = search::decode(space, std::vector<double>(6, 0.0));
-  EXPECT_EQ(low, Config({{"width", 0.125}, {"depth", 1}, {"loss", "kl"}, {"temperature", 1.0}, {"alpha", 0.1}, {"lr", 0.001}}));
+  EXPECT_EQ(low, Config({{"width", 0.125}, {"depth", 1}, {"loss", "kl"}, {"temperature", 1.0}, {"alpha", 0.0}, {"lr", 0.0003333}}));
   Config high = search::decode(space, std::vector<double>(6, 1.0));
-  EXPECT_EQ(high, Config({{"width", 2.0}, {"depth", 2}, {"loss", "dkd"}, {"temperature", 20.0}, {"alpha", 1.0}, {"lr", 0.04}}));
+  EXPECT_EQ(high, Config({{"width", 2.0}, {"depth", 2}, {"loss", "dkd"}, {"temperature", 20.0}, {"alpha", 1.0}, {"lr", 0.3}}));
   // Log scale: the middle of [1, 20] is sqrt(20) = 4.472 (4 significant digits).
   EXPECT_DOUBLE_EQ(space.dimensions[3].decode(0.5).get<double>(), 4.472);
 }
@@ -59,7 +66,7 @@ TEST(SearchSpace, OverridesAreRecipeSetValues) {
   EXPECT_EQ(sets, (std::vector<std::string>{
                       "student.model.width_multiplier=2", "student.model.hidden=[32, 32]",
                       "distill.losses=[{kind: dkd, weight: 1, temperature: 20}, {kind: ce, weight: 0}]",
-                      "distill.optimizer={name: adam, lr: 0.04}"}));
+                      "distill.optimizer={name: adam, lr: 0.3}"}));
 }
 
 TEST(SearchSpace, CnnDepthAddsStagesOfTwiceTheChannels) {
@@ -72,7 +79,7 @@ TEST(SearchSpace, CnnDepthAddsStagesOfTwiceTheChannels) {
   auto sets = search::overrides(space, config, base);
   EXPECT_EQ(sets[1], "student.model.channels=[16, 32, 64]");
   // The optimizer's other settings travel with the searched learning rate.
-  EXPECT_EQ(sets[3], "distill.optimizer={name: sgd, lr: 0.2, momentum: 0.8}");
+  EXPECT_EQ(sets[3], "distill.optimizer={name: sgd, lr: 1, momentum: 0.8}");
 }
 
 TEST(SearchSpace, RegressionSearchesMseOrHuberWithoutTemperature) {
@@ -81,7 +88,8 @@ TEST(SearchSpace, RegressionSearchesMseOrHuberWithoutTemperature) {
   auto space = search::make_space(base, search::SearchOptions());
   EXPECT_EQ(names(space), (std::vector<std::string>{"width", "depth", "loss", "alpha", "lr"}));
   auto sets = search::overrides(space, search::decode(space, std::vector<double>(5, 0.0)), base);
-  EXPECT_EQ(sets[2], "distill.losses=[{kind: mse, target: teacher, weight: 0.1}, {kind: mse, target: labels, weight: 0.9}]");
+  // alpha 0: no teacher, a candidate like any other.
+  EXPECT_EQ(sets[2], "distill.losses=[{kind: mse, target: teacher, weight: 0}, {kind: mse, target: labels, weight: 1}]");
 }
 
 TEST(SearchSpace, RecipeSettingsReplaceDefaultsAndFixedOnesStayPut) {

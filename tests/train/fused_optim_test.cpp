@@ -119,8 +119,8 @@ TEST(FusedOptim, StateSavedByFusedAdamLoadsIntoLibtorchAdamAndBack) {
 
 TEST(FusedOptim, MakeOptimizerUsesTheFusedAdams) {
   auto parameters = make_parameters();
-  EXPECT_NE(dynamic_cast<FusedAdam*>(make_optimizer(parameters, OptimizerOptions().name("adam")).get()), nullptr);
-  EXPECT_NE(dynamic_cast<FusedAdamW*>(make_optimizer(parameters, OptimizerOptions().name("adamw")).get()), nullptr);
+  EXPECT_NE(dynamic_cast<FusedAdam*>(make_optimizer(parameters, OptimizerOptions().name("adam").lr(1e-3)).get()), nullptr);
+  EXPECT_NE(dynamic_cast<FusedAdamW*>(make_optimizer(parameters, OptimizerOptions().name("adamw").lr(1e-3)).get()), nullptr);
 }
 
 }  // namespace

@@ -198,6 +198,41 @@ TEST(Trainer, MixupTrainsOnMixedBatchesWithBothLabels) {
   EXPECT_GT(result.history[result.best_epoch - 1].val.at("accuracy"), 0.9);
 }
 
+TEST(Trainer, UnsetEpochsBatchAndRateAreSizedToTheRows) {
+  auto large = sized_for_rows(TrainOptions(), 54000);
+  EXPECT_EQ(large.batch_size(), 128);
+  EXPECT_EQ(large.epochs(), 10);
+  EXPECT_DOUBLE_EQ(large.optimizer().lr(), 1e-3);
+  // wine's 128 training rows: batches of 16, 1,500 steps, a larger rate.
+  auto small = sized_for_rows(TrainOptions(), 128);
+  EXPECT_EQ(small.batch_size(), 16);
+  EXPECT_EQ(small.epochs(), 188);
+  EXPECT_NEAR(small.optimizer().lr(), 1e-3 * std::sqrt(10000.0 / 128), 1e-12);
+  auto tiny = sized_for_rows(TrainOptions(), 30);
+  EXPECT_EQ(tiny.batch_size(), 8);
+  EXPECT_EQ(tiny.epochs(), 375);
+  EXPECT_DOUBLE_EQ(tiny.optimizer().lr(), 1e-2);
+  EXPECT_DOUBLE_EQ(sized_for_rows(TrainOptions().optimizer(OptimizerOptions().name("sgd")), 128).optimizer().lr(), 0.05);
+  // What the options set stays.
+  auto set = sized_for_rows(TrainOptions().epochs(3).batch_size(64).optimizer(OptimizerOptions().lr(0.2)), 128);
+  EXPECT_EQ(set.epochs(), 3);
+  EXPECT_EQ(set.batch_size(), 64);
+  EXPECT_DOUBLE_EQ(set.optimizer().lr(), 0.2);
+  EXPECT_EQ(sized_for_rows(TrainOptions().steps(7), 128).epochs(), 0);
+}
+
+TEST(Trainer, ATieOfTheSelectionMetricGoesToTheLowerValidationNll) {
+  auto train = quadrant_images(256, 1), val = quadrant_images(64, 2);
+  losses::Distiller ce({losses::LossTermOptions("ce")}, Task::classification);
+  auto model = small_net();
+  auto result = Trainer(quick(8), ce, "student").fit(*model, rows(train.x, train.y), validate_on(val));
+  const auto& best = result.history[static_cast<size_t>(result.best_epoch - 1)].val;
+  for (const auto& r : result.history) {
+    EXPECT_LE(r.val.at("accuracy"), best.at("accuracy")) << "epoch " << r.epoch;
+    if (r.val.at("accuracy") == best.at("accuracy")) EXPECT_GE(r.val.at("nll"), best.at("nll")) << "epoch " << r.epoch;
+  }
+}
+
 TEST(Trainer, CachedTeacherOutputsMeanTheTeacherNeverRuns) {
   auto train = quadrant_images(128, 1), val = quadrant_images(64, 2);
   losses::Distiller kd({losses::LossTermOptions("kl").temperature(2)}, Task::classification);

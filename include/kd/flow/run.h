@@ -40,9 +40,9 @@ struct DistillSpec {
                        // -1 = auto: online with mixup/cutmix, else min(epochs, 8)
 };
 
-// The bank's views for `distill` (resolving auto); kd::Error naming distill.views when a bank is asked
-// to hold mixup or cutmix mixtures.
-int64_t bank_views(const DistillSpec& distill);
+// The bank's views for `distill` trained for `epochs` (resolving auto); kd::Error naming
+// distill.views when a bank is asked to hold mixup or cutmix mixtures.
+int64_t bank_views(const DistillSpec& distill, int64_t epochs);
 
 struct RunSpec {
   Task task = Task::classification;

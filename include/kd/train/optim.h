@@ -16,7 +16,7 @@ namespace kd::train {
 
 struct OptimizerOptions {
   TORCH_ARG(std::string, name) = "adam";  // sgd | adam | adamw
-  TORCH_ARG(double, lr) = 1e-3;
+  TORCH_ARG(double, lr) = 0.0;            // 0: sized to the rows by the trainer (train::sized_for_rows)
   TORCH_ARG(double, momentum) = 0.9;      // sgd
   TORCH_ARG(bool, nesterov) = false;      // sgd
   TORCH_ARG(double, weight_decay) = 0.0;  // sgd, adam: L2 in the gradient; adamw: decoupled
