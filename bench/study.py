@@ -3,10 +3,16 @@
 `kdistill run`, then teacher / baseline / distilled student summarised as mean ± std.
 
     /usr/bin/python3 bench/study.py --seeds 0 1 2 --json bench/results/study.json
+    /usr/bin/python3 bench/study.py --setups cnn --methods --jobs 2 --threads 1 \
+        --merge bench/results/study.json --json bench/results/study.json
 
 A seed whose run folder already holds metrics.json for the same recipe is read, not
 rerun (delete runs/study or pass --fresh to redo it). Prints a Markdown table.
+--methods adds rows per teaching method on the CNN pair (seed 0's teacher, the same student
+and epochs): plain KD, consistent bank views V = 1, 4, 16, online mixup function matching.
+--merge keeps the rows of setups not run now from an earlier summary.
 """
+import concurrent.futures
 import argparse
 import json
 import os
@@ -28,9 +34,19 @@ SETUPS = {
 }
 
 
-def run_setup(kdistill, name, seed, out_root, threads, fresh):
+# Teaching methods on the CNN pair: name -> --set values (on top of the cnn recipe).
+METHODS = {
+    "plain KD (cached outputs, no augmentation)": [],
+    "bank V=1 (shift 1)": ["distill.augment={shift: 1}", "distill.views=1"],
+    "bank V=4 (shift 1)": ["distill.augment={shift: 1}", "distill.views=4"],
+    "bank V=16 (shift 1)": ["distill.augment={shift: 1}", "distill.views=16"],
+    "online function matching (shift 1 + mixup 0.2)": ["distill.augment={shift: 1, mixup: 0.2}", "distill.views=online"],
+}
+
+
+def run_setup(kdistill, name, seed, out_root, threads, fresh, sets=(), tag=None):
     recipe = os.path.join(ROOT, SETUPS[name][0])
-    out = os.path.join(out_root, name, f"seed-{seed}")
+    out = os.path.join(out_root, tag or name, f"seed-{seed}")
     metrics_file = os.path.join(out, "metrics.json")
     if not fresh and os.path.exists(metrics_file):
         with open(metrics_file) as f:
@@ -39,6 +55,8 @@ def run_setup(kdistill, name, seed, out_root, threads, fresh):
             print(f"[study] {name} seed {seed}: reusing {metrics_file}", file=sys.stderr)
             return metrics, None
     cmd = [kdistill, "--quiet", "--threads", str(threads), "--seed", str(seed), "run", recipe, "--out", out]
+    for value in sets:
+        cmd += ["--set", value]
     print("[study] " + " ".join(cmd), file=sys.stderr)
     start = time.time()
     subprocess.run(cmd, check=True)
@@ -70,6 +88,31 @@ def summarise(name, runs):
     return row
 
 
+def method_row(method, metrics, seconds):
+    timing = metrics["timing"]
+    teaching = metrics["distill"]["teaching"]
+    epochs = timing["distill_epoch_seconds"]
+    return {"method": method, "errors": metrics["models"]["student"]["test"]["errors"],
+            "baseline_errors": metrics["models"]["baseline"]["test"]["errors"],
+            "teacher_errors": metrics["models"]["teacher"]["test"]["errors"],
+            "verdict": metrics["distill"]["validation"].get("verdict"),
+            "p_value": metrics["distill"]["validation"].get("p_value"),
+            "teaching": teaching, "teacher_seconds_for_student": teaching.get("seconds", 0.0),
+            "student_seconds_per_epoch": statistics.mean(epochs) if epochs else None,
+            "run_seconds": seconds}
+
+
+def methods_markdown(rows):
+    lines = ["| method | student test errors | baseline | teacher | teacher s (bank) | student s / epoch | bank bytes | "
+             "val verdict (p) |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        bank = r["teaching"]
+        lines.append(f"| {r['method']} | {r['errors']:.0f} | {r['baseline_errors']:.0f} | {r['teacher_errors']:.0f} | "
+                     f"{r['teacher_seconds_for_student']:.1f} | {r['student_seconds_per_epoch']:.2f} | "
+                     f"{bank.get('bytes', 0):,} ({bank['mode']}) | {r['verdict']} ({r['p_value']:.3g}) |")
+    return "\n".join(lines)
+
+
 def markdown(rows):
     lines = ["| setup | metric | teacher | baseline | distilled | gap recovered |",
              "|---|---|---|---|---|---|"]
@@ -99,23 +142,57 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--json", help="write the summary here (atomically)")
     parser.add_argument("--fresh", action="store_true", help="rerun seeds that already have metrics.json")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (give each --threads 1 on 2 cores)")
+    parser.add_argument("--methods", action="store_true", help="also the rows per teaching method on the CNN pair")
+    parser.add_argument("--merge", help="keep the rows of setups not run now from this earlier summary")
     args = parser.parse_args()
 
     rows, seconds = [], {}
-    for name in args.setups:
-        runs = []
-        for seed in args.seeds:
-            metrics, took = run_setup(args.kdistill, name, seed, args.out, args.threads, args.fresh)
-            runs.append(metrics)
-            if took is not None:
-                seconds[f"{name}/seed-{seed}"] = round(took, 1)
-        rows.append(summarise(name, runs))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        jobs = {(name, seed): pool.submit(run_setup, args.kdistill, name, seed, args.out, args.threads, args.fresh)
+                for name in args.setups for seed in args.seeds}
+        for name in args.setups:
+            runs = []
+            for seed in args.seeds:
+                metrics, took = jobs[(name, seed)].result()
+                runs.append(metrics)
+                if took is not None:
+                    seconds[f"{name}/seed-{seed}"] = round(took, 1)
+            rows.append(summarise(name, runs))
+    methods = []
+    if args.methods:
+        teacher = os.path.join(args.out, "cnn", f"seed-{args.seeds[0]}", "teacher.kdm")
+        if not os.path.exists(teacher):
+            run_setup(args.kdistill, "cnn", args.seeds[0], args.out, args.threads, False)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            jobs = {}
+            for i, (method, sets) in enumerate(METHODS.items()):
+                values = ["teacher.path=" + teacher, "teacher.model=null", "teacher.train=null"] + sets
+                jobs[method] = pool.submit(run_setup, args.kdistill, "cnn", args.seeds[0], args.out, args.threads,
+                                           args.fresh, values, f"methods/{i}")
+            for method in METHODS:
+                metrics, took = jobs[method].result()
+                methods.append(method_row(method, metrics, took))
+    if args.merge and os.path.exists(args.merge):
+        with open(args.merge) as f:
+            earlier = json.load(f)
+        done = {r["setup"] for r in rows}
+        rows += [r for r in earlier["rows"] if r["setup"] not in done]
+        rows.sort(key=lambda r: list(SETUPS).index(r["setup"]))
+        if not methods:
+            methods = earlier.get("methods", [])
     table = markdown(rows)
     print(table)
+    if methods:
+        print()
+        print(methods_markdown(methods))
     if args.json:
         result = {"command": "/usr/bin/python3 bench/study.py " + " ".join(sys.argv[1:]),
                   "machine": {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform()},
                   "seconds_per_run": seconds, "rows": rows, "markdown": table}
+        if methods:
+            result["methods"] = methods
+            result["methods_markdown"] = methods_markdown(methods)
         tmp = args.json + ".tmp"
         with open(tmp, "w") as f:
             json.dump(result, f, indent=2)

@@ -98,7 +98,9 @@ void apply_override(YAML::Node& root, const std::string& assignment) {
     }
     chain.push_back(child);
   }
-  chain.back()[parts.back()] = value;
+  // key=null removes the key: `--set teacher.model=null --set teacher.path=t.kdm` swaps a teacher.
+  if (value.IsNull()) chain.back().remove(parts.back());
+  else chain.back()[parts.back()] = value;
 }
 
 YAML::Node load_yaml_file(const std::string& path) {
