@@ -6,6 +6,7 @@
 // Per setup and repeat:
 //   kdistill run (teacher trained here, baseline, distilled student)  vs  peer teacher + peer student
 //   kdistill run with the peer's teacher file, no baseline            vs  peer distill (tutorial loop)
+//   (--phases bank) the same on shifted images: a bank of 4 views     vs  the tutorial loop, teacher live
 // and, once, the machine's own limit: best fp32 and bf16 GEMM GFLOP/s through libtorch.
 //
 //   build/bench_distill [--threads 2] [--repeats 3] [--setups mlp,cnn,tabular,mlp-b512] [--epochs 10]
@@ -198,12 +199,13 @@ struct Bench {
                  dir / "log.txt");
   }
 
-  Process peer_run(const Setup& s, const std::string& phase, int64_t phase_epochs, const fs::path& dir, int seed) const {
+  Process peer_run(const Setup& s, const std::string& phase, int64_t phase_epochs, const fs::path& dir, int seed,
+                   int shift = 0) const {
     fs::create_directories(dir);
     return spawn({python, peer, s.peer_setup, phase, "--threads", std::to_string(threads), "--epochs",
                   std::to_string(phase_epochs), "--batch", std::to_string(s.batch), "--out", dir.string(), "--data",
-                  work.string(), "--seed", std::to_string(seed)},
-                 dir / ("peer-" + phase + ".log"));
+                  work.string(), "--seed", std::to_string(seed), "--shift", std::to_string(shift)},
+                 dir / ("peer-" + phase + (shift > 0 ? "-shift" : "") + ".log"));
   }
 };
 
@@ -242,8 +244,10 @@ int main(int argc, char** argv) {
   bench.peer = (fs::path(KD_SOURCE_DIR) / "bench/peer_tutorial.py").string();
   const char* usage =
       "usage: bench_distill [--threads N] [--repeats N] [--epochs N] [--setups mlp,cnn,tabular,mlp-b512]\n"
-      "                     [--json FILE] [--kdistill PATH] [--keep DIR] [--phases all|fixed]\n"
-      "  --phases fixed: only the peer's teacher file and the two fixed-teacher distillation runs\n";
+      "                     [--json FILE] [--kdistill PATH] [--keep DIR] [--phases all|fixed|bank]\n"
+      "  --phases fixed: only the peer's teacher file and the two fixed-teacher distillation runs\n"
+      "  --phases bank: the peer's teacher file, then distillation on shifted images: kdistill's bank of\n"
+      "                 4 views against the tutorial loop with the teacher live on each augmented batch\n";
   for (int i = 1; i < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--help" || flag == "-h") {
@@ -262,7 +266,7 @@ int main(int argc, char** argv) {
     else if (flag == "--json") json_path = value;
     else if (flag == "--kdistill") bench.kdistill = value;
     else if (flag == "--keep") keep = value;
-    else if (flag == "--phases" && (value == "all" || value == "fixed")) phases = value;
+    else if (flag == "--phases" && (value == "all" || value == "fixed" || value == "bank")) phases = value;
     else {
       std::cerr << "bench_distill: unknown flag " << flag << "\n" << usage;
       return 2;
@@ -342,6 +346,31 @@ int main(int argc, char** argv) {
         v["teacher_bf16_accuracy.kdistill"].push_back(bf16_metrics["models"]["teacher"]["test"]["accuracy"]);
       }
 
+      if (phases == "bank") {
+        // Distillation on shifted images: kdistill's soft-label bank of 4 views (4 teacher passes) against
+        // the tutorial loop running the teacher live on every augmented batch (one pass per epoch).
+        std::string bank_recipe = bench.recipe(s, "  path: " + (dir / "teacher.pt").string() + "\n", false, r) +
+                                  "  augment: {shift: 1}\n  views: 4\n";
+        Process kd_bank = bench.kd_run(bank_recipe, dir / "kd_bank");
+        require(kd_bank, "kdistill run " + (dir / "kd_bank/recipe.yaml").string());
+        Process peer_live = bench.peer_run(s, "distill", bench.epochs, dir, r, 1);
+        require(peer_live, "peer distill --shift 1");
+        auto bank = json::parse(kd::read_file(dir / "kd_bank/out/metrics.json"));
+        json pl = last_json_line(peer_live.output);
+        double kd_loop = bank["timing"]["teacher_cache_seconds"].get<double>() + bank["timing"]["teacher_bank_seconds"].get<double>();
+        for (double e : bank["timing"]["distill_epoch_seconds"]) kd_loop += e;
+        v["augmented_distill_wall_seconds.kdistill"].push_back(kd_bank.wall_seconds);
+        v["augmented_distill_wall_seconds.peer"].push_back(peer_live.wall_seconds);
+        v["augmented_distill_loop_seconds.kdistill"].push_back(kd_loop);
+        v["augmented_distill_loop_seconds.peer"].push_back(pl["seconds"]);
+        v["augmented_student_accuracy.kdistill"].push_back(bank["models"]["student"]["test"]["accuracy"]);
+        v["augmented_student_accuracy.peer"].push_back(pl["test_accuracy"]);
+        std::cout << fmt::format("{} repeat {}: shifted-image distillation wall {:.1f} s (bank of 4 views) vs peer {:.1f} s "
+                                 "(live teacher); student accuracy {:.4f} vs {:.4f}\n",
+                                 s.name, r + 1, kd_bank.wall_seconds, peer_live.wall_seconds,
+                                 v["augmented_student_accuracy.kdistill"].back(), v["augmented_student_accuracy.peer"].back());
+        continue;
+      }
       // The whole distillation run with a fixed teacher (the peer's file): kdistill process vs. tutorial process.
       Process kd_fixed = bench.kd_run(bench.recipe(s, "  path: " + (dir / "teacher.pt").string() + "\n", false, r),
                                       dir / "kd_fixed");

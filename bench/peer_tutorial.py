@@ -14,6 +14,9 @@ Usage:
                      loads the same file as its fixed teacher)
            student   train the student alone with cross-entropy (framework overhead)
            distill   the tutorial loop with DIR/teacher.pt as the teacher
+  --shift S (distill): each batch's images shifted by up to S pixels each way (the uncovered border
+                     takes the background, the smallest training value), the teacher run live on that
+                     same augmented batch: the tutorial loop with augmentation.
 Prints one JSON line: phase, seconds (training loop only), samples_per_second, epochs, rows,
 params, test_accuracy, load_seconds.
 """
@@ -89,6 +92,18 @@ MODELS = {
 }
 
 
+def shifted(images, shift, background):
+    """Each image of [B, C, H, W] moved by its own random offset in [-shift, shift] per axis."""
+    b, c, h, w = images.shape
+    padded = F.pad(images, (shift, shift, shift, shift), value=background)
+    dy = torch.randint(0, 2 * shift + 1, (b,))
+    dx = torch.randint(0, 2 * shift + 1, (b,))
+    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None].expand(b, c, h, w)
+    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :].expand(b, c, h, w)
+    flat = padded.reshape(b, c, -1)
+    return flat.gather(2, (rows * (w + 2 * shift) + cols).reshape(b, c, -1)).reshape(b, c, h, w)
+
+
 def accuracy(model, x, y):
     model.eval()
     with torch.no_grad():
@@ -110,6 +125,7 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--data", default="")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shift", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -128,12 +144,15 @@ def main():
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=args.batch, shuffle=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     T = args.temperature
+    background = float(x.min())
     load_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
     for _ in range(args.epochs):
         model.train()
         for inputs, labels in loader:
+            if args.shift > 0:
+                inputs = shifted(inputs, args.shift, background)
             optimizer.zero_grad()
             logits = model(inputs)
             loss = F.cross_entropy(logits, labels)
