@@ -31,6 +31,12 @@ SETUPS = {
     "labels1000": ("examples/fashion-mnist-1000-labels.yaml",
                    "Fashion-MNIST, 1,000 labels + 53,000 transfer images, MLP -> MLP 128"),
     "diabetes": ("examples/diabetes-regression.yaml", "diabetes (scikit-learn), 5-fold CV, MLP -> linear"),
+    # The defaults: no distill section at all (objective, epochs, batch size and rate all kdistill's).
+    "digits": ("examples/digits.yaml", "digits (scikit-learn), 5-fold CV, MLP 2x256 -> MLP 8, distill defaults",
+               ["distill=null", "data.folds=5"]),
+    "breast_cancer": ("examples/breast-cancer.yaml",
+                      "breast cancer (scikit-learn), 5-fold CV, MLP 2x256 -> MLP 8, distill defaults",
+                      ["distill=null", "data.folds=5"]),
 }
 
 
@@ -47,6 +53,7 @@ METHODS = {
 
 def run_setup(kdistill, name, seed, out_root, threads, fresh, sets=(), tag=None):
     recipe = os.path.join(ROOT, SETUPS[name][0])
+    sets = list(SETUPS[name][2] if len(SETUPS[name]) > 2 else []) + list(sets)
     out = os.path.join(out_root, tag or name, f"seed-{seed}")
     metrics_file = os.path.join(out, "metrics.json")
     if not fresh and os.path.exists(metrics_file):
@@ -73,7 +80,8 @@ def fold_mean(value):
 def summarise(name, runs):
     regression = runs[0]["task"] == "regression"
     key = "rmse" if regression else "errors"
-    row = {"setup": name, "description": SETUPS[name][1], "metric": key, "seeds": [r["seed"] for r in runs]}
+    row = {"setup": name, "description": SETUPS[name][1], "metric": key, "seeds": [r["seed"] for r in runs],
+           "test_rows": runs[0]["data"]["test"]}
     for model in ("teacher", "baseline", "student"):
         values = [fold_mean(r["models"][model]["test"][key]) for r in runs]
         row[model] = {"values": values, "mean": statistics.mean(values),
@@ -122,13 +130,14 @@ def markdown(rows):
 
         def cell(model):
             m = row[model]
-            return f"{m['mean']:.{digits}f} ± {m['std']:.{digits}f} ({m['params']:,} params)"
+            places = digits if row["metric"] == "rmse" or m["mean"] >= 100 else 1
+            return f"{m['mean']:.{places}f} ± {m['std']:.{places}f} ({m['params']:,} params)"
 
         gap = row["gap_recovered_percent"]["mean"]
         with_gap = row["gap_recovered_percent"]["seeds_with_a_gap"]
         gap_text = "no gap" if gap is None else f"{gap:.0f}%" + (
             "" if with_gap == len(row["seeds"]) else f" ({with_gap} of {len(row['seeds'])} seeds had a gap)")
-        metric = "test RMSE" if row["metric"] == "rmse" else "test errors / 10,000"
+        metric = "test RMSE" if row["metric"] == "rmse" else f"test errors / {row.get('test_rows', 10000):,}"
         lines.append(f"| {row['description']} | {metric} | {cell('teacher')} | {cell('baseline')} | "
                      f"{cell('student')} | {gap_text} |")
     return "\n".join(lines)
