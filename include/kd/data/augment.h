@@ -1,6 +1,6 @@
 // Augmentation as a data stage. A view of a row is a function of (seed, view, row) only: view v of
 // row r is the same image whatever batch it lands in, so one teacher pass can compute the teacher's
-// outputs for view v of every row (the soft-label bank, kd/teacher/soft_label_bank.h) and a student
+// outputs for view v of every row (the soft-label bank, kd/teacher/teacher_cache.h) and a student
 // trained on view v later sees exactly the inputs those outputs belong to.
 //
 // Per row (bank or live teacher):

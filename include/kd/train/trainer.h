@@ -54,8 +54,8 @@ void validate(const TrainOptions& options, const std::string& field);
 //   epochs     = enough for 1,500 optimizer steps, at least 10 and at most 1,000
 //   lr         = Adam/AdamW: 1e-3 x sqrt(10,000 / rows), within [1e-3, 1e-2]; SGD: 0.05
 //                (a 4-unit student on wine's 128 rows: 1 of 3 seeds short of its best at 1e-3, none at 1e-2)
-// On Fashion-MNIST's 54,000 rows that is 10 epochs of 128; on a table of 142 rows (wine's training
-// rows) 167 epochs of 16, where 10 epochs of 128 were 20 steps: a small student ended at chance.
+// On Fashion-MNIST's 54,000 rows that is 10 epochs of 128; on wine's 128 training rows 188 epochs
+// of 16, where 10 epochs of 128 were 10 steps: a small student ended at chance.
 TrainOptions sized_for_rows(TrainOptions options, int64_t rows);
 
 // Training rows and what the teacher said of them:
