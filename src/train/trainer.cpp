@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <utility>
 
 #include "kd/data/batcher.h"
 #include "kd/util/error.h"
@@ -337,11 +338,14 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
     // A tie of the selection metric goes to the lower validation NLL, where there is one: on a
     // few validation rows accuracy is coarse (14 rows of wine: 100 % from an early epoch on, whose
     // undertrained model then scored 78 % on the test rows).
-    bool tie = !state.result.history.empty() && value == state.result.best_value && record.val.count("nll") &&
-               state.result.history[static_cast<size_t>(state.result.best_epoch - 1)].val.count("nll") &&
-               record.val.at("nll") < state.result.history[static_cast<size_t>(state.result.best_epoch - 1)].val.at("nll");
-    bool improved = state.result.history.empty() || tie ||
-                    (higher ? value > state.result.best_value : value < state.result.best_value);
+    bool first = state.result.history.empty();
+    bool tie_with_lower_nll = false;
+    if (!first && value == state.result.best_value) {
+      const auto& best = state.result.history[static_cast<size_t>(state.result.best_epoch - 1)].val;
+      auto now = std::as_const(record.val).find("nll"), then = best.find("nll");
+      tie_with_lower_nll = now != record.val.end() && then != best.end() && now->second < then->second;
+    }
+    bool improved = first || tie_with_lower_nll || (higher ? value > state.result.best_value : value < state.result.best_value);
     state.result.history.push_back(record);
     state.epoch = epoch + 1;
     if (improved) {
