@@ -40,8 +40,8 @@ const ExportFormat& export_format(const std::string& name, const std::string& fi
 void export_model(models::Model& model, const ModelInfo& info, const std::string& format, const std::string& path) {
   const auto& exporter = export_format(format);
   if (info.spec.is_null()) {
-    fail("{}: {} export needs a zoo model (mlp, cnn, resnet, linear); this one is a {} model", path, format,
-         model.kind());
+    fail("{}: {} export needs a zoo model ({}); this one is a {} model", path, format,
+         join(models::zoo_archs(), ", "), model.kind());
   }
   exporter.write(model, info, path);
 }

@@ -12,6 +12,7 @@
 #include "kd/models/zoo.h"
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
+#include "kd/util/shape.h"
 
 namespace kd::io {
 namespace {
@@ -107,27 +108,88 @@ class Exporter {
                    {"shape", keras_shape},
                    {"normalized", false},
                    {"normalization", fold_.active ? "" : "none"}};
-    const std::string& arch = spec_.arch();
-    if (arch == "mlp" || arch == "linear") {
-      build_mlp(input_notes);
-    } else {
-      build_convolutional(input_notes);
-    }
+    shape_ = shape;
+    emit(models::zoo_plan(spec_, shape, model_.outputs()), "", input_notes);
     return std::move(graph_);
   }
 
  private:
+  using Kind = models::ZooStepKind;
+
+  // The zoo plan as Keras layers, named after the state (dots become underscores). shape_ follows the
+  // activations' shape in kdistill's layout ([C, H, W] or [F]) for the Dense after a Flatten.
+  void emit(const std::vector<models::ZooStep>& steps, const std::string& prefix, json& notes) {
+    for (const auto& s : steps) {
+      std::string name = prefix + s.name;
+      switch (s.kind) {
+        case Kind::Flatten:
+          graph_.append("Flatten", keras_name(name), {{"data_format", "channels_last"}});
+          if (shape_.size() == 3) flattened_image_ = shape_;
+          shape_ = {element_count(shape_)};
+          break;
+        case Kind::Reshape:
+          graph_.append("Reshape", keras_name(name), {{"target_shape", {s.shape[1], s.shape[2], s.shape[0]}}});
+          shape_ = s.shape;
+          break;
+        case Kind::Linear:
+          dense(name, notes);
+          shape_ = {s.out};
+          break;
+        case Kind::Conv:
+          if (fold_pending()) normalize_channels(notes);
+          conv(name, s);
+          shape_ = {s.out, (shape_[1] + 2 * s.padding - s.kernel) / s.stride + 1,
+                    (shape_[2] + 2 * s.padding - s.kernel) / s.stride + 1};
+          break;
+        case Kind::BatchNorm:
+          batch_norm(name);
+          break;
+        case Kind::Activation:
+          activation(keras_name(name), s.op);
+          break;
+        case Kind::Dropout:
+          graph_.append("Dropout", keras_name(name), {{"rate", s.p}});
+          break;
+        case Kind::Pool: {
+          json pool = {{"pool_size", {2, 2}}, {"strides", {2, 2}}, {"padding", "valid"}, {"data_format", "channels_last"}};
+          graph_.append(s.op == "max" ? "MaxPooling2D" : "AveragePooling2D", keras_name(name), pool);
+          shape_ = {shape_[0], shape_[1] / 2, shape_[2] / 2};
+          break;
+        }
+        case Kind::GlobalPool:
+          graph_.append("GlobalAveragePooling2D", keras_name(name), {{"data_format", "channels_last"}});
+          shape_ = {shape_[0]};
+          break;
+        case Kind::Block: {
+          std::string input = graph_.last;
+          std::vector<int64_t> input_shape = shape_;
+          emit(s.body, name + ".", notes);
+          std::string main = graph_.last, side = input;
+          if (!s.shortcut.empty()) {
+            graph_.last = input;
+            shape_ = input_shape;
+            emit(s.shortcut, name + ".", notes);
+            side = graph_.last;
+          }
+          graph_.add("Add", keras_name(name) + "_add", json::object(), std::vector<std::string>{main, side});
+          activation(keras_name(name) + "_act", s.op);
+          break;
+        }
+      }
+    }
+  }
+
   Tensor tensor(const std::string& name) const {
     auto it = state_.find(name);
     KD_CHECK(it != state_.end(), "zoo state has no {}", name);
     return it->second;
   }
   bool has(const std::string& name) const { return state_.count(name) > 0; }
+  bool fold_pending() const { return fold_.active && !fold_done_; }
 
-  void activation(const std::string& name) {
-    const std::string& act = spec_.activation();
+  void activation(const std::string& name, const std::string& act) {
     if (act == "leaky_relu") {
-      graph_.append("LeakyReLU", name, {{"alpha", 0.01}});
+      graph_.append("LeakyReLU", name, {{"alpha", models::kZooLeakyReluSlope}});
       return;
     }
     static const std::map<std::string, std::string> keras = {
@@ -135,168 +197,101 @@ class Exporter {
     graph_.append("Activation", name, {{"activation", keras.at(act)}});
   }
 
-  void dropout(const std::string& name) {
-    if (spec_.dropout() > 0) graph_.append("Dropout", name, {{"rate", spec_.dropout()}});
-  }
-
   void batch_norm(const std::string& prefix) {
     graph_.append("BatchNormalization", keras_name(prefix),
-               {{"axis", -1}, {"momentum", 0.9}, {"epsilon", 1e-5}, {"center", true}, {"scale", true}},
-               {{"gamma", tensor(prefix + ".weight")},
-                {"beta", tensor(prefix + ".bias")},
-                {"moving_mean", tensor(prefix + ".running_mean")},
-                {"moving_variance", tensor(prefix + ".running_var")}});
+                  {{"axis", -1}, {"momentum", 0.9}, {"epsilon", models::kZooBatchNormEps}, {"center", true}, {"scale", true}},
+                  {{"gamma", tensor(prefix + ".weight")},
+                   {"beta", tensor(prefix + ".bias")},
+                   {"moving_mean", tensor(prefix + ".running_mean")},
+                   {"moving_variance", tensor(prefix + ".running_var")}});
   }
 
-  // A Dense from Linear `prefix`. `kernel` [in, out] overrides W^T (the first layer's folded, reordered one).
-  void dense(const std::string& prefix, Tensor kernel = {}, Tensor bias = {}) {
-    if (!kernel.defined()) kernel = tensor(prefix + ".weight").t();
-    if (!bias.defined() && has(prefix + ".bias")) bias = tensor(prefix + ".bias");
+  // A Dense from Linear `prefix`. The first weighted layer takes the input normalisation, (x - shift) /
+  // scale, into its kernel and bias; after a Flatten of an image its rows are reordered from kdistill's
+  // C, H, W order to TF's H, W, C; the head takes the regression targets' scaling.
+  void dense(const std::string& prefix, json& notes) {
+    Tensor kernel = tensor(prefix + ".weight").t();  // [in, out]
+    Tensor bias = has(prefix + ".bias") ? tensor(prefix + ".bias") : Tensor();
+    if (fold_pending()) {
+      if (!bias.defined()) bias = torch::zeros({kernel.size(1)});
+      Tensor scale = fold_.scale.reshape({-1, 1}), shift = fold_.shift.reshape({-1});
+      kernel = kernel / scale;
+      bias = bias - torch::matmul(shift, kernel);
+      fold_done_ = true;
+      notes["normalization"] = "folded into the first Dense layer " + keras_name(prefix);
+    }
+    if (!flattened_image_.empty()) {
+      const auto& s = flattened_image_;
+      kernel = kernel.reshape({s[0], s[1], s[2], -1}).permute({1, 2, 0, 3}).reshape({s[0] * s[1] * s[2], -1});
+      flattened_image_.clear();
+    }
     if (prefix == "head" && target_scale_.defined()) {
       // Outputs in the targets' own units: y * scale + shift folded into the last Dense.
       if (!bias.defined()) bias = torch::zeros({kernel.size(1)});
       kernel = kernel * target_scale_;
       bias = bias * target_scale_ + target_shift_;
     }
-    std::vector<std::pair<std::string, Tensor>> weights = {{"kernel", kernel}};
+    std::vector<std::pair<std::string, Tensor>> weights = {{"kernel", kernel.contiguous()}};
     if (bias.defined()) weights.emplace_back("bias", bias);
     graph_.append("Dense", keras_name(prefix),
-               {{"units", kernel.size(1)}, {"activation", "linear"}, {"use_bias", bias.defined()}}, weights);
+                  {{"units", kernel.size(1)}, {"activation", "linear"}, {"use_bias", bias.defined()}}, weights);
   }
 
-  // Conv2d `prefix` with the zoo's symmetric padding k/2. Stride 1 with an odd kernel is TF's "same"; a
-  // strided conv gets an explicit ZeroPadding2D and "valid" (TF's "same" would pad only the end).
-  void conv(const std::string& prefix, int64_t stride, std::string input = "") {
-    if (input.empty()) input = graph_.last;
-    Tensor weight = tensor(prefix + ".weight");  // [out, in, k, k]
-    int64_t kernel = weight.size(2), padding = kernel / 2;
-    std::string mode = padding == 0 ? "valid" : "same";
-    if (stride != 1 && padding > 0) {
-      input = graph_.add("ZeroPadding2D", keras_name(prefix) + "_pad",
-                         {{"padding", {{padding, padding}, {padding, padding}}}, {"data_format", "channels_last"}},
-                         std::vector<std::string>{input});
-      mode = "valid";
-    }
-    std::vector<std::pair<std::string, Tensor>> weights = {{"kernel", weight.permute({2, 3, 1, 0})}};
-    if (has(prefix + ".bias")) weights.emplace_back("bias", tensor(prefix + ".bias"));
-    graph_.add("Conv2D", keras_name(prefix),
-               {{"filters", weight.size(0)},
-                {"kernel_size", {kernel, kernel}},
-                {"strides", {stride, stride}},
-                {"padding", mode},
-                {"data_format", "channels_last"},
-                {"dilation_rate", {1, 1}},
-                {"activation", "linear"},
-                {"use_bias", weights.size() == 2}},
-               std::vector<std::string>{input}, weights);
-  }
-
-  // fc{first}, ... as the zoo's add_hidden_layers lays them out (the first Dense may be given).
-  void hidden_layers(int first, Tensor kernel = {}, Tensor bias = {}) {
-    for (int i = first; has(fmt::format("fc{}.weight", i)); ++i) {
-      std::string name = fmt::format("fc{}", i);
-      if (i == first && kernel.defined()) {
-        dense(name, kernel, bias);
-      } else {
-        dense(name);
-      }
-      if (has(name + "_bn.weight")) batch_norm(name + "_bn");
-      activation(name + "_act");
-      dropout(name + "_drop");
-    }
-  }
-
-  void build_mlp(json& notes) {
-    if (image_) graph_.append("Flatten", "flatten", {{"data_format", "channels_last"}});
-    std::string first = has("fc1.weight") ? "fc1" : "head";
-    if (spec_.arch() == "linear") dropout("input_drop");
-    // The first Dense: fold (x - shift) / scale into it, then order its rows as TF flattens (H, W, C).
-    Tensor kernel = tensor(first + ".weight").t();  // [in, out], rows in kdistill's C, H, W order
-    Tensor bias = has(first + ".bias") ? tensor(first + ".bias") : torch::zeros({kernel.size(1)});
-    if (fold_.active) {
-      Tensor scale = fold_.scale.reshape({-1, 1}), shift = fold_.shift.reshape({-1});
-      kernel = kernel / scale;
-      bias = bias - torch::matmul(shift, kernel);
-      notes["normalization"] = "folded into the first Dense layer " + first;
-    }
-    if (image_) {
-      const auto& s = model_.input_shape();
-      kernel = kernel.reshape({s[0], s[1], s[2], -1}).permute({1, 2, 0, 3}).reshape({s[0] * s[1] * s[2], -1});
-    }
-    bool bias_needed = has(first + ".bias") || fold_.active;
-    if (first == "fc1") {
-      hidden_layers(1, kernel.contiguous(), bias_needed ? bias : Tensor());
-      dense("head");
-    } else {
-      dense("head", kernel.contiguous(), bias);
-    }
-  }
-
-  void build_convolutional(json& notes) {
-    const auto& shape = model_.input_shape();
-    if (!image_) {
-      auto side = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(shape[0]))));
-      graph_.append("Reshape", "reshape", {{"target_shape", {side, side, 1}}});
-    }
-    if (fold_.active && fold_.scope != "feature") {
-      // One (shift, scale) per channel: a 1x1 depthwise conv computes x / scale - shift / scale exactly.
-      int64_t channels = image_ ? shape[0] : 1;
-      Tensor scale = fold_.scale.reshape({channels, -1}).select(1, 0);
-      Tensor shift = fold_.shift.reshape({channels, -1}).select(1, 0);
-      graph_.append("DepthwiseConv2D", "normalize",
-                 {{"kernel_size", {1, 1}},
-                  {"strides", {1, 1}},
-                  {"padding", "valid"},
-                  {"data_format", "channels_last"},
-                  {"dilation_rate", {1, 1}},
-                  {"depth_multiplier", 1},
-                  {"activation", "linear"},
-                  {"use_bias", true}},
-                 {{"depthwise_kernel", scale.reciprocal().reshape({1, 1, channels, 1})}, {"bias", -shift / scale}});
-      notes["normalization"] = "folded into the leading DepthwiseConv2D layer normalize";
-    } else if (fold_.active) {
+  // The input normalisation before the first conv: one (shift, scale) per channel is a 1x1 depthwise
+  // conv computing x / scale - shift / scale exactly; per-feature normalisation before a zero-padded
+  // convolution has no exact Keras layer and is left to the caller.
+  void normalize_channels(json& notes) {
+    fold_done_ = true;
+    if (fold_.scope == "feature") {
       notes["normalized"] = true;
       notes["normalization"] =
           "not folded: per-feature normalisation before a zero-padded convolution has no exact Keras layer; "
           "apply preprocessing.normalize, (x - shift) / scale, to the inputs first";
+      return;
     }
-    if (spec_.arch() == "cnn") {
-      for (int i = 1; has(fmt::format("conv{}.weight", i)); ++i) {
-        std::string name = fmt::format("conv{}", i);
-        conv(name, 1);
-        if (has(name + "_bn.weight")) batch_norm(name + "_bn");
-        activation(name + "_act");
-        json pool = {{"pool_size", {2, 2}}, {"strides", {2, 2}}, {"padding", "valid"}, {"data_format", "channels_last"}};
-        graph_.append(spec_.pool() == "max" ? "MaxPooling2D" : "AveragePooling2D", name + "_pool", pool);
-      }
-    } else {
-      conv("stem", 1);
-      batch_norm("stem_bn");
-      activation("stem_act");
-      for (int stage = 1; stage <= 3; ++stage) {
-        for (int b = 0; has(fmt::format("layer{}_{}.conv1.weight", stage, b)); ++b) {
-          std::string block = fmt::format("layer{}_{}", stage, b);
-          std::string input = graph_.last;
-          conv(block + ".conv1", stage > 1 && b == 0 ? 2 : 1);
-          batch_norm(block + ".conv1_bn");
-          activation(block + "_conv1_act");
-          conv(block + ".conv2", 1);
-          batch_norm(block + ".conv2_bn");
-          std::string main = graph_.last, side = input;
-          if (has(block + ".shortcut.weight")) {
-            conv(block + ".shortcut", stage > 1 && b == 0 ? 2 : 1, input);
-            batch_norm(block + ".shortcut_bn");
-            side = graph_.last;
-          }
-          graph_.add("Add", block + "_add", json::object(), std::vector<std::string>{main, side});
-          activation(block + "_act");
-        }
-      }
+    int64_t channels = image_ ? model_.input_shape()[0] : 1;
+    Tensor scale = fold_.scale.reshape({channels, -1}).select(1, 0);
+    Tensor shift = fold_.shift.reshape({channels, -1}).select(1, 0);
+    graph_.append("DepthwiseConv2D", "normalize",
+                  {{"kernel_size", {1, 1}},
+                   {"strides", {1, 1}},
+                   {"padding", "valid"},
+                   {"data_format", "channels_last"},
+                   {"dilation_rate", {1, 1}},
+                   {"depth_multiplier", 1},
+                   {"activation", "linear"},
+                   {"use_bias", true}},
+                  {{"depthwise_kernel", scale.reciprocal().reshape({1, 1, channels, 1})}, {"bias", -shift / scale}});
+    notes["normalization"] = "folded into the leading DepthwiseConv2D layer normalize";
+  }
+
+  // Conv2d `prefix` with the zoo's symmetric padding. Stride 1 with padding k/2 is TF's "same"; a strided
+  // conv gets an explicit ZeroPadding2D and "valid" (TF's "same" would pad only the end).
+  void conv(const std::string& prefix, const models::ZooStep& step) {
+    std::string input = graph_.last;
+    Tensor weight = tensor(prefix + ".weight");  // [out, in, k, k]
+    KD_CHECK(step.padding == 0 || step.padding == step.kernel / 2, "conv {}: padding {} with kernel {}", prefix,
+             step.padding, step.kernel);
+    std::string mode = step.padding == 0 ? "valid" : "same";
+    if (step.stride != 1 && step.padding > 0) {
+      input = graph_.add("ZeroPadding2D", keras_name(prefix) + "_pad",
+                         {{"padding", {{step.padding, step.padding}, {step.padding, step.padding}}},
+                          {"data_format", "channels_last"}},
+                         std::vector<std::string>{input});
+      mode = "valid";
     }
-    graph_.append("GlobalAveragePooling2D", "gap", {{"data_format", "channels_last"}});
-    dropout("gap_drop");
-    hidden_layers(1);
-    dense("head");
+    std::vector<std::pair<std::string, Tensor>> weights = {{"kernel", weight.permute({2, 3, 1, 0})}};
+    if (step.bias) weights.emplace_back("bias", tensor(prefix + ".bias"));
+    graph_.add("Conv2D", keras_name(prefix),
+               {{"filters", step.out},
+                {"kernel_size", {step.kernel, step.kernel}},
+                {"strides", {step.stride, step.stride}},
+                {"padding", mode},
+                {"data_format", "channels_last"},
+                {"dilation_rate", {1, 1}},
+                {"activation", "linear"},
+                {"use_bias", step.bias}},
+               std::vector<std::string>{input}, weights);
   }
 
   models::ZooModel& model_;
@@ -304,7 +299,10 @@ class Exporter {
   std::map<std::string, Tensor> state_;
   bool image_ = false;
   Fold fold_;
-  Tensor target_shift_, target_scale_;  // regression: standardised targets back to their units
+  bool fold_done_ = false;
+  std::vector<int64_t> shape_;            // the current activations' shape while emitting
+  std::vector<int64_t> flattened_image_;  // [C, H, W] before a Flatten, until the next Dense
+  Tensor target_shift_, target_scale_;    // regression: standardised targets back to their units
   KerasGraph graph_;
 };
 

@@ -132,16 +132,6 @@ int64_t add_hidden_layers(std::vector<Step>& steps, const ZooSpec& spec, int64_t
   return features;
 }
 
-// Steps that bring the input to [C, H, W] for the convolutional families.
-std::vector<int64_t> add_image_view(std::vector<Step>& steps, const std::vector<int64_t>& input_shape) {
-  if (input_shape.size() == 3) return input_shape;
-  int64_t side = square_side(input_shape[0]);
-  Step s{StepKind::Reshape, "reshape"};
-  s.shape = {1, side, side};
-  steps.push_back(s);
-  return s.shape;
-}
-
 Step residual_block(const std::string& name, int64_t in, int64_t out, int64_t stride,
                     const std::string& act) {
   Step block{StepKind::Block, name};
@@ -160,56 +150,164 @@ Step residual_block(const std::string& name, int64_t in, int64_t out, int64_t st
   return block;
 }
 
-std::vector<Step> make_plan(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int64_t outputs) {
-  std::vector<Step> steps;
-  const std::string& arch = spec.arch();
-  int64_t features = element_count(input_shape);
-  if (arch == "mlp" || arch == "linear") {
-    if (input_shape.size() > 1) steps.push_back(Step{StepKind::Flatten, "flatten"});
-    if (arch == "mlp") {
-      features = add_hidden_layers(steps, spec, features);
-    } else if (spec.dropout() > 0) {
-      steps.push_back(dropout_step("input_drop", spec.dropout()));
-    }
-    steps.push_back(linear_step("head", features, outputs, true));
-    return steps;
-  }
-
-  std::vector<int64_t> image = add_image_view(steps, input_shape);
-  int64_t channels = image[0];
-  if (arch == "cnn") {
-    for (size_t i = 0; i < spec.channels().size(); ++i) {
-      std::string name = "conv" + std::to_string(i + 1);
-      int64_t width = scaled(spec.channels()[i], spec.width_multiplier());
+// Conv stages named conv1, conv2, ... (cnn: one conv a stage; vgg: `convs` convs named conv1_1,
+// conv1_2, ...), each conv [+BN] + act, then 2x2 pooling; returns the last channel count.
+int64_t add_conv_stages(std::vector<Step>& steps, const ZooSpec& spec, int64_t channels, int convs) {
+  for (size_t i = 0; i < spec.channels().size(); ++i) {
+    std::string stage = "conv" + std::to_string(i + 1);
+    int64_t width = scaled(spec.channels()[i], spec.width_multiplier());
+    for (int c = 1; c <= convs; ++c) {
+      std::string name = convs == 1 ? stage : stage + "_" + std::to_string(c);
       steps.push_back(conv_step(name, channels, width, spec.kernel(), 1, !spec.batch_norm()));
       if (spec.batch_norm()) steps.push_back(batch_norm_step(name + "_bn", width, true));
       steps.push_back(activation_step(name + "_act", spec.activation()));
-      Step pool{StepKind::Pool, name + "_pool"};
-      pool.op = spec.pool();
-      steps.push_back(pool);
       channels = width;
     }
-  } else {  // resnet
-    int64_t width = scaled(spec.width(), spec.width_multiplier());
-    int64_t blocks = (spec.depth() - 2) / 6;
-    steps.push_back(conv_step("stem", channels, width, 3, 1, false));
-    steps.push_back(batch_norm_step("stem_bn", width, true));
-    steps.push_back(activation_step("stem_act", spec.activation()));
-    channels = width;
-    for (int64_t stage = 1; stage <= 3; ++stage) {
-      int64_t stage_width = width << (stage - 1);
-      for (int64_t b = 0; b < blocks; ++b) {
-        int64_t stride = stage > 1 && b == 0 ? 2 : 1;
-        steps.push_back(residual_block(fmt::format("layer{}_{}", stage, b), channels, stage_width, stride,
-                                       spec.activation()));
-        channels = stage_width;
-      }
-    }
+    Step pool{StepKind::Pool, stage + "_pool"};
+    pool.op = spec.pool();
+    steps.push_back(pool);
   }
+  return channels;
+}
+
+// The tail of every convolutional family: global average pooling [+ dropout], the `hidden` head, a
+// Linear head.
+void add_pooled_head(std::vector<Step>& steps, const ZooSpec& spec, int64_t channels, int64_t outputs) {
   steps.push_back(Step{StepKind::GlobalPool, "gap"});
   if (spec.dropout() > 0) steps.push_back(dropout_step("gap_drop", spec.dropout()));
-  features = add_hidden_layers(steps, spec, channels);
+  int64_t features = add_hidden_layers(steps, spec, channels);
   steps.push_back(linear_step("head", features, outputs, true));
+}
+
+// ---- the families: one function each for the plan, one for the checks of its own keys -----------
+// A plan function gets the input as the family takes it: [C, H, W] for image families (flat square
+// input already viewed as [1, s, s] by a Reshape step), the input shape as given otherwise.
+
+void mlp_plan(const ZooSpec& spec, const std::vector<int64_t>& input, int64_t outputs, std::vector<Step>& steps) {
+  if (input.size() > 1) steps.push_back(Step{StepKind::Flatten, "flatten"});
+  int64_t features = add_hidden_layers(steps, spec, element_count(input));
+  steps.push_back(linear_step("head", features, outputs, true));
+}
+
+void linear_plan(const ZooSpec& spec, const std::vector<int64_t>& input, int64_t outputs, std::vector<Step>& steps) {
+  if (input.size() > 1) steps.push_back(Step{StepKind::Flatten, "flatten"});
+  if (spec.dropout() > 0) steps.push_back(dropout_step("input_drop", spec.dropout()));
+  steps.push_back(linear_step("head", element_count(input), outputs, true));
+}
+
+void cnn_plan(const ZooSpec& spec, const std::vector<int64_t>& image, int64_t outputs, std::vector<Step>& steps) {
+  add_pooled_head(steps, spec, add_conv_stages(steps, spec, image[0], 1), outputs);
+}
+
+void vgg_plan(const ZooSpec& spec, const std::vector<int64_t>& image, int64_t outputs, std::vector<Step>& steps) {
+  add_pooled_head(steps, spec, add_conv_stages(steps, spec, image[0], 2), outputs);
+}
+
+void resnet_plan(const ZooSpec& spec, const std::vector<int64_t>& image, int64_t outputs, std::vector<Step>& steps) {
+  int64_t width = scaled(spec.width(), spec.width_multiplier());
+  int64_t blocks = (spec.depth() - 2) / 6;
+  steps.push_back(conv_step("stem", image[0], width, 3, 1, false));
+  steps.push_back(batch_norm_step("stem_bn", width, true));
+  steps.push_back(activation_step("stem_act", spec.activation()));
+  int64_t channels = width;
+  for (int64_t stage = 1; stage <= 3; ++stage) {
+    int64_t stage_width = width << (stage - 1);
+    for (int64_t b = 0; b < blocks; ++b) {
+      int64_t stride = stage > 1 && b == 0 ? 2 : 1;
+      steps.push_back(residual_block(fmt::format("layer{}_{}", stage, b), channels, stage_width, stride,
+                                     spec.activation()));
+      channels = stage_width;
+    }
+  }
+  add_pooled_head(steps, spec, channels, outputs);
+}
+
+void no_checks(const ZooSpec&, const std::vector<int64_t>&, const std::string&) {}
+
+// cnn and vgg: at least one stage, an odd kernel, and an image that each stage can halve.
+void check_conv_stages(const ZooSpec& spec, const std::vector<int64_t>& image, const std::string& field) {
+  if (spec.channels().empty()) {
+    fail("{}.channels: arch {} needs at least one stage, e.g. [32, 64]", field, spec.arch());
+  }
+  if (spec.kernel() < 1 || spec.kernel() % 2 == 0) {
+    fail("{}.kernel: must be an odd size >= 1 (so that same padding keeps the image size), got {}", field,
+         spec.kernel());
+  }
+  int64_t h = image[1], w = image[2];
+  for (size_t stage = 0; stage < spec.channels().size(); ++stage) {
+    if (h < 2 || w < 2) {
+      fail(
+          "{}.channels: each of the {} stages halves the image, but a {}x{} input is down to {}x{} before "
+          "stage {}; use at most {} stages or a larger input",
+          field, spec.channels().size(), image[1], image[2], h, w, stage + 1, stage);
+    }
+    h /= 2;
+    w /= 2;
+  }
+}
+
+void check_resnet(const ZooSpec& spec, const std::vector<int64_t>&, const std::string& field) {
+  if (spec.depth() < 8 || (spec.depth() - 2) % 6 != 0) {
+    int64_t n = std::max<int64_t>(1, std::llround((spec.depth() - 2) / 6.0));
+    fail(
+        "{}.depth: a CIFAR ResNet has depth 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), got {}; did you mean "
+        "{}?",
+        field, spec.depth(), 6 * n + 2);
+  }
+  if (spec.width() <= 0) fail("{}.width: must be positive, got {}", field, spec.width());
+}
+
+// A family: its public description, the checks of its own keys and its plan.
+struct Family {
+  ZooArch arch;
+  void (*check)(const ZooSpec& spec, const std::vector<int64_t>& input, const std::string& field);
+  void (*plan)(const ZooSpec& spec, const std::vector<int64_t>& input, int64_t outputs, std::vector<Step>& steps);
+};
+
+// The zoo: one line a family (docs/models.md describes each).
+const std::vector<Family>& families() {
+  static const std::vector<Family> table = {
+      {{"mlp", "Linear [+BN] + act per hidden size, then a Linear head", false, {"hidden", "batch_norm"}, "hidden"},
+       no_checks, mlp_plan},
+      {{"cnn", "per stage conv [+BN] + act + 2x2 pool; global pool; head", true,
+        {"hidden", "batch_norm", "channels", "kernel", "pool"}, "channels"},
+       check_conv_stages, cnn_plan},
+      {{"vgg", "per stage two convs [+BN] + act, then 2x2 pool; global pool; head", true,
+        {"hidden", "batch_norm", "channels", "kernel", "pool"}, "channels"},
+       check_conv_stages, vgg_plan},
+      {{"resnet", "CIFAR ResNet, depth 6n+2, basic blocks, option B shortcuts", true,
+        {"hidden", "batch_norm", "depth", "width"}, ""},
+       check_resnet, resnet_plan},
+      {{"linear", "one Linear layer on the flattened input", false, {}, ""}, no_checks, linear_plan},
+  };
+  return table;
+}
+
+const Family* find_family(const std::string& name) {
+  for (const Family& f : families()) {
+    if (f.arch.name == name) return &f;
+  }
+  return nullptr;
+}
+
+// The input as the family takes it: image families view a flat square input as [1, s, s].
+std::vector<int64_t> family_input(const Family& family, const std::vector<int64_t>& input_shape) {
+  if (!family.arch.image || input_shape.size() == 3) return input_shape;
+  int64_t side = square_side(input_shape[0]);
+  return {1, side, side};
+}
+
+std::vector<Step> make_plan(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int64_t outputs) {
+  const Family* family = find_family(spec.arch());
+  KD_CHECK(family, "make_plan: unchecked arch {}", spec.arch());
+  std::vector<Step> steps;
+  std::vector<int64_t> input = family_input(*family, input_shape);
+  if (input != input_shape) {
+    Step s{StepKind::Reshape, "reshape"};
+    s.shape = input;
+    steps.push_back(s);
+  }
+  family->plan(spec, input, outputs, steps);
   return steps;
 }
 
@@ -569,9 +667,27 @@ std::vector<int64_t> json_int_list(const nlohmann::json& value, const std::strin
 
 }  // namespace
 
+const std::vector<ZooArch>& zoo_arch_table() {
+  static const std::vector<ZooArch> table = [] {
+    std::vector<ZooArch> archs;
+    for (const Family& f : families()) archs.push_back(f.arch);
+    return archs;
+  }();
+  return table;
+}
+
 const std::vector<std::string>& zoo_archs() {
-  static const std::vector<std::string> archs = {"mlp", "cnn", "resnet", "linear"};
-  return archs;
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> list;
+    for (const Family& f : families()) list.push_back(f.arch.name);
+    return list;
+  }();
+  return names;
+}
+
+const ZooArch* find_zoo_arch(const std::string& name) {
+  const Family* family = find_family(name);
+  return family ? &family->arch : nullptr;
 }
 
 const std::vector<std::string>& zoo_activations() {
@@ -585,6 +701,7 @@ void validate(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int6
   check_name(field + ".arch", "architecture", arch, zoo_archs());
   check_name(field + ".activation", "activation", spec.activation(), zoo_activations());
   check_name(field + ".pool", "pooling", spec.pool(), pool_kinds());
+  const Family& family = *find_family(arch);
 
   bool shape_ok = input_shape.size() == 1 || input_shape.size() == 3;
   for (int64_t d : input_shape) shape_ok = shape_ok && d > 0;
@@ -611,60 +728,39 @@ void validate(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int6
     fail("{}.width_multiplier: must be a positive number, got {}", field, spec.width_multiplier());
   }
 
-  if (arch == "linear" && !spec.hidden().empty()) {
-    fail("{}.hidden: arch linear has no hidden layers (got {}); use arch mlp", field,
-         shape_text(spec.hidden()));
+  // Keys that shape the network are refused by a family that would ignore them (they are certainly a
+  // mistake); the others are ignored (docs/models.md).
+  auto reads = [&](const std::string& key) {
+    return std::find(family.arch.reads.begin(), family.arch.reads.end(), key) != family.arch.reads.end();
+  };
+  auto readers = [&](const std::string& key) {
+    std::vector<std::string> names;
+    for (const Family& f : families()) {
+      if (std::find(f.arch.reads.begin(), f.arch.reads.end(), key) != f.arch.reads.end()) names.push_back(f.arch.name);
+    }
+    return one_of(names);
+  };
+  if (!spec.hidden().empty() && !reads("hidden")) {
+    fail("{}.hidden: arch {} has no hidden layers (got {}); use arch {}", field, arch,
+         shape_text(spec.hidden()), readers("hidden"));
   }
-  if (arch == "linear" && spec.batch_norm()) {
-    fail("{}.batch_norm: arch linear has no hidden layer to normalise; use arch mlp", field);
+  if (spec.batch_norm() && !reads("batch_norm")) {
+    fail("{}.batch_norm: arch {} has no hidden layer to normalise; use arch {}", field, arch,
+         readers("batch_norm"));
   }
-  if (arch != "cnn" && !spec.channels().empty()) {
-    fail("{}.channels: only arch cnn has conv stages (got {} with arch {})", field,
-         shape_text(spec.channels()), arch);
+  if (!spec.channels().empty() && !reads("channels")) {
+    fail("{}.channels: arch {} has no conv stages (got {}); use arch {}", field, arch,
+         shape_text(spec.channels()), readers("channels"));
   }
-  if (arch != "cnn" && arch != "resnet") return;
 
-  std::vector<int64_t> image = input_shape;
-  if (input_shape.size() == 1) {
-    int64_t side = square_side(input_shape[0]);
-    if (side == 0) {
-      fail(
-          "{}.arch: {} needs image input [channels, height, width]; got {} flat features, not a perfect "
-          "square "
-          "to view as 1 x s x s",
-          field, arch, input_shape[0]);
-    }
-    image = {1, side, side};
+  std::vector<int64_t> input = family_input(family, input_shape);
+  if (family.arch.image && input.size() == 3 && input[1] == 0) {
+    fail(
+        "{}.arch: {} needs image input [channels, height, width]; got {} flat features, not a perfect "
+        "square to view as 1 x s x s",
+        field, arch, input_shape[0]);
   }
-  if (arch == "resnet") {
-    if (spec.depth() < 8 || (spec.depth() - 2) % 6 != 0) {
-      int64_t n = std::max<int64_t>(1, std::llround((spec.depth() - 2) / 6.0));
-      fail(
-          "{}.depth: a CIFAR ResNet has depth 6n+2 (8, 14, 20, 32, 44, 56, 110, ...), got {}; did you mean "
-          "{}?",
-          field, spec.depth(), 6 * n + 2);
-    }
-    if (spec.width() <= 0) fail("{}.width: must be positive, got {}", field, spec.width());
-    return;
-  }
-  // cnn
-  if (spec.channels().empty()) fail("{}.channels: arch cnn needs at least one stage, e.g. [32, 64]", field);
-  if (spec.kernel() < 1 || spec.kernel() % 2 == 0) {
-    fail("{}.kernel: must be an odd size >= 1 (so that same padding keeps the image size), got {}", field,
-         spec.kernel());
-  }
-  int64_t h = image[1], w = image[2];
-  for (size_t stage = 0; stage < spec.channels().size(); ++stage) {
-    if (h < 2 || w < 2) {
-      fail(
-          "{}.channels: each of the {} stages halves the image, but a {}x{} input is down to {}x{} before "
-          "stage "
-          "{}; use at most {} stages or a larger input",
-          field, spec.channels().size(), image[1], image[2], h, w, stage + 1, stage);
-    }
-    h /= 2;
-    w /= 2;
-  }
+  family.check(spec, input, field);
 }
 
 ModelPtr build_zoo_model(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int64_t outputs,

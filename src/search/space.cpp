@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "kd/losses/registry.h"
+#include "kd/models/zoo.h"
 #include "kd/util/error.h"
 #include "kd/util/strings.h"
 
@@ -66,6 +67,18 @@ std::string list_text(const std::vector<int64_t>& values) {
   std::vector<std::string> parts;
   for (auto v : values) parts.push_back(std::to_string(v));
   return "[" + join(parts, ", ") + "]";
+}
+
+// The zoo family's list of stages (mlp: hidden, cnn and vgg: channels), or nullptr.
+const std::vector<int64_t>* stage_sizes(const models::ZooSpec& spec) {
+  const models::ZooArch* arch = models::find_zoo_arch(spec.arch());
+  if (!arch || arch->stages.empty()) return nullptr;
+  return arch->stages == "channels" ? &spec.channels() : &spec.hidden();
+}
+
+bool reads(const models::ZooSpec& spec, const std::string& key) {
+  const models::ZooArch* arch = models::find_zoo_arch(spec.arch());
+  return arch && std::find(arch->reads.begin(), arch->reads.end(), key) != arch->reads.end();
 }
 
 }  // namespace
@@ -163,13 +176,10 @@ SearchSpace make_space(const flow::RunSpec& base, const SearchOptions& options) 
     space.dimensions.push_back(Dimension{"student", DimensionKind::choice, 0, 0, indices});
   } else if (base.student.model) {
     const auto& spec = *base.student.model;
-    bool mlp_hidden = spec.arch() == "mlp" && !spec.hidden().empty();
-    bool cnn = spec.arch() == "cnn" && !spec.channels().empty();
-    if (mlp_hidden || cnn || spec.arch() == "resnet") add(Dimension{"width", DimensionKind::log_real, 0.125, 2.0, {}});
-    if (mlp_hidden || cnn) {
-      auto layers = static_cast<double>(mlp_hidden ? spec.hidden().size() : spec.channels().size());
-      add(Dimension{"depth", DimensionKind::integer, 1, layers + 1, {}});
-    }
+    const std::vector<int64_t>* stages = stage_sizes(spec);
+    bool sized = stages && !stages->empty();
+    if (sized || reads(spec, "width")) add(Dimension{"width", DimensionKind::log_real, 0.125, 2.0, {}});
+    if (sized) add(Dimension{"depth", DimensionKind::integer, 1, static_cast<double>(stages->size()) + 1, {}});
   }
 
   if (!options.recipe_losses()) {
@@ -218,8 +228,10 @@ std::vector<std::string> overrides(const SearchSpace& space, const Config& confi
   if (config.contains("depth") && base.student.model) {
     const auto& spec = *base.student.model;
     int64_t depth = config["depth"].get<int64_t>();
-    if (spec.arch() == "cnn") sets.push_back("student.model.channels=" + list_text(resized(spec.channels(), depth, true)));
-    else sets.push_back("student.model.hidden=" + list_text(resized(spec.hidden(), depth, false)));
+    // Conv stages double their channels going deeper; hidden layers keep their width.
+    const std::string& key = models::find_zoo_arch(spec.arch())->stages;
+    KD_CHECK(stage_sizes(spec), "depth searched for arch {} without stages", spec.arch());
+    sets.push_back("student.model." + key + "=" + list_text(resized(*stage_sizes(spec), depth, key == "channels")));
   }
   if (config.contains("loss")) {
     std::string kind = config["loss"].get<std::string>();

@@ -43,6 +43,7 @@ std::vector<ExportCase> cases() {
       {"cnn_bn_avg_head",
        ZooSpec().arch("cnn").channels({6}).batch_norm(true).pool("avg").kernel(5).hidden({10}).activation("silu"),
        {64}, 10},
+      {"vgg", ZooSpec().arch("vgg").channels({4, 6}).batch_norm(true), {2, 12, 12}, 3, "channel"},
       {"resnet8", ZooSpec().arch("resnet").depth(8).width(4), {2, 10, 10}, 3, "channel"},
       {"linear", ZooSpec().arch("linear").dropout(0.1), {1, 5, 5}, 2},
       {"mlp_regression", ZooSpec().arch("mlp").hidden({8}).activation("relu"), {6}, 2, "feature", Task::regression},
@@ -193,7 +194,7 @@ TEST(OnnxExport, RefusesOtherModelsAndLeavesNoFile) {
   // A model that is not from the zoo (here: an exported graph loaded back).
   Exported e = export_case(c, dir.path());
   OnnxModel graph(e.path.string());
-  KD_EXPECT_ERROR(export_onnx(graph, e.info, path), path + ": onnx export: only zoo models (mlp, cnn, resnet, linear)");
+  KD_EXPECT_ERROR(export_onnx(graph, e.info, path), path + ": onnx export: only zoo models (mlp, cnn, vgg, resnet, linear)");
 
   std::string unwritable = (e.path / "student.onnx").string();  // a file used as a folder
   std::string message = error_of([&] { export_onnx(*e.model, e.info, unwritable); });

@@ -51,6 +51,7 @@ std::vector<ExportCase> cases() {
        "global",
        true},
       {"cnn_pixel_scope", ZooSpec().arch("cnn").channels({4}).batch_norm(true), {1, 8, 8}, 3, "feature", false},
+      {"vgg_flat", ZooSpec().arch("vgg").channels({4}).pool("avg").hidden({5}), {64}, 3, "global", true},
       {"resnet8", ZooSpec().arch("resnet").depth(8).width(4).dropout(0.2), {2, 10, 10}, 3, "channel", true},
       {"resnet14_relu", ZooSpec().arch("resnet").depth(14).width(2).hidden({6}), {3, 9, 9}, 2, "global", true},
       {"linear", ZooSpec().arch("linear").dropout(0.1), {1, 5, 5}, 2, "feature", true},

@@ -44,6 +44,7 @@ std::vector<ExportCase> cases() {
            "silu"),
        {64},
        10},
+      {"vgg", ZooSpec().arch("vgg").channels({4, 8}).batch_norm(true), {3, 12, 12}, 5},
       {"resnet8", ZooSpec().arch("resnet").depth(8).width(4), {2, 10, 10}, 3},
       {"linear", ZooSpec().arch("linear").dropout(0.1), {1, 5, 5}, 2},
   };
@@ -216,7 +217,7 @@ d = sys.argv[1]
 for label in sys.argv[2:]:
     extra = {"kdistill/spec.json": ""}
     m = torch.jit.load(f"{d}/{label}.pt", _extra_files=extra)
-    assert json.loads(extra["kdistill/spec.json"])["arch"] in ("mlp", "cnn", "resnet", "linear")
+    assert json.loads(extra["kdistill/spec.json"])["arch"] in ("mlp", "cnn", "vgg", "resnet", "linear")
     assert not m.training
     x = torch.load(f"{d}/{label}.input.pt")
     with torch.no_grad():

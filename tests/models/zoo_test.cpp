@@ -42,6 +42,7 @@ std::vector<FamilyCase> every_family() {
       {"cnn", ZooSpec().arch("cnn").channels({8, 16})},
       {"cnn_bn_avg_head",
        ZooSpec().arch("cnn").channels({8}).batch_norm(true).pool("avg").hidden({20}).kernel(5)},
+      {"vgg_bn", ZooSpec().arch("vgg").channels({4, 8}).batch_norm(true)},
       {"resnet8", ZooSpec().arch("resnet").depth(8).width(4).activation("silu")},
       {"linear", ZooSpec().arch("linear")},
   };
@@ -187,6 +188,10 @@ TEST(Zoo, ParamsMatchPyTorch) {
       {ZooSpec().arch("cnn").channels({16, 32}), kImage, 5130},
       // 5*5*3*32 + 2*32 + 5*5*32*64 + 2*64 + fc1 64*50 + 2*50 + head 50*10+10 (no bias before BN)
       {ZooSpec().arch("cnn").channels({32, 64}).batch_norm(true).kernel(5).hidden({50}), {3, 32, 32}, 57602},
+      // two convs a stage: 3*3*1*16+16 + 3*3*16*16+16 + 3*3*16*32+32 + 3*3*32*32+32 + 32*10+10
+      {ZooSpec().arch("vgg").channels({16, 32}), kImage, 16698},
+      // the same without conv biases, with BN (2 per channel) on 3 input channels
+      {ZooSpec().arch("vgg").channels({16, 32}).batch_norm(true), {3, 32, 32}, 17082},
       // ResNet-20 with option B shortcuts; option A's well-known 269,722 + projections 16*32+2*32 +
       // 32*64+2*64
       {ZooSpec().arch("resnet").depth(20).width(16), {3, 32, 32}, 272474},
@@ -343,9 +348,9 @@ TEST(Zoo, ValidateNamesTheField) {
   };
   EXPECT_EQ(message(ZooSpec().arch("mpl")),
             "student.model.arch: unknown architecture \"mpl\"; did you mean \"mlp\"? "
-            "(expected mlp, cnn, resnet or linear)");
+            "(expected mlp, cnn, vgg, resnet or linear)");
   EXPECT_EQ(message(ZooSpec().arch("transformer")),
-            "student.model.arch: unknown architecture \"transformer\" (expected mlp, cnn, resnet or linear)");
+            "student.model.arch: unknown architecture \"transformer\" (expected mlp, cnn, vgg, resnet or linear)");
   EXPECT_EQ(message(ZooSpec().activation("rleu")),
             "student.model.activation: unknown activation \"rleu\"; did you mean \"relu\"? "
             "(expected relu, gelu, tanh, leaky_relu or silu)");
@@ -377,9 +382,9 @@ TEST(Zoo, ValidateNamesTheField) {
       "student.model.arch: cnn needs image input [channels, height, width]; got 30 flat features, not a "
       "perfect square to view as 1 x s x s");
   EXPECT_EQ(message(ZooSpec().arch("linear").hidden({32})),
-            "student.model.hidden: arch linear has no hidden layers (got [32]); use arch mlp");
+            "student.model.hidden: arch linear has no hidden layers (got [32]); use arch mlp, cnn, vgg or resnet");
   EXPECT_EQ(message(ZooSpec().arch("mlp").channels({16})),
-            "student.model.channels: only arch cnn has conv stages (got [16] with arch mlp)");
+            "student.model.channels: arch mlp has no conv stages (got [16]); use arch cnn or vgg");
   EXPECT_EQ(message(ZooSpec(), {28, 28}),
             "student.model: input shape [28, 28] is neither [features] nor [channels, height, width]");
   EXPECT_EQ(message(ZooSpec(), kImage, 0), "student.model: the model needs at least 1 output, got 0");

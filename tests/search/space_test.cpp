@@ -80,6 +80,11 @@ TEST(SearchSpace, CnnDepthAddsStagesOfTwiceTheChannels) {
   EXPECT_EQ(sets[1], "student.model.channels=[16, 32, 64]");
   // The optimizer's other settings travel with the searched learning rate.
   EXPECT_EQ(sets[3], "distill.optimizer={name: sgd, lr: 1, momentum: 0.8}");
+  // Any family with conv stages (the zoo table's `stages`) is resized the same way.
+  base.student.model = models::ZooSpec().arch("vgg").channels({8});
+  space = search::make_space(base, search::SearchOptions());
+  sets = search::overrides(space, search::decode(space, std::vector<double>(space.dimensions.size(), 1.0)), base);
+  EXPECT_EQ(sets[1], "student.model.channels=[8, 16]");
 }
 
 TEST(SearchSpace, RegressionSearchesMseOrHuberWithoutTemperature) {

@@ -229,7 +229,9 @@ TEST(Trainer, ATieOfTheSelectionMetricGoesToTheLowerValidationNll) {
   const auto& best = result.history[static_cast<size_t>(result.best_epoch - 1)].val;
   for (const auto& r : result.history) {
     EXPECT_LE(r.val.at("accuracy"), best.at("accuracy")) << "epoch " << r.epoch;
-    if (r.val.at("accuracy") == best.at("accuracy")) EXPECT_GE(r.val.at("nll"), best.at("nll")) << "epoch " << r.epoch;
+    if (r.val.at("accuracy") == best.at("accuracy")) {
+      EXPECT_GE(r.val.at("nll"), best.at("nll")) << "epoch " << r.epoch;
+    }
   }
 }
 

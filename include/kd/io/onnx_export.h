@@ -1,4 +1,4 @@
-// Exports a zoo model (mlp, cnn, resnet, linear) as an ONNX file (opset 13) that onnxruntime,
+// Exports a zoo model (any family of models::zoo_arch_table()) as an ONNX file (opset 13) that onnxruntime,
 // onnx.checker and kdistill's own OnnxModel run.
 //
 // The graph takes RAW inputs: the preprocessing of info.preprocessing is folded in, as leading

@@ -42,7 +42,7 @@ class Model {
   // declares it (an ONNX graph input with known dims, a Keras layer's batch_input_shape); empty when
   // the file does not say (TorchScript) or a dim is unknown.
   virtual std::vector<int64_t> declared_input_shape() { return {}; }
-  // "mlp", "cnn", "resnet", "linear", "torchscript", "onnx", "tfjs".
+  // a zoo family (models::zoo_archs()), "torchscript", "onnx", "tfjs".
   virtual std::string kind() const = 0;
 };
 

@@ -1,14 +1,17 @@
 // The model zoo: the networks kdistill builds from a spec (a recipe's
 // `student: {model: {...}}` or `teacher: {model: {...}}`), behind kd::models::Model.
 //
-//   arch: mlp     [N, F] or [N, C, H, W] (flattened) -> Linear+act (per hidden size) -> Linear -> [N,
-//   outputs] arch: cnn     [N, C, H, W] -> per stage: conv(k, same padding) [+BN] + act + 2x2 pool
-//                 -> global average pool -> optional MLP head (`hidden`) -> Linear -> [N, outputs]
+//   arch: mlp     [N, F] or [N, C, H, W] (flattened) -> Linear+act (per hidden size) -> Linear
+//   arch: cnn     [N, C, H, W] -> per stage: conv(k, same padding) [+BN] + act + 2x2 pool
+//                 -> global average pool -> optional MLP head (`hidden`) -> Linear
+//   arch: vgg     as cnn with two convs a stage (VGG, Simonyan & Zisserman 2015)
 //   arch: resnet  CIFAR ResNet (He et al. 2016), depth 6n+2, stages of width w, 2w, 4w, BN everywhere,
 //                 option B shortcuts (1x1 conv + BN where the shape changes) -> GAP -> Linear
 //   arch: linear  one Linear layer on the flattened input (logistic / linear regression)
-// cnn and resnet on flat input [F]: F must be a perfect square s*s; the input is reshaped to [1, s, s]
-// (the 8x8 digits set is 64 flat features). Any other F is a kd::Error.
+// The image families on flat input [F]: F must be a perfect square s*s; the input is reshaped to
+// [1, s, s] (the 8x8 digits set is 64 flat features). Any other F is a kd::Error.
+// A new family is one line of the table in zoo.cpp, its plan function and its checks: the modules,
+// forward, summary, TorchScript source and the ONNX and TF.js exporters all walk the plan.
 //
 // Example:
 //   auto model = build_zoo_model(ZooSpec().arch("cnn").channels({16, 32}), {1, 28, 28}, 10);
@@ -27,21 +30,34 @@
 namespace kd::models {
 
 struct ZooSpec {
-  TORCH_ARG(std::string, arch) = "mlp";            // mlp | cnn | resnet | linear
-  TORCH_ARG(std::vector<int64_t>, hidden) = {};    // mlp: hidden sizes; cnn/resnet: MLP head after pooling
+  TORCH_ARG(std::string, arch) = "mlp";            // a name of zoo_arch_table(): mlp | cnn | vgg | resnet | linear
+  TORCH_ARG(std::vector<int64_t>, hidden) = {};    // mlp: hidden sizes; cnn/vgg/resnet: MLP head after pooling
   TORCH_ARG(std::string, activation) = "relu";     // relu | gelu | tanh | leaky_relu (slope 0.01) | silu
   TORCH_ARG(double, dropout) = 0.0;                // after each hidden activation, and before the head
   TORCH_ARG(bool, batch_norm) = false;             // mlp/cnn: BN before each activation (resnet: always)
-  TORCH_ARG(std::vector<int64_t>, channels) = {};  // cnn: channels per stage, e.g. {32, 64}
-  TORCH_ARG(int64_t, kernel) = 3;                  // cnn: odd kernel size ("same" padding)
-  TORCH_ARG(std::string, pool) = "max";            // cnn: max | avg, 2x2 after each stage
+  TORCH_ARG(std::vector<int64_t>, channels) = {};  // cnn/vgg: channels per stage, e.g. {32, 64}
+  TORCH_ARG(int64_t, kernel) = 3;                  // cnn/vgg: odd kernel size ("same" padding)
+  TORCH_ARG(std::string, pool) = "max";            // cnn/vgg: max | avg, 2x2 after each stage
   TORCH_ARG(int64_t, depth) = 20;                  // resnet: 6n+2 (8, 14, 20, 32, 44, 56, 110)
   TORCH_ARG(int64_t, width) = 16;                  // resnet: stage widths width, 2*width, 4*width
   TORCH_ARG(double, width_multiplier) = 1.0;  // scales hidden sizes / channels / width: max(1, round(x*m))
 };
 
-// The zoo's names, for recipe checks and help text.
-const std::vector<std::string>& zoo_archs();        // mlp, cnn, resnet, linear
+// A family of the zoo, as the table in zoo.cpp declares it (one line a family; its plan and the checks
+// of its own keys are functions beside the table).
+struct ZooArch {
+  std::string name;                // what `arch:` says
+  std::string summary;             // one line for help and docs
+  bool image = false;              // takes [C, H, W]; a flat perfect square F is viewed as [1, sqrt F, sqrt F]
+  std::vector<std::string> reads;  // spec keys of its own (all read arch, activation, dropout, width_multiplier)
+  std::string stages;              // the list key whose length is its depth (what `auto` resizes), or ""
+};
+
+// The zoo's families, in the table's order; their names, for recipe checks and help text; one by name
+// (nullptr when there is none).
+const std::vector<ZooArch>& zoo_arch_table();
+const std::vector<std::string>& zoo_archs();  // mlp, cnn, vgg, resnet, linear
+const ZooArch* find_zoo_arch(const std::string& name);
 const std::vector<std::string>& zoo_activations();  // relu, gelu, tanh, leaky_relu, silu
 
 // kd::Error on a bad spec for this input shape and number of outputs. `field` is the recipe path of
