@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "kd/losses/cross_entropy.h"
 #include "kd/losses/dkd.h"
@@ -38,44 +40,65 @@ const std::vector<Entry>& table() {
   return entries;
 }
 
-// The value of option `key` as text, and whether it differs from the default.
-std::pair<std::string, bool> option_value(const LossTermOptions& options, const std::string& key) {
-  const LossTermOptions defaults;
-  auto number = [](double value, double fallback) {
-    return std::make_pair(fmt::format("{}", value), value != fallback);
-  };
-  if (key == "temperature") return number(options.temperature(), defaults.temperature());
-  if (key == "label_smoothing") return number(options.label_smoothing(), defaults.label_smoothing());
-  if (key == "delta") return number(options.delta(), defaults.delta());
-  if (key == "alpha") return number(options.alpha(), defaults.alpha());
-  if (key == "beta") return number(options.beta(), defaults.beta());
-  KD_CHECK(key == "target", "unknown option key {}", key);
-  return {quote(options.target()), options.target() != defaults.target()};
-}
-
 void check_range(const char* key, double value, bool ok, const char* expected) {
   if (!ok || !std::isfinite(value)) fail("{}: found {}, expected {}", key, value, expected);
 }
 
+const LossOption* find_option(const std::vector<LossOption>& options, const std::string& key) {
+  for (const auto& option : options) {
+    if (option.key == key) return &option;
+  }
+  return nullptr;
+}
+
+// The declaration `kind` reads `key` by: its own, else the first kind's in the table that declares it.
+const LossOption& option_for(const std::string& kind, const std::string& key) {
+  bool known = std::any_of(table().begin(), table().end(), [&](const Entry& e) { return e.kind == kind; });
+  if (known) {
+    if (const LossOption* own = find_option(loss_options(kind), key)) return *own;
+  }
+  const LossOption* any = find_loss_option(key);
+  if (!any) fail("{}: no loss kind has this option; the options are {}", key, join(loss_option_keys(), ", "));
+  return *any;
+}
+
+std::string words_text(const std::vector<std::string>& words) {
+  std::vector<std::string> quoted;
+  for (const auto& w : words) quoted.push_back(quote(w));
+  return join(quoted, " or ");
+}
+
 void check_options(const LossTermOptions& options, const LossTerm& term) {
   check_range("weight", options.weight(), options.weight() >= 0, "a number >= 0");
-  const std::vector<std::string> used = term.option_keys();
-  for (const char* key : {"temperature", "label_smoothing", "delta", "target", "alpha", "beta"}) {
-    bool is_used = std::find(used.begin(), used.end(), key) != used.end();
-    auto [text, changed] = option_value(options, key);
-    if (!is_used && changed) {
-      fail("{}: loss {} does not use {} (found {}); its keys are kind, weight{}{}", key,
-           quote(options.kind()), key, text, used.empty() ? "" : ", ", join(used, ", "));
+  const std::vector<LossOption> declared = term.declared_options();
+  std::vector<std::string> keys;
+  for (const auto& option : declared) keys.push_back(option.key);
+  auto refuse = [&](const std::string& key, const std::string& found) {
+    fail("{}: loss {} does not use {} (found {}); its keys are kind, weight{}{}", key, quote(options.kind()), key,
+         found, keys.empty() ? "" : ", ", join(keys, ", "));
+  };
+  for (const auto& [key, value] : options.numbers()) {
+    const LossOption* own = find_option(declared, key);
+    if (own && own->is_word()) fail("{}: found {}, expected {}", key, value, words_text(own->words));
+    if (!own) {
+      const LossOption& other = option_for(options.kind(), key);
+      if (other.is_word() || value != other.number) refuse(key, fmt::format("{}", value));
+      continue;
+    }
+    if (!own->range.contains(value) || !std::isfinite(value)) {
+      fail("{}: found {}, expected a number {}", key, value, own->range.text());
     }
   }
-  check_range("temperature", options.temperature(), options.temperature() > 0, "a number > 0");
-  check_range("label_smoothing", options.label_smoothing(),
-              options.label_smoothing() >= 0 && options.label_smoothing() < 1, "a number in [0, 1)");
-  check_range("delta", options.delta(), options.delta() > 0, "a number > 0");
-  check_range("alpha", options.alpha(), options.alpha() >= 0, "a number >= 0");
-  check_range("beta", options.beta(), options.beta() >= 0, "a number >= 0");
-  if (options.target() != "teacher" && options.target() != "labels") {
-    fail("target: found {}, expected \"teacher\" or \"labels\"", quote(options.target()));
+  for (const auto& [key, value] : options.words()) {
+    const LossOption* own = find_option(declared, key);
+    if (!own) {
+      const LossOption& other = option_for(options.kind(), key);
+      if (!other.is_word() || value != other.words.front()) refuse(key, quote(value));
+      continue;
+    }
+    if (std::find(own->words.begin(), own->words.end(), value) == own->words.end()) {
+      fail("{}: found {}, expected {}", key, quote(value), words_text(own->words));
+    }
   }
 }
 
@@ -95,6 +118,93 @@ const LossTermFactory& loss_term_factory(const std::string& kind) {
   auto suggestion = nearest(kind, kinds);
   fail("kind: {} is not a loss kind{}; expected one of {}", quote(kind),
        suggestion ? fmt::format(" (did you mean {}?)", quote(*suggestion)) : "", join(kinds, ", "));
+}
+
+const std::vector<LossOption>& loss_options(const std::string& kind) {
+  static const std::map<std::string, std::vector<LossOption>> declared = [] {
+    std::map<std::string, std::vector<LossOption>> all;
+    for (const auto& entry : table()) all[entry.kind] = entry.factory(LossTermOptions(entry.kind))->declared_options();
+    return all;
+  }();
+  loss_term_factory(kind);  // the error for an unknown kind
+  return declared.at(kind);
+}
+
+std::vector<LossOptionUse> loss_option_table() {
+  std::vector<LossOptionUse> uses;
+  for (const auto& entry : table()) {
+    for (const auto& option : loss_options(entry.kind)) {
+      auto it = std::find_if(uses.begin(), uses.end(), [&](const LossOptionUse& u) { return u.option.key == option.key; });
+      if (it == uses.end()) {
+        uses.push_back({option, {entry.kind}});
+      } else {
+        KD_CHECK(it->option.help == option.help && it->option.number == option.number && it->option.words == option.words,
+                 "loss option {} is declared differently by {} and {}", option.key, it->kinds.front(), entry.kind);
+        it->kinds.push_back(entry.kind);
+      }
+    }
+  }
+  return uses;
+}
+
+const LossOption* find_loss_option(const std::string& key) {
+  static const std::vector<LossOptionUse> uses = loss_option_table();
+  for (const auto& use : uses) {
+    if (use.option.key == key) return &use.option;
+  }
+  return nullptr;
+}
+
+std::vector<std::string> loss_option_keys() {
+  std::vector<std::string> keys;
+  for (const auto& use : loss_option_table()) keys.push_back(use.option.key);
+  return keys;
+}
+
+LossOption temperature_option() {
+  auto option = LossOption::of_number("temperature", "softmax temperature T", 1.0, OptionRange::above(0));
+  option.search_low = 1;
+  option.search_high = 20;
+  return option;
+}
+
+LossOption target_option() {
+  return LossOption::of_words("target", "what the student is compared with (labels: regression only)",
+                              {"teacher", "labels"});
+}
+
+bool OptionRange::contains(double value) const {
+  return (low_open ? value > low : value >= low) && (high_open ? value < high : value <= high);
+}
+
+std::string OptionRange::text() const {
+  if (std::isinf(high)) return fmt::format("{} {}", low_open ? ">" : ">=", low);
+  return fmt::format("in {}{}, {}{}", low_open ? "(" : "[", low, high, high_open ? ")" : "]");
+}
+
+LossTermOptions& LossTermOptions::set(const std::string& key, double value) {
+  numbers_[key] = value;
+  words_.erase(key);
+  return *this;
+}
+
+LossTermOptions& LossTermOptions::set(const std::string& key, std::string value) {
+  words_[key] = std::move(value);
+  numbers_.erase(key);
+  return *this;
+}
+
+double LossTermOptions::number(const std::string& key) const {
+  auto it = numbers_.find(key);
+  return it != numbers_.end() ? it->second : option_for(kind_, key).number;
+}
+
+std::string LossTermOptions::word(const std::string& key) const {
+  auto it = words_.find(key);
+  if (it != words_.end()) return it->second;
+  const LossOption& option = option_for(kind_, key);
+  KD_CHECK(option.is_word(), "loss option {} is a number", key);
+  return option.words.front();
 }
 
 std::unique_ptr<LossTerm> make_loss_term(const LossTermOptions& options) {

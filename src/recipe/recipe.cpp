@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "kd/losses/registry.h"
 #include "kd/util/strings.h"
 
 namespace kd::recipe {
@@ -204,12 +205,18 @@ std::vector<losses::LossTermOptions> parse_losses(YamlSection& parent, const std
   for (auto& item : parent.list(key)) {
     losses::LossTermOptions t(item.require<std::string>("kind"));
     t.weight(item.get<double>("weight", t.weight()));
-    t.temperature(item.get<double>("temperature", t.temperature()));
-    t.label_smoothing(item.get<double>("label_smoothing", t.label_smoothing()));
-    t.delta(item.get<double>("delta", t.delta()));
-    t.target(item.get<std::string>("target", t.target()));
-    t.alpha(item.get<double>("alpha", t.alpha()));
-    t.beta(item.get<double>("beta", t.beta()));
+    // The kinds declare their options (losses::LossOption); a key no kind declares is left to
+    // finish(), which names it with a suggestion.
+    if (item.raw().IsMap()) {
+      for (const auto& pair : item.raw()) {
+        std::string key = pair.first.as<std::string>();
+        const losses::LossOption* option = losses::find_loss_option(key);
+        if (!option) continue;
+        if (!item.has(key)) item.get<std::string>(key, "");  // null: the default (and the key is read)
+        else if (option->is_word()) t.set(key, item.require<std::string>(key));
+        else t.set(key, item.require<double>(key));
+      }
+    }
     item.finish();
     terms.push_back(t);
   }

@@ -15,23 +15,45 @@ namespace kd::search {
 namespace {
 
 struct DimensionInfo {
-  const char* name;
+  std::string name;
   DimensionKind kind;
   double min, max;  // the domain a recipe's range must lie in
 };
 
-// The one table of dimensions.
+// The one table of dimensions: the options of the loss kinds that declare a search range
+// (losses::LossOption, e.g. temperature) come after `loss`.
 const std::vector<DimensionInfo>& dimension_table() {
-  static const std::vector<DimensionInfo> table = {
-      {"student", DimensionKind::choice, 0, 0},
-      {"width", DimensionKind::log_real, 1e-3, 64},
-      {"depth", DimensionKind::integer, 1, 16},
-      {"loss", DimensionKind::choice, 0, 0},
-      {"temperature", DimensionKind::log_real, 0.05, 100},
-      {"alpha", DimensionKind::real, 0, 1},
-      {"lr", DimensionKind::log_real, 1e-7, 10},
-  };
+  static const std::vector<DimensionInfo> table = [] {
+    std::vector<DimensionInfo> t = {
+        {"student", DimensionKind::choice, 0, 0},
+        {"width", DimensionKind::log_real, 1e-3, 64},
+        {"depth", DimensionKind::integer, 1, 16},
+        {"loss", DimensionKind::choice, 0, 0},
+    };
+    std::vector<DimensionInfo> rest = {
+        {"alpha", DimensionKind::real, 0, 1},
+        {"lr", DimensionKind::log_real, 1e-7, 10},
+    };
+    for (const auto& use : losses::loss_option_table()) {
+      const auto& o = use.option;
+      if (o.search_low <= 0) continue;
+      for (const auto& other : t) KD_CHECK(other.name != o.key, "loss option {} clashes with a search dimension", o.key);
+      for (const auto& other : rest) KD_CHECK(other.name != o.key, "loss option {} clashes with a search dimension", o.key);
+      t.push_back({o.key, DimensionKind::log_real, o.search_low / 20, o.search_high * 5});
+    }
+    t.insert(t.end(), rest.begin(), rest.end());
+    return t;
+  }();
   return table;
+}
+
+// The searched options (LossOption with a search range) that `kind` declares.
+std::vector<losses::LossOption> searched_options(const std::string& kind) {
+  std::vector<losses::LossOption> options;
+  for (const auto& o : losses::loss_options(kind)) {
+    if (o.search_low > 0) options.push_back(o);
+  }
+  return options;
 }
 
 const DimensionInfo& info_for(const std::string& name, const std::string& field) {
@@ -187,7 +209,15 @@ SearchSpace make_space(const flow::RunSpec& base, const SearchOptions& options) 
       add(Dimension{"loss", DimensionKind::choice, 0, 0, {"mse", "huber"}});
     } else {
       add(Dimension{"loss", DimensionKind::choice, 0, 0, {"kl", "js", "dkd"}});
-      add(Dimension{"temperature", DimensionKind::log_real, 1, 20, {}});
+    }
+    // The options the candidate kinds declare a search range for (temperature).
+    std::vector<std::string> added;
+    for (const auto& kind : space.dimensions.back().choices) {
+      for (const auto& o : searched_options(kind)) {
+        if (std::find(added.begin(), added.end(), o.key) != added.end()) continue;
+        add(Dimension{o.key, DimensionKind::log_real, o.search_low, o.search_high, {}});
+        added.push_back(o.key);
+      }
     }
     // From 0: "no teacher" (alpha below 0.05 is taken as 0) is a candidate like any other.
     add(Dimension{"alpha", DimensionKind::real, 0.0, 1.0, {}});
@@ -203,8 +233,9 @@ SearchSpace make_space(const flow::RunSpec& base, const SearchOptions& options) 
     std::string why = d.name == "width" || d.name == "depth"
                           ? (base.student.model ? "the recipe's student (arch " + base.student.model->arch() + ") has no " + d.name + " to vary"
                                                 : "the student is a TorchScript file")
-                          : d.name == "temperature" && space.regression ? "regression losses have no temperature"
-                                                                        : "loss: recipe keeps the recipe's losses";
+                          : losses::find_loss_option(d.name) && !options.recipe_losses()
+                              ? "none of the candidate losses reads " + d.name
+                              : "loss: recipe keeps the recipe's losses";
     fail("search.{}: not searched here: {}", d.name, why);
   }
   return space;
@@ -242,8 +273,11 @@ std::vector<std::string> overrides(const SearchSpace& space, const Config& confi
       sets.push_back(fmt::format("distill.losses=[{{kind: {}, target: teacher, weight: {}}}, {{kind: mse, target: labels, "
                                  "weight: {}}}]", kind, number(alpha), number(rest)));
     } else {
-      sets.push_back(fmt::format("distill.losses=[{{kind: {}, weight: {}, temperature: {}}}, {{kind: ce, weight: {}}}]",
-                                 kind, number(alpha), number(config.value("temperature", 1.0)), number(rest)));
+      std::string term = fmt::format("kind: {}, weight: {}", kind, number(alpha));
+      for (const auto& o : searched_options(kind)) {
+        if (config.contains(o.key)) term += fmt::format(", {}: {}", o.key, number(config[o.key].get<double>()));
+      }
+      sets.push_back(fmt::format("distill.losses=[{{{}}}, {{kind: ce, weight: {}}}]", term, number(rest)));
     }
   }
   if (config.contains("lr")) {

@@ -1,5 +1,9 @@
 // Bad loss options and bad inputs: each is refused with a message naming the field.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <fstream>
+#include <iterator>
 
 #include "kd/losses/distiller.h"
 #include "kd/losses/registry.h"
@@ -18,6 +22,40 @@ TEST(LossOptions, KindsAreListedInTableOrder) {
   EXPECT_EQ(loss_term_kinds(),
             (std::vector<std::string>{"kl", "reverse_kl", "js", "mse", "huber", "ce", "dkd"}));
   for (const auto& kind : loss_term_kinds()) EXPECT_EQ(make_loss_term(Options(kind))->name(), kind);
+}
+
+// docs/losses.md's key table is what the kinds declare: one row a key, in table order.
+TEST(LossOptions, DocsTableIsTheDeclarations) {
+  std::ifstream file(std::string(KD_SOURCE_DIR) + "/docs/losses.md");
+  std::string docs((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(docs.empty());
+  std::string rows;
+  for (const auto& use : loss_option_table()) {
+    const LossOption& o = use.option;
+    std::string kinds;
+    for (const auto& kind : use.kinds) kinds += (kinds.empty() ? "" : ", ") + kind;
+    std::string meaning = o.help + "; ";
+    if (o.is_word()) {
+      for (size_t i = 0; i < o.words.size(); ++i) meaning += (i ? " or `" : "`") + o.words[i] + "`";
+    } else {
+      meaning += o.range.text();
+    }
+    rows += fmt::format("| `{}` | {} | {} | {} |\n", o.key, o.is_word() ? o.words.front() : fmt::format("{}", o.number),
+                        kinds, meaning);
+  }
+  EXPECT_NE(docs.find(rows), std::string::npos) << "expected in docs/losses.md:\n" << rows;
+}
+
+TEST(LossOptions, TheKindsOwnOptionsAreReadAndChecked) {
+  // A declared key with its default; a set key; one another kind declares, refused unless at its default.
+  EXPECT_EQ(Options("dkd").beta(), 8.0);
+  EXPECT_EQ(Options("dkd").set("beta", 2.0).beta(), 2.0);
+  EXPECT_EQ(Options("ce").temperature(), 1.0);
+  EXPECT_EQ(Options("mse").target(), "teacher");
+  EXPECT_NO_THROW(make_loss_term(Options("ce").temperature(1)));
+  KD_EXPECT_ERROR(make_loss_term(Options("dkd").set("beta", -1.0)), "beta: found -1, expected a number >= 0");
+  KD_EXPECT_ERROR(make_loss_term(Options("mse").set("target", 3.0)), "target: found 3, expected \"teacher\" or \"labels\"");
+  KD_EXPECT_ERROR(make_loss_term(Options("kl").set("gamma", 2.0)), "gamma: no loss kind has this option");
 }
 
 TEST(LossOptions, UnknownKindSuggestsTheNearest) {

@@ -21,7 +21,9 @@ class CrossEntropyLoss : public LossTerm {
   bool uses_teacher() const override { return false; }
   bool uses_labels() const override { return true; }
   bool supports(Task task) const override { return task == Task::classification; }
-  std::vector<std::string> option_keys() const override { return {"label_smoothing"}; }
+  std::vector<LossOption> declared_options() const override {
+    return {LossOption::of_number("label_smoothing", "eps", 0.0, OptionRange::up_to_below(0, 1))};
+  }
 };
 
 }  // namespace kd::losses

@@ -23,7 +23,10 @@ class DkdLoss : public LossTerm {
   bool uses_teacher() const override { return true; }
   bool uses_labels() const override { return true; }
   bool supports(Task task) const override { return task == Task::classification; }
-  std::vector<std::string> option_keys() const override { return {"temperature", "alpha", "beta"}; }
+  std::vector<LossOption> declared_options() const override {
+    return {temperature_option(), LossOption::of_number("alpha", "weight of TCKD", 1.0, OptionRange::at_least(0)),
+            LossOption::of_number("beta", "weight of NCKD", 8.0, OptionRange::at_least(0))};
+  }
 };
 
 }  // namespace kd::losses

@@ -20,7 +20,9 @@ class HuberLoss : public LossTerm {
   bool supports(Task task) const override {
     return task == Task::regression || options_.target() == "teacher";
   }
-  std::vector<std::string> option_keys() const override { return {"target", "delta"}; }
+  std::vector<LossOption> declared_options() const override {
+    return {target_option(), LossOption::of_number("delta", "threshold", 1.0, OptionRange::above(0))};
+  }
 };
 
 }  // namespace kd::losses

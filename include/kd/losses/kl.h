@@ -21,7 +21,9 @@ class KlLoss : public LossTerm {
   bool uses_teacher() const override { return true; }
   bool uses_labels() const override { return false; }
   bool supports(Task task) const override { return task == Task::classification; }
-  std::vector<std::string> option_keys() const override { return {"temperature"}; }
+  std::vector<LossOption> declared_options() const override {
+    return {temperature_option()};
+  }
 };
 
 }  // namespace kd::losses

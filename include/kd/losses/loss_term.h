@@ -8,6 +8,8 @@
 //   labels    int64 [N] class indices (classification) or float [N] / [N, K] targets (regression)
 //   has_label bool [N], false where the example has no label (transfer set); undefined = all labelled
 // Every term returns an unweighted scalar (0-dim tensor) of the student's dtype.
+// A kind declares its own options (key, default, range, help) in declared_options(): a new kind with
+// a new option is its header, its source and one line in src/losses/registry.cpp.
 //
 // Example:
 //   auto term = kd::losses::make_loss_term(kd::losses::LossTermOptions("kl").temperature(4));
@@ -17,6 +19,8 @@
 #include <torch/arg.h>
 #include <torch/torch.h>
 
+#include <limits>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -32,6 +36,52 @@ struct LossInputs {
   torch::Tensor has_label{};
 };
 
+// The values a number option takes: from low to high, either end open.
+struct OptionRange {
+  double low = -std::numeric_limits<double>::infinity(), high = std::numeric_limits<double>::infinity();
+  bool low_open = false, high_open = false;
+
+  static OptionRange above(double low) { return {low, std::numeric_limits<double>::infinity(), true, false}; }
+  static OptionRange at_least(double low) { return {low, std::numeric_limits<double>::infinity(), false, false}; }
+  static OptionRange up_to_below(double low, double high) { return {low, high, false, true}; }  // [low, high)
+  bool contains(double value) const;
+  std::string text() const;  // "> 0", ">= 0", "in [0, 1)"
+};
+
+// One option of a loss kind, as its term declares it (LossTerm::declared_options). The recipe reader,
+// the checks, docs/losses.md's table (a test compares them) and `kdistill auto`'s space read these.
+struct LossOption {
+  std::string key;
+  std::string help;                // the docs table's meaning
+  double number = 0;               // a number option's default
+  OptionRange range;               // a number option's values
+  std::vector<std::string> words;  // a word option: one of these; the first is the default
+  // > 0: `kdistill auto` searches the option on a log scale in [search_low, search_high]; a recipe's
+  // `search.KEY: [low, high]` may range over [search_low / 20, search_high * 5].
+  double search_low = 0, search_high = 0;
+
+  bool is_word() const { return !words.empty(); }
+  static LossOption of_number(std::string key, std::string help, double value, OptionRange range) {
+    LossOption option;
+    option.key = std::move(key);
+    option.help = std::move(help);
+    option.number = value;
+    option.range = range;
+    return option;
+  }
+  static LossOption of_words(std::string key, std::string help, std::vector<std::string> words) {
+    LossOption option;
+    option.key = std::move(key);
+    option.help = std::move(help);
+    option.words = std::move(words);
+    return option;
+  }
+};
+
+// Options shared by several kinds, declared once.
+LossOption temperature_option();  // softmax temperature T > 0, default 1, searched over [1, 20]
+LossOption target_option();       // mse / huber: "teacher" or "labels"
+
 struct LossTermOptions {
   LossTermOptions() = default;
   /* implicit */ LossTermOptions(std::string kind) : kind_(std::move(kind)) {}
@@ -40,17 +90,35 @@ struct LossTermOptions {
   TORCH_ARG(std::string, kind);
   // Multiplies the term in the total; >= 0.
   TORCH_ARG(double, weight) = 1.0;
-  // Softmax temperature T of the soft-target terms (kl, reverse_kl, js, dkd); > 0.
-  TORCH_ARG(double, temperature) = 1.0;
-  // Cross-entropy label smoothing (ce), in [0, 1).
-  TORCH_ARG(double, label_smoothing) = 0.0;
-  // Huber threshold (huber), > 0.
-  TORCH_ARG(double, delta) = 1.0;
-  // What mse / huber compare the student with: "teacher" or "labels" (regression).
-  TORCH_ARG(std::string, target) = "teacher";
-  // Decoupled KD weights: alpha * TCKD + beta * NCKD (dkd), >= 0.
-  TORCH_ARG(double, alpha) = 1.0;
-  TORCH_ARG(double, beta) = 8.0;
+
+ public:
+  // The kind's own options by key (LossOption). An unset key reads as the kind's declared default;
+  // a key the kind does not declare reads as the first kind's that does (ce's temperature is 1).
+  LossTermOptions& set(const std::string& key, double value);
+  LossTermOptions& set(const std::string& key, std::string value);
+  LossTermOptions& set(const std::string& key, const char* value) { return set(key, std::string(value)); }
+  double number(const std::string& key) const;
+  std::string word(const std::string& key) const;
+  const std::map<std::string, double>& numbers() const { return numbers_; }
+  const std::map<std::string, std::string>& words() const { return words_; }
+
+  // Shorthands for the options the library itself reads.
+  LossTermOptions& temperature(double value) { return set("temperature", value); }
+  double temperature() const { return number("temperature"); }
+  LossTermOptions& label_smoothing(double value) { return set("label_smoothing", value); }
+  double label_smoothing() const { return number("label_smoothing"); }
+  LossTermOptions& delta(double value) { return set("delta", value); }
+  double delta() const { return number("delta"); }
+  LossTermOptions& target(std::string value) { return set("target", std::move(value)); }
+  std::string target() const { return word("target"); }
+  LossTermOptions& alpha(double value) { return set("alpha", value); }
+  double alpha() const { return number("alpha"); }
+  LossTermOptions& beta(double value) { return set("beta", value); }
+  double beta() const { return number("beta"); }
+
+ private:
+  std::map<std::string, double> numbers_;
+  std::map<std::string, std::string> words_;
 };
 
 class LossTerm {
@@ -68,9 +136,10 @@ class LossTerm {
   virtual bool uses_teacher() const = 0;
   virtual bool uses_labels() const = 0;
   virtual bool supports(Task task) const = 0;
-  // The option keys (besides kind and weight) this kind reads; setting any other key away
-  // from its default is refused, so that `{kind: ce, temperature: 4}` does not pass silently.
-  virtual std::vector<std::string> option_keys() const = 0;
+  // The options (besides kind and weight) this kind reads, with their defaults, ranges and help.
+  // Setting any other key away from its default is refused, so that `{kind: ce, temperature: 4}`
+  // does not pass silently.
+  virtual std::vector<LossOption> declared_options() const = 0;
 
   const LossTermOptions& options() const { return options_; }
 

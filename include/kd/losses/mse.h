@@ -22,7 +22,9 @@ class MseLoss : public LossTerm {
   bool supports(Task task) const override {
     return task == Task::regression || options_.target() == "teacher";
   }
-  std::vector<std::string> option_keys() const override { return {"target"}; }
+  std::vector<LossOption> declared_options() const override {
+    return {target_option()};
+  }
 };
 
 }  // namespace kd::losses
