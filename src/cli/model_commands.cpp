@@ -3,7 +3,7 @@
 
 #include "cli/commands.h"
 #include "kd/io/describe.h"
-#include "kd/io/exporters.h"
+#include "kd/export/exporters.h"
 #include "kd/data/npy.h"
 #include "kd/io/model_file.h"
 #include "kd/train/evaluate.h"
@@ -52,7 +52,7 @@ void register_model_commands(CLI::App& app, GlobalOptions& global) {
 
   auto export_flags = std::make_shared<ModelFlags>();
   std::vector<std::string> formats;
-  for (const auto& f : io::export_formats()) formats.push_back(f.name);
+  for (const auto& f : exports::export_formats()) formats.push_back(f.name);
   auto* exporter = app.add_subcommand("export", "write a kdistill model (.kdm) as " + join(formats, ", "));
   exporter->add_option("model", export_flags->model, "a model kdistill trained (.kdm, or a .pt it wrote)")->required();
   exporter->add_option("--format", export_flags->format, join(formats, " | "))->required();
@@ -60,13 +60,13 @@ void register_model_commands(CLI::App& app, GlobalOptions& global) {
   exporter->callback([export_flags, &global] {
     global.exit_status = guarded([&] {
       apply_global_options(global);
-      const auto& format = io::export_format(export_flags->format, "--format");
+      const auto& format = exports::export_format(export_flags->format, "--format");
       auto loaded = io::load_model(export_flags->model);
       if (!loaded.has_info) {
         fail("{}: not a model kdistill trained (no kdistill metadata); export takes .kdm files from a run folder",
              export_flags->model);
       }
-      io::export_model(*loaded.model, loaded.info, format.name, export_flags->out);
+      exports::export_model(*loaded.model, loaded.info, format.name, export_flags->out);
       std::cout << "wrote " << export_flags->out << " (" << format.summary << ")\n";
     });
   });

@@ -11,7 +11,7 @@
 #include <sstream>
 
 #include "kd/io/model_file.h"
-#include "kd/io/exporters.h"
+#include "kd/export/exporters.h"
 #include "kd/losses/distiller.h"
 #include "kd/models/torchscript_model.h"
 #include "kd/report/analysis.h"
@@ -236,8 +236,8 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   for (const auto& format : spec.exports) {
     // A TorchScript student file is TorchScript already (student.pt); zoo students go through the exporters.
     if (!spec.student.model) continue;
-    std::string exported = (fs::path(dir) / io::export_format(format).file_name).string();
-    io::export_model(*run.student.model, run.student.info, format, exported);
+    std::string exported = (fs::path(dir) / exports::export_format(format).file_name).string();
+    exports::export_model(*run.student.model, run.student.info, format, exported);
     run.exported.push_back(exported);
   }
   return run;
@@ -392,7 +392,7 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
     fail("student.init: {} is not random or teacher", quote(spec.student.init));
   }
   for (size_t i = 0; i < spec.exports.size(); ++i) {
-    const auto& format = io::export_format(spec.exports[i], fmt::format("export[{}]", i));
+    const auto& format = exports::export_format(spec.exports[i], fmt::format("export[{}]", i));
     if (!spec.student.model && format.name != "torchscript") {
       fail("export[{}]: {} exports a zoo student (student.model); this student is the file {}", i, format.name,
            spec.student.path);

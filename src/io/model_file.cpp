@@ -4,7 +4,7 @@
 #include <exception>
 #include <fstream>
 
-#include "kd/io/onnx_export.h"
+#include "kd/io/onnx_model.h"
 #include "kd/io/onnx_model.h"
 #include "kd/io/tfjs_model.h"
 #include "kd/models/torchscript_model.h"

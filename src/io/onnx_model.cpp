@@ -15,7 +15,7 @@
 #include "kd/util/fs.h"
 #include "kd/util/shape.h"
 #include "kd/util/strings.h"
-#include "onnx_tensor.h"
+#include "kd/io/onnx_tensor.h"
 
 namespace kd::io {
 namespace {

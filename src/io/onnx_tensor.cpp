@@ -1,4 +1,4 @@
-#include "onnx_tensor.h"
+#include "kd/io/onnx_tensor.h"
 
 #include <cstring>
 

@@ -23,6 +23,10 @@
 
 namespace kd::io {
 
+// The metadata_props keys kdistill writes (export_onnx) and reads: ModelInfo as JSON, the class names.
+inline constexpr const char* kOnnxInfoKey = "kdistill";
+inline constexpr const char* kOnnxClassNamesKey = "class_names";
+
 class OnnxModel : public models::Model {
  public:
   // Reads, checks (onnx::checker) and prepares the graph; kd::Error naming the file when it is not a

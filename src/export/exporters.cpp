@@ -1,16 +1,16 @@
-#include "kd/io/exporters.h"
+#include "kd/export/exporters.h"
 
-#include "kd/io/onnx_export.h"
-#include "kd/io/tfjs_export.h"
-#include "kd/io/torchscript_export.h"
+#include "kd/export/onnx_export.h"
+#include "kd/export/tfjs_export.h"
+#include "kd/export/torchscript_export.h"
 #include "kd/models/zoo.h"
 #include "kd/util/error.h"
 #include "kd/util/strings.h"
 
-namespace kd::io {
+namespace kd::exports {
 namespace {
 
-void write_torchscript(models::Model& model, const ModelInfo& info, const std::string& path) {
+void write_torchscript(models::Model& model, const io::ModelInfo& info, const std::string& path) {
   auto spec = models::zoo_spec_from_json(info.spec, path);
   export_torchscript(model, spec, info.input_shape, info.outputs, path, &info);
 }
@@ -37,7 +37,7 @@ const ExportFormat& export_format(const std::string& name, const std::string& fi
        suggestion ? " (did you mean " + quote(*suggestion) + "?)" : "", join(names, ", "));
 }
 
-void export_model(models::Model& model, const ModelInfo& info, const std::string& format, const std::string& path) {
+void export_model(models::Model& model, const io::ModelInfo& info, const std::string& format, const std::string& path) {
   const auto& exporter = export_format(format);
   if (info.spec.is_null()) {
     fail("{}: {} export needs a zoo model ({}); this one is a {} model", path, format,
@@ -46,4 +46,4 @@ void export_model(models::Model& model, const ModelInfo& info, const std::string
   exporter.write(model, info, path);
 }
 
-}  // namespace kd::io
+}  // namespace kd::exports

@@ -19,7 +19,7 @@
 #include "kd/models/model.h"
 #include "kd/models/zoo.h"
 
-namespace kd::io {
+namespace kd::exports {
 
 // The name of the extra file holding to_json(spec).
 inline constexpr const char* kTorchScriptSpecFile = "kdistill/spec.json";
@@ -30,6 +30,6 @@ inline constexpr const char* kTorchScriptSpecFile = "kdistill/spec.json";
 // task, class names, preprocessing).
 void export_torchscript(models::Model& model, const models::ZooSpec& spec,
                         const std::vector<int64_t>& input_shape, int64_t outputs,
-                        const std::filesystem::path& path, const ModelInfo* info = nullptr);
+                        const std::filesystem::path& path, const io::ModelInfo* info = nullptr);
 
-}  // namespace kd::io
+}  // namespace kd::exports

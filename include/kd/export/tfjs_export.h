@@ -26,10 +26,10 @@
 #include "kd/io/model_file.h"
 #include "kd/models/model.h"
 
-namespace kd::io {
+namespace kd::exports {
 
 // Writes the folder atomically (a temporary folder renamed into place; an existing folder is
 // replaced). kd::Error naming `dir` for a model that is not a zoo model or an unwritable place.
-void export_tfjs(models::Model& model, const ModelInfo& info, const std::string& dir);
+void export_tfjs(models::Model& model, const io::ModelInfo& info, const std::string& dir);
 
-}  // namespace kd::io
+}  // namespace kd::exports

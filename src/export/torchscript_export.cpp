@@ -1,4 +1,4 @@
-#include "kd/io/torchscript_export.h"
+#include "kd/export/torchscript_export.h"
 
 #include <torch/script.h>
 
@@ -7,11 +7,11 @@
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
 
-namespace kd::io {
+namespace kd::exports {
 
 void export_torchscript(models::Model& model, const models::ZooSpec& spec,
                         const std::vector<int64_t>& input_shape, int64_t outputs,
-                        const std::filesystem::path& path, const ModelInfo* info) {
+                        const std::filesystem::path& path, const io::ModelInfo* info) {
   std::string source = models::torchscript_source(spec, input_shape, outputs);
   models::NamedTensors state = model.state();
   // The source names the spec's tensors; a model built from another spec would fail to compile with a
@@ -42,7 +42,7 @@ void export_torchscript(models::Model& model, const models::ZooSpec& spec,
   module.eval();
 
   torch::jit::ExtraFilesMap extra{{kTorchScriptSpecFile, models::to_json(spec).dump()}};
-  if (info) extra[kModelInfoEntry] = info->to_json().dump();
+  if (info) extra[io::kModelInfoEntry] = info->to_json().dump();
   write_atomic_with(path, [&](const std::filesystem::path& temporary) {
     try {
       module.save(temporary.string(), extra);
@@ -52,4 +52,4 @@ void export_torchscript(models::Model& model, const models::ZooSpec& spec,
   });
 }
 
-}  // namespace kd::io
+}  // namespace kd::exports

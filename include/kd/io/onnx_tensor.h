@@ -1,4 +1,5 @@
-// Tensors between ONNX's protobuf types and libtorch, shared by the ONNX importer and exporter.
+// Tensors between ONNX's protobuf types and libtorch, shared by the ONNX importer (io) and exporter
+// (export). Include it only from sources built with the ONNX definitions (CMakeLists.txt: onnx_*.cpp).
 #pragma once
 
 #include <onnx/onnx_pb.h>

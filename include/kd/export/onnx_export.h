@@ -21,15 +21,13 @@
 #include "kd/io/model_file.h"
 #include "kd/models/model.h"
 
-namespace kd::io {
+namespace kd::exports {
 
-inline constexpr const char* kOnnxInfoKey = "kdistill";
-inline constexpr const char* kOnnxClassNamesKey = "class_names";
 inline constexpr int kOnnxExportOpset = 13;
 
 // Writes `model`, a zoo model built from info.spec for info.input_shape and info.outputs, to `path`
 // atomically. kd::Error naming the path when the model is not a zoo model, does not match info.spec,
 // or the preprocessing cannot be folded.
-void export_onnx(models::Model& model, const ModelInfo& info, const std::string& path);
+void export_onnx(models::Model& model, const io::ModelInfo& info, const std::string& path);
 
-}  // namespace kd::io
+}  // namespace kd::exports

@@ -1,4 +1,4 @@
-#include "kd/io/tfjs_export.h"
+#include "kd/export/tfjs_export.h"
 
 #include <fmt/format.h>
 
@@ -14,7 +14,7 @@
 #include "kd/util/fs.h"
 #include "kd/util/shape.h"
 
-namespace kd::io {
+namespace kd::exports {
 namespace {
 
 namespace fs = std::filesystem;
@@ -67,7 +67,7 @@ struct Fold {
 
 class Exporter {
  public:
-  Exporter(models::ZooModel& model, const ModelInfo& info) : model_(model), spec_(model.spec()) {
+  Exporter(models::ZooModel& model, const io::ModelInfo& info) : model_(model), spec_(model.spec()) {
     for (const auto& [name, tensor] : model.state()) state_[name] = tensor.detach().to(torch::kCPU, torch::kFloat);
     const auto& shape = model.input_shape();
     image_ = shape.size() == 3;
@@ -331,7 +331,7 @@ void write_folder_atomic(const fs::path& dir, const std::function<void(const fs:
 
 }  // namespace
 
-void export_tfjs(models::Model& model, const ModelInfo& info, const std::string& dir) {
+void export_tfjs(models::Model& model, const io::ModelInfo& info, const std::string& dir) {
   auto* zoo = dynamic_cast<models::ZooModel*>(&model);
   if (!zoo) fail("{}: tfjs export: only zoo models export to TF.js, got a {} model", dir, model.kind());
   json input_notes;
@@ -344,7 +344,7 @@ void export_tfjs(models::Model& model, const ModelInfo& info, const std::string&
     manifest.push_back({{"name", name}, {"shape", tensor.sizes().vec()}, {"dtype", "float32"}});
     bytes.append(static_cast<const char*>(tensor.data_ptr()), static_cast<size_t>(tensor.numel()) * sizeof(float));
   }
-  json metadata = with_folded(info, exporter.folded(input_notes)).to_json();
+  json metadata = io::with_folded(info, exporter.folded(input_notes)).to_json();
   metadata["tfjs_input"] = input_notes;
   json model_json = {
       {"format", "layers-model"},
@@ -367,4 +367,4 @@ void export_tfjs(models::Model& model, const ModelInfo& info, const std::string&
   });
 }
 
-}  // namespace kd::io
+}  // namespace kd::exports

@@ -16,13 +16,13 @@
 #include "kd/io/model_file.h"
 #include "kd/models/model.h"
 
-namespace kd::io {
+namespace kd::exports {
 
 struct ExportFormat {
   std::string name;       // as written in a recipe and on the command line
   std::string file_name;  // the run folder's file for the student: "student.onnx"
   std::string summary;    // one line for help texts and docs
-  std::function<void(models::Model&, const ModelInfo&, const std::string& path)> write;
+  std::function<void(models::Model&, const io::ModelInfo&, const std::string& path)> write;
 };
 
 const std::vector<ExportFormat>& export_formats();
@@ -32,6 +32,6 @@ const ExportFormat& export_format(const std::string& name, const std::string& fi
 
 // Exports a zoo model (info.spec set). kd::Error naming the path for a model the format cannot hold,
 // e.g. an imported graph or a TorchScript student.
-void export_model(models::Model& model, const ModelInfo& info, const std::string& format, const std::string& path);
+void export_model(models::Model& model, const io::ModelInfo& info, const std::string& format, const std::string& path);
 
-}  // namespace kd::io
+}  // namespace kd::exports

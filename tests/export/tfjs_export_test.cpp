@@ -1,4 +1,4 @@
-#include "kd/io/tfjs_export.h"
+#include "kd/export/tfjs_export.h"
 
 #include <gtest/gtest.h>
 
@@ -14,10 +14,12 @@
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
 #include "test_util.h"
-#include "tfjs_test_util.h"
+#include "io/tfjs_test_util.h"
 
-namespace kd::io {
+namespace kd::exports {
 namespace {
+
+using namespace kd::io;  // model files, ModelInfo
 
 namespace fs = std::filesystem;
 using models::ZooSpec;
@@ -262,4 +264,4 @@ TEST(TfjsExport, RegressionOutputsAreInTheTargetsUnits) {
 }
 
 }  // namespace
-}  // namespace kd::io
+}  // namespace kd::exports

@@ -1,4 +1,4 @@
-#include "kd/io/torchscript_export.h"
+#include "kd/export/torchscript_export.h"
 
 #include <gtest/gtest.h>
 #include <torch/script.h>
@@ -14,8 +14,10 @@
 #include "kd/util/fs.h"
 #include "test_util.h"
 
-namespace kd::io {
+namespace kd::exports {
 namespace {
+
+using namespace kd::io;  // model files, ModelInfo
 
 namespace fs = std::filesystem;
 using models::ZooSpec;
@@ -261,4 +263,4 @@ TEST(TorchScriptExport, UnwritablePathIsAnErrorAndLeavesNoFile) {
 }
 
 }  // namespace
-}  // namespace kd::io
+}  // namespace kd::exports

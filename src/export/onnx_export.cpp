@@ -1,4 +1,4 @@
-#include "kd/io/onnx_export.h"
+#include "kd/export/onnx_export.h"
 
 #include <onnx/checker.h>
 #include <onnx/onnx_pb.h>
@@ -14,9 +14,10 @@
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
 #include "kd/util/strings.h"
-#include "onnx_tensor.h"
+#include "kd/io/onnx_tensor.h"
+#include "kd/io/onnx_model.h"
 
-namespace kd::io {
+namespace kd::exports {
 namespace {
 
 // IR version 7 is the one that goes with opset 13.
@@ -67,14 +68,14 @@ class GraphBuilder {
   std::string state(const std::string& name) {
     auto it = state_.find(name);
     KD_CHECK(it != state_.end(), "the checked state has no tensor {}", name);
-    if (added_.insert(name).second) onnx_tensor::to_proto(it->second.to(torch::kFloat), name, graph_->add_initializer());
+    if (added_.insert(name).second) io::onnx_tensor::to_proto(it->second.to(torch::kFloat), name, graph_->add_initializer());
     return name;
   }
 
   // A constant initializer under a fresh name.
   std::string constant(const torch::Tensor& value, const std::string& hint) {
     std::string name = unique(hint);
-    onnx_tensor::to_proto(value, name, graph_->add_initializer());
+    io::onnx_tensor::to_proto(value, name, graph_->add_initializer());
     return name;
   }
 
@@ -199,7 +200,7 @@ std::optional<data::Normalizer> normalizer(const nlohmann::json& preprocessing, 
 
 }  // namespace
 
-void export_onnx(models::Model& model, const ModelInfo& info, const std::string& path) {
+void export_onnx(models::Model& model, const io::ModelInfo& info, const std::string& path) {
   const auto& archs = models::zoo_archs();
   if (std::find(archs.begin(), archs.end(), model.kind()) == archs.end() || info.spec.is_null()) {
     fail("{}: onnx export: only zoo models ({}) can be exported, got a {} model", path, join(archs, ", "),
@@ -222,11 +223,11 @@ void export_onnx(models::Model& model, const ModelInfo& info, const std::string&
   opset->set_domain("");
   opset->set_version(kOnnxExportOpset);
   auto* meta = proto.add_metadata_props();
-  meta->set_key(kOnnxInfoKey);
+  meta->set_key(io::kOnnxInfoKey);
   // The graph computes normalisation and target scaling itself: the file takes raw inputs.
   meta->set_value(with_folded(info, {"normalize", "target_normalize"}).to_json().dump());
   meta = proto.add_metadata_props();
-  meta->set_key(kOnnxClassNamesKey);
+  meta->set_key(io::kOnnxClassNamesKey);
   meta->set_value(nlohmann::json(info.class_names).dump());
 
   onnx::GraphProto* graph = proto.mutable_graph();
@@ -256,4 +257,4 @@ void export_onnx(models::Model& model, const ModelInfo& info, const std::string&
   write_file_atomic(path, bytes);
 }
 
-}  // namespace kd::io
+}  // namespace kd::exports

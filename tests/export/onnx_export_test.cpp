@@ -1,6 +1,6 @@
 // export_onnx: zoo students as ONNX files with the preprocessing folded in, checked by kdistill's own
 // OnnxModel, by onnxruntime (Node.js, tests/node) and by onnx.checker (Python).
-#include "kd/io/onnx_export.h"
+#include "kd/export/onnx_export.h"
 
 #include <gtest/gtest.h>
 
@@ -15,8 +15,10 @@
 #include "kd/util/fs.h"
 #include "test_util.h"
 
-namespace kd::io {
+namespace kd::exports {
 namespace {
+
+using namespace kd::io;  // model files, ModelInfo
 
 namespace fs = std::filesystem;
 using models::ZooSpec;
@@ -202,4 +204,4 @@ TEST(OnnxExport, RefusesOtherModelsAndLeavesNoFile) {
 }
 
 }  // namespace
-}  // namespace kd::io
+}  // namespace kd::exports
