@@ -6,7 +6,6 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <future>
 #include <optional>
 #include <sstream>
 
@@ -137,8 +136,7 @@ int64_t bank_views(const DistillSpec& distill, int64_t epochs) {
 
 namespace {
 
-FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dataset& dataset, size_t fold_index,
-                 std::optional<io::LoadedModel> teacher_file) {
+FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dataset& dataset, size_t fold_index) {
   const data::DataFold& fold = dataset.folds[fold_index];
   std::string dir = fold_dir(options.out(), fold_index, dataset.folds.size());
   std::string checkpoints = (fs::path(dir) / "checkpoints").string();
@@ -153,7 +151,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
 
   TeacherCache cache = teacher::prepare_teacher(
       spec.teacher, teacher::TeacherRun().seed(spec.seed).fingerprint(spec.teacher_fingerprint).resume(options.resume()),
-      dataset, fold_index, dir, std::move(teacher_file));
+      dataset, fold_index, dir);
   run.teacher.model = cache.model;
   run.teacher.info = cache.info;
   run.teacher.train = cache.training;
@@ -386,7 +384,10 @@ int64_t init_from_teacher(models::Model& student, models::Model& teacher) {
   return copied;
 }
 
-RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
+namespace {
+
+// Bad recipe settings fail here, before any data is read or any model trained.
+void check_spec(const RunSpec& spec, const RunOptions& options) {
   check_resume(spec, options);
   if (spec.student.init != "random" && spec.student.init != "teacher") {
     fail("student.init: {} is not random or teacher", quote(spec.student.init));
@@ -399,49 +400,15 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
     }
   }
   if (spec.distill.losses.empty()) fail("distill.losses: the list is empty; e.g. [{kind: kl, temperature: 4}, {kind: ce}]");
-  // Fail on bad loss or target settings before any data is read or any model trained.
   losses::Distiller check_losses(spec.distill.losses, spec.task);
   if (!spec.distill.target.empty()) Target::parse(spec.distill.target, "distill.target");
   validate(spec.distill.train, "distill");
   bank_views(spec.distill, 8);
   if (spec.teacher.model) validate(spec.teacher.train, "teacher.train");
+}
 
-  fs::create_directories(options.out());
-  write_file_atomic(fs::path(options.out()) / "recipe.yaml", spec.recipe_text);
-  // A teacher file loads on a thread of its own while the data is read, on a core the reading leaves
-  // mostly idle (the tabular benchmark's TorchScript teacher: 70 ms of a 1.3 s run). Its errors still
-  // come after the data's: get() rethrows them where the load used to be.
-  std::future<io::LoadedModel> teacher_file;
-  if (!spec.teacher.path.empty()) {
-    teacher_file = std::async(std::launch::async,
-                              [&spec] { return io::load_model(spec.teacher.path, spec.teacher.output); });
-  }
-  auto data_start = Clock::now();
-  data::Dataset dataset = data::load_dataset(spec.data);
-  double data_seconds = seconds_since(data_start);
-  spdlog::info("{}", trim(dataset.summary()));
-  data::validate(spec.distill.train.augment(), dataset.input_shape, "distill.augment");
-  if (spec.teacher.model) data::validate(spec.teacher.train.augment(), dataset.input_shape, "teacher.train.augment");
-
-  std::vector<FoldRun> runs;
-  for (size_t f = 0; f < dataset.folds.size(); ++f) {
-    // The first fold takes the file loaded above; later folds load their own copy (a fold adapts its teacher).
-    std::optional<io::LoadedModel> loaded;
-    if (f == 0 && teacher_file.valid()) loaded = teacher_file.get();
-    runs.push_back(run_fold(spec, options, dataset, f, std::move(loaded)));
-  }
-
-  nlohmann::json metrics;
-  metrics["task"] = to_string(spec.task);
-  auto collect = [&](Trained FoldRun::*member) {
-    std::vector<const Trained*> per_fold;
-    for (const auto& r : runs) per_fold.push_back(&(r.*member));
-    return model_json(per_fold);
-  };
-  metrics["models"]["teacher"] = collect(&FoldRun::teacher);
-  if (spec.distill.baseline) metrics["models"]["baseline"] = collect(&FoldRun::baseline);
-  metrics["models"]["student"] = collect(&FoldRun::student);
-
+// metrics.json "distill": the objective as run, the teaching mode and the validation verdict.
+nlohmann::json distill_json(const RunSpec& spec, const data::Dataset& dataset, const std::vector<FoldRun>& runs) {
   nlohmann::json distill;
   nlohmann::json terms = nlohmann::json::array();
   double soft_weight = 0, total_weight = 0;
@@ -464,17 +431,10 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
   distill["augment"] = spec.distill.train.augment().describe();
   distill["teaching"] = runs[0].teaching.to_json();
   distill["validation"] = validation_verdict(spec.task, dataset, runs, spec.seed);
-  if (distill["validation"].is_object() && distill["validation"]["verdict"] == "hurt") {
-    spdlog::warn("{}", trim(verdict_line(distill["validation"])));
-  }
-  metrics["distill"] = distill;
-  if (!runs[0].teacher_input.is_null()) {
-    metrics["teacher_input"] = runs[0].teacher_input;
-    if (runs.size() > 1) {
-      for (const auto& r : runs) metrics["teacher_input"]["folds"].push_back(r.teacher_input);
-    }
-  }
+  return distill;
+}
 
+nlohmann::json timing_json(double data_seconds, const std::vector<FoldRun>& runs) {
   nlohmann::json timing;
   timing["data_seconds"] = data_seconds;
   timing["teacher_seconds"] = runs[0].teacher_seconds;
@@ -484,28 +444,65 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
   for (const auto& r : runs[0].student.train->history) epoch_seconds.push_back(r.seconds);
   timing["distill_epoch_seconds"] = epoch_seconds;
   timing["threads"] = torch::get_num_threads();
-  metrics["timing"] = timing;
-  metrics["data"] = {{"source", dataset.source},
-                     {"input_shape", dataset.input_shape},
-                     {"outputs", dataset.outputs},
-                     {"class_names", dataset.class_names},
-                     {"folds", dataset.folds.size()},
-                     {"train", dataset.folds[0].train.size()},
-                     {"val", dataset.folds[0].val.size()},
-                     {"test", dataset.folds[0].test.size()},
-                     {"labeled", dataset.folds[0].labeled.sum().item<int64_t>()},
-                     {"transfer", dataset.folds[0].transfer_x.defined() ? dataset.folds[0].transfer_x.size(0) : 0}};
+  return timing;
+}
+
+nlohmann::json data_json(const data::Dataset& dataset) {
+  const auto& fold = dataset.folds[0];
+  return {{"source", dataset.source},
+          {"input_shape", dataset.input_shape},
+          {"outputs", dataset.outputs},
+          {"class_names", dataset.class_names},
+          {"folds", dataset.folds.size()},
+          {"train", fold.train.size()},
+          {"val", fold.val.size()},
+          {"test", fold.test.size()},
+          {"labeled", fold.labeled.sum().item<int64_t>()},
+          {"transfer", fold.transfer_x.defined() ? fold.transfer_x.size(0) : 0}};
+}
+
+// The whole of metrics.json but the analysis keys (docs/report.md lists them).
+nlohmann::json metrics_json(const RunSpec& spec, const RunOptions& options, const data::Dataset& dataset,
+                            const std::vector<FoldRun>& runs, double data_seconds) {
+  nlohmann::json metrics;
+  metrics["task"] = to_string(spec.task);
+  auto collect = [&](Trained FoldRun::*member) {
+    std::vector<const Trained*> per_fold;
+    for (const auto& r : runs) per_fold.push_back(&(r.*member));
+    return model_json(per_fold);
+  };
+  metrics["models"]["teacher"] = collect(&FoldRun::teacher);
+  if (spec.distill.baseline) metrics["models"]["baseline"] = collect(&FoldRun::baseline);
+  metrics["models"]["student"] = collect(&FoldRun::student);
+  metrics["distill"] = distill_json(spec, dataset, runs);
+  if (!runs[0].teacher_input.is_null()) {
+    metrics["teacher_input"] = runs[0].teacher_input;
+    if (runs.size() > 1) {
+      for (const auto& r : runs) metrics["teacher_input"]["folds"].push_back(r.teacher_input);
+    }
+  }
+  metrics["timing"] = timing_json(data_seconds, runs);
+  metrics["data"] = data_json(dataset);
   metrics["seed"] = spec.seed;
   nlohmann::json exported = nlohmann::json::array();
+  nlohmann::json export_bytes = nlohmann::json::object();
   for (const auto& r : runs) {
-    for (const auto& file : r.exported) exported.push_back(fs::relative(file, options.out()).string());
+    for (const auto& file : r.exported) {
+      std::string name = fs::relative(file, options.out()).string();
+      exported.push_back(name);
+      export_bytes[name] = io::model_bytes(file);
+    }
   }
   metrics["exports"] = exported;
-  nlohmann::json export_bytes = nlohmann::json::object();
-  for (const auto& file : exported) export_bytes[file.get<std::string>()] = io::model_bytes((fs::path(options.out()) / file.get<std::string>()).string());
   metrics["export_bytes"] = export_bytes;
   metrics["environment"] = report::environment_info();
+  return metrics;
+}
 
+// Everything in the run folder but the models: test outputs, metrics.json (with the analysis),
+// epochs.csv, TensorBoard files and report.html.
+void write_outputs(const RunSpec& spec, const RunOptions& options, const std::vector<FoldRun>& runs,
+                   nlohmann::json& metrics) {
   fs::path out(options.out());
   std::vector<report::TestOutputs> outputs;
   for (size_t f = 0; f < runs.size(); ++f) {
@@ -518,9 +515,31 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
   write_file_atomic(out / "epochs.csv", epochs_csv(runs));
   write_tensorboard(out / "tensorboard", runs);
   report::write_report(out);
+}
+
+}  // namespace
+
+RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
+  check_spec(spec, options);
+  fs::create_directories(options.out());
+  write_file_atomic(fs::path(options.out()) / "recipe.yaml", spec.recipe_text);
+
+  auto data_start = Clock::now();
+  data::Dataset dataset = data::load_dataset(spec.data);
+  double data_seconds = seconds_since(data_start);
+  spdlog::info("{}", trim(dataset.summary()));
+  data::validate(spec.distill.train.augment(), dataset.input_shape, "distill.augment");
+  if (spec.teacher.model) data::validate(spec.teacher.train.augment(), dataset.input_shape, "teacher.train.augment");
+
+  std::vector<FoldRun> runs;
+  for (size_t f = 0; f < dataset.folds.size(); ++f) runs.push_back(run_fold(spec, options, dataset, f));
+
   RunResult result;
-  result.metrics = metrics;
-  result.table = summary_table(spec.task, metrics["models"]) + verdict_line(metrics["distill"]["validation"]);
+  result.metrics = metrics_json(spec, options, dataset, runs, data_seconds);
+  const nlohmann::json& verdict = result.metrics["distill"]["validation"];
+  if (verdict.is_object() && verdict["verdict"] == "hurt") spdlog::warn("{}", trim(verdict_line(verdict)));
+  write_outputs(spec, options, runs, result.metrics);
+  result.table = summary_table(spec.task, result.metrics["models"]) + verdict_line(result.metrics["distill"]["validation"]);
   return result;
 }
 

@@ -39,14 +39,14 @@ void warn_if_near_chance(Task task, const data::DataFold& fold, int64_t classes,
 }  // namespace
 
 TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, const data::Dataset& dataset,
-                             size_t fold_index, const std::string& dir, std::optional<io::LoadedModel> preloaded) {
+                             size_t fold_index, const std::string& dir) {
   const data::DataFold& fold = dataset.folds[fold_index];
   Task task = dataset.task;
   std::string tag = dataset.folds.size() == 1 ? "" : fmt::format(" (fold {}/{})", fold_index + 1, dataset.folds.size());
   TeacherCache cache;
   auto teacher_start = Clock::now();
   if (!spec.path.empty()) {
-    auto loaded = preloaded ? std::move(*preloaded) : io::load_model(spec.path, spec.output);
+    auto loaded = io::load_model(spec.path, spec.output);
     auto adapted = adapt_to_fold(loaded, fold, task, spec.adapt);
     spdlog::info("teacher{}: {} gets {}", tag, spec.path, adapted.description);
     cache.model = adapted.model;

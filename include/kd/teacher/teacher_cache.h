@@ -50,10 +50,8 @@ struct TeacherCache {
 
 // The teacher of dataset.folds[fold]. A trained teacher is saved as `dir`/teacher.kdm with a
 // fingerprint beside it and reused by any later call with the same run.fingerprint().
-// `loaded`: the file spec.path already loaded (run_distillation loads it while it reads the data);
-// teacher_seconds then counts only what is left.
 TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, const data::Dataset& dataset, size_t fold,
-                             const std::string& dir, std::optional<io::LoadedModel> loaded = std::nullopt);
+                             const std::string& dir);
 
 // How the distilled student is taught (metrics.json distill.teaching).
 //   cache:  the teacher's outputs on the rows as they are (no augmentation), computed once;
