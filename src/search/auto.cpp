@@ -210,8 +210,16 @@ struct Search {
   std::vector<int64_t> rungs;
   double smallest_size = 0.0;  // of the smallest student in the space (0: unknown, e.g. for latency)
   bool size_searched = true;   // false when every trial trains the same student: then the best score wins
+  Clock::time_point start = Clock::now();
   Clock::time_point deadline;
   Ledger* ledger = nullptr;
+  bool lead = true;             // the process that started the search (workers: false)
+  double spent_before = 0.0;    // search seconds of the run this one resumes
+  std::string target_text;      // as given, or the default for the task
+  double threshold = 0.0;       // the target's value on validation rows, from the teacher's
+  double cache_seconds = 0.0;   // the teachers' cached outputs, all folds
+  train::TrainOptions sized;    // the recipe's distill training, sized to the rows
+  int64_t batches = 0;          // a training epoch's batches
 
   double quality(double value) const { return higher ? value : -value; }
   // The run spec of the configuration at these unit coordinates (no trial epochs).
@@ -529,24 +537,28 @@ std::string duration_text(double seconds) {
   return fmt::format("{}s", s);
 }
 
-AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
-  auto start = Clock::now();
+namespace {
+
+void check_flags(const AutoOptions& options) {
   if (options.budget_seconds() <= 0) fail("--budget: {} is not a positive duration", options.budget_seconds());
   if (options.max_params() < 0) fail("--max-params: {} is negative", options.max_params());
   if (options.max_latency_ms() < 0) fail("--max-latency-ms: {} is negative", options.max_latency_ms());
   if (options.trials() < 0) fail("--trials: {} is negative", options.trials());
   if (options.workers() < 1) fail("--workers: {} is not a positive number", options.workers());
+}
 
-  Search search(make_spec, options);
+// The space and the target; every override the space can produce must make a valid recipe: the
+// corners and every loss kind are checked before any data is read.
+void define_search(Search& search) {
+  const AutoOptions& options = search.options;
   const flow::RunSpec& base = search.base;
   search.space = make_space(base, options.search());
-  std::string target_text = !options.target().empty() ? options.target()
-                            : !base.distill.target.empty() ? base.distill.target : default_target(base.task);
-  search.target = train::Target::parse(target_text, options.target().empty() ? "distill.target" : "--target");
+  search.target_text = !options.target().empty()        ? options.target()
+                       : !base.distill.target.empty() ? base.distill.target
+                                                      : default_target(base.task);
+  search.target = train::Target::parse(search.target_text, options.target().empty() ? "distill.target" : "--target");
   search.metric = search.target.metric();
   search.higher = train::higher_is_better(search.metric);
-  // Every override the space can produce must make a valid recipe: check the corners and every loss kind
-  // before any data is read.
   auto check = [&](const std::vector<double>& unit) {
     auto spec = search.spec_at(unit);
     losses::Distiller distiller(spec.distill.losses, base.task);
@@ -563,133 +575,152 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
       check(unit);
     }
   }
+}
 
-  fs::path out(options.out());
-  fs::create_directories(out);
-  std::string fingerprint = base.recipe_text + fmt::format("target: {}\nmax_params: {}\nmax_latency_ms: {}\n", target_text,
-                                                           options.max_params(), options.max_latency_ms());
-  Ledger ledger(out, fingerprint);
+// The ledger of trials (trials.json, file-locked: workers share it), fresh or resumed, and the deadline.
+void open_ledger(Search& search, Ledger& ledger) {
+  const AutoOptions& options = search.options;
   ledger.set_metric(search.metric);
   search.ledger = &ledger;
-  bool lead = options.worker() == 0;
-  double spent_before = 0.0;
-  if (!lead) {
+  search.lead = options.worker() == 0;
+  if (!search.lead) {
     auto until = std::chrono::system_clock::time_point(std::chrono::milliseconds(static_cast<int64_t>(1000 * options.worker_until())));
-    search.deadline = start + std::chrono::duration_cast<Clock::duration>(until - std::chrono::system_clock::now());
-  } else if (options.resume()) {
-    if (!ledger.exists()) fail("{}: nothing to resume (no trials.json from an earlier search)", out.string());
+    search.deadline = search.start + std::chrono::duration_cast<Clock::duration>(until - std::chrono::system_clock::now());
+    return;
+  }
+  if (options.resume()) {
+    if (!ledger.exists()) fail("{}: nothing to resume (no trials.json from an earlier search)", options.out());
     // Trials a killed search left running are run again; the finished ones are kept.
     auto kept = ledger.update([&](LedgerState& state) {
-      spent_before = state.search_seconds;
+      search.spent_before = state.search_seconds;
       state.trials.erase(std::remove_if(state.trials.begin(), state.trials.end(),
                                         [](const TrialRecord& t) { return t.status == "running"; }),
                          state.trials.end());
       return state.trials.size();
     });
-    spdlog::info("search: resuming after {} trials ({} spent)", kept, duration_text(spent_before));
+    spdlog::info("search: resuming after {} trials ({} spent)", kept, duration_text(search.spent_before));
   } else {
     ledger.reset();
   }
-  if (lead) search.deadline = start + std::chrono::milliseconds(static_cast<int64_t>(1000 * (options.budget_seconds() - spent_before)));
+  search.deadline =
+      search.start + std::chrono::milliseconds(static_cast<int64_t>(1000 * (options.budget_seconds() - search.spent_before)));
+}
 
+// The data read once, each fold's teacher prepared once, and the target's threshold from the teachers.
+void prepare_teachers(Search& search) {
+  const flow::RunSpec& base = search.base;
   search.dataset = data::load_dataset(base.data);
   spdlog::info("{}", trim(search.dataset.summary()));
   size_t folds = search.dataset.folds.size();
-  double cache_seconds = 0.0;
-  std::vector<double> teacher_values;
   for (size_t f = 0; f < folds; ++f) {
-    auto run = teacher::TeacherRun().seed(base.seed).fingerprint(base.teacher_fingerprint).resume(options.resume());
+    auto run = teacher::TeacherRun().seed(base.seed).fingerprint(base.teacher_fingerprint).resume(search.options.resume());
     search.caches.push_back(
-        teacher::prepare_teacher(base.teacher, run, search.dataset, f, flow::fold_dir(out.string(), f, folds)));
-    cache_seconds += search.caches.back().cache_seconds;
+        teacher::prepare_teacher(base.teacher, run, search.dataset, f, flow::fold_dir(search.options.out(), f, folds)));
+    search.cache_seconds += search.caches.back().cache_seconds;
     const auto& fold = search.dataset.folds[f];
     auto teacher_val = train::score(base.task, fold, search.caches[f].val, fold.val.y, {});
-    teacher_values.push_back(train::metric_value(teacher_val, search.metric));
+    search.teacher_value += train::metric_value(teacher_val, search.metric) / static_cast<double>(folds);
   }
-  for (double v : teacher_values) search.teacher_value += v / static_cast<double>(folds);
-  double threshold = search.target.threshold(search.teacher_value);
+  search.threshold = search.target.threshold(search.teacher_value);
+}
 
-  // A trial's epochs: search.epochs, else the recipe's (from distill.steps when it gives steps).
-  int64_t rows = search.caches[0].train.size(0) + (search.caches[0].transfer.defined() ? search.caches[0].transfer.size(0) : 0);
-  auto sized = train::sized_for_rows(base.distill.train, rows);
-  int64_t batches = (rows + sized.batch_size() - 1) / sized.batch_size();
+// A trial's epochs (search.epochs, else the recipe's, from distill.steps when it gives steps), the
+// rungs, and the size of the smallest student the space holds.
+void size_trials(Search& search) {
+  const AutoOptions& options = search.options;
+  const auto& cache = search.caches[0];
+  int64_t rows = cache.train.size(0) + (cache.transfer.defined() ? cache.transfer.size(0) : 0);
+  search.sized = train::sized_for_rows(search.base.distill.train, rows);
+  search.batches = (rows + search.sized.batch_size() - 1) / search.sized.batch_size();
   search.epochs = options.search().epochs() > 0 ? options.search().epochs()
-                  : sized.steps() > 0 ? (sized.steps() + batches - 1) / batches
-                                      : sized.epochs();
+                  : search.sized.steps() > 0    ? (search.sized.steps() + search.batches - 1) / search.batches
+                                                : search.sized.epochs();
   search.epoch_overrides = {fmt::format("distill.epochs={}", search.epochs), "distill.steps=0"};
   search.rungs = Asha::rungs_for(options.search().min_epochs(), search.epochs, options.search().eta());
-
   search.size_searched = std::any_of(search.space.dimensions.begin(), search.space.dimensions.end(), [](const Dimension& d) {
     return (d.name == "width" || d.name == "depth" || d.name == "student") && !d.fixed();
   });
   search.smallest_size = search.size_searched ? smallest_student_size(search) : 0.0;
-  double final_estimate = 0.0;
-  std::vector<int> workers;
-  if (lead) {
-    int64_t final_steps = sized.steps() > 0 ? sized.steps() : sized.epochs() * batches;
-    double per_step = probe_seconds_per_step(search, std::min<int64_t>(20, batches));
-    final_estimate = 1.1 * (per_step * static_cast<double>(final_steps) * (base.distill.baseline ? 2.0 : 1.0) *
-                                static_cast<double>(folds) + cache_seconds);
-    std::vector<std::string> rung_text;
-    for (auto r : search.rungs) rung_text.push_back(std::to_string(r));
-    spdlog::info("search: target {} on validation rows (teacher {:.4g}: threshold {:.4g}); {} dimensions; trials of {} "
-                 "epochs, rungs at epochs {}",
-                 target_text, search.teacher_value, threshold, search.space.dimensions.size(), search.epochs,
-                 rung_text.empty() ? "(none)" : join(rung_text, ", "));
-    spdlog::info("search: budget {} (teacher included); then the final retraining, at most about {} (estimated from the "
-                 "largest student in the space)",
-                 duration_text(options.budget_seconds()), duration_text(final_estimate));
-    if (options.workers() > 1) workers = start_workers(options, search.deadline);
-  }
+}
 
-  TpeSampler sampler(search.space.dimensions, TpeOptions().seed(base.seed).startup_trials(options.search().startup_trials()));
+// The lead's plan in the log, with the final retraining's estimated time (returned).
+double announce(Search& search) {
+  const flow::RunSpec& base = search.base;
+  int64_t final_steps = search.sized.steps() > 0 ? search.sized.steps() : search.sized.epochs() * search.batches;
+  double per_step = probe_seconds_per_step(search, std::min<int64_t>(20, search.batches));
+  double final_estimate = 1.1 * (per_step * static_cast<double>(final_steps) * (base.distill.baseline ? 2.0 : 1.0) *
+                                     static_cast<double>(search.dataset.folds.size()) +
+                                 search.cache_seconds);
+  std::vector<std::string> rung_text;
+  for (auto r : search.rungs) rung_text.push_back(std::to_string(r));
+  spdlog::info("search: target {} on validation rows (teacher {:.4g}: threshold {:.4g}); {} dimensions; trials of {} "
+               "epochs, rungs at epochs {}",
+               search.target_text, search.teacher_value, search.threshold, search.space.dimensions.size(), search.epochs,
+               rung_text.empty() ? "(none)" : join(rung_text, ", "));
+  spdlog::info("search: budget {} (teacher included); then the final retraining, at most about {} (estimated from the "
+               "largest student in the space)",
+               duration_text(search.options.budget_seconds()), duration_text(final_estimate));
+  return final_estimate;
+}
+
+// Claims a trial under the ledger's lock: its number, and a configuration not tried or running yet;
+// nothing when the search is over, with the reason in `stop`.
+std::optional<TrialRecord> claim_trial(Search& search, TpeSampler& sampler, std::string& stop) {
+  const AutoOptions& options = search.options;
+  return search.ledger->update([&](LedgerState& state) -> std::optional<TrialRecord> {
+    if (options.trials() > 0 && static_cast<int64_t>(state.trials.size()) >= options.trials()) {
+      stop = "trials";
+      return std::nullopt;
+    }
+    if (Clock::now() >= search.deadline) return std::nullopt;
+    for (const auto& t : state.trials) {
+      if (t.meets_target && search.size_of(t) <= search.smallest_size) {
+        stop = "smallest";
+        return std::nullopt;
+      }
+    }
+    int64_t id = 0;
+    for (const auto& t : state.trials) id = std::max(id, t.id + 1);
+    auto history = observations(search, state.trials);
+    TrialRecord t;
+    t.id = id;
+    t.status = "running";
+    t.worker = options.worker();
+    bool fresh = false;
+    for (uint64_t attempt = 0; attempt < 32 && !fresh; ++attempt) {
+      t.unit = sampler.suggest(history, static_cast<uint64_t>(id) + attempt * 1000003);
+      t.config = decode(search.space, t.unit);
+      fresh = std::none_of(state.trials.begin(), state.trials.end(), [&](const TrialRecord& o) { return o.config == t.config; });
+    }
+    if (!fresh) {
+      stop = "space";
+      return std::nullopt;
+    }
+    t.overrides = overrides(search.space, t.config, search.base);
+    state.trials.push_back(t);
+    return t;
+  });
+}
+
+// Trials until the budget, the trial limit, the space or the smallest student stops the search
+// (returned: budget, trials, space or smallest).
+std::string run_trials(Search& search) {
+  TpeSampler sampler(search.space.dimensions,
+                     TpeOptions().seed(search.base.seed).startup_trials(search.options.search().startup_trials()));
   std::string stop = "budget";
   while (true) {
-    // Claim the next trial under the lock: its number, and a configuration not tried or running yet.
-    auto claimed = ledger.update([&](LedgerState& state) -> std::optional<TrialRecord> {
-      if (options.trials() > 0 && static_cast<int64_t>(state.trials.size()) >= options.trials()) {
-        stop = "trials";
-        return std::nullopt;
-      }
-      if (Clock::now() >= search.deadline) return std::nullopt;
-      for (const auto& t : state.trials) {
-        if (t.meets_target && search.size_of(t) <= search.smallest_size) {
-          stop = "smallest";
-          return std::nullopt;
-        }
-      }
-      int64_t id = 0;
-      for (const auto& t : state.trials) id = std::max(id, t.id + 1);
-      auto history = observations(search, state.trials);
-      TrialRecord t;
-      t.id = id;
-      t.status = "running";
-      t.worker = options.worker();
-      bool fresh = false;
-      for (uint64_t attempt = 0; attempt < 32 && !fresh; ++attempt) {
-        t.unit = sampler.suggest(history, static_cast<uint64_t>(id) + attempt * 1000003);
-        t.config = decode(search.space, t.unit);
-        fresh = std::none_of(state.trials.begin(), state.trials.end(), [&](const TrialRecord& o) { return o.config == t.config; });
-      }
-      if (!fresh) {
-        stop = "space";
-        return std::nullopt;
-      }
-      t.overrides = overrides(search.space, t.config, base);
-      state.trials.push_back(t);
-      return t;
-    });
+    auto claimed = claim_trial(search, sampler, stop);
     if (!claimed) {
       if (stop == "space") spdlog::info("search: every configuration of the space has been tried");
       if (stop == "smallest") spdlog::info("search: the smallest student in the space meets the target: nothing smaller to find");
-      break;
+      return stop;
     }
     TrialRecord t = run_trial(search, *claimed);
-    auto [done, best] = ledger.update([&](LedgerState& state) {
+    auto [done, best] = search.ledger->update([&](LedgerState& state) {
       for (auto& o : state.trials) {
         if (o.id == t.id) o = t;
       }
-      if (lead) state.search_seconds = spent_before + seconds_since(start);
+      if (search.lead) state.search_seconds = search.spent_before + seconds_since(search.start);
       const TrialRecord* b = choose(search, state.trials);
       return std::make_pair(state.trials.size(), b ? std::optional<TrialRecord>(*b) : std::nullopt);
     });
@@ -700,23 +731,27 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
                  best && best->meets_target ? fmt::format(" ({} params, meets the target)", best->params) : "",
                  duration_text(left));
   }
-  AutoResult result;
-  if (!lead) return result;
+}
+
+// Every worker waited for; the trials as the ledger holds them, a trial still running marked failed.
+std::vector<TrialRecord> collect_trials(Search& search, const std::vector<int>& workers) {
   for (size_t k = 0; k < workers.size(); ++k) {
     int status = wait_for(workers[k]);
     if (status != 0) spdlog::warn("search: worker {} ended with status {}; its finished trials are kept", k + 1, status);
   }
-  // Every worker has ended: a trial still marked running was lost with its worker.
-  std::vector<TrialRecord> trials = ledger.update([&](LedgerState& state) {
+  return search.ledger->update([&](LedgerState& state) {
     for (auto& t : state.trials) {
       if (t.status != "running") continue;
       t.status = "failed";
       t.reason = "its worker process ended before the trial did";
     }
-    state.search_seconds = spent_before + seconds_since(start);
+    state.search_seconds = search.spent_before + seconds_since(search.start);
     return state.trials;
   });
+}
 
+// Indices of the complete trials on the Pareto front of quality and size.
+std::vector<size_t> front_of(const Search& search, const std::vector<TrialRecord>& trials) {
   std::vector<size_t> complete;
   std::vector<Point> points;
   for (size_t i = 0; i < trials.size(); ++i) {
@@ -726,28 +761,28 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
   }
   std::vector<size_t> front;
   for (size_t k : pareto_front(points)) front.push_back(complete[k]);
-  const TrialRecord* chosen = choose(search, trials);
-  if (!chosen) {
-    fail("search: no trial finished an epoch within the budget of {} ({} trials started); raise --budget",
-         duration_text(options.budget_seconds()), trials.size());
-  }
+  return front;
+}
 
-  result.target_reached = chosen->meets_target;
+// What search.json and metrics.json's "search" hold.
+nlohmann::json search_json(const Search& search, const std::vector<TrialRecord>& trials, const std::vector<size_t>& front,
+                           const TrialRecord& chosen, const std::string& stop, double final_estimate) {
+  const AutoOptions& options = search.options;
   nlohmann::json s;
-  s["target"] = target_text;
+  s["target"] = search.target_text;
   s["metric"] = search.metric;
   s["teacher_val"] = search.teacher_value;
-  s["threshold"] = threshold;
-  s["target_reached"] = chosen->meets_target;
+  s["threshold"] = search.threshold;
+  s["target_reached"] = chosen.meets_target;
   s["front_axis"] = options.search().front();
   s["budget_seconds"] = options.budget_seconds();
-  s["search_seconds"] = spent_before + seconds_since(start);
+  s["search_seconds"] = search.spent_before + seconds_since(search.start);
   s["final_estimate_seconds"] = final_estimate;
   s["stopped_by"] = stop;
   s["epochs"] = search.epochs;
   s["rungs"] = search.rungs;
   s["eta"] = options.search().eta();
-  s["folds"] = folds;
+  s["folds"] = search.dataset.folds.size();
   nlohmann::json counts = nlohmann::json::object();
   for (const auto& t : trials) counts[t.status] = counts.value(t.status, 0) + 1;
   s["trials"] = trials.size();
@@ -771,38 +806,82 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
   nlohmann::json front_ids = nlohmann::json::array();
   for (size_t i : front) front_ids.push_back(trials[i].id);
   s["front"] = front_ids;
-  s["chosen"] = to_json(*chosen);
+  s["chosen"] = to_json(chosen);
   s["chosen"].erase("unit");
-  result.search = s;
-  write_file_atomic(out / "search.json", s.dump(2) + "\n");
+  return s;
+}
 
+// The outcome as printed: the counts, the front and the choice.
+std::string outcome_table(const Search& search, const std::vector<TrialRecord>& trials, const std::vector<size_t>& front,
+                          const TrialRecord& chosen, const nlohmann::json& s) {
   std::ostringstream table;
   table << fmt::format("search: {} trials in {} ({}), stopped by {}\n", trials.size(),
-                       duration_text(s["search_seconds"].get<double>()), config_text(counts), stop);
-  table << "Pareto front (complete trials, validation rows):\n" << front_table(search, trials, front, chosen);
-  if (chosen->meets_target) {
-    table << fmt::format("chosen: trial {}, {} params, val {} {:.4g} meets the target {} (threshold {:.4g})\n", chosen->id,
-                         chosen->params, search.metric, chosen->value, target_text, threshold);
+                       duration_text(s["search_seconds"].get<double>()), config_text(s["status_counts"]),
+                       s["stopped_by"].get<std::string>());
+  table << "Pareto front (complete trials, validation rows):\n" << front_table(search, trials, front, &chosen);
+  if (chosen.meets_target) {
+    table << fmt::format("chosen: trial {}, {} params, val {} {:.4g} meets the target {} (threshold {:.4g})\n", chosen.id,
+                         chosen.params, search.metric, chosen.value, search.target_text, search.threshold);
   } else {
     table << fmt::format("target not reached: no complete trial meets {} (threshold {:.4g}); the best found is trial {} "
                          "with val {} {:.4g}\n",
-                         target_text, threshold, chosen->id, search.metric, chosen->value);
+                         search.target_text, search.threshold, chosen.id, search.metric, chosen.value);
   }
-  result.table = table.str();
+  return table.str();
+}
+
+// The chosen student retrained by `kdistill run` with the baseline and every output.
+std::string final_run(const Search& search, const TrialRecord& chosen, const nlohmann::json& s) {
+  size_t folds = search.dataset.folds.size();
+  double per_epoch = chosen.seconds / static_cast<double>(std::max<int64_t>(1, chosen.epochs * static_cast<int64_t>(folds)));
+  spdlog::info("final: retraining trial {} with the baseline and every run output (about {})", chosen.id,
+               duration_text(per_epoch * static_cast<double>(search.sized.epochs()) * (search.base.distill.baseline ? 2 : 1) *
+                             static_cast<double>(folds)));
+  flow::RunSpec spec = search.make_spec(chosen.overrides);
+  return flow::run_distillation(spec, flow::RunOptions().out(search.options.out()).extra_metrics({{"search", s}})).table;
+}
+
+}  // namespace
+
+AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
+  check_flags(options);
+  Search search(make_spec, options);
+  define_search(search);
+
+  fs::path out(options.out());
+  fs::create_directories(out);
+  Ledger ledger(out, search.base.recipe_text + fmt::format("target: {}\nmax_params: {}\nmax_latency_ms: {}\n",
+                                                             search.target_text, options.max_params(),
+                                                             options.max_latency_ms()));
+  open_ledger(search, ledger);
+  prepare_teachers(search);
+  size_trials(search);
+  double final_estimate = 0.0;
+  std::vector<int> workers;
+  if (search.lead) {
+    final_estimate = announce(search);
+    if (options.workers() > 1) workers = start_workers(options, search.deadline);
+  }
+  std::string stop = run_trials(search);
+  AutoResult result;
+  if (!search.lead) return result;
+
+  std::vector<TrialRecord> trials = collect_trials(search, workers);
+  std::vector<size_t> front = front_of(search, trials);
+  const TrialRecord* chosen = choose(search, trials);
+  if (!chosen) {
+    fail("search: no trial finished an epoch within the budget of {} ({} trials started); raise --budget",
+         duration_text(options.budget_seconds()), trials.size());
+  }
+  result.target_reached = chosen->meets_target;
+  result.search = search_json(search, trials, front, *chosen, stop, final_estimate);
+  write_file_atomic(out / "search.json", result.search.dump(2) + "\n");
+  result.table = outcome_table(search, trials, front, *chosen, result.search);
   // The whole table is printed at the end (the CLI); the log gets the outcome before the final retraining.
   auto lines = split(trim(result.table), '\n');
   spdlog::info("{}", lines.front());
   spdlog::info("{}", lines.back());
-
-  if (options.final_run()) {
-    double per_epoch = chosen->seconds / static_cast<double>(std::max<int64_t>(1, chosen->epochs * static_cast<int64_t>(folds)));
-    spdlog::info("final: retraining trial {} with the baseline and every run output (about {})", chosen->id,
-                 duration_text(per_epoch * static_cast<double>(sized.epochs()) * (base.distill.baseline ? 2 : 1) *
-                               static_cast<double>(folds)));
-    flow::RunSpec spec = make_spec(chosen->overrides);
-    auto run = flow::run_distillation(spec, flow::RunOptions().out(out.string()).extra_metrics({{"search", s}}));
-    result.final_table = run.table;
-  }
+  if (options.final_run()) result.final_table = final_run(search, *chosen, result.search);
   return result;
 }
 
