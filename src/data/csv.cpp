@@ -212,9 +212,9 @@ constexpr size_t kAllRecords = std::numeric_limits<size_t>::max();
 void reserve_for(Records& records, size_t read, size_t total) {
   double scale = 1.2 * static_cast<double>(total) / static_cast<double>(std::max<size_t>(1, read));
   auto room = [scale](size_t n) { return static_cast<size_t>(scale * static_cast<double>(n)) + 1; };
-  reserve_huge(records.cell_offsets, room(records.cell_offsets.size()));
-  reserve_huge(records.first_cells, room(records.size()));
-  reserve_huge(records.lines, room(records.size()));
+  records.cell_offsets.reserve( room(records.cell_offsets.size()));
+  records.first_cells.reserve( room(records.size()));
+  records.lines.reserve( room(records.size()));
   records.trailing_empty.reserve(room(records.size()));
 }
 
@@ -231,76 +231,6 @@ void tokenize(const std::string& text, size_t offset, int64_t line, Delimiter de
     }
   }
   records.text.resize(tokenizer.end());
-}
-
-// Pieces of at least this size are worth a thread of their own.
-constexpr size_t kPieceBytes = size_t{2} << 20;
-
-// tokenize(records.text, offset, line, ..., kAllRecords, records) on several threads, for a text without
-// quotes (no line end can be inside a cell) of at least two pieces: the text is cut after line ends into a
-// piece a thread, each piece tokenized in place into its own part of the text, and the pieces joined
-// (cells moved down, offsets and lines shifted). The same records as the one-thread tokenizer; false,
-// with nothing done, for any other text. The tabular benchmark's 18 MB file: ~90 -> ~50 ms.
-bool tokenize_in_pieces(size_t offset, int64_t line, Delimiter delimiter, const std::string& path,
-                        Records& records) {
-  std::string& text = records.text;
-  size_t size = text.size() - offset;
-  auto threads = static_cast<size_t>(std::max(1, at::get_num_threads()));
-  size_t count = std::min(threads, size / kPieceBytes);
-  if (count < 2 || std::memchr(text.data() + offset, '"', size) != nullptr) return false;
-  std::vector<size_t> begins = {offset};
-  for (size_t k = 1; k < count; ++k) {
-    size_t cut = text.find('\n', offset + size / count * k);
-    if (cut == std::string::npos || cut + 1 >= text.size()) break;
-    if (cut + 1 > begins.back()) begins.push_back(cut + 1);
-  }
-  begins.push_back(text.size());
-  count = begins.size() - 1;
-  if (count < 2) return false;
-
-  std::vector<Records> pieces(count);
-  std::vector<int64_t> lines(count);
-  std::vector<size_t> ends(count);
-  at::parallel_for(0, static_cast<int64_t>(count), 1, [&](int64_t first, int64_t last) {
-    for (auto k = static_cast<size_t>(first); k < static_cast<size_t>(last); ++k) {
-      Records& piece = pieces[k];
-      piece.cell_offsets = {begins[k]};
-      // Each piece reads and writes only its own part of the text.
-      Tokenizer tokenizer(std::string_view(text).substr(0, begins[k + 1]), begins[k], 0, delimiter, path, text, piece);
-      while (tokenizer.next()) {
-        if (k == 0 && piece.size() == kSampleRecords) reserve_for(piece, tokenizer.position() - offset, size);
-      }
-      lines[k] = tokenizer.line();
-      ends[k] = tokenizer.end();
-    }
-  });
-
-  // The first piece becomes the records (its room reserved for all of them); the others are appended
-  // and freed one by one.
-  Records joined = std::move(pieces[0]);
-  joined.text = std::move(text);
-  size_t moved = begins[0];  // how far the first piece's cells move down, to position 0
-  for (uint64_t& o : joined.cell_offsets) o -= moved;
-  size_t end = ends[0] - moved;
-  std::memmove(joined.text.data(), joined.text.data() + begins[0], end);
-  for (int64_t& l : joined.lines) l += line;
-  int64_t line_base = line + lines[0];
-  for (size_t k = 1; k < count; ++k) {
-    Records& piece = pieces[k];
-    size_t length = ends[k] - begins[k];
-    std::memmove(joined.text.data() + end, joined.text.data() + begins[k], length);
-    uint64_t cells_before = joined.cell_offsets.size() - 1;
-    for (size_t i = 1; i < piece.cell_offsets.size(); ++i) joined.cell_offsets.push_back(piece.cell_offsets[i] - begins[k] + end);
-    for (size_t r = 1; r < piece.first_cells.size(); ++r) joined.first_cells.push_back(piece.first_cells[r] + cells_before);
-    for (int64_t l : piece.lines) joined.lines.push_back(l + line_base);
-    joined.trailing_empty.insert(joined.trailing_empty.end(), piece.trailing_empty.begin(), piece.trailing_empty.end());
-    line_base += lines[k];
-    end += length;
-    piece = Records();
-  }
-  joined.text.resize(end);
-  records = std::move(joined);
-  return true;
 }
 
 // The count all records from `begin` fit, trying the first one's own count (and one less when it ends in
@@ -494,9 +424,7 @@ CsvTable parse_csv(std::string text, const std::string& path, const CsvOptions& 
                             : parse_delimiter(options.delimiter(), path);
   Records records;
   records.text = std::move(text);
-  if (!tokenize_in_pieces(offset, first_line, delimiter, path, records)) {
-    tokenize(records.text, offset, first_line, delimiter, path, kAllRecords, records);
-  }
+  tokenize(records.text, offset, first_line, delimiter, path, kAllRecords, records);
   if (records.size() == 0) fail("{}: empty file (no data rows)", path);
 
   size_t begin = 0;  // first record that is the header or data
@@ -635,9 +563,9 @@ void CsvTable::append_rows(const CsvTable& other) {
   KD_CHECK(&other != this && other.columns.size() == columns.size(), "{}: append_rows: {} columns to {}",
            other.path, other.columns.size(), columns.size());
   uint64_t shift = cell_text_.size();
-  reserve_huge(cell_text_, cell_text_.size() + other.cell_text_.size());
+  cell_text_.reserve(cell_text_.size() + other.cell_text_.size());
   cell_text_ += other.cell_text_;
-  reserve_huge(cell_offsets_, cell_offsets_.size() + other.cell_offsets_.size() - 1);
+  cell_offsets_.reserve(cell_offsets_.size() + other.cell_offsets_.size() - 1);
   for (size_t i = 1; i < other.cell_offsets_.size(); ++i) {
     cell_offsets_.push_back(other.cell_offsets_[i] + shift);
   }

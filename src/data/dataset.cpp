@@ -213,8 +213,8 @@ DataFold make_fold(const Pool& pool, const DataSpec& spec, const std::vector<int
   torch::Tensor x_all;
   nlohmann::json preprocessing;
   if (pool.tabular) {
-    auto [encoder, x] = TabularEncoder::fit_transform(pool.table, train, spec.tabular());
-    x_all = x;
+    auto encoder = TabularEncoder::fit(pool.table, train, spec.tabular());
+    x_all = encoder.transform(pool.table);
     preprocessing["tabular"] = encoder.to_json();
   } else {
     x_all = pool.x;

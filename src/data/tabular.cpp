@@ -322,24 +322,6 @@ LabeledTable label_table(CsvTable features, const CsvTable& targets, const Tabul
 // cell afterwards as a column-by-column reading would meet it: the first column with one, its first row.
 TabularEncoder TabularEncoder::fit(const LabeledTable& data, const std::vector<int64_t>& train_rows,
                                    const TabularOptions& options) {
-  return fit(data, train_rows, options, nullptr);
-}
-
-std::pair<TabularEncoder, torch::Tensor> TabularEncoder::fit_transform(const LabeledTable& data,
-                                                                       const std::vector<int64_t>& train_rows,
-                                                                       const TabularOptions& options) {
-  // The numbers fit() reads, each where transform() puts it when no column is one-hot encoded (then they
-  // are the result, and transform() only fills in the other cells); NaN where a cell is not a number.
-  auto numbers = torch::empty({static_cast<int64_t>(data.table.num_rows()),
-                               static_cast<int64_t>(data.feature_columns.size())},
-                              torch::kFloat32);
-  TabularEncoder encoder = fit(data, train_rows, options, numbers.data_ptr<float>());
-  torch::Tensor x = encoder.transform(data, numbers);
-  return {std::move(encoder), x};
-}
-
-TabularEncoder TabularEncoder::fit(const LabeledTable& data, const std::vector<int64_t>& train_rows,
-                                   const TabularOptions& options, float* numbers) {
   check_options(options);
   const CsvTable& table = data.table;
   const size_t rows = table.num_rows();
@@ -383,12 +365,9 @@ TabularEncoder TabularEncoder::fit(const LabeledTable& data, const std::vector<i
     for (size_t r = first; r < end; ++r) {
       for (size_t i = 0; i < features.size(); ++i) {
         std::string_view cell = table.cell(r, features[i]);
-        float* number = numbers != nullptr ? numbers + r * features.size() + i : nullptr;
-        if (number != nullptr) *number = std::numeric_limits<float>::quiet_NaN();
         if (missing_values.contains(cell)) continue;
         double value = 0;
         CellKind kind = classify(cell, value);
-        if (number != nullptr && kind == CellKind::number) *number = static_cast<float>(value);
         Kinds& k = block.kinds[i];
         if (kind == CellKind::text) {
           if (k.texts++ == 0) k.first_text = r;
@@ -503,9 +482,7 @@ std::vector<std::string> TabularEncoder::feature_names() const {
   return names;
 }
 
-torch::Tensor TabularEncoder::transform(const LabeledTable& data) const { return transform(data, torch::Tensor()); }
-
-torch::Tensor TabularEncoder::transform(const LabeledTable& data, torch::Tensor numbers) const {
+torch::Tensor TabularEncoder::transform(const LabeledTable& data) const {
   const CsvTable& table = data.table;
   if (data.feature_columns.size() != columns_.size()) {
     fail("{}: {} feature columns, but the encoder was fitted on {} ({})", table.path,
@@ -523,12 +500,9 @@ torch::Tensor TabularEncoder::transform(const LabeledTable& data, torch::Tensor 
   const bool onehot = categorical_encoding_ == "onehot";
   std::vector<size_t> offsets;  // each column's first feature in a row
   size_t offset = 0;
-  bool one_feature_each = true;
   for (const Column& column : columns_) {
     offsets.push_back(offset);
-    size_t features = column.categorical && onehot ? column.categories.size() : 1;
-    one_feature_each = one_feature_each && features == 1;
-    offset += features;
+    offset += column.categorical && onehot ? column.categories.size() : 1;
   }
 
   enum class Problem { none, missing, text, non_finite };
@@ -558,13 +532,7 @@ torch::Tensor TabularEncoder::transform(const LabeledTable& data, torch::Tensor 
     return Problem::none;
   };
 
-  // With the numbers fit() read (NaN where a cell is not one): a number cell of a numeric column is
-  // copied, not parsed again, and in the [rows, columns] layout they are the result already.
-  const bool with_numbers = numbers.defined();
-  const float* parsed = with_numbers ? numbers.data_ptr<float>() : nullptr;
-  const bool in_place = with_numbers && one_feature_each;
-  torch::Tensor x = in_place ? numbers
-                             : torch::zeros({static_cast<int64_t>(rows), static_cast<int64_t>(width)}, torch::kFloat32);
+  torch::Tensor x = torch::zeros({static_cast<int64_t>(rows), static_cast<int64_t>(width)}, torch::kFloat32);
   float* values = x.data_ptr<float>();
   // Rows in parallel blocks; each block's first problem per column, the earliest kept.
   std::vector<std::pair<size_t, Problem>> first_problem(columns_.size(), {rows, Problem::none});
@@ -575,14 +543,6 @@ torch::Tensor TabularEncoder::transform(const LabeledTable& data, torch::Tensor 
     for (size_t r = first; r < end; ++r) {
       float* row = values + r * width;
       for (size_t i = 0; i < columns_.size(); ++i) {
-        if (with_numbers && !columns_[i].categorical) {
-          const float number = parsed[r * columns_.size() + i];
-          if (!std::isnan(number)) {
-            row[offsets[i]] = number;
-            continue;
-          }
-        }
-        if (in_place) row[offsets[i]] = 0.0f;  // encode writes only a category's one
         Problem problem = encode(columns_[i], table.cell(r, data.feature_columns[i]), row + offsets[i]);
         if (problem != Problem::none && problems[i].first == rows) problems[i] = {r, problem};
       }

@@ -75,7 +75,10 @@ bool fits_fused(const LossInputs& in, bool teacher, bool labels) {
 // objective makes 1,536 exp and 384 log calls a step, about half of its time. Within 1.5 ulp of
 // glibc's. exp's argument here is a logit less its row's maximum (<= 0), 0 below log(FLT_MIN) (where
 // expf goes subnormal: a difference under 1.2e-38); log's is a sum of such exponentials (>= 1). NaN
-// stays NaN.
+// stays NaN. Why not SLEEF (libsleef-dev): its scalar Sleef_expf_u10 is a call an element like glibc's,
+// and its vector functions take ISA-specific types (Sleef_expf8_u10avx2 on __m256, ...) with a dispatch
+// of their own, which the target_clones loops below cannot use; these two polynomials vectorise in
+// every clone.
 inline uint32_t bits_of(float x) {
   uint32_t bits;
   std::memcpy(&bits, &x, sizeof bits);

@@ -2,6 +2,10 @@
 
 #include <ATen/Parallel.h>
 
+#include <boost/math/distributions/binomial.hpp>
+#include <boost/math/distributions/students_t.hpp>
+#include <boost/math/special_functions/beta.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -18,48 +22,14 @@ uint64_t splitmix64(uint64_t& state) {
 }
 
 double binomial_two_sided_half(int64_t k, int64_t n) {
-  // Sum in log space: n can be thousands, 0.5^n underflows.
-  double log_half_n = static_cast<double>(n) * std::log(0.5);
-  double tail = 0.0;
-  for (int64_t i = 0; i <= k; ++i) {
-    double log_choose = std::lgamma(n + 1.0) - std::lgamma(i + 1.0) - std::lgamma(n - i + 1.0);
-    tail += std::exp(log_choose + log_half_n);
-  }
+  if (n == 0) return 1.0;
+  auto tail = boost::math::cdf(boost::math::binomial_distribution<double>(static_cast<double>(n), 0.5), static_cast<double>(k));
   return std::min(1.0, 2.0 * tail);
 }
 
 double chi2_survival_1df(double x) { return x <= 0 ? 1.0 : std::erfc(std::sqrt(x / 2.0)); }
 
 namespace {
-
-// Continued fraction of the incomplete beta function (modified Lentz).
-double beta_continued_fraction(double a, double b, double x) {
-  const double tiny = 1e-300;
-  double c = 1.0, d = 1.0 - (a + b) * x / (a + 1.0);
-  if (std::abs(d) < tiny) d = tiny;
-  d = 1.0 / d;
-  double h = d;
-  for (int m = 1; m <= 500; ++m) {
-    double m2 = 2.0 * m;
-    double numerator = m * (b - m) * x / ((a + m2 - 1.0) * (a + m2));
-    d = 1.0 + numerator * d;
-    d = std::abs(d) < tiny ? tiny : d;
-    c = 1.0 + numerator / c;
-    c = std::abs(c) < tiny ? tiny : c;
-    d = 1.0 / d;
-    h *= d * c;
-    numerator = -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1.0));
-    d = 1.0 + numerator * d;
-    d = std::abs(d) < tiny ? tiny : d;
-    c = 1.0 + numerator / c;
-    c = std::abs(c) < tiny ? tiny : c;
-    d = 1.0 / d;
-    double step = d * c;
-    h *= step;
-    if (std::abs(step - 1.0) < 1e-15) break;
-  }
-  return h;
-}
 
 // numpy.percentile's default (linear interpolation between order statistics) of sorted values.
 double percentile_sorted(const std::vector<double>& sorted, double q) {
@@ -75,15 +45,13 @@ double percentile_sorted(const std::vector<double>& sorted, double q) {
 double regularized_incomplete_beta(double a, double b, double x) {
   if (x <= 0) return 0.0;
   if (x >= 1) return 1.0;
-  double log_front = std::lgamma(a + b) - std::lgamma(a) - std::lgamma(b) + a * std::log(x) + b * std::log1p(-x);
-  if (x < (a + 1.0) / (a + b + 2.0)) return std::exp(log_front) * beta_continued_fraction(a, b, x) / a;
-  return 1.0 - std::exp(log_front) * beta_continued_fraction(b, a, 1.0 - x) / b;
+  return boost::math::ibeta(a, b, x);
 }
 
 double student_t_two_sided(double t, double df) {
   if (std::isnan(t)) return 1.0;
   if (std::isinf(t)) return 0.0;
-  return regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t));
+  return 2.0 * boost::math::cdf(boost::math::complement(boost::math::students_t_distribution<double>(df), std::abs(t)));
 }
 
 McNemar mcnemar(const std::vector<bool>& correct_a, const std::vector<bool>& correct_b, int64_t exact_below) {
@@ -127,13 +95,12 @@ BootstrapInterval paired_bootstrap(const std::vector<double>& a, const std::vect
   // Resample r reads the stream from draw r * n on (splitmix64's state after k draws is seed + k * gamma),
   // so resamples run on any number of threads and give the one-thread values.
   std::vector<double> differences(static_cast<size_t>(options.resamples()));
-  const FastModulo modulo(n);
   at::parallel_for(0, options.resamples(), 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       uint64_t state = options.seed() + static_cast<uint64_t>(r) * n * kSplitmixGamma;
       double sum_a = 0, sum_b = 0;
       for (uint64_t i = 0; i < n; ++i) {
-        uint64_t row = modulo(splitmix64(state));
+        uint64_t row = splitmix64(state) % n;
         sum_a += a[row];
         sum_b += b[row];
       }

@@ -28,7 +28,6 @@ std::string read_file(const fs::path& path) {
   auto size = fs::file_size(path, ec);
   std::string out;
   if (!ec) {
-    reserve_huge(out, size);
     out.resize(size);
     in.read(out.data(), static_cast<std::streamsize>(size));
     out.resize(static_cast<size_t>(in.gcount()));

@@ -40,13 +40,6 @@ constexpr size_t kHugeFrom = size_t{4} << 20;
 
 }  // namespace
 
-void advise_huge_pages(const void* data, size_t bytes) {
-  if (bytes < kHugeFrom) return;
-  auto begin = (reinterpret_cast<uintptr_t>(data) + kHugePage - 1) / kHugePage * kHugePage;
-  auto end = (reinterpret_cast<uintptr_t>(data) + bytes) / kHugePage * kHugePage;
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-}
-
 namespace {
 
 // Frees both kinds of block: c10::alloc_cpu is posix_memalign on Linux, the large ones aligned_alloc.
@@ -66,7 +59,7 @@ class HugePageAllocator final : public c10::Allocator {
     size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
     void* block = std::aligned_alloc(kHugePage, rounded);
     if (block == nullptr) throw std::bad_alloc();
-    advise_huge_pages(block, rounded);
+    madvise(block, rounded, MADV_HUGEPAGE);
     return {block, block, &free_block, c10::Device(c10::DeviceType::CPU)};
   }
   c10::DeleterFnPtr raw_deleter() const override { return &free_block; }
@@ -77,11 +70,6 @@ class HugePageAllocator final : public c10::Allocator {
 void configure_allocator() {
   mallopt(M_MMAP_THRESHOLD, 64 << 20);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
-  // One arena for every thread: with memory kept rather than trimmed, what a second thread frees in its
-  // own arena (the teacher file's loading, run beside the data's) stays resident and unused by the rest
-  // of the run. Peak RSS of the benchmark's fixed-teacher runs: MLP 536-610 MB from run to run with an
-  // arena a thread, 545 with one; tabular 276 -> 260 MB.
-  mallopt(M_ARENA_MAX, 1);
   static HugePageAllocator allocator;
   c10::SetCPUAllocator(&allocator, /*priority=*/1);
 }

@@ -197,47 +197,6 @@ TEST(Tabular, ForcedCategoricalNumericColumn) {
   expect_row(encoder.transform(data), 1, {0, 1, 2});
 }
 
-// fit_transform reads each cell once and keeps the numbers for the encoding: the same encoder and the
-// same tensor, bit for bit, as fit() then transform(), for every layout (all numeric, so the numbers are
-// the result in place; one-hot; index; a single category; a numeric missing token; imputed cells), and
-// the same error at the same line for a bad cell.
-TEST(Tabular, FitTransformIsFitThenTransform) {
-  struct Case {
-    const char* text;
-    TabularOptions options;
-  };
-  const std::vector<Case> cases = {
-      {"a,b,y\n1.5,-2e3,x\n0.1,7,y\n3,1e-7,x\n", TabularOptions()},
-      {"a,b,y\n1.5,NA,x\n?,7,y\n3,1e-7,x\n4,,y\n", TabularOptions().missing("impute")},
-      {kShapes, shapes_options()},
-      {kShapes, shapes_options().categorical_encoding("index")},
-      {"a,c,y\n1,k,x\n2,k,y\n3,k,x\n", TabularOptions()},
-      {"a,b,y\n1,-999,x\n2,5,y\n-999,6,x\n", TabularOptions().missing("impute").missing_values({"-999"})},
-      {"zip,n,y\n1000,1,a\n2000,2,b\n1000,3,a\n", TabularOptions().categorical({"zip"})},
-  };
-  for (size_t k = 0; k < cases.size(); ++k) {
-    LabeledTable data = label_table(parse(cases[k].text), cases[k].options);
-    std::vector<int64_t> train = all_rows(data);
-    train.pop_back();  // the last row is not a training row: its categories and values are not fitted
-    TabularEncoder encoder = TabularEncoder::fit(data, train, cases[k].options);
-    torch::Tensor x = encoder.transform(data);
-    auto [both, x_both] = TabularEncoder::fit_transform(data, train, cases[k].options);
-    EXPECT_EQ(both.to_json(), encoder.to_json()) << k;
-    EXPECT_TRUE(torch::equal(x_both, x)) << k << "\n" << x_both << "\n" << x;
-  }
-  for (const char* text : {"a,b,y\n1,2,x\n3,oops,y\n4,5,x\n6,7,y\n", "a,b,y\n1,2,x\n3,inf,y\n"}) {
-    LabeledTable data = label_table(parse(text), TabularOptions());
-    std::string expected;
-    try {
-      TabularEncoder::fit(data, all_rows(data), TabularOptions()).transform(data);
-    } catch (const Error& e) {
-      expected = e.what();
-    }
-    ASSERT_FALSE(expected.empty()) << text;
-    KD_EXPECT_ERROR(TabularEncoder::fit_transform(data, all_rows(data), TabularOptions()), expected);
-  }
-}
-
 TEST(Tabular, ErrorTargetDoesNotExist) {
   const char* text = "sepal,petal,species\n1,2,a\n3,4,b\n";
   KD_EXPECT_ERROR(label_table(parse(text), TabularOptions().target("specis")),

@@ -99,19 +99,6 @@ TEST(ReportGolden, PairedBootstrapReplaysThePythonStream) {
   }
 }
 
-TEST(ReportGolden, FastModuloIsTheRemainder) {
-  uint64_t state = 42;
-  for (uint64_t n : {1ULL, 2ULL, 3ULL, 7ULL, 10000ULL, 65536ULL, 2147483659ULL, 4294967295ULL, 4294967301ULL,
-                     12345678901ULL}) {
-    FastModulo modulo(n);
-    for (uint64_t x : std::vector<uint64_t>{0, 1, n - 1, n, n + 1, ~0ULL, ~0ULL - n, (~0ULL / n) * n}) EXPECT_EQ(modulo(x), x % n) << x << " % " << n;
-    for (int i = 0; i < 100000; ++i) {
-      uint64_t x = splitmix64(state);
-      ASSERT_EQ(modulo(x), x % n) << x << " % " << n;
-    }
-  }
-}
-
 TEST(ReportGolden, PairedTAndDistributionsAgainstScipy) {
   for (const auto& c : golden()["paired_t"]) {
     auto r = paired_t_test(c["a"].get<std::vector<double>>(), c["b"].get<std::vector<double>>());

@@ -84,11 +84,6 @@ class TabularEncoder {
   static TabularEncoder fit(const LabeledTable& data, const std::vector<int64_t>& train_rows,
                             const TabularOptions& options);
   torch::Tensor transform(const LabeledTable& data) const;  // float32 [N, F]
-  // fit() on train_rows, then transform() of the same table, each cell parsed once: the same encoder
-  // and tensor as the two calls.
-  static std::pair<TabularEncoder, torch::Tensor> fit_transform(const LabeledTable& data,
-                                                                const std::vector<int64_t>& train_rows,
-                                                                const TabularOptions& options);
   std::vector<std::string> feature_names() const;           // after one-hot expansion: "color=red", ...
   const std::vector<std::string>& class_names() const { return class_names_; }
   kd::Task task() const { return task_; }
@@ -105,12 +100,6 @@ class TabularEncoder {
     std::vector<std::string> categories;  // categorical: training categories, sorted
     std::string mode;                     // categorical: most frequent training category
   };
-
-  // `numbers`: nullptr, or [rows x features] for each cell's value where it parses as a finite number,
-  // NaN elsewhere; transform() then takes them from there.
-  static TabularEncoder fit(const LabeledTable& data, const std::vector<int64_t>& train_rows,
-                            const TabularOptions& options, float* numbers);
-  torch::Tensor transform(const LabeledTable& data, torch::Tensor numbers) const;
 
   std::vector<Column> columns_;
   std::string categorical_encoding_ = "onehot";

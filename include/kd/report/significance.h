@@ -58,31 +58,12 @@ struct PairedT {
 };
 PairedT paired_t_test(const std::vector<double>& a, const std::vector<double>& b);
 
-// Building blocks, exposed for their tests.
+// Building blocks, exposed for their tests (the distributions are Boost.Math's).
 double binomial_two_sided_half(int64_t k, int64_t n);      // McNemar's exact p-value
 double chi2_survival_1df(double x);                          // P[chi2_1 > x]
 double student_t_two_sided(double t, double df);             // P[|T_df| > |t|]
 double regularized_incomplete_beta(double a, double b, double x);
 uint64_t splitmix64(uint64_t& state);
 inline constexpr uint64_t kSplitmixGamma = 0x9E3779B97F4A7C15ULL;  // splitmix64's step of the state
-
-// x % n without a division, for any 64-bit x and 0 < n < 2^32 (larger n: the division): Lemire, Kaser
-// and Kurz, "Faster remainder by direct computation" (2019), with a 128-bit fraction ceil(2^128 / n),
-// enough for 64-bit numerators. A 64-bit division costs ~40 cycles here, and a bootstrap of a 10,000-row
-// test set draws ten million rows.
-class FastModulo {
- public:
-  explicit FastModulo(uint64_t n) : n_(n), fraction_(~static_cast<unsigned __int128>(0) / n + 1) {}
-  uint64_t operator()(uint64_t x) const {
-    if (n_ >> 32) return x % n_;
-    unsigned __int128 low = fraction_ * x;  // the fractional part of x / n, 128 bits
-    unsigned __int128 high = (low >> 64) * n_ + ((static_cast<uint64_t>(low) * static_cast<unsigned __int128>(n_)) >> 64);
-    return static_cast<uint64_t>(high >> 64);  // (low * n) >> 128
-  }
-
- private:
-  uint64_t n_;
-  unsigned __int128 fraction_;
-};
 
 }  // namespace kd::report

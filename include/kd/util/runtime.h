@@ -14,8 +14,7 @@ int configure_threads(int threads);
 // every step: glibc's defaults trim the heap and unmap large blocks on free, so each training
 // step page-faults its activations in again (measured: half the CPU time in the kernel). Blocks of
 // 64 MB and more (whole data sets) are still mapped on their own and returned when freed, so the
-// peak memory stays that of the live tensors. Every thread allocates from one arena, so that what
-// one thread frees another reuses (kept memory would otherwise stay resident per thread). Installs
+// peak memory stays that of the live tensors. Installs
 // kdistill's CPU allocator for libtorch: tensors of 4 MB and more in 2 MB pages (MADV_HUGEPAGE), which
 // page-fault 512 times less.
 void configure_allocator();
@@ -26,21 +25,6 @@ void configure_allocator();
 // afterwards (libtorch 1.13 fuses nothing on the CPU: that CNN's forward of 256 took 10.7-12.2 ms
 // against 10.1-10.7).
 void configure_torchscript();
-// Marks the 2 MB-aligned part of [data, data + bytes) MADV_HUGEPAGE (nothing below 4 MB), for a large
-// buffer about to be written for the first time: first touch costs ~2.7 ms a MB in 4 KB page faults on
-// this VM and ~0.4 ms in 2 MB pages. The kernel may decline (THP "never"): then nothing changes.
-void advise_huge_pages(const void* data, size_t bytes);
-// c.reserve(n) with the new room advised as above before the elements are copied in (a string or a
-// vector of trivially copyable elements; not vector<bool>).
-template <class Container>
-void reserve_huge(Container& c, size_t n) {
-  if (n <= c.capacity()) return;
-  Container bigger;
-  bigger.reserve(n);
-  advise_huge_pages(bigger.data(), n * sizeof(typename Container::value_type));
-  bigger.insert(bigger.end(), c.begin(), c.end());
-  c.swap(bigger);
-}
 // The OpenBLAS core type that fits this CPU ("SKYLAKEX" with AVX-512, "HASWELL" with AVX2 and FMA),
 // or "" when OPENBLAS_CORETYPE is already set or nothing better than OpenBLAS's own choice fits.
 // Debian 12's OpenBLAS 0.3.21 does not recognise recent cores and picks slower kernels (measured on
