@@ -46,12 +46,6 @@ torch::Tensor as_inputs(torch::Tensor x, const std::string& file) {
   return x;
 }
 
-// float32 model inputs from as_inputs' result: pixels scaled to [0, 1]. Always a new tensor.
-torch::Tensor float_inputs(const torch::Tensor& x) {
-  if (x.scalar_type() == torch::kByte) return x.to(torch::kFloat).div_(255.0);
-  return x.clone();
-}
-
 std::pair<torch::Tensor, torch::Tensor> read_pair(const std::string& format, const DataFiles& files,
                                                   const std::string& field) {
   if (format == "npz") {
@@ -224,7 +218,7 @@ DataFold make_fold(const Pool& pool, const DataSpec& spec, const std::vector<int
   auto select = [&](const std::vector<int64_t>& rows) {
     auto index = to_index(rows);
     torch::Tensor x = x_all.index_select(0, index);
-    return Examples{x.scalar_type() == torch::kByte ? float_inputs(x) : x, pool.y.index_select(0, index)};
+    return Examples{float_inputs(x), pool.y.index_select(0, index)};
   };
   fold.train = select(train);
   auto normalizer = Normalizer::fit(fold.train.x, spec.normalize());
@@ -252,6 +246,7 @@ DataFold make_fold(const Pool& pool, const DataSpec& spec, const std::vector<int
   }
   if (transfer_raw.defined()) {
     fold.transfer_x = float_inputs(transfer_raw);
+    if (fold.transfer_x.is_same(transfer_raw)) fold.transfer_x = fold.transfer_x.clone();  // every fold's own
     normalizer.apply_(fold.transfer_x);
   }
   fold.preprocessing = preprocessing;
@@ -344,6 +339,11 @@ const DataReader& detect_format(const DataSpec& spec) {
 }
 
 }  // namespace
+
+torch::Tensor float_inputs(const torch::Tensor& x) {
+  if (x.scalar_type() == torch::kByte) return x.to(torch::kFloat).div_(255.0);
+  return x.to(torch::kFloat);
+}
 
 Dataset load_dataset(const DataSpec& spec) {
   const DataReader& reader = detect_format(spec);

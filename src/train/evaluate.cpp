@@ -148,9 +148,7 @@ nlohmann::json evaluate_model(models::Model& model, const data::Dataset& dataset
 torch::Tensor predict_raw(io::LoadedModel& loaded, torch::Tensor inputs, bool inputs_normalized, const std::string& what) {
   const auto& shape = loaded.info.input_shape;
   if (inputs.dim() < 2) fail("{}: inputs have shape {}, expected [examples, ...]", what, shape_text(inputs.sizes()));
-  bool pixels = inputs.scalar_type() == torch::kByte;
-  inputs = inputs.to(torch::kFloat);
-  if (pixels) inputs.div_(255.0);
+  inputs = data::float_inputs(inputs);
   if (loaded.has_info && !shape.empty()) {
     int64_t per_example = 1;
     for (int64_t d : shape) per_example *= d;

@@ -88,4 +88,8 @@ struct Dataset {
 
 Dataset load_dataset(const DataSpec& spec);
 
+// Model inputs from stored ones: uint8 pixels become float32 in [0, 1], anything else float32 (the
+// same tensor when it is float32 already).
+torch::Tensor float_inputs(const torch::Tensor& x);
+
 }  // namespace kd::data
