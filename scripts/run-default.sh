@@ -2,5 +2,5 @@
 # Sets up, builds and runs the main job on the bundled default data (Fashion-MNIST).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/build.sh
+bash scripts/build.sh kdistill
 build/kdistill run examples/fashion-mnist-cnn.yaml --out runs/fashion-mnist-cnn "$@"
