@@ -7,6 +7,7 @@
 #include <map>
 
 #include "kd/losses/cross_entropy.h"
+#include "kd/losses/dist.h"
 #include "kd/losses/dkd.h"
 #include "kd/losses/huber.h"
 #include "kd/losses/js.h"
@@ -35,7 +36,7 @@ const std::vector<Entry>& table() {
       {"kl", factory_of<KlLoss>()},       {"reverse_kl", factory_of<ReverseKlLoss>()},
       {"js", factory_of<JsLoss>()},       {"mse", factory_of<MseLoss>()},
       {"huber", factory_of<HuberLoss>()}, {"ce", factory_of<CrossEntropyLoss>()},
-      {"dkd", factory_of<DkdLoss>()},
+      {"dkd", factory_of<DkdLoss>()},     {"dist", factory_of<DistLoss>()},
   };
   return entries;
 }

@@ -20,7 +20,7 @@ Distiller classification(std::vector<Options> terms) {
 
 TEST(LossOptions, KindsAreListedInTableOrder) {
   EXPECT_EQ(loss_term_kinds(),
-            (std::vector<std::string>{"kl", "reverse_kl", "js", "mse", "huber", "ce", "dkd"}));
+            (std::vector<std::string>{"kl", "reverse_kl", "js", "mse", "huber", "ce", "dkd", "dist"}));
   for (const auto& kind : loss_term_kinds()) EXPECT_EQ(make_loss_term(Options(kind))->name(), kind);
 }
 
@@ -62,7 +62,7 @@ TEST(LossOptions, UnknownKindSuggestsTheNearest) {
   KD_EXPECT_ERROR(
       make_loss_term(Options("kdl")),
       "kind: \"kdl\" is not a loss kind (did you mean \"kl\"?); expected one of kl, reverse_kl, "
-      "js, mse, huber, ce, dkd");
+      "js, mse, huber, ce, dkd, dist");
   KD_EXPECT_ERROR(classification({Options("kl"), Options("reverse-kl")}),
                        "losses[1].kind: \"reverse-kl\" is not a loss kind (did you mean \"reverse_kl\"?)");
   KD_EXPECT_ERROR(make_loss_term(Options("focal_loss")),

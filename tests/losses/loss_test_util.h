@@ -65,13 +65,13 @@ inline LossInputs golden_inputs(const std::string& name, torch::ScalarType dtype
 // A case's options as LossTermOptions (use_has_label is not an option: it says whether the case
 // passes has_label).
 inline LossTermOptions golden_options(const nlohmann::json& o) {
-  return LossTermOptions(o.at("kind").get<std::string>())
-      .temperature(o.at("temperature").get<double>())
-      .label_smoothing(o.at("label_smoothing").get<double>())
-      .delta(o.at("delta").get<double>())
-      .target(o.at("target").get<std::string>())
-      .alpha(o.at("alpha").get<double>())
-      .beta(o.at("beta").get<double>());
+  LossTermOptions options(o.at("kind").get<std::string>());
+  for (const auto& [key, value] : o.items()) {
+    if (key == "kind" || key == "use_has_label") continue;
+    if (value.is_string()) options.set(key, value.get<std::string>());
+    else options.set(key, value.get<double>());
+  }
+  return options;
 }
 
 // Central differences (step `eps`, float64) of loss(student) against autograd, element by element:
