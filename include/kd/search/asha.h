@@ -9,6 +9,7 @@
 //   if (asha.is_rung(epoch) && !asha.report(epoch, trial, val_accuracy, params)) stop();
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <vector>
