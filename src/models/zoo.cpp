@@ -690,6 +690,14 @@ const ZooArch* find_zoo_arch(const std::string& name) {
   return family ? &family->arch : nullptr;
 }
 
+bool ZooArch::uses(const std::string& key) const { return std::find(reads.begin(), reads.end(), key) != reads.end(); }
+
+const std::vector<int64_t>* zoo_stage_sizes(const ZooSpec& spec) {
+  const ZooArch* arch = find_zoo_arch(spec.arch());
+  if (!arch || arch->stages.empty()) return nullptr;
+  return arch->stages == "channels" ? &spec.channels() : &spec.hidden();
+}
+
 const std::vector<std::string>& zoo_activations() {
   static const std::vector<std::string> activations = {"relu", "gelu", "tanh", "leaky_relu", "silu"};
   return activations;
@@ -730,13 +738,11 @@ void validate(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int6
 
   // Keys that shape the network are refused by a family that would ignore them (they are certainly a
   // mistake); the others are ignored (docs/models.md).
-  auto reads = [&](const std::string& key) {
-    return std::find(family.arch.reads.begin(), family.arch.reads.end(), key) != family.arch.reads.end();
-  };
+  auto reads = [&](const std::string& key) { return family.arch.uses(key); };
   auto readers = [&](const std::string& key) {
     std::vector<std::string> names;
     for (const Family& f : families()) {
-      if (std::find(f.arch.reads.begin(), f.arch.reads.end(), key) != f.arch.reads.end()) names.push_back(f.arch.name);
+      if (f.arch.uses(key)) names.push_back(f.arch.name);
     }
     return one_of(names);
   };

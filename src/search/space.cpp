@@ -91,18 +91,6 @@ std::string list_text(const std::vector<int64_t>& values) {
   return "[" + join(parts, ", ") + "]";
 }
 
-// The zoo family's list of stages (mlp: hidden, cnn and vgg: channels), or nullptr.
-const std::vector<int64_t>* stage_sizes(const models::ZooSpec& spec) {
-  const models::ZooArch* arch = models::find_zoo_arch(spec.arch());
-  if (!arch || arch->stages.empty()) return nullptr;
-  return arch->stages == "channels" ? &spec.channels() : &spec.hidden();
-}
-
-bool reads(const models::ZooSpec& spec, const std::string& key) {
-  const models::ZooArch* arch = models::find_zoo_arch(spec.arch());
-  return arch && std::find(arch->reads.begin(), arch->reads.end(), key) != arch->reads.end();
-}
-
 }  // namespace
 
 const std::vector<std::string>& dimension_names() {
@@ -198,9 +186,10 @@ SearchSpace make_space(const flow::RunSpec& base, const SearchOptions& options) 
     space.dimensions.push_back(Dimension{"student", DimensionKind::choice, 0, 0, indices});
   } else if (base.student.model) {
     const auto& spec = *base.student.model;
-    const std::vector<int64_t>* stages = stage_sizes(spec);
+    const std::vector<int64_t>* stages = models::zoo_stage_sizes(spec);
     bool sized = stages && !stages->empty();
-    if (sized || reads(spec, "width")) add(Dimension{"width", DimensionKind::log_real, 0.125, 2.0, {}});
+    const models::ZooArch* arch = models::find_zoo_arch(spec.arch());
+    if (sized || (arch && arch->uses("width"))) add(Dimension{"width", DimensionKind::log_real, 0.125, 2.0, {}});
     if (sized) add(Dimension{"depth", DimensionKind::integer, 1, static_cast<double>(stages->size()) + 1, {}});
   }
 
@@ -261,8 +250,9 @@ std::vector<std::string> overrides(const SearchSpace& space, const Config& confi
     int64_t depth = config["depth"].get<int64_t>();
     // Conv stages double their channels going deeper; hidden layers keep their width.
     const std::string& key = models::find_zoo_arch(spec.arch())->stages;
-    KD_CHECK(stage_sizes(spec), "depth searched for arch {} without stages", spec.arch());
-    sets.push_back("student.model." + key + "=" + list_text(resized(*stage_sizes(spec), depth, key == "channels")));
+    const std::vector<int64_t>* stages = models::zoo_stage_sizes(spec);
+    KD_CHECK(stages, "depth searched for arch {} without stages", spec.arch());
+    sets.push_back("student.model." + key + "=" + list_text(resized(*stages, depth, key == "channels")));
   }
   if (config.contains("loss")) {
     std::string kind = config["loss"].get<std::string>();

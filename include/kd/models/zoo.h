@@ -51,6 +51,8 @@ struct ZooArch {
   bool image = false;              // takes [C, H, W]; a flat perfect square F is viewed as [1, sqrt F, sqrt F]
   std::vector<std::string> reads;  // spec keys of its own (all read arch, activation, dropout, width_multiplier)
   std::string stages;              // the list key whose length is its depth (what `auto` resizes), or ""
+
+  bool uses(const std::string& key) const;  // key is one of `reads`
 };
 
 // The zoo's families, in the table's order; their names, for recipe checks and help text; one by name
@@ -58,6 +60,9 @@ struct ZooArch {
 const std::vector<ZooArch>& zoo_arch_table();
 const std::vector<std::string>& zoo_archs();  // mlp, cnn, vgg, resnet, linear
 const ZooArch* find_zoo_arch(const std::string& name);
+// The spec's list of stages (its family's `stages`: mlp's hidden, cnn's and vgg's channels), or
+// nullptr for a family without one.
+const std::vector<int64_t>* zoo_stage_sizes(const ZooSpec& spec);
 const std::vector<std::string>& zoo_activations();  // relu, gelu, tanh, leaky_relu, silu
 
 // kd::Error on a bad spec for this input shape and number of outputs. `field` is the recipe path of
