@@ -168,8 +168,9 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   TrainOptions student_train = train::sized_for_rows(spec.distill.train, rows);
   student_train.seed(spec.seed);
   TrainData distill_data =
-      teacher::distill_train_data(fold, cache, student_train, bank_views(spec.distill, student_train.epochs()), run.teaching);
-  bool live_teacher = !distill_data.teacher.defined();
+      teacher::distill_train_data(fold, cache, student_train, bank_views(spec.distill, student_train.epochs()),
+                                  run.teaching, train::BankStorage(spec.distill.bank).spill_dir(dir));
+  bool live_teacher = !distill_data.teacher.defined() && !distill_data.bank;
   int64_t batches = (rows + student_train.batch_size() - 1) / student_train.batch_size();
   int64_t distill_steps = student_train.steps() > 0 ? student_train.steps() : student_train.epochs() * batches;
 

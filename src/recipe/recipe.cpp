@@ -363,6 +363,18 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
     run.distill.views = distill.get<int64_t>("views", -1);
     if (run.distill.views < 1) fail("{}: {} is not a positive number of views, online or auto", distill.where("views"), run.distill.views);
   }
+  YamlSection bank = distill.section("bank");
+  if (bank.defined()) {
+    int64_t top_k = bank.get<int64_t>("top_k", 0);
+    if (top_k < 0) fail("{}: {} is not a number of logits to keep (0 keeps them all)", bank.where("top_k"), top_k);
+    double memory_mb = bank.get<double>("memory_mb", 4096.0);
+    if (!(memory_mb >= 0)) fail("{}: {} is not a size in MB", bank.where("memory_mb"), memory_mb);
+    if (top_k > 0 && recipe.task == Task::regression) {
+      fail("{}: a regression teacher's outputs are not logits; keep them all (0)", bank.where("top_k"));
+    }
+    run.distill.bank.top_k(top_k).memory_limit(static_cast<int64_t>(memory_mb * 1e6));
+  }
+  bank.finish();
   distill.finish();
 
   YAML::Node exports = root.node("export");

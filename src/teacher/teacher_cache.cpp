@@ -98,31 +98,36 @@ TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, con
 
 nlohmann::json Teaching::to_json() const {
   nlohmann::json j = {{"mode", mode}, {"bytes", bytes}};
-  if (mode == "bank") j.update({{"views", views}, {"seconds", seconds}, {"dtype", "float16"}, {"float16_max_error", float16_error}});
+  if (mode == "bank") {
+    j.update({{"views", views}, {"seconds", seconds}, {"dtype", "float16"}, {"storage", mapped ? "mapped file" : "memory"},
+              {"top_k", top_k}});
+    if (top_k > 0) j.update({{"top_k_max_prob_error", max_error}, {"top_k_mean_rest_mass", rest_mass}});
+    else j["float16_max_error"] = max_error;
+  }
   return j;
 }
 
-torch::Tensor soft_label_bank(models::Model& teacher, const torch::Tensor& x, const data::Augmenter& augmenter,
-                              int64_t views, int64_t batch_size, double& max_error) {
+std::shared_ptr<train::SoftLabelBank> soft_label_bank(models::Model& teacher, const torch::Tensor& x,
+                                                      const data::Augmenter& augmenter, int64_t views,
+                                                      int64_t batch_size, const train::BankStorage& storage) {
   torch::NoGradGuard no_grad;
   teacher.set_training(false);
-  torch::Tensor bank;
-  max_error = 0.0;
+  std::shared_ptr<train::SoftLabelBank> bank;
   int64_t rows = x.size(0);
   Progress progress("teacher bank", views * rows, "rows");
   for (int64_t v = 0; v < views; ++v) {
     for (int64_t start = 0; start < rows; start += batch_size) {
       int64_t end = std::min(rows, start + batch_size);
-      auto view = augmenter.view(x.slice(0, start, end), torch::arange(start, end, torch::kLong), v);
-      auto out = teacher.forward(view).to(torch::kFloat);
-      if (!bank.defined()) {
-        std::vector<int64_t> shape = {rows, views};
-        for (int64_t d = 1; d < out.dim(); ++d) shape.push_back(out.size(d));
-        bank = torch::empty(shape, torch::kHalf);
+      auto indices = torch::arange(start, end, torch::kLong);
+      auto out = teacher.forward(augmenter.view(x.slice(0, start, end), indices, v)).to(torch::kFloat);
+      if (!bank) {
+        auto outputs = out.numel() / out.size(0);
+        if (storage.top_k() >= outputs) {
+          fail("distill.bank.top_k: {} is not below the teacher's {} outputs", storage.top_k(), outputs);
+        }
+        bank = std::make_shared<train::SoftLabelBank>(rows, views, outputs, storage);
       }
-      auto stored = out.to(torch::kHalf);
-      max_error = std::max(max_error, (stored.to(torch::kFloat) - out).abs().max().item<double>());
-      bank.slice(0, start, end).select(1, v).copy_(stored);
+      bank->store(indices, v, out);
       progress.update(v * rows + end);
     }
   }
@@ -131,7 +136,9 @@ torch::Tensor soft_label_bank(models::Model& teacher, const torch::Tensor& x, co
 }
 
 train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCache& cache,
-                                    const train::TrainOptions& options, int64_t views, Teaching& teaching) {
+                                    const train::TrainOptions& options, int64_t views, Teaching& teaching,
+                                    const train::BankStorage& storage,
+                                    std::shared_ptr<const train::SoftLabelBank> shared) {
   TrainData data{fold.train.x, fold.train.y, fold.labeled, cache.train};
   if (fold.transfer_x.defined()) {
     auto rows = fold.transfer_x.size(0);
@@ -150,16 +157,32 @@ train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCac
     data.teacher = torch::Tensor();
   } else if (augment.per_row()) {
     auto start = Clock::now();
-    auto augmenter = train::augmenter_for(options, data);
-    std::vector<int64_t> shape(data.x.sizes().begin() + 1, data.x.sizes().end());
-    data.teacher = soft_label_bank(*cache.model, data.x, augmenter, views, inference_batch_size(*cache.model, shape),
-                                   teaching.float16_error);
-    data.views = views;
+    data.teacher = torch::Tensor();
+    if (shared) {
+      KD_CHECK(shared->rows() == data.x.size(0) && shared->views() == views, "a shared bank of {} rows and {} views",
+               shared->rows(), shared->views());
+      data.bank = shared;
+    } else {
+      auto augmenter = train::augmenter_for(options, data);
+      std::vector<int64_t> shape(data.x.sizes().begin() + 1, data.x.sizes().end());
+      data.bank = soft_label_bank(*cache.model, data.x, augmenter, views, inference_batch_size(*cache.model, shape),
+                                  storage);
+      teaching.seconds = seconds_since(start);
+    }
+    const auto& bank = *data.bank;
     teaching.mode = "bank";
     teaching.views = views;
-    teaching.seconds = seconds_since(start);
-    spdlog::info("teacher bank: {} views of {} rows, {:.1f} MB float16, {:.1f}s", views, data.x.size(0),
-                 static_cast<double>(data.teacher.nbytes()) / 1e6, teaching.seconds);
+    teaching.bytes = bank.bytes();
+    teaching.top_k = bank.top_k();
+    teaching.mapped = bank.mapped();
+    teaching.max_error = bank.max_error();
+    teaching.rest_mass = bank.mean_rest_mass();
+    if (!shared) {
+      spdlog::info("teacher bank: {} views of {} rows, {:.1f} MB float16{}{}, {:.1f}s", views, data.x.size(0),
+                   static_cast<double>(bank.bytes()) / 1e6,
+                   bank.top_k() > 0 ? fmt::format(" (top {} of {} logits)", bank.top_k(), bank.outputs()) : "",
+                   bank.mapped() ? " in a mapped file" : "", teaching.seconds);
+    }
   }
   if (data.teacher.defined()) teaching.bytes = static_cast<int64_t>(data.teacher.nbytes());
   return data;

@@ -239,19 +239,19 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
   bool cached_teacher = data.teacher.defined();
   if (masked) columns.push_back(data.has_label);
   if (cached_teacher) columns.push_back(data.teacher);
-  if (distiller_.needs_teacher() && !cached_teacher && live_teacher == nullptr) {
+  const SoftLabelBank* bank = data.bank.get();
+  if (distiller_.needs_teacher() && !cached_teacher && !bank && live_teacher == nullptr) {
     fail("{}: the loss terms need a teacher, but there is none", name_);
   }
   const data::AugmentOptions& augment = options.augment();
   data::validate(augment, std::vector<int64_t>(data.x.sizes().begin() + 1, data.x.sizes().end()), name_ + ".augment");
-  bool bank = data.views > 0;
-  KD_CHECK(!bank || (cached_teacher && data.teacher.dim() == 3 && data.teacher.size(1) == data.views),
-           "{}: a bank of {} views needs teacher outputs [N, {}, outputs]", name_, data.views, data.views);
+  KD_CHECK(!bank || (!cached_teacher && bank->rows() == data.x.size(0)), "{}: a bank of {} rows for {} rows", name_,
+           bank ? bank->rows() : 0, data.x.size(0));
   // Outputs of the rows as they are cannot teach their augmented views; a bank cannot hold mixtures.
-  if (cached_teacher && !bank && augment.per_row()) {
+  if (cached_teacher && augment.per_row()) {
     fail("{}: per-row augmentation with teacher outputs of unaugmented rows: give a bank of views or a live teacher", name_);
   }
-  if (cached_teacher && augment.mixes()) fail("{}: mixup or cutmix needs a live teacher, not cached outputs", name_);
+  if ((cached_teacher || bank) && augment.mixes()) fail("{}: mixup or cutmix needs a live teacher, not cached outputs", name_);
   data::Augmenter augmenter = augmenter_for(options, data);
   data::Batcher batcher(columns, data::BatcherOptions().batch_size(options.batch_size()).seed(options.seed()));
   int64_t batches = batcher.batches();
@@ -282,7 +282,7 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
     model.set_training(true);
     if (live_teacher) live_teacher->set_training(false);
     // Epoch e trains on view e of each row; with a bank of V views, on view e mod V and its outputs.
-    int64_t view = bank ? epoch % data.views : epoch;
+    int64_t view = bank ? epoch % bank->views() : epoch;
     double loss_sum = 0.0;
     std::vector<double> term_sums(distiller_.term_names().size(), 0.0);
     int64_t steps_this_epoch = 0;
@@ -300,7 +300,9 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
         AutocastScope autocast(bf16);
         if (cached_teacher) {
           inputs.teacher = batch[next++];
-          if (bank) inputs.teacher = inputs.teacher.select(1, view).to(torch::kFloat);
+        } else if (bank) {
+          // Only this view's rows are read: a bank of many views (or a mapped one) costs no more per step.
+          inputs.teacher = bank->gather(batcher.batch_rows(epoch, b), view);
         } else if (live_teacher && distiller_.needs_teacher()) {
           torch::NoGradGuard no_grad;
           inputs.teacher = live_teacher->forward(x).to(torch::kFloat);

@@ -3,6 +3,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
+
 #include "cli/cli_util.h"
 #include "data/python_helper.h"
 #include "kd/data/normalize.h"
@@ -182,6 +184,31 @@ TEST_F(Run, AugmentationTeachesFromABankOrALiveTeacher) {
   EXPECT_LT(teaching["float16_max_error"].get<double>(), 0.05);
   EXPECT_GT(m["models"]["student"]["test"]["accuracy"].get<double>(), 0.6);
   EXPECT_NE(banked.output.find("teacher bank: 3 views of"), std::string::npos) << banked.output;
+
+  // The same bank as the 3 largest logits of each view and the rest's mass, over a memory limit of
+  // 0 MB: in a mapped file in the run's folder, unlinked at once.
+  auto topk = run_kdistill("run " + recipe(digits_recipe("  augment: {noise: 0.1, feature_dropout: 0.05}\n  views: 3\n"
+                                                          "  bank: {top_k: 3, memory_mb: 0}\n")) + " --out " + out());
+  ASSERT_EQ(topk.status, 0) << topk.output;
+  m = metrics();
+  const auto& compact = m["distill"]["teaching"];
+  EXPECT_EQ(compact["top_k"], 3) << compact.dump();
+  EXPECT_EQ(compact["storage"], "mapped file");
+  EXPECT_EQ(compact["bytes"], rows * 3 * (3 * 2 + 3 * 2 + 2));  // float16 logits, int16 indices, float16 rest
+  double rest_mass = compact["top_k_mean_rest_mass"].get<double>();
+  EXPECT_GT(rest_mass, 0.0);
+  EXPECT_LT(rest_mass, 0.7);
+  EXPECT_GT(compact["top_k_max_prob_error"].get<double>(), 0.0);
+  EXPECT_GT(m["models"]["student"]["test"]["accuracy"].get<double>(), 0.6);
+  for (const auto& entry : std::filesystem::directory_iterator(out())) {
+    EXPECT_EQ(entry.path().filename().string().find("kdistill-bank"), std::string::npos) << entry.path();
+  }
+  expect_refused(run_kdistill("run " + recipe(digits_recipe("  augment: noise\n  bank: {top_k: 10}\n")) + " --out " + out()),
+                 "distill.bank.top_k: 10 is not below the teacher's 10 outputs");
+  expect_refused(run_kdistill("run " + recipe(digits_recipe("  bank: {top_k: -2}\n")) + " --out " + out()),
+                 "distill.bank.top_k");
+  expect_refused(run_kdistill("run " + recipe(digits_recipe("  bank: {topk: 2}\n")) + " --out " + out()),
+                 "topk");
 
   auto mixed = run_kdistill("run " + recipe(digits_recipe("  augment: mixup\n")) + " --out " + out());
   ASSERT_EQ(mixed.status, 0) << mixed.output;

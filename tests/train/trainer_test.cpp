@@ -157,8 +157,9 @@ TEST(Trainer, WithABankEpochETrainsOnViewEModVOfEachRow) {
   TrainData data = rows(train.x, train.y);
   auto augmenter = augmenter_for(options, data);
   // A bank of 2 views; its outputs only need the right shape here.
-  data.teacher = torch::zeros({96, 2, 4}, torch::kHalf);
-  data.views = 2;
+  auto bank = std::make_shared<SoftLabelBank>(96, 2, 4, BankStorage());
+  for (int64_t v = 0; v < 2; ++v) bank->store(torch::arange(96), v, torch::zeros({96, 4}));
+  data.bank = bank;
   Recording student(small_net());
   Trainer(options, kd, "student").fit(student, data, validate_on(val));
   data::Batcher batcher({train.x}, data::BatcherOptions().batch_size(32).seed(5));

@@ -38,6 +38,7 @@ struct DistillSpec {
   std::string target;                                    // target expression, "" = none
   int64_t views = -1;  // augmented views in the teacher's soft-label bank; 0 = online (a live teacher);
                        // -1 = auto: online with mixup/cutmix, else min(epochs, 8)
+  train::BankStorage bank;  // the bank's storage (top-k, memory limit); its file goes in the run's folder
 };
 
 // The bank's views for `distill` trained for `epochs` (resolving auto); kd::Error naming

@@ -9,6 +9,7 @@
 
 #include <torch/arg.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -55,28 +56,35 @@ TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, con
 
 // How the distilled student is taught (metrics.json distill.teaching).
 //   cache:  the teacher's outputs on the rows as they are (no augmentation), computed once;
-//   bank:   a soft-label bank of `views` augmented views per row, float16, computed once: epoch e
-//           trains on view e mod views (FKD, Shen & Xing 2022: consistent teaching at the cost of
-//           `views` teacher passes);
+//   bank:   a soft-label bank of `views` augmented views per row (train::SoftLabelBank), computed
+//           once: epoch e trains on view e mod views (FKD, Shen & Xing 2022: consistent teaching at
+//           the cost of `views` teacher passes);
 //   online: the teacher runs on every augmented batch (mixup and cutmix, or views: online).
 struct Teaching {
   std::string mode = "cache";
   int64_t views = 0;
   int64_t bytes = 0;         // of the cached outputs or the bank
   double seconds = 0.0;      // teacher passes for the bank
-  double float16_error = 0;  // largest |float32 - float16| of a stored output
+  int64_t top_k = 0;         // bank: logits kept per view (0: all)
+  bool mapped = false;       // bank: in a memory-mapped file (larger than BankStorage::memory_limit)
+  double max_error = 0;      // bank: its largest storage error (SoftLabelBank::max_error)
+  double rest_mass = 0;      // top-k bank: the mean probability outside the kept logits
   nlohmann::json to_json() const;
 };
 
 // The distilled student's rows: every training row (labels where allowed) plus the transfer rows,
 // with what teaches them: the cached outputs without augmentation; with per-row augmentation a
-// bank of `views` views (views > 0), or nothing for a live teacher (views == 0, or mixing).
+// bank of `views` views stored as `storage` says (views > 0), or nothing for a live teacher
+// (views == 0, or mixing). `shared`: a bank computed earlier for the same rows, options and views,
+// used instead of a new one (the search's trials share one).
 train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCache& cache,
-                                    const train::TrainOptions& options, int64_t views, Teaching& teaching);
+                                    const train::TrainOptions& options, int64_t views, Teaching& teaching,
+                                    const train::BankStorage& storage = {},
+                                    std::shared_ptr<const train::SoftLabelBank> shared = nullptr);
 
-// The teacher's outputs [N, views, outputs] (float16) on views 0 .. views - 1 of every row of `x`,
-// as `augmenter` draws them; `max_error`: the largest rounding error of the float16 storage.
-torch::Tensor soft_label_bank(models::Model& teacher, const torch::Tensor& x, const data::Augmenter& augmenter,
-                              int64_t views, int64_t batch_size, double& max_error);
+// The teacher's outputs on views 0 .. views - 1 of every row of `x`, as `augmenter` draws them.
+std::shared_ptr<train::SoftLabelBank> soft_label_bank(models::Model& teacher, const torch::Tensor& x,
+                                                      const data::Augmenter& augmenter, int64_t views,
+                                                      int64_t batch_size, const train::BankStorage& storage);
 
 }  // namespace kd::teacher

@@ -16,6 +16,7 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,6 +26,7 @@
 #include "kd/models/model.h"
 #include "kd/report/metrics.h"
 #include "kd/train/optim.h"
+#include "kd/train/soft_label_bank.h"
 #include "kd/train/target.h"
 
 namespace kd::train {
@@ -58,17 +60,15 @@ void validate(const TrainOptions& options, const std::string& field);
 // of 16, where 10 epochs of 128 were 10 steps: a small student ended at chance.
 TrainOptions sized_for_rows(TrainOptions options, int64_t rows);
 
-// Training rows and what the teacher said of them:
-//   views == 0: `teacher` is [N, outputs], the teacher on the rows as they are (no per-row
-//               augmentation), or undefined (no teacher, or a live one); epoch e trains on view e.
-//   views == V: `teacher` is a soft-label bank [N, V, outputs] (any float type) of the teacher on V
-//               augmented views of each row; epoch e trains on view e mod V with its outputs.
+// Training rows and what the teacher said of them: `teacher`, its outputs on the rows as they are
+// (no per-row augmentation), or `bank`, its outputs on V augmented views of each row (epoch e
+// trains on view e mod V), or neither (no teacher, or a live one); epoch e trains on view e.
 struct TrainData {
   torch::Tensor x;          // float32 [N, ...]
   torch::Tensor y;          // labels; rows without a label hold any value
   torch::Tensor has_label;  // bool [N] or undefined (all labeled)
-  torch::Tensor teacher;    // [N, outputs], [N, views, outputs] or undefined
-  int64_t views = 0;
+  torch::Tensor teacher;    // [N, outputs] or undefined
+  std::shared_ptr<const SoftLabelBank> bank = nullptr;  // or null
 };
 
 struct EpochRecord {
