@@ -218,6 +218,11 @@ struct Search {
   std::string target_text;      // as given, or the default for the task
   double threshold = 0.0;       // the target's value on validation rows, from the teacher's
   double cache_seconds = 0.0;   // the teachers' cached outputs, all folds
+  // With per-row augmentation: each fold's soft-label bank, made by the first trial that needs it
+  // and shared by every later one (trials differ in students and objectives, not in their views).
+  std::vector<std::shared_ptr<const train::SoftLabelBank>> banks;
+  teacher::Teaching teaching;   // how the trials are taught (the first fold's; seconds: every fold's bank)
+  double bank_seconds = 0.0;
   train::TrainOptions sized;    // the recipe's distill training, sized to the rows
   int64_t batches = 0;          // a training epoch's batches
 
@@ -248,6 +253,29 @@ models::ModelPtr new_student(const Search& search, const flow::RunSpec& spec, si
   auto model = flow::build_student(spec.student, search.dataset);
   if (spec.student.init == "teacher") flow::init_from_teacher(*model, *search.caches[fold].model);
   return model;
+}
+
+// A trial's rows on fold `fold` and what teaches them: the cached outputs, or with per-row
+// augmentation the fold's shared bank (made here by the first trial that asks, with the views
+// `kdistill run` would use for the trials' epochs), or nothing (mixtures: the live teacher).
+train::TrainData trial_data(Search& search, const flow::RunSpec& spec, size_t fold, const train::TrainOptions& train) {
+  if (search.banks.empty()) search.banks.resize(search.dataset.folds.size());
+  auto& shared = search.banks[fold];
+  teacher::Teaching teaching;
+  auto storage = train::BankStorage(spec.distill.bank)
+                     .spill_dir(flow::fold_dir(search.options.out(), fold, search.dataset.folds.size()));
+  auto data = teacher::distill_train_data(search.dataset.folds[fold], search.caches[fold], train,
+                                          flow::bank_views(spec.distill, search.epochs), teaching, storage, shared);
+  if (data.bank && !shared) {
+    shared = data.bank;
+    search.cache_seconds += teaching.seconds;  // the final run makes its bank again
+    search.bank_seconds += teaching.seconds;
+  }
+  if (fold == 0) {
+    search.teaching = teaching;
+    search.teaching.seconds = search.bank_seconds;
+  }
+  return data;
 }
 
 // Records the trial's score at a rung in the ledger and says whether it goes on: successive halving
@@ -336,13 +364,10 @@ TrialRecord run_trial(Search& search, TrialRecord t) {
           return "";
         });
       }
-      // With augmentation, trials run the teacher live (views: online): a bank per trial would cost
-      // more teacher passes than the trial's epochs.
-      teacher::Teaching teaching;
-      auto data = teacher::distill_train_data(search.dataset.folds[f], search.caches[f], train, 0, teaching);
+      auto data = trial_data(search, spec, f, train);
       QuietLog quiet;
       auto result = trainer.fit(*model, data, [&](models::Model& m) { return search.validate(m, f); },
-                                data.teacher.defined() ? nullptr : search.caches[f].model.get());
+                                search.caches[f].model.get());
       double value = train::metric_value(result.history[static_cast<size_t>(result.best_epoch - 1)].val, search.metric);
       values.push_back(value);
       if (f == 0) {
@@ -448,11 +473,10 @@ double probe_seconds_per_step(Search& search, int64_t steps) {
   train::TrainOptions train = spec.distill.train;
   train.steps(steps).checkpoint("").resume(false).seed(spec.seed);
   train::Trainer trainer(train, distiller, "timing");
-  teacher::Teaching teaching;
-  auto data = teacher::distill_train_data(search.dataset.folds[0], search.caches[0], train, 0, teaching);
+  auto data = trial_data(search, spec, 0, train);
   QuietLog quiet;
   auto result = trainer.fit(*model, data, [&](models::Model& m) { return search.validate(m, 0); },
-                            data.teacher.defined() ? nullptr : search.caches[0].model.get());
+                            search.caches[0].model.get());
   return result.history[0].seconds / static_cast<double>(std::max<int64_t>(1, result.steps));
 }
 
@@ -783,6 +807,7 @@ nlohmann::json search_json(const Search& search, const std::vector<TrialRecord>&
   s["rungs"] = search.rungs;
   s["eta"] = options.search().eta();
   s["folds"] = search.dataset.folds.size();
+  s["teaching"] = search.teaching.to_json();
   nlohmann::json counts = nlohmann::json::object();
   for (const auto& t : trials) counts[t.status] = counts.value(t.status, 0) + 1;
   s["trials"] = trials.size();
