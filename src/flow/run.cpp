@@ -163,6 +163,12 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   run.teacher.test = score(task, fold, teacher_test, fold.test.y, {});
   run.teacher.test_outputs = in_target_units(task, fold, teacher_test);
   run.teacher.size = size_of(*run.teacher.model, dataset.input_shape, cache.file, options.latency_repeats());
+  if (spec.teacher.paths.size() > 1) {  // an ensemble: every member's file
+    int64_t bytes = 0;
+    for (const auto& path : spec.teacher.paths) bytes += io::model_bytes(path);
+    run.teacher.size["bytes"] = bytes;
+    run.teacher.size["file"] = fmt::format("{} files", spec.teacher.paths.size());
+  }
 
   int64_t rows = fold.train.size() + (fold.transfer_x.defined() ? fold.transfer_x.size(0) : 0);
   TrainOptions student_train = train::sized_for_rows(spec.distill.train, rows);
@@ -368,6 +374,8 @@ models::ModelPtr build_student(const StudentSpec& spec, const data::Dataset& dat
 }
 
 int64_t init_from_teacher(models::Model& student, models::Model& teacher) {
+  // An ensemble's students start from its first member.
+  if (auto* ensemble = dynamic_cast<models::EnsembleModel*>(&teacher)) return init_from_teacher(student, *ensemble->members()[0]);
   torch::NoGradGuard no_grad;
   auto teacher_state = teacher.state();
   int64_t copied = 0;

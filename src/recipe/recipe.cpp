@@ -317,7 +317,22 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
 
   YamlSection teacher = root.section("teacher");
   if (!teacher.defined()) fail("{}: teacher: section is missing (path: a model file, or model: a zoo spec)", path);
-  run.teacher.path = resolve_path(teacher.get<std::string>("path", ""), base_folder);
+  // One model file, or a list of them: an ensemble whose outputs are combined.
+  YAML::Node teacher_path = teacher.node("path");
+  std::vector<std::string> paths;
+  if (teacher_path && teacher_path.IsSequence()) {
+    paths = teacher.get<std::vector<std::string>>("path", {});
+    if (paths.empty()) fail("{}: an empty list; give a model file or a list of them", teacher.where("path"));
+  } else if (teacher_path && !teacher_path.IsNull()) {
+    paths = {teacher.get<std::string>("path", "")};
+  }
+  for (const auto& p : paths) run.teacher.paths.push_back(resolve_path(p, base_folder));
+  std::string combine = teacher.get<std::string>("combine", recipe.task == Task::regression ? "logits" : "probabilities");
+  run.teacher.combine = models::parse_ensemble_combine(combine, teacher.where("combine"));
+  if (recipe.task == Task::regression && run.teacher.combine == models::EnsembleCombine::probabilities) {
+    fail("{}: a regression ensemble averages the outputs; combine: probabilities is for classification",
+         teacher.where("combine"));
+  }
   run.teacher.output = teacher.get<std::string>("output", "");
   run.teacher.adapt.input(teacher.get<std::string>("input", "auto"))
       .outputs(teacher.get<std::string>("outputs", "auto"));
@@ -327,7 +342,7 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
     rethrow_with_context(path);
   }
   if (teacher.has("model")) run.teacher.model = parse_zoo_spec(teacher.section("model"));
-  if (run.teacher.model && !run.teacher.path.empty()) fail("{}: give path or model, not both", teacher.where("model"));
+  if (run.teacher.model && !run.teacher.paths.empty()) fail("{}: give path or model, not both", teacher.where("model"));
   YamlSection teacher_train = teacher.section("train");
   run.teacher.train = parse_train_options(teacher_train, train::TrainOptions().schedule(train::ScheduleOptions()));
   teacher_train.finish();

@@ -138,8 +138,14 @@ std::string summary(const nlohmann::json& metrics, bool classification) {
   if (folds > 1) o << fmt::format("<p class=\"note\">Mean ± standard deviation over {} folds (each fold's models on the same test rows).</p>\n", folds);
   if (metrics.contains("teacher_input")) {
     const auto& input = metrics["teacher_input"];
-    o << "<p class=\"note\">The teacher file was fed " << h(input.value("fed", "?")) << " inputs and its outputs read as "
-      << h(input.value("outputs", "?")) << " (" << h(input.value("why", "")) << ").</p>\n";
+    if (input.contains("ensemble")) {
+      o << "<p class=\"note\">The teacher is an ensemble of " << input["ensemble"].size() << " files, their "
+        << h(input.value("combine", "?")) << " averaged; each file was fed as its own evidence says (metrics.json "
+        << "teacher_input).</p>\n";
+    } else {
+      o << "<p class=\"note\">The teacher file was fed " << h(input.value("fed", "?")) << " inputs and its outputs read as "
+        << h(input.value("outputs", "?")) << " (" << h(input.value("why", "")) << ").</p>\n";
+    }
   }
   if (models.contains("baseline")) {
     std::string key = classification ? "accuracy" : "rmse";

@@ -45,15 +45,29 @@ TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, con
   std::string tag = dataset.folds.size() == 1 ? "" : fmt::format(" (fold {}/{})", fold_index + 1, dataset.folds.size());
   TeacherCache cache;
   auto teacher_start = Clock::now();
-  if (!spec.path.empty()) {
-    auto loaded = io::load_model(spec.path, spec.output);
-    auto adapted = adapt_to_fold(loaded, fold, task, spec.adapt);
-    spdlog::info("teacher{}: {} gets {}", tag, spec.path, adapted.description);
-    cache.model = adapted.model;
-    cache.input = adapted.evidence;
-    cache.info = loaded.has_info ? loaded.info : info_for(dataset, fold, nullptr, spec.output);
-    cache.file = spec.path;
-    check_outputs(*cache.model, dataset, fold.train.x, spec.path);
+  if (!spec.paths.empty()) {
+    // Each file fed the way it was trained; an ensemble's members each on their own evidence.
+    std::vector<models::ModelPtr> members;
+    nlohmann::json evidence = nlohmann::json::array();
+    for (const auto& path : spec.paths) {
+      auto loaded = io::load_model(path, spec.output);
+      auto adapted = adapt_to_fold(loaded, fold, task, spec.adapt);
+      spdlog::info("teacher{}: {} gets {}", tag, path, adapted.description);
+      check_outputs(*adapted.model, dataset, fold.train.x, path);
+      members.push_back(adapted.model);
+      evidence.push_back(adapted.evidence);
+      if (members.size() == 1) cache.info = loaded.has_info ? loaded.info : info_for(dataset, fold, nullptr, spec.output);
+    }
+    cache.file = spec.paths[0];
+    if (members.size() == 1) {
+      cache.model = members[0];
+      cache.input = evidence[0];
+    } else {
+      cache.model = std::make_shared<models::EnsembleModel>(members, spec.combine);
+      cache.input = {{"ensemble", evidence}, {"combine", models::to_string(spec.combine)}};
+      spdlog::info("teacher{}: an ensemble of {} teachers, {} averaged", tag, members.size(),
+                   models::to_string(spec.combine));
+    }
   } else if (spec.model) {
     fs::create_directories(fs::path(dir) / "checkpoints");
     cache.file = (fs::path(dir) / "teacher.kdm").string();
@@ -92,7 +106,7 @@ TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, con
   cache.val = predict(*cache.model, fold.val.x, rows);
   cache.test = predict(*cache.model, fold.test.x, rows);
   cache.cache_seconds = seconds_since(cache_start);
-  if (!spec.path.empty()) warn_if_near_chance(task, fold, dataset.outputs, cache.val, tag);
+  if (!spec.paths.empty()) warn_if_near_chance(task, fold, dataset.outputs, cache.val, tag);
   return cache;
 }
 

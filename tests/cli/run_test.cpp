@@ -169,6 +169,43 @@ TEST_F(Run, DefaultsFitASmallTable) {
   EXPECT_EQ(m["models"]["student"]["training"]["steps"], 188 * 8);
 }
 
+// A list of teacher files is an ensemble: each file loaded and fed as it needs, their probabilities
+// averaged; its size is all of them.
+TEST_F(Run, AListOfTeacherFilesIsAnEnsemble) {
+  std::vector<std::string> files;
+  std::vector<double> accuracy;
+  for (int seed : {1, 2}) {
+    auto text = digits_recipe();
+    text.replace(text.find("seed: 1"), 7, "seed: " + std::to_string(seed));
+    auto r = run_kdistill("run " + recipe(text) + " --out " + out() + " --set distill.epochs=1 --set export=[]");
+    ASSERT_EQ(r.status, 0) << r.output;
+    accuracy.push_back(metrics()["models"]["teacher"]["test"]["accuracy"].get<double>());
+    files.push_back((dir_ / ("teacher-" + std::to_string(seed) + ".kdm")).string());
+    std::filesystem::rename(dir_ / "out/teacher.kdm", files.back());
+  }
+  auto text = digits_recipe();
+  text.replace(text.find("  model: {arch: mlp, hidden: [64]}\n"), 0, "  path: [" + files[0] + ", " + files[1] + "]\n");
+  auto r = run_kdistill("run " + recipe(text) + " --out " + out() + " --set teacher.model=null --set teacher.train=null");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("an ensemble of 2 teachers, probabilities averaged"), std::string::npos) << r.output;
+  auto m = metrics();
+  EXPECT_EQ(m["teacher_input"]["ensemble"].size(), 2u);
+  EXPECT_EQ(m["teacher_input"]["combine"], "probabilities");
+  const auto& teacher = m["models"]["teacher"];
+  EXPECT_EQ(teacher["params"], 2 * (64 * 64 + 64 + 64 * 10 + 10));
+  EXPECT_EQ(teacher["file"], "2 files");
+  EXPECT_EQ(teacher["bytes"], std::filesystem::file_size(files[0]) + std::filesystem::file_size(files[1]));
+  double ensemble = teacher["test"]["accuracy"].get<double>();
+  EXPECT_GE(ensemble, std::min(accuracy[0], accuracy[1]) - 0.02);
+  EXPECT_GT(m["models"]["student"]["test"]["accuracy"].get<double>(), 0.6);
+  expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() +
+                              " --set teacher.model=null --set teacher.train=null --set teacher.combine=vote"),
+                 "teacher.combine: \"vote\" is not a way to combine teachers, expected probabilities or logits");
+  expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() +
+                              " --set teacher.model=null --set teacher.train=null --set teacher.path=[]"),
+                 "teacher.path: an empty list");
+}
+
 // Augmented rows are taught by a soft-label bank of views, or by the live teacher when batches mix.
 TEST_F(Run, AugmentationTeachesFromABankOrALiveTeacher) {
   auto banked = run_kdistill("run " + recipe(digits_recipe("  augment: {noise: 0.1, feature_dropout: 0.05}\n  views: 3\n")) +

@@ -16,7 +16,7 @@ TEST(Recipe, SetNullRemovesAKeySoATrainedTeacherBecomesAFile) {
                           "student: {model: {arch: linear}}\n"
                           "distill:\n  augment: {shift: 1, mixup: 0.2}\n  views: online\n");
   auto recipe = load_recipe(path, {"teacher.model=null", "teacher.train=null", "teacher.path=/m/t.kdm"});
-  EXPECT_EQ(recipe.run.teacher.path, "/m/t.kdm");
+  EXPECT_EQ(recipe.run.teacher.paths, std::vector<std::string>{"/m/t.kdm"});
   EXPECT_FALSE(recipe.run.teacher.model.has_value());
   EXPECT_EQ(recipe.run.distill.views, 0);
   EXPECT_EQ(recipe.run.distill.train.augment().shift(), 1);

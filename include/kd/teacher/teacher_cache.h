@@ -12,9 +12,11 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "kd/data/dataset.h"
 #include "kd/io/model_file.h"
+#include "kd/models/ensemble.h"
 #include "kd/models/model.h"
 #include "kd/models/zoo.h"
 #include "kd/teacher/teacher_input.h"
@@ -23,10 +25,12 @@
 namespace kd::teacher {
 
 struct TeacherSpec {
-  std::string path;                        // a model file (.kdm, .pt, .onnx, model.json); or
+  std::vector<std::string> paths;          // a model file (.kdm, .pt, .onnx, model.json), or several: an
+                                           // ensemble, its outputs combined as `combine` says; or
   std::optional<models::ZooSpec> model;    // a zoo spec that kdistill trains
   std::string output;                      // logits of a multi-output model: index or dict key
   TeacherInputOptions adapt;               // what a loaded teacher is fed and returns (teacher_input.h)
+  models::EnsembleCombine combine = models::EnsembleCombine::probabilities;
   train::TrainOptions train;               // when trained here
 };
 

@@ -1,0 +1,45 @@
+// Several teachers as one: their outputs combined row by row. Members are any models with the
+// same outputs (files of different formats included); the ensemble is frozen like any loaded teacher.
+//
+//   auto teacher = std::make_shared<EnsembleModel>(std::vector<ModelPtr>{a, b, c}, EnsembleCombine::probabilities);
+//   teacher->forward(x);  // log of the members' mean softmax: logits of the averaged distribution
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "kd/models/model.h"
+
+namespace kd::models {
+
+// probabilities: log of the mean of the members' softmax (an ensemble's usual prediction; its
+//                softmax is that mean, and at temperature T the mean's T-th root, renormalised);
+// logits:        the mean of the members' outputs (also what a regression ensemble predicts).
+enum class EnsembleCombine { probabilities, logits };
+
+// "probabilities" | "logits", or kd::Error naming `field`.
+EnsembleCombine parse_ensemble_combine(const std::string& word, const std::string& field);
+std::string to_string(EnsembleCombine combine);
+
+class EnsembleModel : public Model {
+ public:
+  EnsembleModel(std::vector<ModelPtr> members, EnsembleCombine combine);
+
+  torch::Tensor forward(const torch::Tensor& input) override;
+  std::vector<torch::Tensor> parameters() override;  // every member's (the ensemble is not trained)
+  NamedTensors state() override;                       // member m's tensors as "m<m>.<name>"
+  void load_state(const NamedTensors& state) override;
+  void set_training(bool training) override;
+  void to(torch::Device device) override;
+  ModelSummary summary(const std::vector<int64_t>& input_shape) override;  // sums; one line per member's layer
+  std::vector<int64_t> declared_input_shape() override;
+  std::string kind() const override { return "ensemble"; }
+
+  const std::vector<ModelPtr>& members() const { return members_; }
+
+ private:
+  std::vector<ModelPtr> members_;
+  EnsembleCombine combine_;
+};
+
+}  // namespace kd::models

@@ -1,0 +1,58 @@
+#include "kd/models/ensemble.h"
+
+#include <gtest/gtest.h>
+
+#include "kd/models/zoo.h"
+#include "test_util.h"
+
+namespace kd::models {
+namespace {
+
+std::vector<ModelPtr> two_members() {
+  torch::manual_seed(1);
+  auto a = build_zoo_model(ZooSpec().arch("mlp").hidden({6}), {5}, 4);
+  torch::manual_seed(2);
+  auto b = build_zoo_model(ZooSpec().arch("mlp").hidden({3}), {5}, 4);
+  return {a, b};
+}
+
+TEST(Ensemble, AveragesProbabilitiesOrLogits) {
+  auto members = two_members();
+  auto x = torch::randn({7, 5});
+  auto za = members[0]->forward(x), zb = members[1]->forward(x);
+  EnsembleModel by_probability(members, EnsembleCombine::probabilities);
+  auto mean = (torch::softmax(za, 1) + torch::softmax(zb, 1)) / 2;
+  auto out = by_probability.forward(x);
+  EXPECT_TRUE(torch::allclose(torch::softmax(out, 1), mean, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(out.exp().sum(1), torch::ones({7}), 1e-5, 1e-5));  // log-probabilities
+  EnsembleModel by_logit(members, EnsembleCombine::logits);
+  EXPECT_TRUE(torch::allclose(by_logit.forward(x), (za + zb) / 2, 1e-5, 1e-6));
+}
+
+TEST(Ensemble, SizeAndStateAreTheMembersTogether) {
+  auto members = two_members();
+  EnsembleModel ensemble(members, EnsembleCombine::probabilities);
+  auto sa = members[0]->summary({5}), sb = members[1]->summary({5});
+  auto s = ensemble.summary({5});
+  EXPECT_EQ(s.params, sa.params + sb.params);
+  EXPECT_EQ(s.macs, sa.macs + sb.macs);
+  EXPECT_EQ(s.layers.size(), sa.layers.size() + sb.layers.size());
+  EXPECT_EQ(count_params(ensemble), sa.params + sb.params);
+  EXPECT_EQ(ensemble.kind(), "ensemble");
+  // state names say the member; load_state puts each member's tensors back.
+  auto state = ensemble.state();
+  EXPECT_EQ(state.size(), members[0]->state().size() + members[1]->state().size());
+  EXPECT_EQ(state[0].first.substr(0, 3), "m0.");
+  auto x = torch::randn({3, 5});
+  auto before = ensemble.forward(x);
+  NamedTensors saved;
+  for (auto& [name, tensor] : state) saved.emplace_back(name, tensor.clone());
+  for (auto& p : ensemble.parameters()) p.data().zero_();
+  ensemble.load_state(saved);
+  EXPECT_TRUE(torch::allclose(ensemble.forward(x), before));
+  KD_EXPECT_ERROR(parse_ensemble_combine("median", "teacher.combine"),
+                  "teacher.combine: \"median\" is not a way to combine teachers, expected probabilities or logits");
+}
+
+}  // namespace
+}  // namespace kd::models
