@@ -10,7 +10,8 @@ A seed whose run folder already holds metrics.json for the same recipe is read, 
 rerun (delete runs/study or pass --fresh to redo it). Prints a Markdown table.
 --methods adds rows per teaching method on the CNN pair (seed 0's teacher, the same student
 and epochs): plain KD, consistent bank views V = 1, 4, 16, online mixup function matching.
---merge keeps the rows of setups not run now from an earlier summary.
+--merge keeps the rows of setups not run now from an earlier summary. cnn_ensemble uses the
+cnn setup's three teacher files as one ensemble teacher (trained first where missing).
 """
 import concurrent.futures
 import argparse
@@ -27,6 +28,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name -> (recipe, one-line description for the table)
 SETUPS = {
     "cnn": ("examples/fashion-mnist-cnn.yaml", "Fashion-MNIST, CNN teacher -> CNN student"),
+    # The cnn setup's three teacher files (seeds 0, 1, 2) as one ensemble teacher, for every seed.
+    "cnn_ensemble": ("examples/fashion-mnist-cnn.yaml",
+                     "Fashion-MNIST, ensemble of the 3 CNN teachers -> the same CNN student",
+                     ["teacher.model=null", "teacher.train=null",
+                      "teacher.path=[{out}/cnn/seed-0/teacher.kdm, {out}/cnn/seed-1/teacher.kdm, "
+                      "{out}/cnn/seed-2/teacher.kdm]"]),
     "mlp": ("examples/fashion-mnist-mlp.yaml", "Fashion-MNIST, MLP 2x1200 -> MLP 2x32"),
     "labels1000": ("examples/fashion-mnist-1000-labels.yaml",
                    "Fashion-MNIST, 1,000 labels + 53,000 transfer images, MLP -> MLP 128"),
@@ -53,7 +60,7 @@ METHODS = {
 
 def run_setup(kdistill, name, seed, out_root, threads, fresh, sets=(), tag=None):
     recipe = os.path.join(ROOT, SETUPS[name][0])
-    sets = list(SETUPS[name][2] if len(SETUPS[name]) > 2 else []) + list(sets)
+    sets = [v.replace("{out}", out_root) for v in (SETUPS[name][2] if len(SETUPS[name]) > 2 else [])] + list(sets)
     out = os.path.join(out_root, tag or name, f"seed-{seed}")
     metrics_file = os.path.join(out, "metrics.json")
     if not fresh and os.path.exists(metrics_file):
@@ -158,6 +165,12 @@ def main():
     args = parser.parse_args()
 
     rows, seconds = [], {}
+    if "cnn_ensemble" in args.setups:
+        # Its teachers are the cnn setup's: trained first where missing.
+        missing = [seed for seed in (0, 1, 2)
+                   if not os.path.exists(os.path.join(args.out, "cnn", f"seed-{seed}", "teacher.kdm"))]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(lambda seed: run_setup(args.kdistill, "cnn", seed, args.out, args.threads, False), missing))
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         jobs = {(name, seed): pool.submit(run_setup, args.kdistill, name, seed, args.out, args.threads, args.fresh)
                 for name in args.setups for seed in args.seeds}
