@@ -12,6 +12,7 @@
 #include "kd/io/model_file.h"
 #include "kd/export/exporters.h"
 #include "kd/losses/distiller.h"
+#include "kd/models/ensemble.h"
 #include "kd/models/torchscript_model.h"
 #include "kd/report/analysis.h"
 #include "kd/report/html.h"
@@ -70,6 +71,7 @@ struct FoldRun {
   int64_t copied_from_teacher = 0;
   nlohmann::json teacher_input;  // how a loaded teacher is fed (AdaptedTeacher::evidence)
   std::vector<std::string> exported;
+  std::vector<report::Metrics> member_tests;  // an ensemble teacher: each member's test metrics
   report::TestOutputs outputs;
   torch::Tensor baseline_val, student_val;  // outputs on the validation rows (baseline: when trained)
 };
@@ -163,11 +165,14 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   run.teacher.test = score(task, fold, teacher_test, fold.test.y, {});
   run.teacher.test_outputs = in_target_units(task, fold, teacher_test);
   run.teacher.size = size_of(*run.teacher.model, dataset.input_shape, cache.file, options.latency_repeats());
-  if (spec.teacher.paths.size() > 1) {  // an ensemble: every member's file
+  if (auto* ensemble = dynamic_cast<models::EnsembleModel*>(run.teacher.model.get())) {  // every member's file
     int64_t bytes = 0;
     for (const auto& path : spec.teacher.paths) bytes += io::model_bytes(path);
     run.teacher.size["bytes"] = bytes;
     run.teacher.size["file"] = fmt::format("{} files", spec.teacher.paths.size());
+    for (const auto& member : ensemble->members()) {
+      run.member_tests.push_back(score(task, fold, train::predict(*member, fold.test.x), fold.test.y, {}));
+    }
   }
 
   int64_t rows = fold.train.size() + (fold.transfer_x.defined() ? fold.transfer_x.size(0) : 0);
@@ -248,19 +253,23 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   return run;
 }
 
+// Test metrics of one fold as they are; of several, each metric's mean and spread over the folds.
+nlohmann::json test_json(const std::vector<const report::Metrics*>& per_fold) {
+  if (per_fold.size() == 1) return *per_fold[0];
+  nlohmann::json test;
+  for (const auto& [key, value] : *per_fold[0]) {
+    std::vector<double> values;
+    for (const auto* t : per_fold) values.push_back(t->at(key));
+    test[key] = report::fold_summary(values);
+  }
+  return test;
+}
+
 nlohmann::json model_json(const std::vector<const Trained*>& per_fold) {
   nlohmann::json m = per_fold[0]->size;
-  nlohmann::json test;
-  if (per_fold.size() == 1) {
-    test = per_fold[0]->test;
-  } else {
-    for (const auto& [key, value] : per_fold[0]->test) {
-      std::vector<double> values;
-      for (const auto* t : per_fold) values.push_back(t->test.at(key));
-      test[key] = report::fold_summary(values);
-    }
-  }
-  m["test"] = test;
+  std::vector<const report::Metrics*> tests;
+  for (const auto* t : per_fold) tests.push_back(&t->test);
+  m["test"] = test_json(tests);
   if (per_fold[0]->train) {
     nlohmann::json epochs;
     for (const auto* t : per_fold) {
@@ -481,6 +490,14 @@ nlohmann::json metrics_json(const RunSpec& spec, const RunOptions& options, cons
     return model_json(per_fold);
   };
   metrics["models"]["teacher"] = collect(&FoldRun::teacher);
+  // An ensemble: each teacher file's own test metrics.
+  for (size_t m = 0; m < runs[0].member_tests.size(); ++m) {
+    std::vector<const report::Metrics*> tests;
+    for (const auto& r : runs) tests.push_back(&r.member_tests[m]);
+    metrics["models"]["teacher"]["members"].push_back(
+        {{"file", spec.teacher.paths[m]}, {"weight", spec.teacher.weights.empty() ? 1.0 : spec.teacher.weights[m]},
+         {"test", test_json(tests)}});
+  }
   if (spec.distill.baseline) metrics["models"]["baseline"] = collect(&FoldRun::baseline);
   metrics["models"]["student"] = collect(&FoldRun::student);
   metrics["distill"] = distill_json(spec, dataset, runs);

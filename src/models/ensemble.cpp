@@ -10,28 +10,50 @@ namespace kd::models {
 EnsembleCombine parse_ensemble_combine(const std::string& word, const std::string& field) {
   if (word == "probabilities") return EnsembleCombine::probabilities;
   if (word == "logits") return EnsembleCombine::logits;
-  fail("{}: {} is not a way to combine teachers, expected probabilities or logits", field, quote(word));
+  if (word == "confidence") return EnsembleCombine::confidence;
+  fail("{}: {} is not a way to combine teachers, expected probabilities, logits or confidence", field, quote(word));
 }
 
 std::string to_string(EnsembleCombine combine) {
-  return combine == EnsembleCombine::probabilities ? "probabilities" : "logits";
+  switch (combine) {
+    case EnsembleCombine::probabilities: return "probabilities";
+    case EnsembleCombine::logits: return "logits";
+    case EnsembleCombine::confidence: return "confidence";
+  }
+  return "?";
 }
 
-EnsembleModel::EnsembleModel(std::vector<ModelPtr> members, EnsembleCombine combine)
-    : members_(std::move(members)), combine_(combine) {
+EnsembleModel::EnsembleModel(std::vector<ModelPtr> members, EnsembleCombine combine, std::vector<double> weights)
+    : members_(std::move(members)), combine_(combine), weights_(std::move(weights)) {
   KD_CHECK(!members_.empty(), "an ensemble of no models");
+  if (weights_.empty()) weights_.assign(members_.size(), 1.0);
+  KD_CHECK(weights_.size() == members_.size(), "{} weights for {} teachers", weights_.size(), members_.size());
+  double total = 0;
+  for (double w : weights_) {
+    KD_CHECK(w > 0 && std::isfinite(w), "a teacher weight of {}", w);
+    total += w;
+  }
+  for (double& w : weights_) w /= total;
 }
 
 torch::Tensor EnsembleModel::forward(const torch::Tensor& input) {
-  torch::Tensor sum;
-  for (auto& member : members_) {
-    auto out = member->forward(input).to(torch::kFloat);
-    if (combine_ == EnsembleCombine::probabilities) out = torch::softmax(out, 1);
-    sum = sum.defined() ? sum + out : out;
+  torch::Tensor sum, row_weights;
+  for (size_t m = 0; m < members_.size(); ++m) {
+    auto out = members_[m]->forward(input).to(torch::kFloat);
+    if (combine_ == EnsembleCombine::logits) {
+      sum = sum.defined() ? sum + weights_[m] * out : weights_[m] * out;
+      continue;
+    }
+    auto p = torch::softmax(out, 1);
+    // Per row: the member's weight, times its confidence with combine: confidence.
+    auto w = combine_ == EnsembleCombine::confidence ? weights_[m] * std::get<0>(p.max(1, true))
+                                                     : torch::full({p.size(0), 1}, weights_[m]);
+    sum = sum.defined() ? sum + w * p : w * p;
+    row_weights = row_weights.defined() ? row_weights + w : w;
   }
-  auto mean = sum / static_cast<double>(members_.size());
+  if (combine_ == EnsembleCombine::logits) return sum;
   // The log of the mean distribution; a probability that underflowed to 0 stays finite.
-  return combine_ == EnsembleCombine::probabilities ? mean.clamp_min(1e-30).log() : mean;
+  return (sum / row_weights).clamp_min(1e-30).log();
 }
 
 std::vector<torch::Tensor> EnsembleModel::parameters() {

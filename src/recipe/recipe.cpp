@@ -1,5 +1,6 @@
 #include "kd/recipe/recipe.h"
 
+#include <cmath>
 #include <filesystem>
 
 #include "kd/losses/registry.h"
@@ -329,9 +330,19 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
   for (const auto& p : paths) run.teacher.paths.push_back(resolve_path(p, base_folder));
   std::string combine = teacher.get<std::string>("combine", recipe.task == Task::regression ? "logits" : "probabilities");
   run.teacher.combine = models::parse_ensemble_combine(combine, teacher.where("combine"));
-  if (recipe.task == Task::regression && run.teacher.combine == models::EnsembleCombine::probabilities) {
-    fail("{}: a regression ensemble averages the outputs; combine: probabilities is for classification",
-         teacher.where("combine"));
+  if (recipe.task == Task::regression && run.teacher.combine != models::EnsembleCombine::logits) {
+    fail("{}: a regression ensemble averages the outputs; combine: {} is for classification", teacher.where("combine"),
+         combine);
+  }
+  run.teacher.weights = teacher.get<std::vector<double>>("weights", {});
+  if (!run.teacher.weights.empty()) {
+    if (run.teacher.weights.size() != run.teacher.paths.size()) {
+      fail("{}: {} weights for {} teacher files; give one per file", teacher.where("weights"), run.teacher.weights.size(),
+           run.teacher.paths.size());
+    }
+    for (double w : run.teacher.weights) {
+      if (!(w > 0) || !std::isfinite(w)) fail("{}: {} is not a positive weight", teacher.where("weights"), w);
+    }
   }
   run.teacher.output = teacher.get<std::string>("output", "");
   run.teacher.adapt.input(teacher.get<std::string>("input", "auto"))

@@ -63,7 +63,7 @@ TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, con
       cache.model = members[0];
       cache.input = evidence[0];
     } else {
-      cache.model = std::make_shared<models::EnsembleModel>(members, spec.combine);
+      cache.model = std::make_shared<models::EnsembleModel>(members, spec.combine, spec.weights);
       cache.input = {{"ensemble", evidence}, {"combine", models::to_string(spec.combine)}};
       spdlog::info("teacher{}: an ensemble of {} teachers, {} averaged", tag, members.size(),
                    models::to_string(spec.combine));

@@ -198,9 +198,28 @@ TEST_F(Run, AListOfTeacherFilesIsAnEnsemble) {
   double ensemble = teacher["test"]["accuracy"].get<double>();
   EXPECT_GE(ensemble, std::min(accuracy[0], accuracy[1]) - 0.02);
   EXPECT_GT(m["models"]["student"]["test"]["accuracy"].get<double>(), 0.6);
+  // Each file's own test metrics: the first was trained with this run's seed, on the same split.
+  ASSERT_EQ(teacher["members"].size(), 2u) << teacher.dump();
+  EXPECT_EQ(teacher["members"][0]["file"], files[0]);
+  EXPECT_DOUBLE_EQ(teacher["members"][0]["test"]["accuracy"].get<double>(), accuracy[0]);
+  EXPECT_NE(read_file(dir_ / "out/report.html").find("On their own, in test accuracy:"), std::string::npos);
+  // Weights per file, and each row weighted by the members' confidence.
+  auto weighted = run_kdistill("run " + recipe(text) + " --out " + out() + " --set teacher.model=null --set teacher.train=null" +
+                               " --set teacher.weights=[3,1] --set teacher.combine=confidence");
+  ASSERT_EQ(weighted.status, 0) << weighted.output;
+  m = metrics();
+  EXPECT_EQ(m["teacher_input"]["combine"], "confidence");
+  EXPECT_EQ(m["models"]["teacher"]["members"][0]["weight"], 3.0);
+  EXPECT_EQ(m["models"]["teacher"]["members"][1]["weight"], 1.0);
+  expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() +
+                              " --set teacher.model=null --set teacher.train=null --set teacher.weights=[1]"),
+                 "teacher.weights: 1 weights for 2 teacher files; give one per file");
+  expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() +
+                              " --set teacher.model=null --set teacher.train=null --set teacher.weights=[1,-2]"),
+                 "teacher.weights: -2 is not a positive weight");
   expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() +
                               " --set teacher.model=null --set teacher.train=null --set teacher.combine=vote"),
-                 "teacher.combine: \"vote\" is not a way to combine teachers, expected probabilities or logits");
+                 "teacher.combine: \"vote\" is not a way to combine teachers, expected probabilities, logits or confidence");
   expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() +
                               " --set teacher.model=null --set teacher.train=null --set teacher.path=[]"),
                  "teacher.path: an empty list");

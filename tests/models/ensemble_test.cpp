@@ -27,6 +27,17 @@ TEST(Ensemble, AveragesProbabilitiesOrLogits) {
   EXPECT_TRUE(torch::allclose(out.exp().sum(1), torch::ones({7}), 1e-5, 1e-5));  // log-probabilities
   EnsembleModel by_logit(members, EnsembleCombine::logits);
   EXPECT_TRUE(torch::allclose(by_logit.forward(x), (za + zb) / 2, 1e-5, 1e-6));
+  // Weights 3 : 1, normalised.
+  EnsembleModel weighted(members, EnsembleCombine::probabilities, {3, 1});
+  auto expected = 0.75 * torch::softmax(za, 1) + 0.25 * torch::softmax(zb, 1);
+  EXPECT_TRUE(torch::allclose(torch::softmax(weighted.forward(x), 1), expected, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(EnsembleModel(members, EnsembleCombine::logits, {3, 1}).forward(x), 0.75 * za + 0.25 * zb,
+                              1e-5, 1e-6));
+  // Per row, each member weighted by its largest probability on that row.
+  auto pa = torch::softmax(za, 1), pb = torch::softmax(zb, 1);
+  auto ca = std::get<0>(pa.max(1, true)), cb = std::get<0>(pb.max(1, true));
+  EnsembleModel confident(members, EnsembleCombine::confidence);
+  EXPECT_TRUE(torch::allclose(torch::softmax(confident.forward(x), 1), (ca * pa + cb * pb) / (ca + cb), 1e-5, 1e-6));
 }
 
 TEST(Ensemble, SizeAndStateAreTheMembersTogether) {
@@ -51,7 +62,7 @@ TEST(Ensemble, SizeAndStateAreTheMembersTogether) {
   ensemble.load_state(saved);
   EXPECT_TRUE(torch::allclose(ensemble.forward(x), before));
   KD_EXPECT_ERROR(parse_ensemble_combine("median", "teacher.combine"),
-                  "teacher.combine: \"median\" is not a way to combine teachers, expected probabilities or logits");
+                  "teacher.combine: \"median\" is not a way to combine teachers, expected probabilities, logits or confidence");
 }
 
 }  // namespace

@@ -12,18 +12,21 @@
 
 namespace kd::models {
 
-// probabilities: log of the mean of the members' softmax (an ensemble's usual prediction; its
-//                softmax is that mean, and at temperature T the mean's T-th root, renormalised);
-// logits:        the mean of the members' outputs (also what a regression ensemble predicts).
-enum class EnsembleCombine { probabilities, logits };
+// probabilities: log of the weighted mean of the members' softmax (an ensemble's usual prediction;
+//                its softmax is that mean, and at temperature T the mean's T-th root, renormalised);
+// logits:        the weighted mean of the members' outputs (what a regression ensemble predicts);
+// confidence:    as probabilities, each row's members weighted by their weight x their confidence
+//                on that row (their largest probability), so a member sure of a row speaks louder.
+enum class EnsembleCombine { probabilities, logits, confidence };
 
-// "probabilities" | "logits", or kd::Error naming `field`.
+// "probabilities" | "logits" | "confidence", or kd::Error naming `field`.
 EnsembleCombine parse_ensemble_combine(const std::string& word, const std::string& field);
 std::string to_string(EnsembleCombine combine);
 
 class EnsembleModel : public Model {
  public:
-  EnsembleModel(std::vector<ModelPtr> members, EnsembleCombine combine);
+  // `weights`: one per member, positive (normalised here); empty: equal.
+  EnsembleModel(std::vector<ModelPtr> members, EnsembleCombine combine, std::vector<double> weights = {});
 
   torch::Tensor forward(const torch::Tensor& input) override;
   std::vector<torch::Tensor> parameters() override;  // every member's (the ensemble is not trained)
@@ -40,6 +43,7 @@ class EnsembleModel : public Model {
  private:
   std::vector<ModelPtr> members_;
   EnsembleCombine combine_;
+  std::vector<double> weights_;  // sum to 1
 };
 
 }  // namespace kd::models

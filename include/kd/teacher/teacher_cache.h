@@ -31,6 +31,7 @@ struct TeacherSpec {
   std::string output;                      // logits of a multi-output model: index or dict key
   TeacherInputOptions adapt;               // what a loaded teacher is fed and returns (teacher_input.h)
   models::EnsembleCombine combine = models::EnsembleCombine::probabilities;
+  std::vector<double> weights;             // an ensemble's weight per file (empty: equal)
   train::TrainOptions train;               // when trained here
 };
 
