@@ -28,32 +28,23 @@ EnsembleModel::EnsembleModel(std::vector<ModelPtr> members, EnsembleCombine comb
   KD_CHECK(!members_.empty(), "an ensemble of no models");
   if (weights_.empty()) weights_.assign(members_.size(), 1.0);
   KD_CHECK(weights_.size() == members_.size(), "{} weights for {} teachers", weights_.size(), members_.size());
-  double total = 0;
-  for (double w : weights_) {
-    KD_CHECK(w > 0 && std::isfinite(w), "a teacher weight of {}", w);
-    total += w;
-  }
-  for (double& w : weights_) w /= total;
+  for (double w : weights_) KD_CHECK(w > 0 && std::isfinite(w), "a teacher weight of {}", w);
 }
 
 torch::Tensor EnsembleModel::forward(const torch::Tensor& input) {
   torch::Tensor sum, row_weights;
   for (size_t m = 0; m < members_.size(); ++m) {
     auto out = members_[m]->forward(input).to(torch::kFloat);
-    if (combine_ == EnsembleCombine::logits) {
-      sum = sum.defined() ? sum + weights_[m] * out : weights_[m] * out;
-      continue;
-    }
-    auto p = torch::softmax(out, 1);
+    if (combine_ != EnsembleCombine::logits) out = torch::softmax(out, 1);
     // Per row: the member's weight, times its confidence with combine: confidence.
-    auto w = combine_ == EnsembleCombine::confidence ? weights_[m] * std::get<0>(p.max(1, true))
-                                                     : torch::full({p.size(0), 1}, weights_[m]);
-    sum = sum.defined() ? sum + w * p : w * p;
+    auto w = combine_ == EnsembleCombine::confidence ? weights_[m] * std::get<0>(out.max(1, true))
+                                                     : torch::full({out.size(0), 1}, weights_[m]);
+    sum = sum.defined() ? sum + w * out : w * out;
     row_weights = row_weights.defined() ? row_weights + w : w;
   }
-  if (combine_ == EnsembleCombine::logits) return sum;
+  auto mean = sum / row_weights;
   // The log of the mean distribution; a probability that underflowed to 0 stays finite.
-  return (sum / row_weights).clamp_min(1e-30).log();
+  return combine_ == EnsembleCombine::logits ? mean : mean.clamp_min(1e-30).log();
 }
 
 std::vector<torch::Tensor> EnsembleModel::parameters() {

@@ -25,7 +25,7 @@ std::string to_string(EnsembleCombine combine);
 
 class EnsembleModel : public Model {
  public:
-  // `weights`: one per member, positive (normalised here); empty: equal.
+  // `weights`: one per member, positive (only their ratios count); empty: equal.
   EnsembleModel(std::vector<ModelPtr> members, EnsembleCombine combine, std::vector<double> weights = {});
 
   torch::Tensor forward(const torch::Tensor& input) override;
@@ -43,7 +43,7 @@ class EnsembleModel : public Model {
  private:
   std::vector<ModelPtr> members_;
   EnsembleCombine combine_;
-  std::vector<double> weights_;  // sum to 1
+  std::vector<double> weights_;
 };
 
 }  // namespace kd::models
