@@ -72,6 +72,7 @@ struct FoldRun {
   nlohmann::json teacher_input;  // how a loaded teacher is fed (AdaptedTeacher::evidence)
   std::vector<std::string> exported;
   std::vector<report::Metrics> member_tests;  // an ensemble teacher: each member's test metrics
+  std::vector<std::string> member_files;
   report::TestOutputs outputs;
   torch::Tensor baseline_val, student_val;  // outputs on the validation rows (baseline: when trained)
 };
@@ -167,9 +168,10 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   run.teacher.size = size_of(*run.teacher.model, dataset.input_shape, cache.file, options.latency_repeats());
   if (auto* ensemble = dynamic_cast<models::EnsembleModel*>(run.teacher.model.get())) {  // every member's file
     int64_t bytes = 0;
-    for (const auto& path : spec.teacher.paths) bytes += io::model_bytes(path);
+    for (const auto& path : cache.member_files) bytes += io::model_bytes(path);
     run.teacher.size["bytes"] = bytes;
-    run.teacher.size["file"] = fmt::format("{} files", spec.teacher.paths.size());
+    run.teacher.size["file"] = fmt::format("{} files", cache.member_files.size());
+    run.member_files = cache.member_files;
     for (const auto& member : ensemble->members()) {
       run.member_tests.push_back(score(task, fold, train::predict(*member, fold.test.x), fold.test.y, {}));
     }
@@ -495,7 +497,7 @@ nlohmann::json metrics_json(const RunSpec& spec, const RunOptions& options, cons
     std::vector<const report::Metrics*> tests;
     for (const auto& r : runs) tests.push_back(&r.member_tests[m]);
     metrics["models"]["teacher"]["members"].push_back(
-        {{"file", spec.teacher.paths[m]}, {"weight", spec.teacher.weights.empty() ? 1.0 : spec.teacher.weights[m]},
+        {{"file", runs[0].member_files[m]}, {"weight", spec.teacher.weights.empty() ? 1.0 : spec.teacher.weights[m]},
          {"test", test_json(tests)}});
   }
   if (spec.distill.baseline) metrics["models"]["baseline"] = collect(&FoldRun::baseline);

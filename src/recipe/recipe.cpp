@@ -334,11 +334,17 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
     fail("{}: a regression ensemble averages the outputs; combine: {} is for classification", teacher.where("combine"),
          combine);
   }
+  run.teacher.members = teacher.get<int64_t>("members", 1);
+  if (run.teacher.members < 1) fail("{}: {} is not a number of teachers (1 or more)", teacher.where("members"), run.teacher.members);
+  if (run.teacher.members > 1 && !run.teacher.paths.empty()) {
+    fail("{}: members trains an ensemble from model:; for files, list them in path:", teacher.where("members"));
+  }
   run.teacher.weights = teacher.get<std::vector<double>>("weights", {});
   if (!run.teacher.weights.empty()) {
-    if (run.teacher.weights.size() != run.teacher.paths.size()) {
-      fail("{}: {} weights for {} teacher files; give one per file", teacher.where("weights"), run.teacher.weights.size(),
-           run.teacher.paths.size());
+    size_t count = run.teacher.paths.empty() ? static_cast<size_t>(run.teacher.members) : run.teacher.paths.size();
+    if (run.teacher.weights.size() != count) {
+      fail("{}: {} weights for {} teachers; give one per teacher", teacher.where("weights"), run.teacher.weights.size(),
+           count);
     }
     for (double w : run.teacher.weights) {
       if (!(w > 0) || !std::isfinite(w)) fail("{}: {} is not a positive weight", teacher.where("weights"), w);

@@ -140,25 +140,24 @@ std::string summary(const nlohmann::json& metrics, bool classification) {
   if (metrics.contains("teacher_input")) {
     const auto& input = metrics["teacher_input"];
     if (input.contains("ensemble")) {
-      o << "<p class=\"note\">The teacher is an ensemble of " << input["ensemble"].size() << " files, combined by "
-        << h(input.value("combine", "?")) << "; each file was fed as its own evidence says (metrics.json "
-        << "teacher_input).";
-      const auto& teacher = models.contains("teacher") ? models["teacher"] : nlohmann::json();
-      if (teacher.contains("members")) {
-        std::string key = classification ? "accuracy" : "rmse";
-        o << " On their own, in test " << key << ":";
-        for (const auto& member : teacher["members"]) {
-          double value = number(member["test"][key]);
-          o << " " << h(std::filesystem::path(member.value("file", "")).filename().string()) << " (weight "
-            << fmt::format("{:.3g}", member.value("weight", 1.0)) << ") "
-            << (classification ? fmt::format("{:.2f}%", 100 * value) : fmt::format("{:.4g}", value)) << ";";
-        }
-      }
-      o << "</p>\n";
+      o << "<p class=\"note\">Each teacher file was fed as its own evidence says (metrics.json teacher_input).</p>\n";
     } else {
       o << "<p class=\"note\">The teacher file was fed " << h(input.value("fed", "?")) << " inputs and its outputs read as "
         << h(input.value("outputs", "?")) << " (" << h(input.value("why", "")) << ").</p>\n";
     }
+  }
+  if (models.contains("teacher") && models["teacher"].contains("members")) {
+    const auto& members = models["teacher"]["members"];
+    std::string key = classification ? "accuracy" : "rmse";
+    o << "<p class=\"note\">The teacher is an ensemble of " << members.size() << " models. On their own, in test "
+      << key << ":";
+    for (const auto& member : members) {
+      double value = number(member["test"][key]);
+      o << " " << h(std::filesystem::path(member.value("file", "")).filename().string()) << " (weight "
+        << fmt::format("{:.3g}", member.value("weight", 1.0)) << ") "
+        << (classification ? fmt::format("{:.2f}%", 100 * value) : fmt::format("{:.4g}", value)) << ";";
+    }
+    o << "</p>\n";
   }
   if (models.contains("baseline")) {
     std::string key = classification ? "accuracy" : "rmse";

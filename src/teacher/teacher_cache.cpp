@@ -36,6 +36,51 @@ void warn_if_near_chance(Task task, const data::DataFold& fold, int64_t classes,
                tag, 100 * accuracy, 100.0 / static_cast<double>(classes));
 }
 
+struct TrainedTeacher {
+  models::ModelPtr model;
+  io::ModelInfo info;
+  std::string file;
+  std::optional<train::TrainResult> training;  // when trained in this call
+};
+
+// The zoo teacher `name` (DIR/NAME.kdm) trained with seed run.seed() + `seed_offset`, or reused when
+// its fingerprint file holds the same run.fingerprint() (and member).
+TrainedTeacher train_or_reuse(const TeacherSpec& spec, const TeacherRun& run, const data::Dataset& dataset,
+                              size_t fold_index, const std::string& dir, const std::string& name, uint64_t seed_offset,
+                              const std::string& tag) {
+  const data::DataFold& fold = dataset.folds[fold_index];
+  Task task = dataset.task;
+  TrainedTeacher out;
+  fs::create_directories(fs::path(dir) / "checkpoints");
+  out.file = (fs::path(dir) / (name + ".kdm")).string();
+  std::string fingerprint_file = out.file + ".fingerprint";
+  std::string fingerprint = seed_offset == 0 ? run.fingerprint() : fmt::format("{}\nmember: {}", run.fingerprint(), seed_offset);
+  bool reuse = fs::exists(out.file) && fs::exists(fingerprint_file) && read_file(fingerprint_file) == fingerprint;
+  if (reuse) {
+    auto loaded = io::load_model(out.file);
+    out.model = loaded.model;
+    out.info = loaded.info;
+    spdlog::info("teacher{}: reusing {} (same teacher recipe and data)", tag, out.file);
+    return out;
+  }
+  spdlog::info("teacher{}: training {}{}", tag, models::to_json(*spec.model).dump(),
+               seed_offset == 0 ? "" : fmt::format(" (seed + {}, as {})", seed_offset, name));
+  out.model = models::build_zoo_model(*spec.model, dataset.input_shape, dataset.outputs, "teacher.model");
+  losses::Distiller supervised(train::supervised_losses(task), task);
+  TrainOptions train = spec.train;
+  train.checkpoint((fs::path(dir) / "checkpoints" / (name + ".ckpt")).string())
+      .resume(run.resume())
+      .seed(run.seed() + seed_offset);
+  Trainer trainer(train, supervised, name + tag);
+  TrainData data{fold.train.x, fold.train.y, {}, {}};
+  auto validate = [&fold, task](models::Model& model) { return score_validation(model, task, fold, {}); };
+  out.training = trainer.fit(*out.model, data, validate);
+  out.info = info_for(dataset, fold, models::to_json(*spec.model));
+  io::save_model(out.file, *out.model, out.info);
+  write_file_atomic(fingerprint_file, fingerprint);
+  return out;
+}
+
 }  // namespace
 
 TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, const data::Dataset& dataset,
@@ -64,34 +109,32 @@ TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, con
       cache.input = evidence[0];
     } else {
       cache.model = std::make_shared<models::EnsembleModel>(members, spec.combine, spec.weights);
+      cache.member_files = spec.paths;
       cache.input = {{"ensemble", evidence}, {"combine", models::to_string(spec.combine)}};
       spdlog::info("teacher{}: an ensemble of {} teachers, {} averaged", tag, members.size(),
                    models::to_string(spec.combine));
     }
   } else if (spec.model) {
-    fs::create_directories(fs::path(dir) / "checkpoints");
-    cache.file = (fs::path(dir) / "teacher.kdm").string();
-    std::string fingerprint_file = cache.file + ".fingerprint";
-    bool reuse = fs::exists(cache.file) && fs::exists(fingerprint_file) &&
-                 read_file(fingerprint_file) == run.fingerprint();
-    if (reuse) {
-      auto loaded = io::load_model(cache.file);
-      cache.model = loaded.model;
-      cache.info = loaded.info;
-      spdlog::info("teacher{}: reusing {} (same teacher recipe and data)", tag, cache.file);
+    // One teacher, or `members` of them (member k trained with seed + k) combined as an ensemble.
+    std::vector<models::ModelPtr> members;
+    for (int64_t k = 0; k < spec.members; ++k) {
+      std::string name = k == 0 ? "teacher" : fmt::format("teacher-{}", k + 1);
+      auto member = train_or_reuse(spec, run, dataset, fold_index, dir, name, static_cast<uint64_t>(k), tag);
+      if (k == 0) {
+        cache.file = member.file;
+        cache.info = member.info;
+        cache.training = member.training;
+      }
+      cache.member_files.push_back(member.file);
+      members.push_back(member.model);
+    }
+    if (members.size() == 1) {
+      cache.model = members[0];
+      cache.member_files.clear();
     } else {
-      spdlog::info("teacher{}: training {}", tag, models::to_json(*spec.model).dump());
-      cache.model = models::build_zoo_model(*spec.model, dataset.input_shape, dataset.outputs, "teacher.model");
-      losses::Distiller supervised(train::supervised_losses(task), task);
-      TrainOptions train = spec.train;
-      train.checkpoint((fs::path(dir) / "checkpoints" / "teacher.ckpt").string()).resume(run.resume()).seed(run.seed());
-      Trainer trainer(train, supervised, "teacher" + tag);
-      TrainData data{fold.train.x, fold.train.y, {}, {}};
-      auto validate = [&fold, task](models::Model& model) { return score_validation(model, task, fold, {}); };
-      cache.training = trainer.fit(*cache.model, data, validate);
-      cache.info = info_for(dataset, fold, models::to_json(*spec.model));
-      io::save_model(cache.file, *cache.model, cache.info);
-      write_file_atomic(fingerprint_file, run.fingerprint());
+      cache.model = std::make_shared<models::EnsembleModel>(members, spec.combine, spec.weights);
+      spdlog::info("teacher{}: an ensemble of {} teachers trained here, {} combined", tag, members.size(),
+                   models::to_string(spec.combine));
     }
   } else {
     fail("teacher: give path: (a model file) or model: (a zoo spec to train)");

@@ -213,7 +213,7 @@ TEST_F(Run, AListOfTeacherFilesIsAnEnsemble) {
   EXPECT_EQ(m["models"]["teacher"]["members"][1]["weight"], 1.0);
   expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() +
                               " --set teacher.model=null --set teacher.train=null --set teacher.weights=[1]"),
-                 "teacher.weights: 1 weights for 2 teacher files; give one per file");
+                 "teacher.weights: 1 weights for 2 teachers; give one per teacher");
   expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() +
                               " --set teacher.model=null --set teacher.train=null --set teacher.weights=[1,-2]"),
                  "teacher.weights: -2 is not a positive weight");
@@ -223,6 +223,32 @@ TEST_F(Run, AListOfTeacherFilesIsAnEnsemble) {
   expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() +
                               " --set teacher.model=null --set teacher.train=null --set teacher.path=[]"),
                  "teacher.path: an empty list");
+}
+
+// teacher.members: N trains N zoo teachers (seed, seed + 1, ...) and teaches with their ensemble;
+// a second run reuses every member.
+TEST_F(Run, TeacherMembersTrainsAnEnsembleHere) {
+  auto r = run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --set teacher.members=2 --set export=[]");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("an ensemble of 2 teachers trained here, probabilities combined"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("(seed + 1, as teacher-2)"), std::string::npos) << r.output;
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "out/teacher.kdm"));
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "out/teacher-2.kdm"));
+  auto m = metrics();
+  const auto& teacher = m["models"]["teacher"];
+  EXPECT_EQ(teacher["params"], 2 * (64 * 64 + 64 + 64 * 10 + 10));
+  ASSERT_EQ(teacher["members"].size(), 2u);
+  EXPECT_NE(teacher["members"][0]["test"]["accuracy"], teacher["members"][1]["test"]["accuracy"]);
+  EXPECT_NE(read_file(dir_ / "out/report.html").find("The teacher is an ensemble of 2 models"), std::string::npos);
+  auto again = run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --set teacher.members=2 --set export=[]");
+  ASSERT_EQ(again.status, 0) << again.output;
+  EXPECT_NE(again.output.find("reusing " + (dir_ / "out/teacher-2.kdm").string()), std::string::npos) << again.output;
+  EXPECT_EQ(metrics()["models"]["teacher"]["test"], teacher["test"]);
+  expect_refused(run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --set teacher.members=0"),
+                 "teacher.members: 0 is not a number of teachers (1 or more)");
+  expect_refused(run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --set teacher.members=3" +
+                              " --set teacher.weights=[1,2]"),
+                 "teacher.weights: 2 weights for 3 teachers; give one per teacher");
 }
 
 // Augmented rows are taught by a soft-label bank of views, or by the live teacher when batches mix.

@@ -31,7 +31,8 @@ struct TeacherSpec {
   std::string output;                      // logits of a multi-output model: index or dict key
   TeacherInputOptions adapt;               // what a loaded teacher is fed and returns (teacher_input.h)
   models::EnsembleCombine combine = models::EnsembleCombine::probabilities;
-  std::vector<double> weights;             // an ensemble's weight per file (empty: equal)
+  std::vector<double> weights;             // an ensemble's weight per member (empty: equal)
+  int64_t members = 1;                     // with `model`: train this many (member k with seed + k) as an ensemble
   train::TrainOptions train;               // when trained here
 };
 
@@ -47,6 +48,7 @@ struct TeacherCache {
   models::ModelPtr model;            // in eval mode
   io::ModelInfo info;
   std::string file;                  // the teacher's file (loaded, or where the trained one was saved)
+  std::vector<std::string> member_files;  // an ensemble: each member's file (`file` is the first)
   std::optional<train::TrainResult> training;  // when trained in this call
   torch::Tensor train, transfer, val, test;  // outputs per row of the fold's splits (transfer: may be undefined)
   nlohmann::json input;              // a loaded teacher: how it is fed and why (AdaptedTeacher::evidence)
@@ -55,7 +57,8 @@ struct TeacherCache {
 };
 
 // The teacher of dataset.folds[fold]. A trained teacher is saved as `dir`/teacher.kdm with a
-// fingerprint beside it and reused by any later call with the same run.fingerprint().
+// fingerprint beside it and reused by any later call with the same run.fingerprint(); the other
+// members of a trained ensemble as teacher-2.kdm, teacher-3.kdm, ...
 TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, const data::Dataset& dataset, size_t fold,
                              const std::string& dir);
 
