@@ -417,7 +417,12 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
 
   run.recipe_text = dump(recipe.root) + "\n";
   YAML::Node teacher_part;
-  for (const char* key : {"task", "seed", "data", "teacher"}) teacher_part[key] = recipe.root[key];
+  for (const char* key : {"task", "seed", "data", "teacher"}) teacher_part[key] = YAML::Clone(recipe.root[key]);
+  // How many members and how they are combined do not change what each member learns: a saved
+  // member is reused whatever they say.
+  if (teacher_part["teacher"].IsMap()) {
+    for (const char* key : {"members", "combine", "weights"}) teacher_part["teacher"].remove(key);
+  }
   run.teacher_fingerprint = dump(teacher_part);
   return recipe;
 }

@@ -244,6 +244,13 @@ TEST_F(Run, TeacherMembersTrainsAnEnsembleHere) {
   ASSERT_EQ(again.status, 0) << again.output;
   EXPECT_NE(again.output.find("reusing " + (dir_ / "out/teacher-2.kdm").string()), std::string::npos) << again.output;
   EXPECT_EQ(metrics()["models"]["teacher"]["test"], teacher["test"]);
+  // Three members: the first two are reused, only the third trains.
+  auto three = run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --set teacher.members=3 --set export=[]" +
+                            " --set teacher.combine=logits");
+  ASSERT_EQ(three.status, 0) << three.output;
+  EXPECT_NE(three.output.find("reusing " + (dir_ / "out/teacher.kdm").string()), std::string::npos) << three.output;
+  EXPECT_NE(three.output.find("reusing " + (dir_ / "out/teacher-2.kdm").string()), std::string::npos) << three.output;
+  EXPECT_NE(three.output.find("(seed + 2, as teacher-3)"), std::string::npos) << three.output;
   expect_refused(run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --set teacher.members=0"),
                  "teacher.members: 0 is not a number of teachers (1 or more)");
   expect_refused(run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --set teacher.members=3" +
