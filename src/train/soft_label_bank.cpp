@@ -19,6 +19,8 @@ namespace {
 // bank larger than memory. The file is unlinked at once, so nothing is left behind.
 torch::Tensor mapped_empty(const std::vector<int64_t>& shape, torch::ScalarType dtype, const std::string& dir) {
   std::string folder = dir.empty() ? std::filesystem::temp_directory_path().string() : dir;
+  std::error_code ec;
+  std::filesystem::create_directories(folder, ec);  // a fold's folder may not exist yet; mkstemp says if it cannot
   std::string pattern = (std::filesystem::path(folder) / "kdistill-bank-XXXXXX").string();
   int fd = mkstemp(pattern.data());
   if (fd < 0) fail("{}: cannot create the soft-label bank's file: {}", folder, std::strerror(errno));

@@ -4,6 +4,7 @@
 
 #include "kd/models/zoo.h"
 #include "kd/teacher/teacher_cache.h"
+#include "kd/util/fs.h"
 #include "test_util.h"
 
 namespace kd::teacher {
@@ -98,9 +99,14 @@ TEST(SoftLabelBank, ABankOverTheMemoryLimitLivesInAMappedFileThatLeavesNothingBe
   auto all = torch::arange(40);
   for (int64_t v = 0; v < 2; ++v) EXPECT_TRUE(torch::equal(memory.bank->gather(all, v), mapped.bank->gather(all, v)));
   EXPECT_TRUE(std::filesystem::is_empty(dir));  // unlinked once mapped
+  // A folder not made yet is made; one that cannot be (under a file) is an error naming it.
+  auto fresh = distill_train_data(fold, cache, options, 2, in_file,
+                                  train::BankStorage().memory_limit(0).spill_dir((dir / "fold-2").string()));
+  EXPECT_TRUE(fresh.bank->mapped());
+  write_file_atomic(dir / "file", "x");
   KD_EXPECT_ERROR(distill_train_data(fold, cache, options, 2, in_file, train::BankStorage().memory_limit(0).spill_dir(
-                                                                           (dir / "missing").string())),
-                  "missing: cannot create the soft-label bank's file");
+                                                                           (dir / "file" / "sub").string())),
+                  "file/sub: cannot create the soft-label bank's file");
 }
 
 TEST(SoftLabelBank, ASharedBankIsUsedAsItIsAndTopKNeedsFewerLogitsThanOutputs) {
