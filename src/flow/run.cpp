@@ -180,9 +180,15 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   int64_t rows = fold.train.size() + (fold.transfer_x.defined() ? fold.transfer_x.size(0) : 0);
   TrainOptions student_train = train::sized_for_rows(spec.distill.train, rows);
   student_train.seed(spec.seed);
-  TrainData distill_data =
-      teacher::distill_train_data(fold, cache, student_train, bank_views(spec.distill, student_train.epochs()),
-                                  run.teaching, train::BankStorage(spec.distill.bank).spill_dir(dir));
+  int64_t views = bank_views(spec.distill, student_train.epochs());
+  std::shared_ptr<const train::SoftLabelBank> earlier_bank;
+  if (fold_index < options.banks().size() && options.banks()[fold_index] && options.banks()[fold_index]->views() == views &&
+      options.banks()[fold_index]->rows() == rows) {
+    earlier_bank = options.banks()[fold_index];
+    spdlog::info("teacher bank{}: the search's bank of {} views", tag, views);
+  }
+  TrainData distill_data = teacher::distill_train_data(fold, cache, student_train, views, run.teaching,
+                                                       train::BankStorage(spec.distill.bank).spill_dir(dir), earlier_bank);
   bool live_teacher = !distill_data.teacher.defined() && !distill_data.bank;
   int64_t batches = (rows + student_train.batch_size() - 1) / student_train.batch_size();
   int64_t distill_steps = student_train.steps() > 0 ? student_train.steps() : student_train.epochs() * batches;

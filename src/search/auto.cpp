@@ -863,7 +863,10 @@ std::string final_run(const Search& search, const TrialRecord& chosen, const nlo
                duration_text(per_epoch * static_cast<double>(search.sized.epochs()) * (search.base.distill.baseline ? 2 : 1) *
                              static_cast<double>(folds)));
   flow::RunSpec spec = search.make_spec(chosen.overrides);
-  return flow::run_distillation(spec, flow::RunOptions().out(search.options.out()).extra_metrics({{"search", s}})).table;
+  // The trials' banks teach the final student too when its epochs ask for as many views.
+  return flow::run_distillation(
+             spec, flow::RunOptions().out(search.options.out()).extra_metrics({{"search", s}}).banks(search.banks))
+      .table;
 }
 
 }  // namespace

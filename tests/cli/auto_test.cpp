@@ -149,22 +149,25 @@ TEST_F(Auto, WithOneStudentSizeTheBestScoreWins) {
 // With per-row augmentation the trials are taught by one soft-label bank of consistent views, made
 // once, not by a live teacher on every batch of every trial.
 TEST_F(Auto, TrialsShareOneSoftLabelBank) {
-  auto text = cancer_recipe("  epochs: 3\n");
+  auto text = cancer_recipe();
   text.insert(text.find("search:"), "  augment: noise\n");
-  auto r = run_kdistill("auto " + recipe(text) + " --budget 5m --trials 4 --no-final --out " + out());
+  auto r = run_kdistill("auto " + recipe(text) + " --budget 5m --trials 4 --out " + out());
   ASSERT_EQ(r.status, 0) << r.output;
   auto s = json("search.json");
   const auto& teaching = s["teaching"];
   EXPECT_EQ(teaching["mode"], "bank") << teaching.dump();
-  EXPECT_EQ(teaching["views"], 3);  // min(epochs, 8), as `kdistill run` would
+  EXPECT_EQ(teaching["views"], 8);  // min(epochs, 8), as `kdistill run` would
   EXPECT_GT(teaching["seconds"].get<double>(), 0.0);
   EXPECT_EQ(s["trials"], 4);
+  // Made once; the final retraining (9 epochs, 8 views) replays it too.
   size_t made = 0;
-  for (size_t at = r.output.find("teacher bank: 3 views"); at != std::string::npos;
-       at = r.output.find("teacher bank: 3 views", at + 1)) {
+  for (size_t at = r.output.find("teacher bank: 8 views"); at != std::string::npos;
+       at = r.output.find("teacher bank: 8 views", at + 1)) {
     ++made;
   }
   EXPECT_EQ(made, 1u) << r.output;
+  EXPECT_NE(r.output.find("teacher bank: the search's bank of 8 views"), std::string::npos) << r.output;
+  EXPECT_EQ(json("metrics.json")["distill"]["teaching"]["mode"], "bank");
 }
 
 TEST_F(Auto, ResumeContinuesWithoutRepeatingFinishedTrials) {

@@ -62,6 +62,9 @@ struct RunOptions {
   TORCH_ARG(bool, resume) = false;
   TORCH_ARG(int64_t, latency_repeats) = 20;
   TORCH_ARG(nlohmann::json, extra_metrics) = nlohmann::json::object();  // merged into metrics.json (e.g. "search")
+  // Soft-label banks made earlier for the same recipe, one per fold (null: none); a fold's bank is
+  // used when its rows and views are the ones this run needs (auto's final run reuses the trials').
+  TORCH_ARG(std::vector<std::shared_ptr<const train::SoftLabelBank>>, banks) = {};
 };
 
 struct RunResult {
