@@ -10,8 +10,9 @@ A seed whose run folder already holds metrics.json for the same recipe is read, 
 rerun (delete runs/study or pass --fresh to redo it). Prints a Markdown table.
 --methods adds rows per teaching method on the CNN pair (seed 0's teacher, the same student
 and epochs): plain KD, consistent bank views V = 1, 4, 16, online mixup function matching.
---merge keeps the rows of setups not run now from an earlier summary. cnn_ensemble uses the
-cnn setup's three teacher files as one ensemble teacher (trained first where missing).
+--merge keeps the rows of setups not run now from an earlier summary. cnn_ensemble and
+mlp_ensemble use the cnn and mlp setups' three teacher files as one ensemble teacher (trained
+first where missing).
 """
 import concurrent.futures
 import argparse
@@ -35,6 +36,11 @@ SETUPS = {
                       "teacher.path=[{out}/cnn/seed-0/teacher.kdm, {out}/cnn/seed-1/teacher.kdm, "
                       "{out}/cnn/seed-2/teacher.kdm]"]),
     "mlp": ("examples/fashion-mnist-mlp.yaml", "Fashion-MNIST, MLP 2x1200 -> MLP 2x32"),
+    "mlp_ensemble": ("examples/fashion-mnist-mlp.yaml",
+                     "Fashion-MNIST, ensemble of the 3 MLP 2x1200 teachers -> the same MLP 2x32",
+                     ["teacher.model=null", "teacher.train=null",
+                      "teacher.path=[{out}/mlp/seed-0/teacher.kdm, {out}/mlp/seed-1/teacher.kdm, "
+                      "{out}/mlp/seed-2/teacher.kdm]"]),
     "labels1000": ("examples/fashion-mnist-1000-labels.yaml",
                    "Fashion-MNIST, 1,000 labels + 53,000 transfer images, MLP -> MLP 128"),
     "diabetes": ("examples/diabetes-regression.yaml", "diabetes (scikit-learn), 5-fold CV, MLP -> linear"),
@@ -46,6 +52,8 @@ SETUPS = {
                       ["distill=null", "data.folds=5"]),
 }
 
+# Ensemble setups -> the setup whose three teacher files (seeds 0, 1, 2) they combine.
+ENSEMBLES = {"cnn_ensemble": "cnn", "mlp_ensemble": "mlp"}
 
 # Teaching methods on the CNN pair: name -> --set values (on top of the cnn recipe).
 METHODS = {
@@ -165,12 +173,14 @@ def main():
     args = parser.parse_args()
 
     rows, seconds = [], {}
-    if "cnn_ensemble" in args.setups:
-        # Its teachers are the cnn setup's: trained first where missing.
+    for ensemble, base in ENSEMBLES.items():
+        if ensemble not in args.setups:
+            continue
+        # Its teachers are the base setup's: trained first where missing.
         missing = [seed for seed in (0, 1, 2)
-                   if not os.path.exists(os.path.join(args.out, "cnn", f"seed-{seed}", "teacher.kdm"))]
+                   if not os.path.exists(os.path.join(args.out, base, f"seed-{seed}", "teacher.kdm"))]
         with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            list(pool.map(lambda seed: run_setup(args.kdistill, "cnn", seed, args.out, args.threads, False), missing))
+            list(pool.map(lambda seed: run_setup(args.kdistill, base, seed, args.out, args.threads, False), missing))
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         jobs = {(name, seed): pool.submit(run_setup, args.kdistill, name, seed, args.out, args.threads, args.fresh)
                 for name in args.setups for seed in args.seeds}
