@@ -268,7 +268,7 @@ train::TrainData trial_data(Search& search, const flow::RunSpec& spec, size_t fo
                                           flow::bank_views(spec.distill, search.epochs), teaching, storage, shared);
   if (data.bank && !shared) {
     shared = data.bank;
-    search.cache_seconds += teaching.seconds;  // the final run makes its bank again
+    search.cache_seconds += teaching.seconds;  // in the final estimate: its run makes one when it needs other views
     search.bank_seconds += teaching.seconds;
   }
   if (fold == 0) {
