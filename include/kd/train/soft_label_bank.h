@@ -1,6 +1,6 @@
 // A soft-label bank: the teacher's outputs on V augmented views of every training row, computed
 // once and replayed (FKD, Shen & Xing 2022). Stored whole in float16, or as each view's k largest
-// logits with what the others hold together (FKD keeps top-k soft labels the same way), in memory
+// logits with what the others hold together (FKD also keeps only top-k soft labels), in memory
 // up to a limit and in a memory-mapped file beyond it.
 //
 //   SoftLabelBank bank(rows, views, outputs, BankStorage().top_k(5).memory_limit(1 << 30));
