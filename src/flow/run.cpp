@@ -564,9 +564,7 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
   spdlog::info("{}", trim(dataset.summary()));
   data::validate(spec.distill.train.augment(), dataset.input_shape, "distill.augment");
   if (spec.teacher.model) data::validate(spec.teacher.train.augment(), dataset.input_shape, "teacher.train.augment");
-  if (spec.distill.bank.top_k() >= dataset.outputs) {  // before any teacher trains
-    fail("distill.bank.top_k: {} is not below the teacher's {} outputs", spec.distill.bank.top_k(), dataset.outputs);
-  }
+  train::check_storage(spec.distill.bank, dataset.outputs);  // before any teacher trains
 
   std::vector<FoldRun> runs;
   for (size_t f = 0; f < dataset.folds.size(); ++f) runs.push_back(run_fold(spec, options, dataset, f));

@@ -177,13 +177,7 @@ std::shared_ptr<train::SoftLabelBank> soft_label_bank(models::Model& teacher, co
       int64_t end = std::min(rows, start + batch_size);
       auto indices = torch::arange(start, end, torch::kLong);
       auto out = teacher.forward(augmenter.view(x.slice(0, start, end), indices, v)).to(torch::kFloat);
-      if (!bank) {
-        auto outputs = out.numel() / out.size(0);
-        if (storage.top_k() >= outputs) {
-          fail("distill.bank.top_k: {} is not below the teacher's {} outputs", storage.top_k(), outputs);
-        }
-        bank = std::make_shared<train::SoftLabelBank>(rows, views, outputs, storage);
-      }
+      if (!bank) bank = std::make_shared<train::SoftLabelBank>(rows, views, out.numel() / out.size(0), storage);
       bank->store(indices, v, out);
       progress.update(v * rows + end);
     }

@@ -47,11 +47,18 @@ torch::Tensor empty_in(const std::vector<int64_t>& shape, torch::ScalarType dtyp
 
 }  // namespace
 
+void check_storage(const BankStorage& storage, int64_t outputs) {
+  if (storage.top_k() >= outputs) {
+    fail("distill.bank.top_k: {} is not below the teacher's {} outputs", storage.top_k(), outputs);
+  }
+}
+
 SoftLabelBank::SoftLabelBank(int64_t rows, int64_t views, int64_t outputs, const BankStorage& storage)
     : outputs_(outputs), top_k_(storage.top_k()) {
   KD_CHECK(rows >= 0 && views > 0 && outputs > 0, "a soft-label bank of {} rows, {} views, {} outputs", rows, views,
            outputs);
-  KD_CHECK(top_k_ >= 0 && top_k_ < outputs, "a top-{} bank of {} outputs", top_k_, outputs);
+  KD_CHECK(top_k_ >= 0, "a top-{} bank", top_k_);
+  check_storage(storage, outputs);
   int64_t kept = top_k_ > 0 ? top_k_ : outputs;
   auto index_type = outputs <= 32767 ? torch::kShort : torch::kInt;
   int64_t bytes = rows * views * kept * 2;

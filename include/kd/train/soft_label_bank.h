@@ -21,10 +21,14 @@ struct BankStorage {
   TORCH_ARG(std::string, spill_dir) = "";            // the file's folder ("" = the system's temporary folder)
 };
 
+// kd::Error naming distill.bank.top_k when `storage` keeps no fewer logits than the teacher's
+// `outputs` (the bank's constructor checks it; a run checks it as soon as the data says `outputs`).
+void check_storage(const BankStorage& storage, int64_t outputs);
+
 class SoftLabelBank {
  public:
-  // Room for `views` views of `rows` rows of `outputs` outputs. top_k must be below `outputs`
-  // (0 stores them all). The mapped file, when the bank outgrows memory_limit, is unlinked as soon
+  // Room for `views` views of `rows` rows of `outputs` outputs (check_storage: top_k below
+  // `outputs`, 0 stores them all). The mapped file, when the bank outgrows memory_limit, is unlinked as soon
   // as it is mapped: it is gone with the bank, or with the process however that ends.
   SoftLabelBank(int64_t rows, int64_t views, int64_t outputs, const BankStorage& storage);
 
