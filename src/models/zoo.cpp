@@ -738,7 +738,6 @@ void validate(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int6
 
   // Keys that shape the network are refused by a family that would ignore them (they are certainly a
   // mistake); the others are ignored (docs/models.md).
-  auto reads = [&](const std::string& key) { return family.arch.uses(key); };
   auto readers = [&](const std::string& key) {
     std::vector<std::string> names;
     for (const Family& f : families()) {
@@ -746,15 +745,15 @@ void validate(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int6
     }
     return one_of(names);
   };
-  if (!spec.hidden().empty() && !reads("hidden")) {
+  if (!spec.hidden().empty() && !family.arch.uses("hidden")) {
     fail("{}.hidden: arch {} has no hidden layers (got {}); use arch {}", field, arch,
          shape_text(spec.hidden()), readers("hidden"));
   }
-  if (spec.batch_norm() && !reads("batch_norm")) {
+  if (spec.batch_norm() && !family.arch.uses("batch_norm")) {
     fail("{}.batch_norm: arch {} has no hidden layer to normalise; use arch {}", field, arch,
          readers("batch_norm"));
   }
-  if (!spec.channels().empty() && !reads("channels")) {
+  if (!spec.channels().empty() && !family.arch.uses("channels")) {
     fail("{}.channels: arch {} has no conv stages (got {}); use arch {}", field, arch,
          shape_text(spec.channels()), readers("channels"));
   }
