@@ -12,6 +12,7 @@
 #include "kd/io/model_file.h"
 #include "kd/export/exporters.h"
 #include "kd/losses/distiller.h"
+#include "kd/losses/registry.h"
 #include "kd/models/ensemble.h"
 #include "kd/models/torchscript_model.h"
 #include "kd/report/analysis.h"
@@ -128,6 +129,15 @@ std::string verdict_line(const nlohmann::json& v) { return v.is_null() ? "" : re
 }  // namespace
 
 int64_t bank_views(const DistillSpec& distill, int64_t epochs) {
+  for (const auto& options : distill.losses) {
+    std::string tap = losses::make_loss_term(options)->teacher_tap();
+    if (tap.empty() || tap == models::kOutputTap) continue;
+    if (distill.views > 0) {
+      fail("distill.views: a bank of {} views holds the teacher's outputs, not its tap {}; feature terms run the "
+           "teacher on every batch (remove views)", distill.views, quote(tap));
+    }
+    return -1;
+  }
   const auto& augment = distill.train.augment();
   if (augment.mixes()) {
     if (distill.views > 0) fail("distill.views: a bank of {} views cannot hold mixup or cutmix mixtures; use views: online", distill.views);
@@ -138,6 +148,23 @@ int64_t bank_views(const DistillSpec& distill, int64_t epochs) {
 }
 
 namespace {
+
+// The feature terms' taps exist in the student and the teacher: the error names the loss entry before
+// anything trains.
+void check_feature_taps(const RunSpec& spec, models::Model& student, models::Model& teacher) {
+  for (size_t i = 0; i < spec.distill.losses.size(); ++i) {
+    auto term = losses::make_loss_term(spec.distill.losses[i]);
+    for (auto [side, tap, model] : {std::tuple{"student", term->student_tap(), &student},
+                                    std::tuple{"teacher", term->teacher_tap(), &teacher}}) {
+      if (tap.empty()) continue;
+      try {
+        models::check_taps(*model, {tap});
+      } catch (const Error& e) {
+        fail("distill.losses[{}].{}: {}", i, side, e.what());
+      }
+    }
+  }
+}
 
 FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dataset& dataset, size_t fold_index) {
   const data::DataFold& fold = dataset.folds[fold_index];
@@ -200,6 +227,8 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     student_train.teacher_target_value(metric_value(teacher_val_metrics, target.metric()));
   }
   auto student_spec_json = spec.student.model ? models::to_json(*spec.student.model) : nlohmann::json();
+
+  check_feature_taps(spec, *build_student(spec.student, dataset), *run.teacher.model);
 
   // Baseline: the same student, optimiser, schedule and number of steps, labels only.
   if (spec.distill.baseline) {
@@ -440,7 +469,15 @@ nlohmann::json distill_json(const RunSpec& spec, const data::Dataset& dataset, c
   double soft_weight = 0, total_weight = 0;
   std::optional<double> temperature;
   for (const auto& t : spec.distill.losses) {
-    terms.push_back({{"kind", t.kind()}, {"weight", t.weight()}, {"temperature", t.temperature()}});
+    bool feature = !losses::make_loss_term(t)->student_tap().empty();
+    nlohmann::json term = {{"kind", t.kind()}, {"weight", t.weight()}};
+    if (!feature) term["temperature"] = t.temperature();
+    for (const auto& option : losses::loss_options(t.kind())) {
+      if (option.is_word()) term[option.key] = t.word(option.key);
+      else term[option.key] = t.number(option.key);
+    }
+    terms.push_back(term);
+    if (feature) continue;  // alpha and temperature describe the terms on outputs
     total_weight += t.weight();
     if (t.kind() != "ce" && !(t.target() == "labels")) {
       soft_weight += t.weight();
@@ -451,6 +488,8 @@ nlohmann::json distill_json(const RunSpec& spec, const data::Dataset& dataset, c
   distill["temperature"] = temperature.value_or(1.0);
   distill["alpha"] = total_weight > 0 ? soft_weight / total_weight : 0.0;
   distill["epochs_run"] = runs[0].student.train->history.size();
+  // Trained with the student by its feature terms (a hint's projection), not part of it.
+  distill["loss_parameters"] = runs[0].student.train->loss_params;
   distill["target"] = spec.distill.target;
   distill["target_reached"] = runs[0].student.train->target_reached;
   distill["student_init"] = spec.student.init;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <sstream>
 
@@ -53,6 +54,23 @@ nlohmann::json describe_model_json(const std::string& path, LoadedModel& loaded,
   out["params"] = summary.params;
   out["macs"] = summary.macs;
   out["layers"] = summary.layers;
+  // Every tap a feature loss can read, with its shape for this input.
+  std::vector<std::string> names = model.tap_names();
+  nlohmann::json taps = nlohmann::json::array();
+  if (!names.empty()) {
+    torch::NoGradGuard no_grad;
+    auto tapped = model.forward_taps(torch::zeros(batch), names);
+    for (size_t i = 0; i < names.size(); ++i) {
+      const torch::Tensor& tap = tapped.taps[i];
+      taps.push_back({{"name", names[i]},
+                      {"shape", tap.dim() > 0 ? std::vector<int64_t>(tap.sizes().begin() + 1, tap.sizes().end())
+                                              : std::vector<int64_t>{}}});
+    }
+  }
+  if (std::find(names.begin(), names.end(), models::kOutputTap) == names.end()) {
+    taps.push_back({{"name", models::kOutputTap}, {"shape", out["output_shape"]}});
+  }
+  out["taps"] = taps;
   if (loaded.has_info) {
     out["task"] = to_string(loaded.info.task);
     out["class_names"] = loaded.info.class_names;
@@ -83,6 +101,10 @@ std::string describe_model(const std::string& path, LoadedModel& loaded, std::ve
   out << fmt::format("MACs          {} per example\n", d["macs"].get<int64_t>());
   out << "layers\n";
   for (const auto& line : d["layers"]) out << "  " << line.get<std::string>() << "\n";
+  out << "taps (feature losses' student: / teacher:)\n";
+  for (const auto& tap : d["taps"]) {
+    out << fmt::format("  {:<36} {}\n", tap["name"].get<std::string>(), shape_text(tap["shape"].get<std::vector<int64_t>>()));
+  }
   return out.str();
 }
 

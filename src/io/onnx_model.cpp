@@ -930,6 +930,33 @@ torch::Tensor OnnxModel::forward(const torch::Tensor& input) {
 
 std::vector<torch::Tensor> OnnxModel::run(const std::vector<torch::Tensor>& inputs) { return impl_->run(inputs); }
 
+std::vector<std::string> OnnxModel::tap_names() {
+  std::vector<std::string> names;
+  for (const Node& node : impl_->nodes) {
+    for (const auto& name : node.proto->output()) {
+      if (!name.empty()) names.push_back(name);
+    }
+  }
+  return names;
+}
+
+models::TappedForward OnnxModel::forward_taps(const torch::Tensor& input, const std::vector<std::string>& taps) {
+  if (taps.empty()) return {forward(input), {}};
+  models::check_taps(*this, taps);
+  impl_->require_one_input();
+  std::map<std::string, torch::Tensor> kept;
+  for (const auto& tap : taps) kept.emplace(tap, torch::Tensor());
+  models::TappedForward result;
+  result.output = impl_->run({impl_->adapt(input)}, [&](const Node& node, const Tensors&, const Tensors& outputs) {
+    for (int i = 0; i < node.proto->output_size() && static_cast<size_t>(i) < outputs.size(); ++i) {
+      auto it = kept.find(node.proto->output(i));
+      if (it != kept.end()) it->second = outputs[static_cast<size_t>(i)];
+    }
+  })[impl_->output_index];
+  for (const auto& tap : taps) result.taps.push_back(tap == models::kOutputTap ? result.output : kept.at(tap));
+  return result;
+}
+
 std::vector<std::string> OnnxModel::input_names() const { return impl_->inputs; }
 
 void OnnxModel::require_one_input() const { impl_->require_one_input(); }

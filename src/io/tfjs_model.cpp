@@ -799,6 +799,26 @@ Tensor TfjsModel::forward(const Tensor& input) {
   return impl_->run(input, nullptr, nullptr);
 }
 
+std::vector<std::string> TfjsModel::tap_names() {
+  std::vector<std::string> names;
+  for (const Node& node : impl_->nodes) names.push_back(node.name);
+  return names;
+}
+
+models::TappedForward TfjsModel::forward_taps(const Tensor& input, const std::vector<std::string>& taps) {
+  if (taps.empty()) return {forward(input), {}};
+  models::check_taps(*this, taps);
+  std::map<std::string, Tensor> values;
+  models::TappedForward result;
+  result.output = impl_->run(input, nullptr, &values);
+  for (const auto& tap : taps) {
+    Tensor value = tap == models::kOutputTap ? result.output : values.at(tap);
+    // Keras computes channels last; kdistill's taps are [N, C, H, W] like its inputs.
+    result.taps.push_back(value.dim() == 4 && tap != models::kOutputTap ? value.permute({0, 3, 1, 2}) : value);
+  }
+  return result;
+}
+
 std::vector<Tensor> TfjsModel::parameters() { return {}; }
 
 models::NamedTensors TfjsModel::state() { return impl_->weights; }

@@ -1,5 +1,6 @@
 #include "kd/losses/distiller.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <fmt/format.h>
 
@@ -310,6 +311,24 @@ std::optional<LossValues> compute_fused(const std::vector<FusedTerm>& terms, con
   return values;
 }
 
+void add_tap(std::vector<std::string>& taps, const std::string& tap) {
+  if (tap.empty() || tap == models::kOutputTap) return;
+  if (std::find(taps.begin(), taps.end(), tap) == taps.end()) taps.push_back(tap);
+}
+
+// Where `tap`'s shape is in make_parameters' list: its place among `taps`, the outputs last.
+size_t tap_index(const std::vector<std::string>& taps, const std::string& tap) {
+  return static_cast<size_t>(std::find(taps.begin(), taps.end(), tap) - taps.begin());
+}
+
+torch::Tensor tap_value(const std::vector<std::string>& taps, const std::vector<torch::Tensor>& values,
+                        const std::string& tap, const torch::Tensor& output, const char* side) {
+  if (tap == models::kOutputTap) return output;
+  size_t index = tap_index(taps, tap);
+  if (index >= values.size()) fail("the {}'s tap {} was not computed", side, quote(tap));
+  return values[index];
+}
+
 }  // namespace
 
 Distiller::Distiller(std::vector<LossTermOptions> terms, Task task)
@@ -345,7 +364,32 @@ Distiller::Distiller(std::vector<LossTermOptions> terms, Task task)
   for (const auto& term : terms_) {
     std::string name = term->name();
     names_.push_back(kind_count[name] > 1 ? fmt::format("{}_{}", name, seen[name]++) : name);
+    add_tap(student_taps_, term->student_tap());
+    add_tap(teacher_taps_, term->teacher_tap());
   }
+}
+
+models::NamedTensors Distiller::make_parameters(const std::vector<std::vector<int64_t>>& student_shapes,
+                                                const std::vector<std::vector<int64_t>>& teacher_shapes,
+                                                uint64_t seed) const {
+  KD_CHECK(student_shapes.size() == student_taps_.size() + 1 && teacher_shapes.size() == teacher_taps_.size() + 1,
+           "make_parameters: {} and {} shapes for {} and {} taps and the outputs", student_shapes.size(),
+           teacher_shapes.size(), student_taps_.size(), teacher_taps_.size());
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  models::NamedTensors parameters;
+  for (size_t i = 0; i < terms_.size(); ++i) {
+    const LossTerm& term = *terms_[i];
+    if (term.student_tap().empty()) continue;
+    models::NamedTensors own;
+    try {
+      own = term.make_parameters(student_shapes[tap_index(student_taps_, term.student_tap())],
+                                 teacher_shapes[tap_index(teacher_taps_, term.teacher_tap())], generator);
+    } catch (const Error& e) {
+      throw Error(fmt::format("losses[{}]: {}", i, e.what()));
+    }
+    for (auto& [name, tensor] : own) parameters.emplace_back(fmt::format("losses[{}].{}", i, name), tensor);
+  }
+  return parameters;
 }
 
 LossValues Distiller::compute(const LossInputs& inputs) const {
@@ -354,7 +398,20 @@ LossValues Distiller::compute(const LossInputs& inputs) const {
   for (size_t i = 0; i < terms_.size(); ++i) {
     torch::Tensor value;
     try {
-      value = terms_[i]->compute(inputs);
+      const LossTerm& term = *terms_[i];
+      if (term.student_tap().empty()) {
+        value = term.compute(inputs);
+      } else {
+        LossInputs own = inputs;
+        own.student_feature = tap_value(student_taps_, inputs.student_taps, term.student_tap(), inputs.student, "student");
+        own.teacher_feature = tap_value(teacher_taps_, inputs.teacher_taps, term.teacher_tap(), inputs.teacher, "teacher");
+        own.parameters.clear();
+        std::string prefix = fmt::format("losses[{}].", i);
+        for (const auto& [name, tensor] : inputs.named_parameters) {
+          if (starts_with(name, prefix)) own.parameters.push_back(tensor);
+        }
+        value = term.compute(own);
+      }
     } catch (const Error& e) {
       throw Error(fmt::format("losses[{}]: {}", i, e.what()));
     }
@@ -368,6 +425,13 @@ LossValues Distiller::compute(const LossInputs& inputs) const {
 bool Distiller::needs_teacher() const {
   for (const auto& term : terms_) {
     if (term->uses_teacher()) return true;
+  }
+  return false;
+}
+
+bool Distiller::reads_features() const {
+  for (const auto& term : terms_) {
+    if (!term->student_tap().empty()) return true;
   }
   return false;
 }

@@ -6,14 +6,19 @@
 #include <cmath>
 #include <map>
 
+#include "kd/losses/attention.h"
+#include "kd/losses/correlation.h"
+#include "kd/losses/cosine.h"
 #include "kd/losses/cross_entropy.h"
 #include "kd/losses/dist.h"
 #include "kd/losses/dkd.h"
+#include "kd/losses/hint.h"
 #include "kd/losses/huber.h"
 #include "kd/losses/js.h"
 #include "kd/losses/kl.h"
 #include "kd/losses/mse.h"
 #include "kd/losses/reverse_kl.h"
+#include "kd/losses/rkd.h"
 #include "kd/util/error.h"
 #include "kd/util/strings.h"
 
@@ -37,6 +42,9 @@ const std::vector<Entry>& table() {
       {"js", factory_of<JsLoss>()},       {"mse", factory_of<MseLoss>()},
       {"huber", factory_of<HuberLoss>()}, {"ce", factory_of<CrossEntropyLoss>()},
       {"dkd", factory_of<DkdLoss>()},     {"dist", factory_of<DistLoss>()},
+      {"hint", factory_of<HintLoss>()},   {"attention", factory_of<AttentionLoss>()},
+      {"rkd", factory_of<RkdLoss>()},     {"cosine", factory_of<CosineLoss>()},
+      {"correlation", factory_of<CorrelationLoss>()},
   };
   return entries;
 }
@@ -97,6 +105,10 @@ void check_options(const LossTermOptions& options, const LossTerm& term) {
       if (!other.is_word() || value != other.words.front()) refuse(key, quote(value));
       continue;
     }
+    if (own->any_word) {
+      if (value.empty()) fail("{}: empty, expected a name", key);
+      continue;
+    }
     if (std::find(own->words.begin(), own->words.end(), value) == own->words.end()) {
       fail("{}: found {}, expected {}", key, quote(value), words_text(own->words));
     }
@@ -139,7 +151,8 @@ std::vector<LossOptionUse> loss_option_table() {
       if (it == uses.end()) {
         uses.push_back({option, {entry.kind}});
       } else {
-        KD_CHECK(it->option.help == option.help && it->option.number == option.number && it->option.words == option.words,
+        KD_CHECK(it->option.help == option.help && it->option.number == option.number && it->option.words == option.words &&
+                     it->option.any_word == option.any_word,
                  "loss option {} is declared differently by {} and {}", option.key, it->kinds.front(), entry.kind);
         it->kinds.push_back(entry.kind);
       }

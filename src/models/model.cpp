@@ -6,7 +6,10 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
 
+#include <algorithm>
+
 #include "kd/util/error.h"
+#include "kd/util/strings.h"
 
 namespace kd::models {
 
@@ -14,6 +17,26 @@ int64_t count_params(Model& model) {
   int64_t total = 0;
   for (const auto& parameter : model.parameters()) total += parameter.numel();
   return total;
+}
+
+void check_taps(Model& model, const std::vector<std::string>& taps) {
+  std::vector<std::string> names;
+  for (const auto& tap : taps) {
+    if (tap == kOutputTap) continue;
+    if (names.empty()) names = model.tap_names();
+    if (std::find(names.begin(), names.end(), tap) != names.end()) continue;
+    if (names.empty()) fail("tap {}: {} models have no feature taps, only {}", quote(tap), model.kind(), quote(kOutputTap));
+    auto suggestion = nearest(tap, names);
+    fail("tap {}: the {} model has no such tap{}; `kdistill inspect` lists them", quote(tap), model.kind(),
+         suggestion ? " (did you mean " + quote(*suggestion) + "?)" : std::string());
+  }
+}
+
+TappedForward Model::forward_taps(const torch::Tensor& input, const std::vector<std::string>& taps) {
+  check_taps(*this, taps);
+  TappedForward result{forward(input), {}};
+  for (size_t i = 0; i < taps.size(); ++i) result.taps.push_back(result.output);
+  return result;
 }
 
 namespace {

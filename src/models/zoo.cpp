@@ -386,25 +386,39 @@ std::vector<DenseLayer> plain_dense_layers(const std::vector<Step>& steps, bool 
   return layers;
 }
 
-torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training) {
+// Tensors asked for by name (zoo layer names, a Block's inner steps as "block.step"), filled as they
+// are computed; null when none are asked for.
+using TapMap = std::map<std::string, torch::Tensor>;
+
+bool tapped(const TapMap* taps, const std::string& name) { return taps && taps->count(name); }
+
+torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training, const std::string& prefix = "",
+                  TapMap* taps = nullptr) {
   std::string activation;
-  auto dense = plain_dense_layers(steps, training, activation);
+  auto dense = taps ? std::vector<DenseLayer>() : plain_dense_layers(steps, training, activation);
   if (!dense.empty()) {
     if (steps.front().kind == StepKind::Flatten) x = x.flatten(1);
     return dense_chain(x, dense, activation.empty() ? "relu" : activation, kLeakyReluSlope);
   }
+  auto keep = [&](const Step& s) {
+    if (tapped(taps, prefix + s.name)) (*taps)[prefix + s.name] = x;
+  };
   for (size_t i = 0; i < steps.size(); ++i) {
     Step& s = steps[i];
+    // A fused group is taken only when no step inside it is tapped (its last step may be).
     if (s.kind == StepKind::BatchNorm && s.spatial && i + 2 < steps.size() &&
-        steps[i + 1].kind == StepKind::Activation && relu_before_max_pool(steps[i + 1], &steps[i + 2])) {
+        steps[i + 1].kind == StepKind::Activation && relu_before_max_pool(steps[i + 1], &steps[i + 2]) &&
+        !tapped(taps, prefix + s.name) && !tapped(taps, prefix + steps[i + 1].name)) {
       x = batch_norm_relu_max_pool2x2(x, s.bn2d);
       i += 2;
+      keep(steps[i]);
       continue;
     }
-    if (s.kind == StepKind::Activation &&
-        relu_before_max_pool(s, i + 1 < steps.size() ? &steps[i + 1] : nullptr)) {
+    if (s.kind == StepKind::Activation && relu_before_max_pool(s, i + 1 < steps.size() ? &steps[i + 1] : nullptr) &&
+        !tapped(taps, prefix + s.name)) {
       x = relu_max_pool2x2(x);
       ++i;
+      keep(steps[i]);
       continue;
     }
     switch (s.kind) {
@@ -439,12 +453,14 @@ torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training) {
         x = x.mean({2, 3});
         break;
       case StepKind::Block: {
-        torch::Tensor y = run(s.body, x, training);
-        torch::Tensor shortcut = s.shortcut.empty() ? x : run(s.shortcut, x, training);
+        std::string inner = prefix + s.name + ".";
+        torch::Tensor y = run(s.body, x, training, inner, taps);
+        torch::Tensor shortcut = s.shortcut.empty() ? x : run(s.shortcut, x, training, inner, taps);
         x = activate(s.op, y + shortcut, kLeakyReluSlope);
         break;
       }
     }
+    keep(s);
   }
   return x;
 }
@@ -865,6 +881,10 @@ ZooModel::ZooModel(const ZooSpec& spec, const std::vector<int64_t>& input_shape,
 ZooModel::~ZooModel() = default;
 
 torch::Tensor ZooModel::forward(const torch::Tensor& input) {
+  return run(impl_->steps, checked_input(input), impl_->root->is_training());
+}
+
+torch::Tensor ZooModel::checked_input(const torch::Tensor& input) const {
   bool fits = input.dim() == static_cast<int64_t>(input_shape_.size()) + 1;
   for (size_t i = 0; fits && i < input_shape_.size(); ++i) fits = input.size(i + 1) == input_shape_[i];
   if (!fits) {
@@ -873,8 +893,26 @@ torch::Tensor ZooModel::forward(const torch::Tensor& input) {
     fail("{} model: input has shape {}, expected [{}]", spec_.arch(), shape_text(input.sizes().vec()),
          join(expected, ", "));
   }
-  torch::Tensor x = input.scalar_type() == torch::kFloat ? input : input.to(torch::kFloat);
-  return run(impl_->steps, x, impl_->root->is_training());
+  return input.scalar_type() == torch::kFloat ? input : input.to(torch::kFloat);
+}
+
+std::vector<std::string> ZooModel::tap_names() {
+  std::vector<Row> rows;
+  infer(impl_->steps, input_shape_, "", rows);
+  std::vector<std::string> names;
+  for (const Row& row : rows) names.push_back(row.name);
+  return names;
+}
+
+TappedForward ZooModel::forward_taps(const torch::Tensor& input, const std::vector<std::string>& taps) {
+  if (taps.empty()) return {forward(input), {}};
+  check_taps(*this, taps);
+  TapMap wanted;
+  for (const auto& tap : taps) wanted.emplace(tap, torch::Tensor());
+  TappedForward result;
+  result.output = run(impl_->steps, checked_input(input), impl_->root->is_training(), "", &wanted);
+  for (const auto& tap : taps) result.taps.push_back(tap == kOutputTap ? result.output : wanted.at(tap));
+  return result;
 }
 
 std::vector<torch::Tensor> ZooModel::parameters() { return impl_->root->parameters(); }

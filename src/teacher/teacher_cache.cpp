@@ -202,8 +202,9 @@ train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCac
   }
   const auto& augment = options.augment();
   teaching = Teaching();
-  if (augment.mixes() || (augment.per_row() && views == 0)) {
-    // Mixtures (and views: online) are new every step: the teacher runs live on each batch.
+  if (views < 0 || augment.mixes() || (augment.per_row() && views == 0)) {
+    // Mixtures (and views: online) are new every step, and feature terms read the teacher's taps:
+    // the teacher runs live on each batch.
     teaching.mode = "online";
     data.teacher = torch::Tensor();
   } else if (augment.per_row()) {

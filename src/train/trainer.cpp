@@ -70,10 +70,11 @@ struct LoopState {
   models::NamedTensors best_state;
 };
 
-void save_checkpoint(const std::string& path, models::Model& model, torch::optim::Optimizer& optimizer,
-                     const LoopState& state) {
+void save_checkpoint(const std::string& path, models::Model& model, const models::NamedTensors& loss_parameters,
+                     torch::optim::Optimizer& optimizer, const LoopState& state) {
   torch::serialize::OutputArchive archive;
   for (auto& [name, tensor] : model.state()) archive.write("model/" + name, tensor);
+  for (const auto& [name, tensor] : loss_parameters) archive.write("loss/" + name, tensor);
   for (auto& [name, tensor] : state.best_state) archive.write("best/" + name, tensor);
   torch::serialize::OutputArchive optimizer_archive;
   optimizer.save(optimizer_archive);
@@ -104,12 +105,19 @@ models::NamedTensors read_named(torch::serialize::InputArchive& archive, const s
   return out;
 }
 
-LoopState load_checkpoint(const std::string& path, models::Model& model, torch::optim::Optimizer& optimizer) {
+LoopState load_checkpoint(const std::string& path, models::Model& model, models::NamedTensors& loss_parameters,
+                          torch::optim::Optimizer& optimizer) {
   LoopState state;
   try {
     torch::serialize::InputArchive archive;
     archive.load_from(path);
     model.load_state(read_named(archive, "model/", model));
+    for (auto& [name, tensor] : loss_parameters) {
+      torch::Tensor value;
+      archive.read("loss/" + name, value);
+      torch::NoGradGuard no_grad;
+      tensor.copy_(value);
+    }
     state.best_state = read_named(archive, "best/", model);
     torch::serialize::InputArchive optimizer_archive;
     archive.read("optimizer", optimizer_archive);
@@ -160,6 +168,25 @@ losses::LossValues mixed_loss(const losses::Distiller& distiller, const losses::
   out.total = own.total * mixed.lambda + other.total * (1.0 - mixed.lambda);
   for (size_t t = 0; t < own.terms.size(); ++t) out.terms.push_back(own.terms[t] * mixed.lambda + other.terms[t] * (1.0 - mixed.lambda));
   return out;
+}
+
+// The feature terms' own parameters for the shapes of the taps on two rows of `x` (eval mode, no grad).
+models::NamedTensors make_loss_parameters(const losses::Distiller& distiller, models::Model& model,
+                                          models::Model* live_teacher, const torch::Tensor& x, uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor probe = x.slice(0, 0, std::min<int64_t>(2, x.size(0)));
+  auto shapes_of = [&](models::Model& m, const std::vector<std::string>& taps) {
+    m.set_training(false);
+    auto tapped = m.forward_taps(probe, taps);
+    std::vector<std::vector<int64_t>> shapes;
+    for (const auto& tap : tapped.taps) shapes.emplace_back(tap.sizes().begin() + 1, tap.sizes().end());
+    shapes.emplace_back(tapped.output.sizes().begin() + 1, tapped.output.sizes().end());
+    return shapes;
+  };
+  auto student = shapes_of(model, distiller.student_taps());
+  // A cached teacher's outputs have the student's shape (the terms check it).
+  auto teacher = live_teacher ? shapes_of(*live_teacher, distiller.teacher_taps()) : std::vector<std::vector<int64_t>>{student.back()};
+  return distiller.make_parameters(student, teacher, seed);
 }
 
 }  // namespace
@@ -258,7 +285,18 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
   int64_t total_steps = options.steps() > 0 ? options.steps() : options.epochs() * batches;
   int64_t epochs = (total_steps + batches - 1) / batches;
 
+  // Feature terms: the taps' shapes, from two rows, make the terms' own parameters (a hint's
+  // projection), which train with the model.
+  const bool features = distiller_.reads_features();
+  const bool teacher_taps = !distiller_.teacher_taps().empty();
+  if (teacher_taps && live_teacher == nullptr) {
+    fail("{}: the feature terms read the teacher's taps ({}); they need the teacher itself, not its cached outputs",
+         name_, join(distiller_.teacher_taps(), ", "));
+  }
+  models::NamedTensors loss_parameters;
+  if (features) loss_parameters = make_loss_parameters(distiller_, model, live_teacher, data.x, options.seed());
   std::vector<torch::Tensor> optimizer_parameters = model.parameters();
+  for (const auto& item : loss_parameters) optimizer_parameters.push_back(item.second);
   auto optimizer = make_optimizer(optimizer_parameters, options.optimizer());
   LrSchedule schedule(options.schedule(), options.optimizer().lr(), total_steps, batches);
   std::string metric = options.selection_metric();
@@ -268,7 +306,7 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
 
   LoopState state;
   if (options.resume() && !options.checkpoint().empty() && std::filesystem::exists(options.checkpoint())) {
-    state = load_checkpoint(options.checkpoint(), model, *optimizer);
+    state = load_checkpoint(options.checkpoint(), model, loss_parameters, *optimizer);
     spdlog::info("{}: resuming after epoch {}", name_, state.epoch);
   }
   bool done = !state.result.stop_reason.empty();
@@ -296,9 +334,15 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
       inputs.labels = batch[1];
       size_t next = 2;
       if (masked) inputs.has_label = batch[next++];
+      inputs.named_parameters = loss_parameters;
       {
         AutocastScope autocast(bf16);
-        if (cached_teacher) {
+        if (teacher_taps) {
+          torch::NoGradGuard no_grad;
+          auto tapped = live_teacher->forward_taps(x, distiller_.teacher_taps());
+          inputs.teacher = tapped.output.to(torch::kFloat);
+          for (auto& tap : tapped.taps) inputs.teacher_taps.push_back(tap.to(torch::kFloat));
+        } else if (cached_teacher) {
           inputs.teacher = batch[next++];
         } else if (bank) {
           // Only this view's rows are read: a bank of many views (or a mapped one) costs no more per step.
@@ -307,7 +351,13 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
           torch::NoGradGuard no_grad;
           inputs.teacher = live_teacher->forward(x).to(torch::kFloat);
         }
-        inputs.student = model.forward(x);
+        if (features) {
+          auto tapped = model.forward_taps(x, distiller_.student_taps());
+          inputs.student = tapped.output;
+          for (auto& tap : tapped.taps) inputs.student_taps.push_back(tap.to(torch::kFloat));
+        } else {
+          inputs.student = model.forward(x);
+        }
       }
       inputs.student = inputs.student.to(torch::kFloat);
       schedule.apply(*optimizer, state.step);
@@ -380,13 +430,14 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
         done = true;
       }
     }
-    if (!options.checkpoint().empty()) save_checkpoint(options.checkpoint(), model, *optimizer, state);
+    if (!options.checkpoint().empty()) save_checkpoint(options.checkpoint(), model, loss_parameters, *optimizer, state);
     simulate_kill_if_asked(name_, state.epoch);
   }
   if (state.result.stop_reason.empty()) state.result.stop_reason = "epochs";
   if (!state.best_state.empty()) model.load_state(state.best_state);
   model.set_training(false);
   state.result.steps = state.step;
+  for (const auto& item : loss_parameters) state.result.loss_params += item.second.numel();
   return state.result;
 }
 

@@ -3,7 +3,8 @@
 // The expected numbers come from tests/fixtures/loss_golden.json, written by
 //   /usr/bin/python3 tests/fixtures/make_loss_golden.py
 // (torch.nn.functional for kl, reverse_kl, mse, ce, huber; the papers' formulas in torch ops for js
-// and dkd, dkd being the DKD authors' own dkd_loss()). Rerun the script to regenerate it.
+// and dkd, dkd being the DKD authors' own dkd_loss(); the feature terms after their reference code).
+// Rerun the script to regenerate it.
 #include <gtest/gtest.h>
 
 #include "kd/losses/registry.h"
@@ -57,13 +58,14 @@ TEST(LossGradient, MatchesFiniteDifferencesForEveryGoldenCase) {
     SCOPED_TRACE(describe(c));
     auto term = make_loss_term(test::golden_options(c.at("options")));
     LossInputs inputs = case_inputs(c, torch::kFloat64);
+    bool feature = inputs.student_feature.defined();  // d loss / d student feature
     double error = test::expect_gradient_matches(
         [&](const torch::Tensor& student) {
           LossInputs moved = inputs;
-          moved.student = student;
+          (feature ? moved.student_feature : moved.student) = student;
           return term->compute(moved);
         },
-        inputs.student);
+        feature ? inputs.student_feature : inputs.student);
     worst = std::max(worst, error);
   }
   std::printf("largest |numeric - autograd| / tolerance over %zu cases: %.3g\n",

@@ -20,7 +20,8 @@ Distiller classification(std::vector<Options> terms) {
 
 TEST(LossOptions, KindsAreListedInTableOrder) {
   EXPECT_EQ(loss_term_kinds(),
-            (std::vector<std::string>{"kl", "reverse_kl", "js", "mse", "huber", "ce", "dkd", "dist"}));
+            (std::vector<std::string>{"kl", "reverse_kl", "js", "mse", "huber", "ce", "dkd", "dist", "hint",
+                                      "attention", "rkd", "cosine", "correlation"}));
   for (const auto& kind : loss_term_kinds()) EXPECT_EQ(make_loss_term(Options(kind))->name(), kind);
 }
 
@@ -35,7 +36,9 @@ TEST(LossOptions, DocsTableIsTheDeclarations) {
     std::string kinds;
     for (const auto& kind : use.kinds) kinds += (kinds.empty() ? "" : ", ") + kind;
     std::string meaning = o.help + "; ";
-    if (o.is_word()) {
+    if (o.any_word) {
+      meaning += "a tap name";
+    } else if (o.is_word()) {
       for (size_t i = 0; i < o.words.size(); ++i) meaning += (i ? " or `" : "`") + o.words[i] + "`";
     } else {
       meaning += o.range.text();
@@ -62,7 +65,7 @@ TEST(LossOptions, UnknownKindSuggestsTheNearest) {
   KD_EXPECT_ERROR(
       make_loss_term(Options("kdl")),
       "kind: \"kdl\" is not a loss kind (did you mean \"kl\"?); expected one of kl, reverse_kl, "
-      "js, mse, huber, ce, dkd, dist");
+      "js, mse, huber, ce, dkd, dist, hint, attention, rkd, cosine, correlation");
   KD_EXPECT_ERROR(classification({Options("kl"), Options("reverse-kl")}),
                        "losses[1].kind: \"reverse-kl\" is not a loss kind (did you mean \"reverse_kl\"?)");
   KD_EXPECT_ERROR(make_loss_term(Options("focal_loss")),

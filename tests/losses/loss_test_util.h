@@ -50,10 +50,19 @@ inline torch::Tensor tensor_from_json(const nlohmann::json& value, torch::Scalar
   return torch::tensor(flat, torch::kFloat64).reshape(sizes).to(dtype);
 }
 
-// The inputs named `name` in the fixture; floats in `dtype`, class labels int64, has_label bool.
+// The inputs named `name` in the fixture; floats in `dtype`, class labels int64, has_label bool; for
+// the feature inputs ("features_..."), student_feature, teacher_feature and a hint's parameters.
 inline LossInputs golden_inputs(const std::string& name, torch::ScalarType dtype) {
   const nlohmann::json& inp = golden().at("inputs").at(name);
   LossInputs inputs;
+  if (inp.contains("student_feature")) {  // a feature term's input; a hint's projection with it
+    inputs.student_feature = tensor_from_json(inp.at("student_feature"), dtype);
+    inputs.teacher_feature = tensor_from_json(inp.at("teacher_feature"), dtype);
+    if (inp.contains("hint_weight")) {
+      inputs.parameters = {tensor_from_json(inp.at("hint_weight"), dtype), tensor_from_json(inp.at("hint_bias"), dtype)};
+    }
+    return inputs;
+  }
   inputs.student = tensor_from_json(inp.at("student"), dtype);
   inputs.teacher = tensor_from_json(inp.at("teacher"), dtype);
   bool classification = name.rfind("classification", 0) == 0;

@@ -41,7 +41,8 @@ struct DistillSpec {
   train::BankStorage bank;  // the bank's storage (top-k, memory limit); its file goes in the run's folder
 };
 
-// The bank's views for `distill` trained for `epochs` (resolving auto); kd::Error naming
+// The bank's views for `distill` trained for `epochs` (resolving auto), or -1 when a feature term reads
+// the teacher's taps (the teacher runs live: teacher::distill_train_data); kd::Error naming
 // distill.views when a bank is asked to hold mixup or cutmix mixtures.
 int64_t bank_views(const DistillSpec& distill, int64_t epochs);
 

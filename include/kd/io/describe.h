@@ -1,6 +1,6 @@
 // What `kdistill inspect MODEL` prints for any loadable model (.kdm, TorchScript, ONNX, TF.js):
 // format, task and classes, preprocessing, input and output shapes, parameters, MACs per example
-// and one line per layer.
+// one line per layer, and the taps feature losses can read (name and shape).
 //
 //   auto loaded = load_model("student.onnx");
 //   std::cout << describe_model("student.onnx", loaded);

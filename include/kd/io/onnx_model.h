@@ -51,6 +51,9 @@ class OnnxModel : public models::Model {
   // The first input's declared dims without the batch dim, when all are known (fed as they are).
   std::vector<int64_t> declared_input_shape() override;
   std::string kind() const override { return "onnx"; }
+  // Every value a node computes, by its name in the graph ("/layer1/conv1/Conv_output_0").
+  std::vector<std::string> tap_names() override;
+  models::TappedForward forward_taps(const torch::Tensor& input, const std::vector<std::string>& taps) override;
 
   // The graph's metadata_props (key -> value), e.g. "kdistill" in files export_onnx wrote.
   const std::vector<std::pair<std::string, std::string>>& metadata() const;

@@ -52,6 +52,9 @@ class TfjsModel : public models::Model {
   // The Keras input shape when every dim is known: [H, W, C] as [C, H, W], anything else as it is.
   std::vector<int64_t> declared_input_shape() override;
   std::string kind() const override;
+  // Every layer by its Keras name; 4-D outputs come back as [N, C, H, W] (Keras computes channels last).
+  std::vector<std::string> tap_names() override;
+  models::TappedForward forward_taps(const torch::Tensor& input, const std::vector<std::string>& taps) override;
 
   // The model's input shape without the batch dim, as Keras declares it ([H, W, C] or [F]; -1 = any).
   const std::vector<int64_t>& keras_input_shape() const;

@@ -11,6 +11,12 @@
 // Any other kind, or inputs of another device or type, take the terms' own compute(). That node's
 // gradient is computed with the value, so it is not itself differentiable (no create_graph).
 //
+// Feature terms (kd/losses/feature_term.h) read tensors at named taps: student_taps() and
+// teacher_taps() list them, each once (the outputs, models::kOutputTap, are not among them: a term
+// on "output" reads LossInputs::student / teacher). The caller computes them into
+// LossInputs::student_taps / teacher_taps in that order, and the terms' own parameters (a hint's
+// projection) with make_parameters() into LossInputs::parameters; compute() hands each term its pair.
+//
 // Example:
 //   kd::losses::Distiller distiller({kd::losses::LossTermOptions("kl").weight(0.9).temperature(4),
 //                                    kd::losses::LossTermOptions("ce").weight(0.1)},
@@ -40,6 +46,16 @@ class Distiller {
 
   LossValues compute(const LossInputs& inputs) const;
 
+  // Whether any term is a feature term (reads taps or has parameters of its own).
+  bool reads_features() const;
+  const std::vector<std::string>& student_taps() const { return student_taps_; }
+  const std::vector<std::string>& teacher_taps() const { return teacher_taps_; }
+  // Every term's own parameters, freshly initialised from `seed`, named "losses[i].NAME", for taps of
+  // these shapes (no batch dim; in student_taps() / teacher_taps() order, then the outputs' shape
+  // last in each). kd::Error naming the term when the shapes do not suit it.
+  models::NamedTensors make_parameters(const std::vector<std::vector<int64_t>>& student_shapes,
+                                       const std::vector<std::vector<int64_t>>& teacher_shapes, uint64_t seed) const;
+
   // One label per term for logs: the kind, or "kind_i" when a kind appears more than once.
   const std::vector<std::string>& term_names() const { return names_; }
   const std::vector<LossTermOptions>& options() const { return options_; }
@@ -53,6 +69,7 @@ class Distiller {
   std::vector<LossTermOptions> options_;
   std::vector<std::unique_ptr<LossTerm>> terms_;
   std::vector<std::string> names_;
+  std::vector<std::string> student_taps_, teacher_taps_;
   Task task_;
 };
 

@@ -7,6 +7,10 @@
 //   teacher   same shape as student, no grad; undefined when the batch has no teacher outputs
 //   labels    int64 [N] class indices (classification) or float [N] / [N, K] targets (regression)
 //   has_label bool [N], false where the example has no label (transfer set); undefined = all labelled
+// Feature terms (kd/losses/feature_term.h) read besides these:
+//   student_feature  the student's tensor at the term's `student` tap, [N, ...]
+//   teacher_feature  the teacher's at its `teacher` tap, [N, ...], no grad
+//   parameters       the term's own trained tensors (make_parameters), e.g. a hint's projection
 // Every term returns an unweighted scalar (0-dim tensor) of the student's dtype.
 // A kind declares its own options (key, default, range, help) in declared_options(): a new kind with
 // a new option is its header, its source and one line in src/losses/registry.cpp.
@@ -25,6 +29,7 @@
 #include <vector>
 
 #include "kd/data/task.h"
+#include "kd/models/model.h"
 
 namespace kd::losses {
 
@@ -34,6 +39,14 @@ struct LossInputs {
   torch::Tensor teacher{};
   torch::Tensor labels{};
   torch::Tensor has_label{};
+  torch::Tensor student_feature{};
+  torch::Tensor teacher_feature{};
+  std::vector<torch::Tensor> parameters{};
+  // For Distiller::compute: the tensors at Distiller::student_taps() / teacher_taps(), in that order,
+  // and every term's parameters (Distiller::make_parameters).
+  std::vector<torch::Tensor> student_taps{};
+  std::vector<torch::Tensor> teacher_taps{};
+  models::NamedTensors named_parameters{};
 };
 
 // The values a number option takes: from low to high, either end open.
@@ -56,6 +69,7 @@ struct LossOption {
   double number = 0;               // a number option's default
   OptionRange range;               // a number option's values
   std::vector<std::string> words;  // a word option: one of these; the first is the default
+  bool any_word = false;           // a name option: any non-empty word (a tap name); words = {default}
   // > 0: `kdistill auto` searches the option on a log scale in [search_low, search_high]; a recipe's
   // `search.KEY: [low, high]` may range over [search_low / 20, search_high * 5].
   double search_low = 0, search_high = 0;
@@ -74,6 +88,11 @@ struct LossOption {
     option.key = std::move(key);
     option.help = std::move(help);
     option.words = std::move(words);
+    return option;
+  }
+  static LossOption of_name(std::string key, std::string help, std::string default_name) {
+    LossOption option = of_words(std::move(key), std::move(help), {std::move(default_name)});
+    option.any_word = true;
     return option;
   }
 };
@@ -140,6 +159,17 @@ class LossTerm {
   // Setting any other key away from its default is refused, so that `{kind: ce, temperature: 4}`
   // does not pass silently.
   virtual std::vector<LossOption> declared_options() const = 0;
+
+  // Feature terms: the model taps they read (models::kOutputTap: the outputs); "" for the others.
+  virtual std::string student_tap() const { return ""; }
+  virtual std::string teacher_tap() const { return ""; }
+  // The term's own trained tensors for features of these shapes (no batch dim), freshly initialised
+  // from `generator`; none for most kinds. kd::Error when the shapes do not suit the term.
+  virtual models::NamedTensors make_parameters(const std::vector<int64_t>& student_shape,
+                                               const std::vector<int64_t>& teacher_shape,
+                                               at::Generator& generator) const {
+    return {};
+  }
 
   const LossTermOptions& options() const { return options_; }
 

@@ -17,7 +17,8 @@ namespace kd::losses {
 
 using LossTermFactory = std::function<std::unique_ptr<LossTerm>(const LossTermOptions&)>;
 
-// Every kind, in table order: kl, reverse_kl, js, mse, huber, ce, dkd, dist.
+// Every kind, in table order: kl, reverse_kl, js, mse, huber, ce, dkd, dist, hint, attention, rkd,
+// cosine, correlation.
 std::vector<std::string> loss_term_kinds();
 
 // The factory for `kind`; kd::Error `kind: "kdl" is not a loss kind (did you mean "kl"?); expected

@@ -24,6 +24,15 @@ struct ModelSummary {
   std::vector<std::string> layers;  // one line per layer: name, kind, output shape, params
 };
 
+// One forward pass with named intermediate tensors ("feature taps"), in the order they were asked for.
+struct TappedForward {
+  torch::Tensor output;
+  std::vector<torch::Tensor> taps;
+};
+
+// The tap that names a model's final output (logits or predictions), whatever its kind.
+inline constexpr const char* kOutputTap = "output";
+
 class Model {
  public:
   virtual ~Model() = default;
@@ -44,7 +53,19 @@ class Model {
   virtual std::vector<int64_t> declared_input_shape() { return {}; }
   // a zoo family (models::zoo_archs()), "torchscript", "onnx", "tfjs".
   virtual std::string kind() const = 0;
+
+  // The intermediate tensors forward_taps can return, by name (zoo layers, TorchScript submodules, ONNX
+  // values, TF.js layers: what `kdistill inspect` lists), besides kOutputTap; empty when the kind has none.
+  virtual std::vector<std::string> tap_names() { return {}; }
+  // forward, and the tensors named by `taps` as they are computed on the way (images [N, C, H, W],
+  // vectors [N, D]); differentiable where the model trains. kd::Error naming a tap the model lacks.
+  // The default serves kinds without taps: kOutputTap only.
+  virtual TappedForward forward_taps(const torch::Tensor& input, const std::vector<std::string>& taps);
 };
+
+// kd::Error `tap "conv9": the cnn model has no such tap (did you mean "conv2"?); `kdistill inspect`
+// lists them` unless every name is kOutputTap or one of model.tap_names().
+void check_taps(Model& model, const std::vector<std::string>& taps);
 
 using ModelPtr = std::shared_ptr<Model>;
 

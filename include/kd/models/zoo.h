@@ -137,6 +137,11 @@ class ZooModel : public Model {
   // layers: one line per step: name, kind, output shape (no batch dim), params, MACs.
   ModelSummary summary(const std::vector<int64_t>& input_shape) override;
   std::string kind() const override;
+  // The summary's layer names: conv1, conv1_bn, conv1_act, conv1_pool, gap, fc1, head; a residual
+  // block's own name (its output after the add) and its steps as "layer1_0.conv1". A tapped step
+  // inside a fused group (batch norm + ReLU + max pool) runs unfused.
+  std::vector<std::string> tap_names() override;
+  TappedForward forward_taps(const torch::Tensor& input, const std::vector<std::string>& taps) override;
 
   const ZooSpec& spec() const { return spec_; }
   const std::vector<int64_t>& input_shape() const { return input_shape_; }
@@ -146,6 +151,7 @@ class ZooModel : public Model {
 
  private:
   struct Impl;
+  torch::Tensor checked_input(const torch::Tensor& input) const;  // float32 [N, ...input_shape] or kd::Error
   ZooSpec spec_;
   std::vector<int64_t> input_shape_;
   int64_t outputs_;

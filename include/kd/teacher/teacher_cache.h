@@ -83,7 +83,7 @@ struct Teaching {
 // The distilled student's rows: every training row (labels where allowed) plus the transfer rows,
 // with what teaches them: the cached outputs without augmentation; with per-row augmentation a
 // bank of `views` views stored as `storage` says (views > 0), or nothing for a live teacher
-// (views == 0, or mixing). `shared`: a bank computed earlier for the same rows, options and views,
+// (views < 0: feature terms read its taps; views == 0 with augmentation; mixing). `shared`: a bank computed earlier for the same rows, options and views,
 // used instead of a new one (the search's trials share one).
 train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCache& cache,
                                     const train::TrainOptions& options, int64_t views, Teaching& teaching,

@@ -87,6 +87,7 @@ struct TrainResult {
   bool target_reached = false;
   std::string stop_reason;     // "epochs", "target", "patience", or what a stop_when hook returned
   int64_t steps = 0;
+  int64_t loss_params = 0;     // elements of the loss terms' own parameters (a hint's projection)
 };
 
 // Validation of the model in its current state (the trainer switches train/eval around it).
