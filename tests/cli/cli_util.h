@@ -3,9 +3,15 @@
 
 #include <sys/wait.h>
 
+#include <gtest/gtest.h>
+
 #include <array>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string>
+
+#include "kd/util/fs.h"
+#include "test_util.h"
 
 namespace kd::test {
 
@@ -29,5 +35,18 @@ inline CommandResult run_kdistill_with_env(const std::string& environment, const
 }
 
 inline CommandResult run_kdistill(const std::string& arguments) { return run_kdistill_with_env("", arguments); }
+
+// A folder for one `kdistill run`: the recipe written there, the run's outputs in out/.
+class RunFolder : public ::testing::Test {
+ protected:
+  std::string recipe(const std::string& text) {
+    auto path = (dir_ / "recipe.yaml").string();
+    write_file_atomic(path, text);
+    return path;
+  }
+  std::string out() const { return (dir_ / "out").string(); }
+  nlohmann::json metrics() const { return nlohmann::json::parse(read_file(dir_ / "out/metrics.json")); }
+  TempDir dir_;
+};
 
 }  // namespace kd::test

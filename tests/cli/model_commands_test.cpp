@@ -55,6 +55,11 @@ TEST_F(ModelCommands, InspectPrintsFormatClassesShapesParamsAndMacs) {
   EXPECT_EQ(d["params"].get<int64_t>(), models::count_params(*model_));
   EXPECT_EQ(d["macs"].get<int64_t>(), summary.macs);
   EXPECT_EQ(d["layers"].size(), summary.layers.size());
+  // The taps a feature loss can read: every layer, then the outputs, each with its shape.
+  ASSERT_EQ(d["taps"].size(), model_->tap_names().size() + 1);
+  EXPECT_EQ(d["taps"][3], nlohmann::json({{"name", "conv1_pool"}, {"shape", {4, 4, 4}}}));
+  EXPECT_EQ(d["taps"].back(), nlohmann::json({{"name", "output"}, {"shape", {3}}}));
+  EXPECT_NE(result.output.find("\n  conv1_pool                           [4, 4, 4]\n"), std::string::npos) << result.output;
 }
 
 // Global options after the command, as people type them; --log-level warn drops the info lines.

@@ -27,17 +27,7 @@ std::string digits_recipe(const std::string& extra_distill = "") {
          "export: [torchscript, onnx]\n";
 }
 
-class Run : public ::testing::Test {
- protected:
-  std::string recipe(const std::string& text) {
-    auto path = (dir_ / "recipe.yaml").string();
-    write_file_atomic(path, text);
-    return path;
-  }
-  std::string out() const { return (dir_ / "out").string(); }
-  nlohmann::json metrics() const { return nlohmann::json::parse(read_file(dir_ / "out/metrics.json")); }
-  TempDir dir_;
-};
+class Run : public RunFolder {};
 
 TEST_F(Run, DigitsEndToEnd) {
   auto r = run_kdistill("run " + recipe(digits_recipe()) + " --out " + out());

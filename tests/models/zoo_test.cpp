@@ -491,3 +491,71 @@ TEST(Zoo, TorchScriptSourceNamesStateTensors) {
 
 }  // namespace
 }  // namespace kd::models
+
+namespace kd::models {
+namespace {
+
+double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  EXPECT_EQ(a.sizes(), b.sizes());
+  return a.sizes() == b.sizes() ? (a - b).abs().max().item<double>() : 1e9;
+}
+
+// Taps are the summary's layer names; the fused paths (batch norm + ReLU + max pool, the dense chain)
+// give way where a step inside them is tapped, with the same outputs.
+TEST(ZooTaps, TapsAreTheLayersAndLeaveTheOutputsAsTheyWere) {
+  torch::manual_seed(5);
+  auto model = build_zoo_model(ZooSpec().arch("cnn").channels({4, 6}).batch_norm(true).hidden({8}), {1, 12, 12}, 3);
+  model->set_training(false);
+  EXPECT_EQ(model->tap_names(), (std::vector<std::string>{"conv1", "conv1_bn", "conv1_act", "conv1_pool", "conv2",
+                                                          "conv2_bn", "conv2_act", "conv2_pool", "gap", "fc1",
+                                                          "fc1_bn", "fc1_act", "head"}));
+  torch::Tensor x = torch::randn({5, 1, 12, 12});
+  torch::Tensor plain = model->forward(x);
+  auto fused = model->forward_taps(x, {"conv1_pool", "conv2_pool", "gap", "head", "output"});
+  EXPECT_EQ(max_abs_diff(fused.output, plain), 0.0);
+  ASSERT_EQ(fused.taps.size(), 5u);
+  EXPECT_EQ(fused.taps[0].sizes(), (std::vector<int64_t>{5, 4, 6, 6}));
+  EXPECT_LT(max_abs_diff(fused.taps[2], fused.taps[1].mean({2, 3})), 1e-6);  // gap is conv2_pool's mean
+  EXPECT_EQ(max_abs_diff(fused.taps[3], plain), 0.0);
+  EXPECT_EQ(max_abs_diff(fused.taps[4], plain), 0.0);
+  // conv1_bn inside the fused group: that group runs unfused, to the same numbers.
+  auto unfused = model->forward_taps(x, {"conv1_bn", "conv1_act", "conv1_pool"});
+  EXPECT_LT(max_abs_diff(unfused.output, plain), 1e-5);
+  EXPECT_LT(max_abs_diff(unfused.taps[1], unfused.taps[0].relu()), 1e-6);
+  EXPECT_LT(max_abs_diff(unfused.taps[2], fused.taps[0]), 1e-5);
+  // In training mode the taps carry the graph back to the weights.
+  model->set_training(true);
+  auto trained = model->forward_taps(x, {"conv1_act"});
+  trained.taps[0].sum().backward();
+  auto conv1_weight = model->state().front().second;
+  ASSERT_TRUE(conv1_weight.grad().defined());
+  EXPECT_GT(conv1_weight.grad().abs().sum().item<double>(), 0.0);
+}
+
+TEST(ZooTaps, MlpAndResidualBlocks) {
+  torch::manual_seed(6);
+  auto mlp = build_zoo_model(ZooSpec().arch("mlp").hidden({16, 8}), {10}, 3);
+  torch::Tensor x = torch::randn({4, 10});
+  auto mlp_taps = mlp->forward_taps(x, {"fc1_act", "fc2"});
+  EXPECT_LT(max_abs_diff(mlp_taps.output, mlp->forward(x)), 1e-5);  // against the dense chain
+  EXPECT_EQ(mlp_taps.taps[0].sizes(), (std::vector<int64_t>{4, 16}));
+  EXPECT_GE(mlp_taps.taps[0].min().item<double>(), 0.0);
+
+  auto resnet = build_zoo_model(ZooSpec().arch("resnet").depth(8).width(4), {2, 8, 8}, 3);
+  resnet->set_training(false);
+  torch::Tensor image = torch::randn({3, 2, 8, 8});
+  auto taps = resnet->forward_taps(image, {"layer1_0.conv1", "layer2_0", "layer3_0"});
+  EXPECT_LT(max_abs_diff(taps.output, resnet->forward(image)), 1e-5);
+  EXPECT_EQ(taps.taps[0].sizes(), (std::vector<int64_t>{3, 4, 8, 8}));
+  EXPECT_EQ(taps.taps[1].sizes(), (std::vector<int64_t>{3, 8, 4, 4}));
+  EXPECT_EQ(taps.taps[2].sizes(), (std::vector<int64_t>{3, 16, 2, 2}));
+}
+
+TEST(ZooTaps, AnUnknownTapIsNamedWithASuggestion) {
+  auto model = build_zoo_model(ZooSpec().arch("cnn").channels({4}), {1, 8, 8}, 2);
+  KD_EXPECT_ERROR(model->forward_taps(torch::randn({1, 1, 8, 8}), {"conv1_pol"}),
+                  "tap \"conv1_pol\": the cnn model has no such tap (did you mean \"conv1_pool\"?); `kdistill inspect` lists them");
+}
+
+}  // namespace
+}  // namespace kd::models

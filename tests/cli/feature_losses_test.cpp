@@ -1,0 +1,97 @@
+// `kdistill run` with feature terms: a CNN student taught from its teacher's layers (hint, attention)
+// besides its outputs, resumed after a kill, and the recipes it refuses.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+
+#include "cli/cli_util.h"
+#include "kd/io/model_file.h"
+#include "kd/models/model.h"
+#include "kd/util/fs.h"
+#include "kd/util/strings.h"
+#include "test_util.h"
+
+namespace kd::test {
+namespace {
+
+// digits (8x8 images as 64 columns): a CNN teacher, a CNN student 10x smaller.
+std::string feature_recipe(const std::string& losses, const std::string& extra_distill = "") {
+  return "task: classification\nseed: 2\n"
+         "data:\n  train: /usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz\n  test_fraction: 0.25\n"
+         "teacher:\n  model: {arch: cnn, channels: [16, 32], batch_norm: true}\n"
+         "  train: {epochs: 8, batch_size: 64, optimizer: {name: adam, lr: 0.003}}\n"
+         "student:\n  model: {arch: cnn, channels: [4, 8], batch_norm: true}\n"
+         "distill:\n  epochs: 12\n  batch_size: 64\n  optimizer: {name: adam, lr: 0.01}\n" + extra_distill +
+         "  losses:\n" + losses;
+}
+
+const std::string kHintAndAttention =
+    "    - {kind: kl, weight: 0.5, temperature: 2}\n"
+    "    - {kind: ce, weight: 0.5}\n"
+    "    - {kind: hint, weight: 1, student: conv2_pool, teacher: conv2_pool}\n"
+    "    - {kind: attention, weight: 1000, student: conv1_act, teacher: conv1_act}\n";
+
+class FeatureLosses : public RunFolder {};
+
+TEST_F(FeatureLosses, HintAndAttentionTeachFromTheTeachersLayersAndResume) {
+  auto path = recipe(feature_recipe(kHintAndAttention));
+  auto r = run_kdistill("run " + path + " --out " + out());
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto m = metrics();
+  EXPECT_EQ(m["distill"]["teaching"]["mode"], "online");  // the teacher's layers: it runs on every batch
+  EXPECT_EQ(m["distill"]["loss_parameters"], 8 * 32 + 32);  // the hint's 1x1 projection 8 -> 32 channels
+  const auto& hint = m["distill"]["loss"][2];
+  EXPECT_EQ(hint["kind"], "hint");
+  EXPECT_EQ(hint["student"], "conv2_pool");
+  EXPECT_EQ(hint["distance"], "mse");
+  EXPECT_FALSE(hint.contains("temperature"));
+  EXPECT_DOUBLE_EQ(m["distill"]["alpha"].get<double>(), 0.5);  // of the terms on outputs
+  // epochs.csv logs each term an epoch (kl;ce;hint;attention): the hint fell as the student trained.
+  std::vector<double> hint_by_epoch;
+  for (const auto& line : split(read_file(dir_ / "out/epochs.csv"), '\n')) {
+    if (!starts_with(line, "student,")) continue;
+    auto terms = split(line.substr(line.rfind(',') + 1), ';');
+    ASSERT_EQ(terms.size(), 4u) << line;
+    hint_by_epoch.push_back(std::stod(terms[2]));
+  }
+  ASSERT_EQ(hint_by_epoch.size(), 12u);
+  EXPECT_LT(hint_by_epoch.back(), 0.7 * hint_by_epoch.front());
+  EXPECT_GT(m["models"]["student"]["test"]["accuracy"].get<double>(), 0.6);
+  // The projection is not part of the student.
+  EXPECT_EQ(m["models"]["student"]["params"], m["models"]["baseline"]["params"]);
+  auto student = io::load_model((dir_ / "out/student.kdm").string());
+  EXPECT_EQ(models::count_params(*student.model), m["models"]["baseline"]["params"].get<int64_t>());
+
+  // Killed after the student's third epoch, resumed: the projection comes back from the checkpoint
+  // and the result is the uninterrupted run's.
+  auto uninterrupted = m["models"]["student"]["test"];
+  std::filesystem::remove_all(dir_ / "out");
+  auto killed = run_kdistill_with_env("KD_KILL_AFTER_EPOCH=student:3", "run " + path + " --out " + out());
+  ASSERT_EQ(killed.status, 137) << killed.output;
+  auto resumed = run_kdistill("run " + path + " --out " + out() + " --resume");
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("student: resuming after epoch 3"), std::string::npos) << resumed.output;
+  EXPECT_EQ(metrics()["models"]["student"]["test"], uninterrupted);
+}
+
+TEST_F(FeatureLosses, ABadTapOrABankOfViewsIsRefused) {
+  auto bad_tap = run_kdistill("run " + recipe(feature_recipe(
+      "    - {kind: ce}\n    - {kind: hint, student: conv2_pol, teacher: conv2_pool}\n")) + " --out " + out());
+  EXPECT_EQ(bad_tap.status, 2) << bad_tap.output;
+  EXPECT_NE(bad_tap.output.find("distill.losses[1].student: tap \"conv2_pol\": the cnn model has no such tap (did you "
+                                "mean \"conv2_pool\"?)"), std::string::npos) << bad_tap.output;
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "out/metrics.json"));
+  auto teacher_tap = run_kdistill("run " + recipe(feature_recipe("    - {kind: rkd, student: gap, teacher: gapp}\n")) +
+                                  " --out " + out());
+  EXPECT_NE(teacher_tap.output.find("distill.losses[0].teacher: tap \"gapp\""), std::string::npos) << teacher_tap.output;
+  auto bank = run_kdistill("run " + recipe(feature_recipe(kHintAndAttention, "  augment: shift\n  views: 4\n")) +
+                           " --out " + out());
+  EXPECT_EQ(bank.status, 2) << bank.output;
+  EXPECT_NE(bank.output.find("distill.views: a bank of 4 views holds the teacher's outputs, not its tap \"conv2_pool\""),
+            std::string::npos) << bank.output;
+}
+
+}  // namespace
+}  // namespace kd::test

@@ -1,0 +1,117 @@
+// Feature terms in the Distiller: which taps it asks for, the parameters it makes, how it hands each
+// term its pair of tensors, and the errors of tensors that do not suit a term.
+#include <gtest/gtest.h>
+
+#include "kd/losses/distiller.h"
+#include "kd/losses/registry.h"
+#include "loss_test_util.h"
+
+namespace kd::losses {
+namespace {
+
+using Options = LossTermOptions;
+
+TEST(FeatureTerms, TheDistillerAsksForEachTapOnceAndHandsEachTermItsPair) {
+  Distiller distiller({Options("kl").weight(0.5).temperature(2),
+                       Options("hint").set("student", "conv2").set("teacher", "conv3"),
+                       Options("rkd").weight(25).set("student", "output").set("teacher", "gap"),
+                       Options("attention").weight(1000).set("student", "conv2").set("teacher", "conv3")},
+                      Task::classification);
+  EXPECT_TRUE(distiller.reads_features());
+  EXPECT_TRUE(distiller.needs_teacher());
+  EXPECT_FALSE(distiller.needs_labels());
+  EXPECT_EQ(distiller.student_taps(), (std::vector<std::string>{"conv2"}));
+  EXPECT_EQ(distiller.teacher_taps(), (std::vector<std::string>{"conv3", "gap"}));
+  // Shapes: the taps in order, the outputs last.
+  auto parameters = distiller.make_parameters({{6, 7, 7}, {10}}, {{16, 3, 3}, {16}, {10}}, 3);
+  ASSERT_EQ(parameters.size(), 2u);
+  EXPECT_EQ(parameters[0].first, "losses[1].weight");
+  EXPECT_EQ(parameters[0].second.sizes(), (std::vector<int64_t>{16, 6, 1, 1}));
+  EXPECT_EQ(parameters[1].first, "losses[1].bias");
+  EXPECT_TRUE(parameters[0].second.requires_grad());
+  // PyTorch's default initialisation: uniform in +-1/sqrt(fan_in), the same from the same seed.
+  EXPECT_LE(parameters[0].second.abs().max().item<double>(), 1 / std::sqrt(6.0));
+  auto again = distiller.make_parameters({{6, 7, 7}, {10}}, {{16, 3, 3}, {16}, {10}}, 3);
+  EXPECT_TRUE(torch::equal(parameters[0].second, again[0].second));
+
+  torch::manual_seed(1);
+  LossInputs inputs;
+  inputs.student = torch::randn({4, 10}, torch::requires_grad());
+  inputs.teacher = torch::randn({4, 10});
+  inputs.student_taps = {torch::randn({4, 6, 7, 7}, torch::requires_grad())};
+  inputs.teacher_taps = {torch::randn({4, 16, 3, 3}), torch::randn({4, 16})};
+  inputs.named_parameters = parameters;
+  auto values = distiller.compute(inputs);
+  ASSERT_EQ(values.terms.size(), 4u);
+  auto term = [](const Options& o) { return make_loss_term(o); };
+  LossInputs hint;
+  hint.student_feature = inputs.student_taps[0];
+  hint.teacher_feature = inputs.teacher_taps[0];
+  hint.parameters = {parameters[0].second, parameters[1].second};
+  EXPECT_NEAR(values.terms[1].item<double>(),
+              term(Options("hint").set("student", "conv2"))->compute(hint).item<double>(), 1e-6);
+  LossInputs rkd;
+  rkd.student_feature = inputs.student;
+  rkd.teacher_feature = inputs.teacher_taps[1];
+  EXPECT_NEAR(values.terms[2].item<double>(), term(Options("rkd"))->compute(rkd).item<double>(), 1e-6);
+  // The total reaches the student's features and the projection.
+  values.total.backward();
+  EXPECT_GT(inputs.student_taps[0].grad().abs().sum().item<double>(), 0.0);
+  EXPECT_GT(parameters[0].second.grad().abs().sum().item<double>(), 0.0);
+}
+
+// d hint / d projection weight and bias by central differences, in float64 (the golden cases check
+// d hint / d student feature).
+TEST(FeatureTerms, HintGradientReachesTheProjection) {
+  torch::manual_seed(2);
+  auto hint = make_loss_term(Options("hint"));
+  for (bool maps : {true, false}) {
+    SCOPED_TRACE(maps ? "1x1 convolution" : "linear");
+    LossInputs inputs;
+    inputs.student_feature = maps ? torch::randn({3, 2, 4, 4}, torch::kFloat64) : torch::randn({3, 5}, torch::kFloat64);
+    inputs.teacher_feature = maps ? torch::randn({3, 3, 2, 2}, torch::kFloat64) : torch::randn({3, 4}, torch::kFloat64);
+    auto generator = at::make_generator<at::CPUGeneratorImpl>(4);
+    auto parameters = hint->make_parameters(maps ? std::vector<int64_t>{2, 4, 4} : std::vector<int64_t>{5},
+                                            maps ? std::vector<int64_t>{3, 2, 2} : std::vector<int64_t>{4}, generator);
+    torch::Tensor weight = parameters[0].second.detach().to(torch::kFloat64);
+    torch::Tensor bias = parameters[1].second.detach().to(torch::kFloat64);
+    test::expect_gradient_matches(
+        [&](const torch::Tensor& w) {
+          LossInputs moved = inputs;
+          moved.parameters = {w, bias};
+          return hint->compute(moved);
+        },
+        weight);
+    test::expect_gradient_matches(
+        [&](const torch::Tensor& b) {
+          LossInputs moved = inputs;
+          moved.parameters = {weight, b};
+          return hint->compute(moved);
+        },
+        bias);
+  }
+}
+
+TEST(FeatureTerms, TensorsThatDoNotSuitATermAreNamed) {
+  LossInputs vectors;
+  vectors.student_feature = torch::randn({4, 8});
+  vectors.teacher_feature = torch::randn({4, 6});
+  KD_EXPECT_ERROR(make_loss_term(Options("attention").set("student", "fc1"))->compute(vectors),
+                  "loss \"attention\": student tap \"fc1\" [N, 8] is not a feature map [N, C, H, W]");
+  KD_EXPECT_ERROR(make_loss_term(Options("cosine").set("teacher", "fc2"))->compute(vectors),
+                  "loss \"cosine\": student tap \"output\" [N, 8] and teacher tap \"fc2\" [N, 6] differ in size; "
+                  "cosine compares features of one size (hint learns a projection)");
+  KD_EXPECT_ERROR(make_loss_term(Options("hint"))->compute(vectors), "loss \"hint\": its projection (weight, bias) is not given");
+  LossInputs rows;
+  rows.student_feature = torch::randn({4, 8});
+  rows.teacher_feature = torch::randn({3, 8});
+  KD_EXPECT_ERROR(make_loss_term(Options("correlation"))->compute(rows),
+                  "loss \"correlation\": teacher tap \"output\" [N, 8] does not have the student's 4 rows");
+  KD_EXPECT_ERROR(Distiller({Options("hint").set("student", "")}, Task::classification),
+                  "losses[0].student: empty, expected a name");
+  KD_EXPECT_ERROR(Distiller({Options("ce"), Options("kl").set("student", "fc1")}, Task::classification),
+                  "losses[1].student: loss \"kl\" does not use student (found \"fc1\")");
+}
+
+}  // namespace
+}  // namespace kd::losses
