@@ -129,16 +129,16 @@ std::string verdict_line(const nlohmann::json& v) { return v.is_null() ? "" : re
 }  // namespace
 
 int64_t bank_views(const DistillSpec& distill, int64_t epochs) {
+  const auto& augment = distill.train.augment();
   for (const auto& options : distill.losses) {
     std::string tap = losses::make_loss_term(options)->teacher_tap();
-    if (tap.empty() || tap == models::kOutputTap) continue;
+    if (tap.empty() || tap == models::kOutputTap || !(augment.per_row() || augment.mixes())) continue;
     if (distill.views > 0) {
-      fail("distill.views: a bank of {} views holds the teacher's outputs, not its tap {}; feature terms run the "
-           "teacher on every batch (remove views)", distill.views, quote(tap));
+      fail("distill.views: a bank of {} views holds the teacher's outputs, not its tap {}; with augmentation, feature "
+           "terms run the teacher on every batch (remove views)", distill.views, quote(tap));
     }
     return -1;
   }
-  const auto& augment = distill.train.augment();
   if (augment.mixes()) {
     if (distill.views > 0) fail("distill.views: a bank of {} views cannot hold mixup or cutmix mixtures; use views: online", distill.views);
     return 0;
@@ -214,8 +214,11 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     earlier_bank = options.banks()[fold_index];
     spdlog::info("teacher bank{}: the search's bank of {} views", tag, views);
   }
+  check_feature_taps(spec, *build_student(spec.student, dataset), *run.teacher.model);
+  losses::Distiller distiller(spec.distill.losses, task);
   TrainData distill_data = teacher::distill_train_data(fold, cache, student_train, views, run.teaching,
-                                                       train::BankStorage(spec.distill.bank).spill_dir(dir), earlier_bank);
+                                                       train::BankStorage(spec.distill.bank).spill_dir(dir), earlier_bank,
+                                                       distiller.teacher_taps());
   bool live_teacher = !distill_data.teacher.defined() && !distill_data.bank;
   int64_t batches = (rows + student_train.batch_size() - 1) / student_train.batch_size();
   int64_t distill_steps = student_train.steps() > 0 ? student_train.steps() : student_train.epochs() * batches;
@@ -227,8 +230,6 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     student_train.teacher_target_value(metric_value(teacher_val_metrics, target.metric()));
   }
   auto student_spec_json = spec.student.model ? models::to_json(*spec.student.model) : nlohmann::json();
-
-  check_feature_taps(spec, *build_student(spec.student, dataset), *run.teacher.model);
 
   // Baseline: the same student, optimiser, schedule and number of steps, labels only.
   if (spec.distill.baseline) {
@@ -262,7 +263,6 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     run.copied_from_teacher = init_from_teacher(*run.student.model, *run.teacher.model);
     spdlog::info("student{}: {} tensors initialised from the teacher", tag, run.copied_from_teacher);
   }
-  losses::Distiller distiller(spec.distill.losses, task);
   student_train.checkpoint((fs::path(checkpoints) / "student.ckpt").string()).resume(options.resume());
   Trainer trainer(student_train, distiller, "student" + tag);
   run.student.train = trainer.fit(*run.student.model, distill_data, make_validate(teacher_val),

@@ -405,20 +405,16 @@ torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training, cons
   };
   for (size_t i = 0; i < steps.size(); ++i) {
     Step& s = steps[i];
-    // A fused group is taken only when no step inside it is tapped (its last step may be).
-    if (s.kind == StepKind::BatchNorm && s.spatial && i + 2 < steps.size() &&
-        steps[i + 1].kind == StepKind::Activation && relu_before_max_pool(steps[i + 1], &steps[i + 2]) &&
-        !tapped(taps, prefix + s.name) && !tapped(taps, prefix + steps[i + 1].name)) {
+    // With taps, every step runs on its own: libtorch's ops, whose intermediate tensors are the taps.
+    if (!taps && s.kind == StepKind::BatchNorm && s.spatial && i + 2 < steps.size() &&
+        steps[i + 1].kind == StepKind::Activation && relu_before_max_pool(steps[i + 1], &steps[i + 2])) {
       x = batch_norm_relu_max_pool2x2(x, s.bn2d);
       i += 2;
-      keep(steps[i]);
       continue;
     }
-    if (s.kind == StepKind::Activation && relu_before_max_pool(s, i + 1 < steps.size() ? &steps[i + 1] : nullptr) &&
-        !tapped(taps, prefix + s.name)) {
+    if (!taps && s.kind == StepKind::Activation && relu_before_max_pool(s, i + 1 < steps.size() ? &steps[i + 1] : nullptr)) {
       x = relu_max_pool2x2(x);
       ++i;
-      keep(steps[i]);
       continue;
     }
     switch (s.kind) {

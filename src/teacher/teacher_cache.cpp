@@ -7,6 +7,7 @@
 #include "kd/losses/distiller.h"
 #include "kd/train/evaluate.h"
 #include "kd/util/error.h"
+#include "kd/util/strings.h"
 #include "kd/util/fs.h"
 #include "kd/util/progress.h"
 
@@ -161,6 +162,7 @@ nlohmann::json Teaching::to_json() const {
     if (top_k > 0) j.update({{"top_k_max_prob_error", max_error}, {"top_k_mean_rest_mass", rest_mass}});
     else j["float16_max_error"] = max_error;
   }
+  if (taps_bytes > 0) j.update({{"taps_bytes", taps_bytes}, {"taps_seconds", taps_seconds}});
   return j;
 }
 
@@ -189,7 +191,8 @@ std::shared_ptr<train::SoftLabelBank> soft_label_bank(models::Model& teacher, co
 train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCache& cache,
                                     const train::TrainOptions& options, int64_t views, Teaching& teaching,
                                     const train::BankStorage& storage,
-                                    std::shared_ptr<const train::SoftLabelBank> shared) {
+                                    std::shared_ptr<const train::SoftLabelBank> shared,
+                                    const std::vector<std::string>& teacher_taps) {
   TrainData data{fold.train.x, fold.train.y, fold.labeled, cache.train};
   if (fold.transfer_x.defined()) {
     auto rows = fold.transfer_x.size(0);
@@ -237,6 +240,16 @@ train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCac
     }
   }
   if (data.teacher.defined()) teaching.bytes = static_cast<int64_t>(data.teacher.nbytes());
+  if (data.teacher.defined() && !teacher_taps.empty()) {
+    // The rows as they are: one teacher pass for the features the feature terms read.
+    auto start = Clock::now();
+    std::vector<int64_t> shape(data.x.sizes().begin() + 1, data.x.sizes().end());
+    data.teacher_taps = train::predict_taps(*cache.model, data.x, teacher_taps, inference_batch_size(*cache.model, shape));
+    for (const auto& tap : data.teacher_taps) teaching.taps_bytes += static_cast<int64_t>(tap.nbytes());
+    teaching.taps_seconds = seconds_since(start);
+    spdlog::info("teacher taps: {} of {} rows, {:.1f} MB float16, {:.1f}s", join(teacher_taps, ", "), data.x.size(0),
+                 static_cast<double>(teaching.taps_bytes) / 1e6, teaching.taps_seconds);
+  }
   return data;
 }
 

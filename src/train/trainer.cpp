@@ -170,11 +170,12 @@ losses::LossValues mixed_loss(const losses::Distiller& distiller, const losses::
   return out;
 }
 
-// The feature terms' own parameters for the shapes of the taps on two rows of `x` (eval mode, no grad).
+// The feature terms' own parameters for the shapes of the taps on two rows (eval mode, no grad), or of
+// the cached teacher taps.
 models::NamedTensors make_loss_parameters(const losses::Distiller& distiller, models::Model& model,
-                                          models::Model* live_teacher, const torch::Tensor& x, uint64_t seed) {
+                                          models::Model* live_teacher, const TrainData& data, uint64_t seed) {
   torch::NoGradGuard no_grad;
-  torch::Tensor probe = x.slice(0, 0, std::min<int64_t>(2, x.size(0)));
+  torch::Tensor probe = data.x.slice(0, 0, std::min<int64_t>(2, data.x.size(0)));
   auto shapes_of = [&](models::Model& m, const std::vector<std::string>& taps) {
     m.set_training(false);
     auto tapped = m.forward_taps(probe, taps);
@@ -185,7 +186,13 @@ models::NamedTensors make_loss_parameters(const losses::Distiller& distiller, mo
   };
   auto student = shapes_of(model, distiller.student_taps());
   // A cached teacher's outputs have the student's shape (the terms check it).
-  auto teacher = live_teacher ? shapes_of(*live_teacher, distiller.teacher_taps()) : std::vector<std::vector<int64_t>>{student.back()};
+  std::vector<std::vector<int64_t>> teacher;
+  if (!data.teacher_taps.empty() || !live_teacher) {
+    for (const auto& tap : data.teacher_taps) teacher.emplace_back(tap.sizes().begin() + 1, tap.sizes().end());
+    teacher.push_back(student.back());
+  } else {
+    teacher = shapes_of(*live_teacher, distiller.teacher_taps());
+  }
   return distiller.make_parameters(student, teacher, seed);
 }
 
@@ -222,6 +229,27 @@ torch::Tensor predict(models::Model& model, const torch::Tensor& x, int64_t batc
     outputs.slice(0, start, end).copy_(y);
   }
   return outputs.defined() ? outputs : torch::empty({0});
+}
+
+std::vector<torch::Tensor> predict_taps(models::Model& model, const torch::Tensor& x, const std::vector<std::string>& taps,
+                                        int64_t batch_size) {
+  torch::NoGradGuard no_grad;
+  model.set_training(false);
+  std::vector<torch::Tensor> out(taps.size());
+  for (int64_t start = 0; start < x.size(0); start += batch_size) {
+    int64_t end = std::min(x.size(0), start + batch_size);
+    auto tapped = model.forward_taps(x.slice(0, start, end), taps);
+    for (size_t i = 0; i < taps.size(); ++i) {
+      const torch::Tensor& tap = tapped.taps[i];
+      if (!out[i].defined()) {
+        std::vector<int64_t> shape = tap.sizes().vec();
+        shape[0] = x.size(0);
+        out[i] = torch::empty(shape, tap.options().dtype(torch::kHalf).memory_format(torch::MemoryFormat::Contiguous));
+      }
+      out[i].slice(0, start, end).copy_(tap);
+    }
+  }
+  return out;
 }
 
 int64_t inference_batch_size(models::Model& model, const std::vector<int64_t>& input_shape) {
@@ -266,6 +294,8 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
   bool cached_teacher = data.teacher.defined();
   if (masked) columns.push_back(data.has_label);
   if (cached_teacher) columns.push_back(data.teacher);
+  size_t tap_column = columns.size();
+  for (const auto& tap : data.teacher_taps) columns.push_back(tap);
   const SoftLabelBank* bank = data.bank.get();
   if (distiller_.needs_teacher() && !cached_teacher && !bank && live_teacher == nullptr) {
     fail("{}: the loss terms need a teacher, but there is none", name_);
@@ -288,13 +318,16 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
   // Feature terms: the taps' shapes, from two rows, make the terms' own parameters (a hint's
   // projection), which train with the model.
   const bool features = distiller_.reads_features();
-  const bool teacher_taps = !distiller_.teacher_taps().empty();
+  const bool cached_taps = !data.teacher_taps.empty();
+  KD_CHECK(!cached_taps || (cached_teacher && data.teacher_taps.size() == distiller_.teacher_taps().size()),
+           "{}: {} cached teacher taps for {} taps", name_, data.teacher_taps.size(), distiller_.teacher_taps().size());
+  const bool teacher_taps = !distiller_.teacher_taps().empty() && !cached_taps;
   if (teacher_taps && live_teacher == nullptr) {
     fail("{}: the feature terms read the teacher's taps ({}); they need the teacher itself, not its cached outputs",
          name_, join(distiller_.teacher_taps(), ", "));
   }
   models::NamedTensors loss_parameters;
-  if (features) loss_parameters = make_loss_parameters(distiller_, model, live_teacher, data.x, options.seed());
+  if (features) loss_parameters = make_loss_parameters(distiller_, model, live_teacher, data, options.seed());
   std::vector<torch::Tensor> optimizer_parameters = model.parameters();
   for (const auto& item : loss_parameters) optimizer_parameters.push_back(item.second);
   auto optimizer = make_optimizer(optimizer_parameters, options.optimizer());
@@ -344,6 +377,7 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
           for (auto& tap : tapped.taps) inputs.teacher_taps.push_back(tap.to(torch::kFloat));
         } else if (cached_teacher) {
           inputs.teacher = batch[next++];
+          for (size_t t = tap_column; t < batch.size(); ++t) inputs.teacher_taps.push_back(batch[t].to(torch::kFloat));
         } else if (bank) {
           // Only this view's rows are read: a bank of many views (or a mapped one) costs no more per step.
           inputs.teacher = bank->gather(batcher.batch_rows(epoch, b), view);

@@ -40,7 +40,10 @@ TEST_F(FeatureLosses, HintAndAttentionTeachFromTheTeachersLayersAndResume) {
   auto r = run_kdistill("run " + path + " --out " + out());
   ASSERT_EQ(r.status, 0) << r.output;
   auto m = metrics();
-  EXPECT_EQ(m["distill"]["teaching"]["mode"], "online");  // the teacher's layers: it runs on every batch
+  // Unaugmented rows: the teacher's tensors at its two taps are cached with its outputs, float16:
+  // 1,213 rows x (conv2_pool 32x2x2 + conv1_act 16x8x8) x 2 bytes.
+  EXPECT_EQ(m["distill"]["teaching"]["mode"], "cache");
+  EXPECT_EQ(m["distill"]["teaching"]["taps_bytes"], 1213 * (32 * 2 * 2 + 16 * 8 * 8) * 2);
   EXPECT_EQ(m["distill"]["loss_parameters"], 8 * 32 + 32);  // the hint's 1x1 projection 8 -> 32 channels
   const auto& hint = m["distill"]["loss"][2];
   EXPECT_EQ(hint["kind"], "hint");
@@ -76,7 +79,7 @@ TEST_F(FeatureLosses, HintAndAttentionTeachFromTheTeachersLayersAndResume) {
   EXPECT_EQ(metrics()["models"]["student"]["test"], uninterrupted);
 }
 
-TEST_F(FeatureLosses, ABadTapOrABankOfViewsIsRefused) {
+TEST_F(FeatureLosses, AugmentedViewsRunTheTeacherLiveAndBadTapsAreRefused) {
   auto bad_tap = run_kdistill("run " + recipe(feature_recipe(
       "    - {kind: ce}\n    - {kind: hint, student: conv2_pol, teacher: conv2_pool}\n")) + " --out " + out());
   EXPECT_EQ(bad_tap.status, 2) << bad_tap.output;
@@ -86,7 +89,12 @@ TEST_F(FeatureLosses, ABadTapOrABankOfViewsIsRefused) {
   auto teacher_tap = run_kdistill("run " + recipe(feature_recipe("    - {kind: rkd, student: gap, teacher: gapp}\n")) +
                                   " --out " + out());
   EXPECT_NE(teacher_tap.output.find("distill.losses[0].teacher: tap \"gapp\""), std::string::npos) << teacher_tap.output;
-  auto bank = run_kdistill("run " + recipe(feature_recipe(kHintAndAttention, "  augment: shift\n  views: 4\n")) +
+  // With augmentation the teacher runs on every batch, on the student's view.
+  auto live = run_kdistill("run " + recipe(feature_recipe(kHintAndAttention, "  augment: {noise: 0.1}\n")) + " --out " + out());
+  ASSERT_EQ(live.status, 0) << live.output;
+  EXPECT_EQ(metrics()["distill"]["teaching"]["mode"], "online");
+  EXPECT_FALSE(metrics()["distill"]["teaching"].contains("taps_bytes"));
+  auto bank = run_kdistill("run " + recipe(feature_recipe(kHintAndAttention, "  augment: {noise: 0.1}\n  views: 4\n")) +
                            " --out " + out());
   EXPECT_EQ(bank.status, 2) << bank.output;
   EXPECT_NE(bank.output.find("distill.views: a bank of 4 views holds the teacher's outputs, not its tap \"conv2_pool\""),

@@ -500,8 +500,8 @@ double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
   return a.sizes() == b.sizes() ? (a - b).abs().max().item<double>() : 1e9;
 }
 
-// Taps are the summary's layer names; the fused paths (batch norm + ReLU + max pool, the dense chain)
-// give way where a step inside them is tapped, with the same outputs.
+// Taps are the summary's layer names; with taps the network runs step by step (no tapped batch norm +
+// ReLU + max pool, no dense chain), to the same outputs.
 TEST(ZooTaps, TapsAreTheLayersAndLeaveTheOutputsAsTheyWere) {
   torch::manual_seed(5);
   auto model = build_zoo_model(ZooSpec().arch("cnn").channels({4, 6}).batch_norm(true).hidden({8}), {1, 12, 12}, 3);
@@ -511,18 +511,17 @@ TEST(ZooTaps, TapsAreTheLayersAndLeaveTheOutputsAsTheyWere) {
                                                           "fc1_bn", "fc1_act", "head"}));
   torch::Tensor x = torch::randn({5, 1, 12, 12});
   torch::Tensor plain = model->forward(x);
-  auto fused = model->forward_taps(x, {"conv1_pool", "conv2_pool", "gap", "head", "output"});
-  EXPECT_EQ(max_abs_diff(fused.output, plain), 0.0);
-  ASSERT_EQ(fused.taps.size(), 5u);
-  EXPECT_EQ(fused.taps[0].sizes(), (std::vector<int64_t>{5, 4, 6, 6}));
-  EXPECT_LT(max_abs_diff(fused.taps[2], fused.taps[1].mean({2, 3})), 1e-6);  // gap is conv2_pool's mean
-  EXPECT_EQ(max_abs_diff(fused.taps[3], plain), 0.0);
-  EXPECT_EQ(max_abs_diff(fused.taps[4], plain), 0.0);
-  // conv1_bn inside the fused group: that group runs unfused, to the same numbers.
-  auto unfused = model->forward_taps(x, {"conv1_bn", "conv1_act", "conv1_pool"});
-  EXPECT_LT(max_abs_diff(unfused.output, plain), 1e-5);
-  EXPECT_LT(max_abs_diff(unfused.taps[1], unfused.taps[0].relu()), 1e-6);
-  EXPECT_LT(max_abs_diff(unfused.taps[2], fused.taps[0]), 1e-5);
+  auto tapped = model->forward_taps(x, {"conv1_pool", "conv2_pool", "gap", "head", "output"});
+  EXPECT_LT(max_abs_diff(tapped.output, plain), 1e-5);
+  ASSERT_EQ(tapped.taps.size(), 5u);
+  EXPECT_EQ(tapped.taps[0].sizes(), (std::vector<int64_t>{5, 4, 6, 6}));
+  EXPECT_LT(max_abs_diff(tapped.taps[2], tapped.taps[1].mean({2, 3})), 1e-6);  // gap is conv2_pool's mean
+  EXPECT_EQ(max_abs_diff(tapped.taps[3], tapped.output), 0.0);
+  EXPECT_EQ(max_abs_diff(tapped.taps[4], tapped.output), 0.0);
+  auto inner = model->forward_taps(x, {"conv1_bn", "conv1_act", "conv1_pool"});
+  EXPECT_LT(max_abs_diff(inner.output, plain), 1e-5);
+  EXPECT_LT(max_abs_diff(inner.taps[1], inner.taps[0].relu()), 1e-6);
+  EXPECT_LT(max_abs_diff(inner.taps[2], tapped.taps[0]), 1e-5);
   // In training mode the taps carry the graph back to the weights.
   model->set_training(true);
   auto trained = model->forward_taps(x, {"conv1_act"});

@@ -138,8 +138,9 @@ class ZooModel : public Model {
   ModelSummary summary(const std::vector<int64_t>& input_shape) override;
   std::string kind() const override;
   // The summary's layer names: conv1, conv1_bn, conv1_act, conv1_pool, gap, fc1, head; a residual
-  // block's own name (its output after the add) and its steps as "layer1_0.conv1". A tapped step
-  // inside a fused group (batch norm + ReLU + max pool) runs unfused.
+  // block's own name (its output after the add) and its steps as "layer1_0.conv1". With taps the
+  // network runs step by step on libtorch's ops (no fused batch norm + ReLU + max pool, no dense
+  // chain): a tapped batch norm feeding the fused ReLU + max pool gave run-to-run differences.
   std::vector<std::string> tap_names() override;
   TappedForward forward_taps(const torch::Tensor& input, const std::vector<std::string>& taps) override;
 

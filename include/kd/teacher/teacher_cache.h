@@ -77,6 +77,8 @@ struct Teaching {
   bool mapped = false;       // bank: in a memory-mapped file (larger than BankStorage::memory_limit)
   double max_error = 0;      // bank: its largest storage error (SoftLabelBank::max_error)
   double rest_mass = 0;      // top-k bank: the mean probability outside the kept logits
+  int64_t taps_bytes = 0;    // cache: the teacher's features at the feature terms' taps (float16)
+  double taps_seconds = 0.0;  // the teacher pass that computed them
   nlohmann::json to_json() const;
 };
 
@@ -85,10 +87,13 @@ struct Teaching {
 // bank of `views` views stored as `storage` says (views > 0), or nothing for a live teacher
 // (views < 0: feature terms read its taps; views == 0 with augmentation; mixing). `shared`: a bank computed earlier for the same rows, options and views,
 // used instead of a new one (the search's trials share one).
+// `teacher_taps` (losses::Distiller::teacher_taps()): with cached outputs, the teacher's tensors there
+// are cached too (TrainData::teacher_taps, float16; Teaching::taps_bytes); with a live teacher nothing.
 train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCache& cache,
                                     const train::TrainOptions& options, int64_t views, Teaching& teaching,
                                     const train::BankStorage& storage = {},
-                                    std::shared_ptr<const train::SoftLabelBank> shared = nullptr);
+                                    std::shared_ptr<const train::SoftLabelBank> shared = nullptr,
+                                    const std::vector<std::string>& teacher_taps = {});
 
 // The teacher's outputs on views 0 .. views - 1 of every row of `x`, as `augmenter` draws them.
 std::shared_ptr<train::SoftLabelBank> soft_label_bank(models::Model& teacher, const torch::Tensor& x,

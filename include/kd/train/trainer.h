@@ -61,7 +61,7 @@ void validate(const TrainOptions& options, const std::string& field);
 TrainOptions sized_for_rows(TrainOptions options, int64_t rows);
 
 // Training rows and what the teacher said of them: `teacher`, its outputs on the rows as they are
-// (no per-row augmentation), or `bank`, its outputs on V augmented views of each row (epoch e
+// (no per-row augmentation; with `teacher_taps`, its features there too), or `bank`, its outputs on V augmented views of each row (epoch e
 // trains on view e mod V), or neither (no teacher, or a live one); epoch e trains on view e.
 struct TrainData {
   torch::Tensor x;          // float32 [N, ...]
@@ -69,6 +69,9 @@ struct TrainData {
   torch::Tensor has_label;  // bool [N] or undefined (all labeled)
   torch::Tensor teacher;    // [N, outputs] or undefined
   std::shared_ptr<const SoftLabelBank> bank = nullptr;  // or null
+  // The teacher's tensors at Distiller::teacher_taps() on the rows as they are (float16), beside
+  // `teacher`; empty: the feature terms run the live teacher.
+  std::vector<torch::Tensor> teacher_taps{};
 };
 
 struct EpochRecord {
@@ -113,6 +116,11 @@ class Trainer {
   std::string name_;
   EpochHook stop_when_;
 };
+
+// The tensors of `model` at `taps` on `x` (eval mode, no gradients, in batches of `batch_size`),
+// each stored [N, ...] float16: the cached features feature terms read.
+std::vector<torch::Tensor> predict_taps(models::Model& model, const torch::Tensor& x, const std::vector<std::string>& taps,
+                                        int64_t batch_size = 256);
 
 // Outputs of `model` on `x` in eval mode without gradients, in batches (256: a CNN teacher's activations
 // at 1024 rows outgrow the caches and ran 4x slower per row on Fashion-MNIST).
