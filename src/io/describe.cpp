@@ -57,14 +57,26 @@ nlohmann::json describe_model_json(const std::string& path, LoadedModel& loaded,
   // Every tap a feature loss can read, with its shape for this input.
   std::vector<std::string> names = model.tap_names();
   nlohmann::json taps = nlohmann::json::array();
-  if (!names.empty()) {
+  auto add_taps = [&](const std::vector<std::string>& asked) {
     torch::NoGradGuard no_grad;
-    auto tapped = model.forward_taps(torch::zeros(batch), names);
-    for (size_t i = 0; i < names.size(); ++i) {
+    auto tapped = model.forward_taps(torch::zeros(batch), asked);
+    for (size_t i = 0; i < asked.size(); ++i) {
       const torch::Tensor& tap = tapped.taps[i];
-      taps.push_back({{"name", names[i]},
+      taps.push_back({{"name", asked[i]},
                       {"shape", tap.dim() > 0 ? std::vector<int64_t>(tap.sizes().begin() + 1, tap.sizes().end())
                                               : std::vector<int64_t>{}}});
+    }
+  };
+  try {
+    if (!names.empty()) add_taps(names);
+  } catch (const Error&) {
+    // A submodule that forward does not call (or calls only inside control flow) is no tap: the rest are.
+    taps = nlohmann::json::array();
+    for (const auto& name : names) {
+      try {
+        add_taps({name});
+      } catch (const Error&) {
+      }
     }
   }
   if (std::find(names.begin(), names.end(), models::kOutputTap) == names.end()) {

@@ -1,5 +1,7 @@
 #include "kd/models/torchscript_model.h"
 
+#include <torch/csrc/jit/api/function_impl.h>
+#include <torch/csrc/jit/passes/inliner.h>
 #include <torch/csrc/jit/passes/subgraph_rewrite.h>
 #include <torch/library.h>
 
@@ -58,6 +60,10 @@ torch::Tensor TorchScriptModel::forward(const torch::Tensor& input) {
   } catch (const std::exception& e) {  // c10::Error, or an op's error that the interpreter rethrew
     fail("{}: forward failed on input {}: {}", path_, shape_text(input.sizes()), first_line(e));
   }
+  return logits_of(result);
+}
+
+torch::Tensor TorchScriptModel::logits_of(const c10::IValue& result) const {
   if (result.isTensor()) {
     if (!output_.empty())
       fail("{}: teacher.output is {}, but forward returns a single tensor", path_, quote(output_));
@@ -151,6 +157,92 @@ c10::IValue TorchScriptModel::run(const torch::Tensor& input) {
   return module.forward({input});
 }
 
+std::vector<std::string> TorchScriptModel::tap_names() {
+  std::vector<std::string> names;
+  for (const auto& item : module_.named_modules()) {
+    if (!item.name.empty()) names.push_back(item.name);
+  }
+  return names;
+}
+
+namespace {
+
+// The submodule path of an inlined node ("layer1.0.conv1"), from the module instances on its call stack.
+std::string module_path(const torch::jit::Node* node) {
+  std::string path;
+  auto stack = node->callstack();
+  if (!stack) return path;
+  for (const auto& entry : (*stack)->vec()) {
+    const auto& instance = std::get<2>(entry);
+    if (!instance) continue;
+    path += (path.empty() ? "" : ".") + instance->instance_name();
+  }
+  return path;
+}
+
+bool inside(const std::string& path, const std::string& module) {
+  return path == module || starts_with(path, module + ".");
+}
+
+}  // namespace
+
+std::shared_ptr<torch::jit::GraphFunction> TorchScriptModel::tapped_forward(const std::vector<std::string>& taps) {
+  auto found = tapped_.find(taps);
+  if (found != tapped_.end()) return found->second;
+  std::shared_ptr<torch::jit::Graph> graph = module_.get_method("forward").graph()->copy();
+  torch::jit::Inline(*graph);
+  std::vector<torch::jit::Value*> outputs = {graph->outputs()[0]};
+  for (const auto& tap : taps) {
+    // The module's output: the last tensor its nodes compute that a node outside it (or the return) reads.
+    torch::jit::Value* value = nullptr;
+    bool nested = false;
+    for (torch::jit::Node* node : graph->nodes()) {
+      if (!inside(module_path(node), tap)) continue;
+      if (!node->blocks().empty()) nested = true;
+      for (torch::jit::Value* out : node->outputs()) {
+        if (!out->type()->isSubtypeOf(*c10::TensorType::get())) continue;
+        for (const auto& use : out->uses()) {
+          if (use.user->kind() == torch::jit::prim::Return || !inside(module_path(use.user), tap)) value = out;
+        }
+      }
+    }
+    if (!value) {
+      fail("{}: tap {}: forward does not call this submodule outside control flow{}", path_, quote(tap),
+           nested ? " (it runs inside an if or a loop)" : "");
+    }
+    // A copy, taken where the module's output is made: in-place ops after it cannot change it.
+    torch::jit::WithInsertPoint point(value->node()->next());
+    outputs.push_back(graph->insert(torch::jit::aten::clone, {value}));
+  }
+  torch::jit::Node* tuple = graph->insertNode(graph->createTuple(outputs));
+  graph->eraseOutput(0);
+  graph->registerOutput(tuple->output());
+  auto function = std::make_shared<torch::jit::GraphFunction>("forward_taps", graph, nullptr);
+  tapped_[taps] = function;
+  return function;
+}
+
+TappedForward TorchScriptModel::forward_taps(const torch::Tensor& input, const std::vector<std::string>& taps) {
+  if (taps.empty()) return {forward(input), {}};
+  check_taps(*this, taps);
+  std::vector<std::string> modules;
+  for (const auto& tap : taps) {
+    if (tap != kOutputTap) modules.push_back(tap);
+  }
+  auto function = tapped_forward(modules);
+  std::vector<c10::IValue> stack = {module_._ivalue(), input};
+  try {
+    function->run(stack);
+  } catch (const std::exception& e) {
+    fail("{}: forward with taps failed on input {}: {}", path_, shape_text(input.sizes()), first_line(e));
+  }
+  auto elements = stack.back().toTupleRef().elements();
+  TappedForward result{logits_of(elements[0]), {}};
+  size_t next = 1;
+  for (const auto& tap : taps) result.taps.push_back(tap == kOutputTap ? result.output : elements[next++].toTensor());
+  return result;
+}
+
 void TorchScriptModel::set_training(bool training) {
   module_.train(training);
   if (fast_) fast_->train(training);
@@ -159,6 +251,7 @@ void TorchScriptModel::set_training(bool training) {
 void TorchScriptModel::to(torch::Device device) {
   module_.to(device);
   fast_.reset();  // its tensors were the old device's
+  tapped_.clear();
 }
 
 ModelSummary TorchScriptModel::summary(const std::vector<int64_t>& input_shape) {

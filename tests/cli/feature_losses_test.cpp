@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "cli/cli_util.h"
+#include "data/python_helper.h"
 #include "kd/io/model_file.h"
 #include "kd/models/model.h"
 #include "kd/util/fs.h"
@@ -99,6 +100,33 @@ TEST_F(FeatureLosses, AugmentedViewsRunTheTeacherLiveAndBadTapsAreRefused) {
   EXPECT_EQ(bank.status, 2) << bank.output;
   EXPECT_NE(bank.output.find("distill.views: a bank of 4 views holds the teacher's outputs, not its tap \"conv2_pool\""),
             std::string::npos) << bank.output;
+}
+
+// A teacher made in PyTorch (TorchScript) taught through a submodule's output: its path is the tap.
+TEST_F(FeatureLosses, ATorchScriptTeachersSubmoduleIsATap) {
+  if (!python_has("torch")) KD_PEER_MISSING("/usr/bin/python3 cannot import torch");
+  auto teacher = (dir_ / "teacher.pt").string();
+  auto python = run_python(R"(
+import torch
+torch.manual_seed(0)
+class Teacher(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(inplace=True),
+                                            torch.nn.MaxPool2d(2))
+        self.head = torch.nn.Linear(16 * 4 * 4, 10)
+    def forward(self, x):
+        return self.head(torch.flatten(self.features(x.view(-1, 1, 8, 8)), 1))
+torch.jit.script(Teacher().eval()).save(")" + teacher + "\")\n");
+  ASSERT_EQ(python.status, 0) << python.output;
+  std::string text = feature_recipe("    - {kind: ce}\n    - {kind: hint, student: conv1_pool, teacher: features}\n");
+  auto at = text.find("teacher:\n");
+  text = text.substr(0, at) + "teacher:\n  path: " + teacher + "\n" + text.substr(text.find("student:\n"));
+  auto r = run_kdistill("run " + recipe(text) + " --out " + out());
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto m = metrics();
+  EXPECT_EQ(m["distill"]["loss_parameters"], 16 * 4 + 16);  // 1x1 projection 4 -> 16 channels
+  EXPECT_EQ(m["distill"]["teaching"]["taps_bytes"], 1213 * 16 * 4 * 4 * 2);
 }
 
 }  // namespace

@@ -7,7 +7,10 @@
 
 #include <torch/script.h>
 
+#include <map>
+#include <memory>
 #include <optional>
+#include <vector>
 #include <string>
 
 #include "kd/models/model.h"
@@ -28,6 +31,12 @@ class TorchScriptModel : public Model {
   void to(torch::Device device) override;
   ModelSummary summary(const std::vector<int64_t>& input_shape) override;
   std::string kind() const override { return "torchscript"; }
+  // Every submodule by its path, as named_modules() gives it ("features.0", "layer1.0.conv1"). A tap is
+  // the submodule's output in the inlined forward graph, which then also returns it (a copy: later
+  // in-place ops do not reach it). kd::Error for a submodule called only inside control flow, or not
+  // called at all.
+  std::vector<std::string> tap_names() override;
+  TappedForward forward_taps(const torch::Tensor& input, const std::vector<std::string>& taps) override;
 
   torch::jit::Module& module() { return module_; }
   // Saves the module (with its current parameters) as TorchScript, atomically.
@@ -39,6 +48,11 @@ class TorchScriptModel : public Model {
   // forward of inference_module(); for inference, on channels-last images (models::to_channels_last)
   // unless the module refused them once (a view() that the layout does not allow, say).
   c10::IValue run(const torch::Tensor& input);
+  // The logits among forward's outputs (output_).
+  torch::Tensor logits_of(const c10::IValue& result) const;
+  // forward's graph, inlined, returning (its output, the taps...); built once for each list of taps.
+  std::shared_ptr<torch::jit::GraphFunction> tapped_forward(const std::vector<std::string>& taps);
+  std::map<std::vector<std::string>, std::shared_ptr<torch::jit::GraphFunction>> tapped_;
 
   torch::jit::Module module_;
   std::optional<torch::jit::Module> fast_;
