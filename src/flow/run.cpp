@@ -14,6 +14,7 @@
 #include "kd/losses/distiller.h"
 #include "kd/losses/registry.h"
 #include "kd/models/ensemble.h"
+#include "kd/models/init.h"
 #include "kd/models/torchscript_model.h"
 #include "kd/report/analysis.h"
 #include "kd/report/html.h"
@@ -69,7 +70,8 @@ struct FoldRun {
   Trained teacher, baseline, student;
   double teacher_seconds = 0, cache_seconds = 0;
   teacher::Teaching teaching;
-  int64_t copied_from_teacher = 0;
+  models::InitReport init;       // student.init: teacher
+  report::Metrics init_val;      // the student's validation metrics right after it
   nlohmann::json teacher_input;  // how a loaded teacher is fed (AdaptedTeacher::evidence)
   std::vector<std::string> exported;
   std::vector<report::Metrics> member_tests;  // an ensemble teacher: each member's test metrics
@@ -260,8 +262,12 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   run.student.model = build_student(spec.student, dataset);
   check_outputs(*run.student.model, dataset, fold.train.x, "student");
   if (spec.student.init == "teacher") {
-    run.copied_from_teacher = init_from_teacher(*run.student.model, *run.teacher.model);
-    spdlog::info("student{}: {} tensors initialised from the teacher", tag, run.copied_from_teacher);
+    run.init = models::copy_from_teacher(*run.student.model, *run.teacher.model, spec.student.init_units);
+    for (const auto& line : run.init.lines) spdlog::info("student{} init: {}", tag, line);
+    run.init_val = score_validation(*run.student.model, task, fold, teacher_val);
+    std::string metric = task == Task::classification ? "accuracy" : "rmse";
+    spdlog::info("student{}: {} tensors initialised from the teacher ({} units); before training: val {} {:.4g}", tag,
+                 run.init.tensors, spec.student.init_units, metric, train::metric_value(run.init_val, metric));
   }
   student_train.checkpoint((fs::path(checkpoints) / "student.ckpt").string()).resume(options.resume());
   Trainer trainer(student_train, distiller, "student" + tag);
@@ -419,26 +425,6 @@ models::ModelPtr build_student(const StudentSpec& spec, const data::Dataset& dat
   return student;
 }
 
-int64_t init_from_teacher(models::Model& student, models::Model& teacher) {
-  // An ensemble's students start from its first member.
-  if (auto* ensemble = dynamic_cast<models::EnsembleModel*>(&teacher)) return init_from_teacher(student, *ensemble->members()[0]);
-  torch::NoGradGuard no_grad;
-  auto teacher_state = teacher.state();
-  int64_t copied = 0;
-  for (auto& [name, tensor] : student.state()) {
-    auto it = std::find_if(teacher_state.begin(), teacher_state.end(), [&](const auto& t) { return t.first == name; });
-    if (it == teacher_state.end() || it->second.dim() != tensor.dim()) continue;
-    auto source = it->second;
-    bool fits = true;
-    for (int64_t d = 0; d < tensor.dim(); ++d) fits = fits && source.size(d) >= tensor.size(d);
-    if (!fits) continue;
-    for (int64_t d = 0; d < tensor.dim(); ++d) source = source.narrow(d, 0, tensor.size(d));
-    tensor.copy_(source);
-    ++copied;
-  }
-  return copied;
-}
-
 namespace {
 
 // Bad recipe settings fail here, before any data is read or any model trained.
@@ -493,6 +479,12 @@ nlohmann::json distill_json(const RunSpec& spec, const data::Dataset& dataset, c
   distill["target"] = spec.distill.target;
   distill["target_reached"] = runs[0].student.train->target_reached;
   distill["student_init"] = spec.student.init;
+  if (spec.student.init == "teacher") {
+    distill["student_init_from_teacher"] = {{"units", spec.student.init_units},
+                                            {"tensors", runs[0].init.tensors},
+                                            {"layers", runs[0].init.lines},
+                                            {"val", runs[0].init_val}};
+  }
   distill["augment"] = spec.distill.train.augment().describe();
   distill["teaching"] = runs[0].teaching.to_json();
   distill["validation"] = validation_verdict(spec.task, dataset, runs, spec.seed);

@@ -370,7 +370,18 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
   if (student.has("model")) run.student.model = parse_zoo_spec(student.section("model"));
   run.student.path = resolve_path(student.get<std::string>("path", ""), base_folder);
   if (run.student.model && !run.student.path.empty()) fail("{}: give path or model, not both", student.where("model"));
-  run.student.init = student.get<std::string>("init", "random");
+  // init: random | teacher (leading slices), or {from: teacher, units: leading | importance}.
+  YAML::Node init = student.node("init");
+  if (init && init.IsMap()) {
+    YamlSection section(init, student.file(), student.path() + ".init");
+    run.student.init = section.get<std::string>("from", "teacher");
+    run.student.init_units = section.get<std::string>("units", run.student.init_units);
+    section.finish();
+  } else if (init && init.IsScalar()) {
+    run.student.init = init.Scalar();
+  } else if (init && !init.IsNull()) {
+    fail("{}: expected random, teacher or a map such as {{from: teacher, units: importance}}", student.where("init"));
+  }
   student.finish();
 
   YamlSection distill = root.section("distill");

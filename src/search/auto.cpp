@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "kd/losses/distiller.h"
+#include "kd/models/init.h"
 #include "kd/search/asha.h"
 #include "kd/search/tpe.h"
 #include "kd/report/metrics.h"
@@ -251,7 +252,7 @@ struct Search {
 models::ModelPtr new_student(const Search& search, const flow::RunSpec& spec, size_t fold) {
   torch::manual_seed(spec.seed + 100);  // the initial weights `kdistill run` gives the same recipe
   auto model = flow::build_student(spec.student, search.dataset);
-  if (spec.student.init == "teacher") flow::init_from_teacher(*model, *search.caches[fold].model);
+  if (spec.student.init == "teacher") models::copy_from_teacher(*model, *search.caches[fold].model, spec.student.init_units);
   return model;
 }
 

@@ -109,6 +109,28 @@ TEST_F(Run, ResumeWithAChangedRecipeIsRefused) {
   EXPECT_EQ(read_file(dir_ / "out/metrics.json"), before);  // nothing written over
 }
 
+// student.init from the teacher: the 8 hidden units of the student are the teacher's 8 strongest of 64;
+// the run logs what it copied and the student's validation accuracy before any training.
+TEST_F(Run, StudentInitFromTheTeachersMostImportantUnits) {
+  std::string text = digits_recipe();
+  const std::string student = "student:\n  model: {arch: mlp, hidden: [8]}\n";
+  text.replace(text.find(student), student.size(), student + "  init: {from: teacher, units: importance}\n");
+  auto r = run_kdistill("run " + recipe(text) + " --out " + out());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("student init: fc1: 8 of 64 units by importance"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("before training: val accuracy"), std::string::npos) << r.output;
+  auto init = metrics()["distill"]["student_init_from_teacher"];
+  EXPECT_EQ(init["units"], "importance");
+  EXPECT_EQ(init["tensors"], 4);  // fc1 and head, weight and bias
+  EXPECT_EQ(init["layers"], nlohmann::json::array({"fc1: 8 of 64 units by importance"}));
+  EXPECT_TRUE(init["val"].contains("accuracy"));
+
+  auto bad = run_kdistill("run " + recipe(text) + " --out " + out() + " --set student.init.units=largest");
+  EXPECT_EQ(bad.status, 2) << bad.output;
+  EXPECT_NE(bad.output.find("student.init.units: \"largest\" is not leading or importance"), std::string::npos)
+      << bad.output;
+}
+
 TEST_F(Run, TargetStopsTrainingEarly) {
   auto r = run_kdistill("run " + recipe(digits_recipe("  target: \"accuracy >= 30\"\n")) + " --out " + out());
   ASSERT_EQ(r.status, 0) << r.output;

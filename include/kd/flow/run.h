@@ -27,7 +27,8 @@ using train::TrainOptions;
 struct StudentSpec {
   std::optional<models::ZooSpec> model;    // a zoo spec; or
   std::string path;                        // a trainable TorchScript student (.pt)
-  std::string init = "random";             // random | teacher (copy matching teacher tensors, leading slices)
+  std::string init = "random";             // random | teacher (copy matching teacher tensors)
+  std::string init_units = "leading";      // leading | importance (models::copy_from_teacher)
 };
 
 struct DistillSpec {
@@ -75,9 +76,6 @@ struct RunResult {
 
 RunResult run_distillation(const RunSpec& spec, const RunOptions& options);
 
-// Student initialised from the teacher: every tensor whose name matches is copied, the
-// leading slice along each axis when the student's is smaller. Returns how many were copied.
-int64_t init_from_teacher(models::Model& student, models::Model& teacher);
 
 // The folder of fold `fold` in a run folder: `out` itself with one fold, out/fold-K with K folds.
 std::string fold_dir(const std::string& out, size_t fold, size_t folds);
