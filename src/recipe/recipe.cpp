@@ -360,6 +360,27 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
   }
   if (teacher.has("model")) run.teacher.model = parse_zoo_spec(teacher.section("model"));
   if (run.teacher.model && !run.teacher.paths.empty()) fail("{}: give path or model, not both", teacher.where("model"));
+  // classes: one entry per class of the data: a teacher output (index or class name) or a list of them.
+  YAML::Node classes = teacher.node("classes");
+  if (classes && !classes.IsNull()) {
+    if (!classes.IsSequence()) fail("{}: expected a list, one entry per class of the data", teacher.where("classes"));
+    if (run.teacher.paths.empty()) {
+      fail("{}: maps a loaded teacher's classes (teacher.path); a teacher trained here has the data's",
+           teacher.where("classes"));
+    }
+    for (size_t c = 0; c < classes.size(); ++c) {
+      std::vector<std::string> group;
+      const YAML::Node& entry = classes[c];
+      if (entry.IsScalar()) group.push_back(entry.Scalar());
+      for (size_t i = 0; entry.IsSequence() && i < entry.size(); ++i) {
+        if (entry[i].IsScalar()) group.push_back(entry[i].Scalar());
+      }
+      if (group.empty() || (entry.IsSequence() && group.size() != entry.size())) {
+        fail("{}[{}]: expected a teacher output (index or class name) or a list of them", teacher.where("classes"), c);
+      }
+      run.teacher.classes.push_back(group);
+    }
+  }
   YamlSection teacher_train = teacher.section("train");
   run.teacher.train = parse_train_options(teacher_train, train::TrainOptions().schedule(train::ScheduleOptions()));
   teacher_train.finish();

@@ -82,6 +82,63 @@ TrainedTeacher train_or_reuse(const TeacherSpec& spec, const TeacherRun& run, co
   return out;
 }
 
+// The number of outputs of a loaded teacher, from two training rows.
+int64_t outputs_of(const io::LoadedModel& loaded, const data::DataFold& fold, const std::string& path) {
+  torch::NoGradGuard no_grad;
+  loaded.model->set_training(false);
+  torch::Tensor out;
+  try {
+    out = loaded.model->forward(fold.train.x.slice(0, 0, std::min<int64_t>(2, fold.train.x.size(0))));
+  } catch (const std::exception& e) {
+    return 0;  // adapt_to_fold feeds it as it should be fed, and names the problem
+  }
+  return out.dim() == 2 ? out.size(1) : 0;
+}
+
+// teacher.classes as output indices, or the mapping by class names; empty: the teacher's own classes.
+std::vector<std::vector<int64_t>> class_groups(const TeacherSpec& spec, const io::LoadedModel& loaded,
+                                               const data::Dataset& dataset, const data::DataFold& fold,
+                                               const std::string& path) {
+  const std::vector<std::string>& names = loaded.has_info ? loaded.info.class_names : std::vector<std::string>{};
+  int64_t outputs = outputs_of(loaded, fold, path);
+  auto index_of = [&](const std::string& item, const std::string& where) -> int64_t {
+    if (auto index = parse_int(item)) {
+      if (*index < 0 || *index >= outputs) {
+        fail("{}: {} is not an output of {}, which has {} (0..{})", where, *index, path, outputs, outputs - 1);
+      }
+      return *index;
+    }
+    auto it = std::find(names.begin(), names.end(), item);
+    if (it == names.end()) {
+      if (names.empty()) fail("{}: {}: {} names no classes; give output indices", where, quote(item), path);
+      auto suggestion = nearest(item, names);
+      fail("{}: {} is not a class of {}{}", where, quote(item), path,
+           suggestion ? " (did you mean " + quote(*suggestion) + "?)" : std::string());
+    }
+    return it - names.begin();
+  };
+  std::vector<std::vector<int64_t>> groups;
+  if (!spec.classes.empty()) {
+    if (static_cast<int64_t>(spec.classes.size()) != dataset.outputs) {
+      fail("teacher.classes: {} entries, expected one for each of the data's {} classes ({})", spec.classes.size(),
+           dataset.outputs, join(dataset.class_names, ", "));
+    }
+    for (size_t c = 0; c < spec.classes.size(); ++c) {
+      std::vector<int64_t> group;
+      for (const auto& item : spec.classes[c]) group.push_back(index_of(item, fmt::format("teacher.classes[{}]", c)));
+      groups.push_back(group);
+    }
+    return groups;
+  }
+  if (outputs == dataset.outputs || names.empty() || static_cast<int64_t>(names.size()) != outputs) return {};
+  for (const auto& name : dataset.class_names) {
+    auto it = std::find(names.begin(), names.end(), name);
+    if (it == names.end()) return {};  // not a subset: the output check names the mismatch
+    groups.push_back({it - names.begin()});
+  }
+  return groups;
+}
+
 }  // namespace
 
 TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, const data::Dataset& dataset,
@@ -97,7 +154,15 @@ TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, con
     nlohmann::json evidence = nlohmann::json::array();
     for (const auto& path : spec.paths) {
       auto loaded = io::load_model(path, spec.output);
-      auto adapted = adapt_to_fold(loaded, fold, task, spec.adapt);
+      TeacherInputOptions adapt = spec.adapt;
+      if (task == Task::classification) {
+        adapt.class_groups(class_groups(spec, loaded, dataset, fold, path)).teacher_classes(outputs_of(loaded, fold, path));
+        if (!adapt.class_groups().empty()) {
+          spdlog::info("teacher{}: {}'s {} classes mapped onto the data's {}", tag, path, adapt.teacher_classes(),
+                       dataset.outputs);
+        }
+      }
+      auto adapted = adapt_to_fold(loaded, fold, task, adapt);
       spdlog::info("teacher{}: {} gets {}", tag, path, adapted.description);
       check_outputs(*adapted.model, dataset, fold.train.x, path);
       members.push_back(adapted.model);

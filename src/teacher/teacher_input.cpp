@@ -43,10 +43,17 @@ class AdaptedModel : public models::Model {
         probabilities_(probabilities) {}
 
   torch::Tensor forward(const torch::Tensor& input) override {
-    torch::Tensor out = teacher_->forward(teacher_inputs_.apply(run_inputs_.invert(input)));
-    // log p is a logit vector with softmax(log p) = p; the floor keeps an underflowed 0 finite.
-    if (probabilities_) return torch::log(out.clamp_min(kSmallestProbability));
-    return run_targets_.apply(teacher_targets_.invert(out));
+    return outputs_of(teacher_->forward(teacher_inputs_.apply(run_inputs_.invert(input))));
+  }
+  // The teacher's own taps, on the inputs it is fed.
+  std::vector<std::string> tap_names() override { return teacher_->tap_names(); }
+  models::TappedForward forward_taps(const torch::Tensor& input, const std::vector<std::string>& taps) override {
+    auto tapped = teacher_->forward_taps(teacher_inputs_.apply(run_inputs_.invert(input)), taps);
+    tapped.output = outputs_of(tapped.output);
+    for (size_t i = 0; i < taps.size(); ++i) {
+      if (taps[i] == models::kOutputTap) tapped.taps[i] = tapped.output;
+    }
+    return tapped;
   }
   std::vector<torch::Tensor> parameters() override { return teacher_->parameters(); }
   models::NamedTensors state() override { return teacher_->state(); }
@@ -58,11 +65,27 @@ class AdaptedModel : public models::Model {
   }
   std::string kind() const override { return teacher_->kind(); }
   void set_probabilities(bool probabilities) { probabilities_ = probabilities; }
+  void set_class_groups(std::vector<std::vector<int64_t>> groups) { class_groups_ = std::move(groups); }
 
  private:
+  torch::Tensor outputs_of(const torch::Tensor& out) const {
+    // log p is a logit vector with softmax(log p) = p; the floor keeps an underflowed 0 finite.
+    torch::Tensor logits = probabilities_ ? torch::log(out.clamp_min(kSmallestProbability))
+                                          : run_targets_.apply(teacher_targets_.invert(out));
+    if (class_groups_.empty()) return logits;
+    // Each class of the run: the log of its teacher classes' summed probability (up to a constant per row).
+    std::vector<torch::Tensor> columns;
+    for (const auto& group : class_groups_) {
+      torch::Tensor index = torch::tensor(group, torch::TensorOptions().dtype(torch::kLong).device(logits.device()));
+      columns.push_back(torch::logsumexp(logits.index_select(1, index), 1));
+    }
+    return torch::stack(columns, 1);
+  }
+
   models::ModelPtr teacher_;
   Normalizer run_inputs_, teacher_inputs_, teacher_targets_, run_targets_;
   bool probabilities_ = false;
+  std::vector<std::vector<int64_t>> class_groups_;
   static constexpr double kSmallestProbability = 1e-30;
 };
 
@@ -135,6 +158,7 @@ Fit fit_with(const io::LoadedModel& loaded, const nlohmann::json& run_preprocess
         fit.model->forward(sample_x.slice(0, 0, std::min<int64_t>(64, sample_x.size(0)))));
   }
   fit.model->set_probabilities(fit.probabilities);
+  fit.model->set_class_groups(options.class_groups());  // after the check above, which reads its own classes
   if (sample_y.defined() && sample_y.size(0) > 0) {
     torch::NoGradGuard no_grad;
     torch::Tensor out = fit.model->forward(sample_x).to(torch::kDouble);
@@ -210,7 +234,14 @@ AdaptedTeacher adapt_teacher(const io::LoadedModel& loaded, const nlohmann::json
   evidence["why"] = why;
   bool same_inputs = chosen.fed == "normalized";
   bool same_targets = !regression || same(run_preprocessing, chosen.preprocessing, "target_normalize");
-  if (same_inputs && same_targets && !chosen.probabilities) return {loaded.model, description, evidence};
+  if (!options.class_groups().empty()) {
+    description += fmt::format("; its {} classes mapped onto the run's {}", options.teacher_classes(),
+                               options.class_groups().size());
+    evidence["classes"] = options.class_groups();
+  }
+  if (same_inputs && same_targets && !chosen.probabilities && options.class_groups().empty()) {
+    return {loaded.model, description, evidence};
+  }
   return {chosen.model, description, evidence};
 }
 

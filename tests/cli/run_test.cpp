@@ -397,5 +397,51 @@ TEST_F(Run, TeacherWithTheWrongOutputWidth) {
   expect_refused(run_kdistill("run " + recipe(text) + " --out " + out()), "outputs have shape [2, 7], expected [N, 10]");
 }
 
+// A teacher of all ten digits teaching a student of three of them: the teacher's file names its
+// classes, so they are mapped by name; or teacher.classes maps them (merging where a list says so).
+TEST_F(Run, ATeacherOfOtherClassesIsMappedOntoTheData) {
+  ASSERT_EQ(run_kdistill("run " + recipe(digits_recipe()) + " --out " + out()).status, 0);
+  auto teacher = (dir_ / "teacher10.kdm").string();
+  std::filesystem::copy_file(dir_ / "out/teacher.kdm", teacher);
+  auto subset = (dir_ / "three.csv").string();
+  auto python = run_python("import csv, gzip\n"
+                           "rows = list(csv.reader(gzip.open('" + kSklearn + "digits.csv.gz', 'rt')))\n"
+                           "out = csv.writer(open('" + subset + "', 'w'))\n"
+                           "out.writerow(['p%d' % i for i in range(64)] + ['digit'])\n"
+                           "out.writerows(r for r in rows if r[-1] in ('3', '5', '8'))\n");
+  ASSERT_EQ(python.status, 0) << python.output;
+  std::string text = digits_recipe();
+  text.replace(text.find("train: "), text.find("\n", text.find("train: ")) - text.find("train: "), "train: " + subset);
+  auto start = text.find("teacher:");
+  auto three = text;
+  three.replace(start, text.find("student:") - start, "teacher:\n  path: " + teacher + "\n");
+  std::filesystem::remove_all(dir_ / "out");
+  auto r = run_kdistill("run " + recipe(three) + " --out " + out());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("10 classes mapped onto the data's 3"), std::string::npos) << r.output;
+  auto m = metrics();
+  EXPECT_EQ(m["teacher_input"]["classes"], nlohmann::json::parse("[[3], [5], [8]]"));
+  EXPECT_GT(m["models"]["teacher"]["test"]["accuracy"].get<double>(), 0.9);
+
+  auto mapped = three;
+  mapped.replace(mapped.find("student:"), 0, "  classes: [\"3\", 5, [8, 9]]\n");
+  std::filesystem::remove_all(dir_ / "out");
+  ASSERT_EQ(run_kdistill("run " + recipe(mapped) + " --out " + out()).status, 0);
+  EXPECT_EQ(metrics()["teacher_input"]["classes"], nlohmann::json::parse("[[3], [5], [8, 9]]"));
+
+  auto too_few = three;
+  too_few.replace(too_few.find("student:"), 0, "  classes: [3, 5]\n");
+  expect_refused(run_kdistill("run " + recipe(too_few) + " --out " + out()),
+                 "teacher.classes: 2 entries, expected one for each of the data's 3 classes (3, 5, 8)");
+  auto unknown = three;
+  unknown.replace(unknown.find("student:"), 0, "  classes: [3, five, 8]\n");
+  expect_refused(run_kdistill("run " + recipe(unknown) + " --out " + out()),
+                 "teacher.classes[1]: \"five\" is not a class of " + teacher);
+  auto out_of_range = three;
+  out_of_range.replace(out_of_range.find("student:"), 0, "  classes: [3, 5, 10]\n");
+  expect_refused(run_kdistill("run " + recipe(out_of_range) + " --out " + out()),
+                 "teacher.classes[2]: 10 is not an output of " + teacher + ", which has 10 (0..9)");
+}
+
 }  // namespace
 }  // namespace kd::test

@@ -30,6 +30,10 @@ struct TeacherSpec {
   std::optional<models::ZooSpec> model;    // a zoo spec that kdistill trains
   std::string output;                      // logits of a multi-output model: index or dict key
   TeacherInputOptions adapt;               // what a loaded teacher is fed and returns (teacher_input.h)
+  // A loaded classifier of other classes: for each class of the data, the teacher's outputs (index
+  // "3" or class name) whose probabilities make it; empty: the same classes, or mapped by name when
+  // the teacher's file names more classes than the data has and all of the data's among them.
+  std::vector<std::vector<std::string>> classes;
   models::EnsembleCombine combine = models::EnsembleCombine::probabilities;
   std::vector<double> weights;             // an ensemble's weight per member (empty: equal)
   int64_t members = 1;                     // with `model`: train this many (member k with seed + k) as an ensemble

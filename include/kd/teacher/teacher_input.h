@@ -48,6 +48,10 @@ constexpr int64_t kInputSampleRows = 1000;
 struct TeacherInputOptions {
   TORCH_ARG(std::string, input) = "auto";    // auto | raw | normalized
   TORCH_ARG(std::string, outputs) = "auto";  // auto | logits | probabilities (classification)
+  // Classification with a teacher of other classes: for each class of the run, the teacher's outputs
+  // that make it (their probabilities summed: logsumexp of their logits); empty: the same classes.
+  TORCH_ARG(std::vector<std::vector<int64_t>>, class_groups) = {};
+  TORCH_ARG(int64_t, teacher_classes) = 0;   // the teacher's own number of outputs, with class_groups
 };
 
 // kd::Error naming teacher.input or teacher.outputs when a word is not one of the above.
