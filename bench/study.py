@@ -52,6 +52,29 @@ SETUPS = {
                       ["distill=null", "data.folds=5"]),
 }
 
+# Alignment on the CNN pair (issue 23's table): the cnn setup's teacher file of the same seed, the same
+# student, epochs and optimiser; the baseline is the cnn setup's own (same seed and steps), not rerun.
+KD = "{kind: kl, weight: 0.5, temperature: 2}, {kind: ce, weight: 0.5}"
+ALIGNMENT = {
+    "cnn_hint": ("KD + hint (conv3_pool -> conv3_pool, weight 1)",
+                 ["distill.losses=[" + KD + ", {kind: hint, weight: 1, student: conv3_pool, teacher: conv3_pool}]"]),
+    "cnn_attention": ("KD + attention (conv2_pool, weight 1000)",
+                      ["distill.losses=[" + KD + ", {kind: attention, weight: 1000, student: conv2_pool, "
+                       "teacher: conv2_pool}]"]),
+    "cnn_rkd": ("KD + rkd (gap -> gap, weight 25)",
+                ["distill.losses=[" + KD + ", {kind: rkd, weight: 25, student: gap, teacher: gap}]"]),
+    "cnn_dkd": ("DKD (T 4, alpha 1, beta 8) + ce", ["distill.losses=[{kind: dkd, temperature: 4}, {kind: ce}]"]),
+    "cnn_init_leading": ("KD, student initialised from the teacher (leading slices)", ["student.init=teacher"]),
+    "cnn_init_importance": ("KD, student initialised from the teacher (units by L1 importance)",
+                            ["student.init={from: teacher, units: importance}"]),
+}
+for _name, (_description, _sets) in ALIGNMENT.items():
+    SETUPS[_name] = ("examples/fashion-mnist-cnn.yaml", "Fashion-MNIST CNN pair: " + _description,
+                     ["teacher.model=null", "teacher.train=null", "teacher.path={out}/cnn/seed-{seed}/teacher.kdm",
+                      "distill.baseline=false"] + _sets)
+# Setups whose baseline is another setup's (same student, seed and steps).
+BASELINE_FROM = {name: "cnn" for name in ALIGNMENT}
+
 # Ensemble setups -> the setup whose three teacher files (seeds 0, 1, 2) they combine.
 ENSEMBLES = {"cnn_ensemble": "cnn", "mlp_ensemble": "mlp"}
 
@@ -68,7 +91,8 @@ METHODS = {
 
 def run_setup(kdistill, name, seed, out_root, threads, fresh, sets=(), tag=None):
     recipe = os.path.join(ROOT, SETUPS[name][0])
-    sets = [v.replace("{out}", out_root) for v in (SETUPS[name][2] if len(SETUPS[name]) > 2 else [])] + list(sets)
+    sets = [v.replace("{out}", out_root).replace("{seed}", str(seed))
+            for v in (SETUPS[name][2] if len(SETUPS[name]) > 2 else [])] + list(sets)
     out = os.path.join(out_root, tag or name, f"seed-{seed}")
     metrics_file = os.path.join(out, "metrics.json")
     if not fresh and os.path.exists(metrics_file):
@@ -92,7 +116,11 @@ def fold_mean(value):
     return value["mean"] if isinstance(value, dict) else value
 
 
-def summarise(name, runs):
+def summarise(name, runs, out_root):
+    for r in runs:
+        if "baseline" not in r["models"] and name in BASELINE_FROM:
+            with open(os.path.join(out_root, BASELINE_FROM[name], f"seed-{r['seed']}", "metrics.json")) as f:
+                r["models"]["baseline"] = json.load(f)["models"]["baseline"]
     regression = runs[0]["task"] == "regression"
     key = "rmse" if regression else "errors"
     row = {"setup": name, "description": SETUPS[name][1], "metric": key, "seeds": [r["seed"] for r in runs],
@@ -173,7 +201,7 @@ def main():
     args = parser.parse_args()
 
     rows, seconds = [], {}
-    for ensemble, base in ENSEMBLES.items():
+    for ensemble, base in list(ENSEMBLES.items()) + list(BASELINE_FROM.items()):
         if ensemble not in args.setups:
             continue
         # Its teachers are the base setup's: trained first where missing.
@@ -191,7 +219,7 @@ def main():
                 runs.append(metrics)
                 if took is not None:
                     seconds[f"{name}/seed-{seed}"] = round(took, 1)
-            rows.append(summarise(name, runs))
+            rows.append(summarise(name, runs, args.out))
     methods = []
     if args.methods:
         teacher = os.path.join(args.out, "cnn", f"seed-{args.seeds[0]}", "teacher.kdm")

@@ -72,6 +72,30 @@ TEST_F(TfjsImport, SequentialCnnMatchesTfjs) {
   EXPECT_LE(diff, 1e-4);
 }
 
+// Every layer's output as a tap equals TF.js's own model.layers[i].output (transposed from channels
+// last), on the sequential CNN and the functional model with its add and concatenate.
+TEST_F(TfjsImport, TapsAreTheLayersOutputsInTfjs) {
+  for (const char* name : {"cnn", "functional"}) {
+    SCOPED_TRACE(name);
+    fs::path out = dir_->path() / (std::string(name) + ".layers");
+    auto result = test::run_node("tests/node/run_tfjs_layers.js",
+                                 "'" + fixture(name).string() + "' '" + fixture(std::string(name) + ".x.npy").string() +
+                                     "' '" + out.string() + "'",
+                                 dir_->path() / "layers.log");
+    ASSERT_EQ(result.status, 0) << result.output;
+    std::vector<std::string> layers = nlohmann::json::parse(read_file(out / "names.json"));
+    TfjsModel model((fixture(name) / "model.json").string());
+    auto tapped = model.forward_taps(data::read_npy(fixture(std::string(name) + ".x.npy")), layers);
+    ASSERT_GE(layers.size(), 4u);
+    for (size_t i = 0; i < layers.size(); ++i) {
+      torch::Tensor expected = data::read_npy(out / (std::to_string(i) + ".npy"));
+      if (expected.dim() == 4) expected = expected.permute({0, 3, 1, 2});
+      ASSERT_EQ(tapped.taps[i].sizes(), expected.sizes()) << layers[i];
+      EXPECT_LT((tapped.taps[i] - expected).abs().max().item<double>(), 1e-4) << layers[i];
+    }
+  }
+}
+
 TEST_F(TfjsImport, FunctionalAddConcatenateMatchesTfjs) {
   double diff = max_diff("functional");
   RecordProperty("max_abs_diff", fmt::format("{:.2e}", diff));
