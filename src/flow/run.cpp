@@ -153,9 +153,9 @@ namespace {
 
 // The feature terms' taps exist in the student and the teacher: the error names the loss entry before
 // anything trains.
-void check_feature_taps(const RunSpec& spec, models::Model& student, models::Model& teacher) {
-  for (size_t i = 0; i < spec.distill.losses.size(); ++i) {
-    auto term = losses::make_loss_term(spec.distill.losses[i]);
+void check_feature_taps(const std::vector<losses::LossTermOptions>& terms, models::Model& student, models::Model& teacher) {
+  for (size_t i = 0; i < terms.size(); ++i) {
+    auto term = losses::make_loss_term(terms[i]);
     for (auto [side, tap, model] : {std::tuple{"student", term->student_tap(), &student},
                                     std::tuple{"teacher", term->teacher_tap(), &teacher}}) {
       if (tap.empty()) continue;
@@ -216,14 +216,27 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     earlier_bank = options.banks()[fold_index];
     spdlog::info("teacher bank{}: the search's bank of {} views", tag, views);
   }
-  check_feature_taps(spec, *build_student(spec.student, dataset), *run.teacher.model);
-  losses::Distiller distiller(spec.distill.losses, task);
+  // One stage unless distill.stages lists several, each with its own objective and epochs.
+  std::vector<StageSpec> stages = spec.distill.stages;
+  if (stages.empty()) stages.push_back({spec.distill.losses, spec.distill.train});
+  std::vector<std::string> teacher_taps;  // every stage's, each once: cached together in one teacher pass
+  for (const auto& stage : stages) {
+    check_feature_taps(stage.losses, *build_student(spec.student, dataset), *run.teacher.model);
+    losses::Distiller distiller(stage.losses, task);
+    for (const auto& tap : distiller.teacher_taps()) {
+      if (std::find(teacher_taps.begin(), teacher_taps.end(), tap) == teacher_taps.end()) teacher_taps.push_back(tap);
+    }
+  }
   TrainData distill_data = teacher::distill_train_data(fold, cache, student_train, views, run.teaching,
                                                        train::BankStorage(spec.distill.bank).spill_dir(dir), earlier_bank,
-                                                       distiller.teacher_taps());
+                                                       teacher_taps);
   bool live_teacher = !distill_data.teacher.defined() && !distill_data.bank;
   int64_t batches = (rows + student_train.batch_size() - 1) / student_train.batch_size();
-  int64_t distill_steps = student_train.steps() > 0 ? student_train.steps() : student_train.epochs() * batches;
+  int64_t distill_steps = 0;
+  for (auto& stage : stages) {
+    stage.train = spec.distill.stages.empty() ? student_train : train::sized_for_rows(stage.train, rows).seed(spec.seed);
+    distill_steps += stage.train.steps() > 0 ? stage.train.steps() : stage.train.epochs() * batches;
+  }
 
   if (!spec.distill.target.empty()) {
     auto target = Target::parse(spec.distill.target, "distill.target");
@@ -269,10 +282,32 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     spdlog::info("student{}: {} tensors initialised from the teacher ({} units); before training: val {} {:.4g}", tag,
                  run.init.tensors, spec.student.init_units, metric, train::metric_value(run.init_val, metric));
   }
-  student_train.checkpoint((fs::path(checkpoints) / "student.ckpt").string()).resume(options.resume());
-  Trainer trainer(student_train, distiller, "student" + tag);
-  run.student.train = trainer.fit(*run.student.model, distill_data, make_validate(teacher_val),
-                                  live_teacher ? run.teacher.model.get() : nullptr);
+  // Each stage continues from the last one's final weights; the last keeps its best epoch.
+  TrainResult trained;
+  for (size_t k = 0; k < stages.size(); ++k) {
+    bool last = k + 1 == stages.size();
+    bool staged = stages.size() > 1;
+    TrainOptions train = stages[k].train;
+    if (last) train.target(student_train.target()).teacher_target_value(student_train.teacher_target_value());
+    train.keep_best(last).resume(options.resume())
+        .checkpoint((fs::path(checkpoints) / (staged ? fmt::format("student-stage-{}.ckpt", k + 1) : "student.ckpt")).string());
+    losses::Distiller distiller(stages[k].losses, task);
+    Trainer trainer(train, distiller, staged ? fmt::format("student stage {}/{}{}", k + 1, stages.size(), tag) : "student" + tag);
+    TrainResult result = trainer.fit(*run.student.model, distill_data, make_validate(teacher_val),
+                                     live_teacher ? run.teacher.model.get() : nullptr);
+    int64_t offset = static_cast<int64_t>(trained.history.size());
+    for (auto record : result.history) {
+      record.epoch += offset;
+      trained.history.push_back(record);
+    }
+    trained.steps += result.steps;
+    trained.loss_params += result.loss_params;
+    trained.best_epoch = result.best_epoch + offset;
+    trained.best_value = result.best_value;
+    trained.stop_reason = result.stop_reason;
+    trained.target_reached = result.target_reached;
+  }
+  run.student.train = trained;
   run.student.info = info_for(dataset, fold, student_spec_json);
   std::string file = (fs::path(dir) / ("student" + model_extension(*run.student.model))).string();
   io::save_model(file, *run.student.model, run.student.info);
@@ -442,6 +477,13 @@ void check_spec(const RunSpec& spec, const RunOptions& options) {
   }
   if (spec.distill.losses.empty()) fail("distill.losses: the list is empty; e.g. [{kind: kl, temperature: 4}, {kind: ce}]");
   losses::Distiller check_losses(spec.distill.losses, spec.task);
+  for (size_t k = 0; k < spec.distill.stages.size(); ++k) {
+    try {
+      losses::Distiller check_stage(spec.distill.stages[k].losses, spec.task);
+    } catch (const Error& e) {
+      fail("distill.stages[{}].{}", k, e.what());
+    }
+  }
   if (!spec.distill.target.empty()) Target::parse(spec.distill.target, "distill.target");
   validate(spec.distill.train, "distill");
   bank_views(spec.distill, 8);
@@ -478,6 +520,15 @@ nlohmann::json distill_json(const RunSpec& spec, const data::Dataset& dataset, c
   distill["loss_parameters"] = runs[0].student.train->loss_params;
   distill["target"] = spec.distill.target;
   distill["target_reached"] = runs[0].student.train->target_reached;
+  if (!spec.distill.stages.empty()) {
+    nlohmann::json stages = nlohmann::json::array();
+    for (const auto& stage : spec.distill.stages) {
+      std::vector<std::string> kinds;
+      for (const auto& term : stage.losses) kinds.push_back(term.kind());
+      stages.push_back({{"epochs", stage.train.epochs()}, {"losses", kinds}});
+    }
+    distill["stages"] = stages;
+  }
   distill["student_init"] = spec.student.init;
   if (spec.student.init == "teacher") {
     distill["student_init_from_teacher"] = {{"units", spec.student.init_units},

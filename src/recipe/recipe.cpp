@@ -420,6 +420,19 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
   run.distill.baseline = distill.get<bool>("baseline", true);
   run.distill.target = distill.get<std::string>("target", "");
   run.distill.train = parse_train_options(distill, train::TrainOptions());
+  // stages: [{epochs, losses, optimizer, schedule}, ...], each continuing from the last.
+  for (auto& item : distill.list("stages")) {
+    flow::StageSpec stage;
+    stage.losses = parse_losses(item, "losses");
+    if (stage.losses.empty()) stage.losses = run.distill.losses;
+    stage.train = run.distill.train;
+    stage.train.epochs(item.get<int64_t>("epochs", run.distill.train.epochs()));
+    if (stage.train.epochs() < 1) fail("{}: {} is not a number of epochs (1 or more)", item.where("epochs"), stage.train.epochs());
+    stage.train.optimizer(parse_optimizer(item, run.distill.train.optimizer()));
+    stage.train.schedule(parse_schedule(item, run.distill.train.schedule()));
+    item.finish();
+    run.distill.stages.push_back(stage);
+  }
   YAML::Node views = distill.node("views");
   if (views && views.IsScalar() && views.Scalar() == "online") run.distill.views = 0;
   else if (views && views.IsScalar() && views.Scalar() == "auto") run.distill.views = -1;

@@ -310,6 +310,7 @@ train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCac
     auto start = Clock::now();
     std::vector<int64_t> shape(data.x.sizes().begin() + 1, data.x.sizes().end());
     data.teacher_taps = train::predict_taps(*cache.model, data.x, teacher_taps, inference_batch_size(*cache.model, shape));
+    data.teacher_tap_names = teacher_taps;
     for (const auto& tap : data.teacher_taps) teaching.taps_bytes += static_cast<int64_t>(tap.nbytes());
     teaching.taps_seconds = seconds_since(start);
     spdlog::info("teacher taps: {} of {} rows, {:.1f} MB float16, {:.1f}s", join(teacher_taps, ", "), data.x.size(0),

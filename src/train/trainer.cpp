@@ -173,7 +173,8 @@ losses::LossValues mixed_loss(const losses::Distiller& distiller, const losses::
 // The feature terms' own parameters for the shapes of the taps on two rows (eval mode, no grad), or of
 // the cached teacher taps.
 models::NamedTensors make_loss_parameters(const losses::Distiller& distiller, models::Model& model,
-                                          models::Model* live_teacher, const TrainData& data, uint64_t seed) {
+                                          models::Model* live_teacher, const TrainData& data,
+                                          const std::vector<torch::Tensor>& cached_taps, uint64_t seed) {
   torch::NoGradGuard no_grad;
   torch::Tensor probe = data.x.slice(0, 0, std::min<int64_t>(2, data.x.size(0)));
   auto shapes_of = [&](models::Model& m, const std::vector<std::string>& taps) {
@@ -187,8 +188,8 @@ models::NamedTensors make_loss_parameters(const losses::Distiller& distiller, mo
   auto student = shapes_of(model, distiller.student_taps());
   // A cached teacher's outputs have the student's shape (the terms check it).
   std::vector<std::vector<int64_t>> teacher;
-  if (!data.teacher_taps.empty() || !live_teacher) {
-    for (const auto& tap : data.teacher_taps) teacher.emplace_back(tap.sizes().begin() + 1, tap.sizes().end());
+  if (!cached_taps.empty() || !live_teacher) {
+    for (const auto& tap : cached_taps) teacher.emplace_back(tap.sizes().begin() + 1, tap.sizes().end());
     teacher.push_back(student.back());
   } else {
     teacher = shapes_of(*live_teacher, distiller.teacher_taps());
@@ -294,8 +295,18 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
   bool cached_teacher = data.teacher.defined();
   if (masked) columns.push_back(data.has_label);
   if (cached_teacher) columns.push_back(data.teacher);
+  // The cached teacher taps this objective reads, in Distiller::teacher_taps() order; all or none.
   size_t tap_column = columns.size();
-  for (const auto& tap : data.teacher_taps) columns.push_back(tap);
+  std::vector<torch::Tensor> cached;
+  for (const auto& tap : distiller_.teacher_taps()) {
+    auto at = std::find(data.teacher_tap_names.begin(), data.teacher_tap_names.end(), tap);
+    if (at != data.teacher_tap_names.end()) cached.push_back(data.teacher_taps[static_cast<size_t>(at - data.teacher_tap_names.begin())]);
+  }
+  if (cached.size() == distiller_.teacher_taps().size()) {
+    for (const auto& tap : cached) columns.push_back(tap);
+  } else {
+    cached.clear();
+  }
   const SoftLabelBank* bank = data.bank.get();
   if (distiller_.needs_teacher() && !cached_teacher && !bank && live_teacher == nullptr) {
     fail("{}: the loss terms need a teacher, but there is none", name_);
@@ -318,16 +329,15 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
   // Feature terms: the taps' shapes, from two rows, make the terms' own parameters (a hint's
   // projection), which train with the model.
   const bool features = distiller_.reads_features();
-  const bool cached_taps = !data.teacher_taps.empty();
-  KD_CHECK(!cached_taps || (cached_teacher && data.teacher_taps.size() == distiller_.teacher_taps().size()),
-           "{}: {} cached teacher taps for {} taps", name_, data.teacher_taps.size(), distiller_.teacher_taps().size());
+  const bool cached_taps = !cached.empty();
+  KD_CHECK(!cached_taps || cached_teacher, "{}: cached teacher taps without cached outputs", name_);
   const bool teacher_taps = !distiller_.teacher_taps().empty() && !cached_taps;
   if (teacher_taps && live_teacher == nullptr) {
     fail("{}: the feature terms read the teacher's taps ({}); they need the teacher itself, not its cached outputs",
          name_, join(distiller_.teacher_taps(), ", "));
   }
   models::NamedTensors loss_parameters;
-  if (features) loss_parameters = make_loss_parameters(distiller_, model, live_teacher, data, options.seed());
+  if (features) loss_parameters = make_loss_parameters(distiller_, model, live_teacher, data, cached, options.seed());
   std::vector<torch::Tensor> optimizer_parameters = model.parameters();
   for (const auto& item : loss_parameters) optimizer_parameters.push_back(item.second);
   auto optimizer = make_optimizer(optimizer_parameters, options.optimizer());
@@ -468,7 +478,12 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
     simulate_kill_if_asked(name_, state.epoch);
   }
   if (state.result.stop_reason.empty()) state.result.stop_reason = "epochs";
-  if (!state.best_state.empty()) model.load_state(state.best_state);
+  if (!options.keep_best() && !state.result.history.empty()) {
+    state.result.best_epoch = state.result.history.back().epoch;  // the state the model holds now
+    state.result.best_value = metric_value(state.result.history.back().val, metric);
+  } else if (!state.best_state.empty()) {
+    model.load_state(state.best_state);
+  }
   model.set_training(false);
   state.result.steps = state.step;
   for (const auto& item : loss_parameters) state.result.loss_params += item.second.numel();

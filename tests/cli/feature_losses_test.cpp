@@ -102,6 +102,41 @@ TEST_F(FeatureLosses, AugmentedViewsRunTheTeacherLiveAndBadTapsAreRefused) {
             std::string::npos) << bank.output;
 }
 
+// Staged training (FitNets): hints alone for 4 epochs, then the outputs for 8, from the hinted weights;
+// the baseline gets as many steps in all; killed in the second stage, the run resumes to the same result.
+TEST_F(FeatureLosses, StagesTrainOneAfterTheOtherAndResume) {
+  std::string text = feature_recipe("    - {kind: kl, weight: 0.5, temperature: 2}\n    - {kind: ce, weight: 0.5}\n",
+                                    "  stages:\n"
+                                    "    - {epochs: 4, losses: [{kind: hint, student: conv2_pool, teacher: conv2_pool}]}\n"
+                                    "    - {epochs: 8}\n");
+  auto path = recipe(text);
+  auto r = run_kdistill("run " + path + " --out " + out());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("student stage 1/2 epoch 4/4"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("student stage 2/2 epoch 8/8"), std::string::npos) << r.output;
+  auto m = metrics();
+  EXPECT_EQ(m["distill"]["stages"], nlohmann::json::parse(R"([{"epochs": 4, "losses": ["hint"]},
+                                                             {"epochs": 8, "losses": ["kl", "ce"]}])"));
+  EXPECT_EQ(m["distill"]["epochs_run"], 12);
+  EXPECT_EQ(m["models"]["student"]["training"]["steps"], m["models"]["baseline"]["training"]["steps"]);
+  EXPECT_EQ(m["distill"]["loss_parameters"], 8 * 32 + 32);
+  EXPECT_GT(m["models"]["student"]["training"]["best_epoch"].get<int>(), 4);  // chosen in the last stage
+  auto uninterrupted = m["models"]["student"]["test"];
+  std::filesystem::remove_all(dir_ / "out");
+  auto killed = run_kdistill_with_env("KD_KILL_AFTER_EPOCH='student stage 2/2:3'", "run " + path + " --out " + out());
+  ASSERT_EQ(killed.status, 137) << killed.output;
+  auto resumed = run_kdistill("run " + path + " --out " + out() + " --resume");
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("student stage 2/2: resuming after epoch 3"), std::string::npos) << resumed.output;
+  EXPECT_EQ(metrics()["models"]["student"]["test"], uninterrupted);
+
+  auto bad = run_kdistill("run " + recipe(feature_recipe("    - {kind: ce}\n", "  stages:\n    - {epochs: 0}\n")) +
+                          " --out " + out());
+  EXPECT_EQ(bad.status, 2) << bad.output;
+  EXPECT_NE(bad.output.find("distill.stages[0].epochs: 0 is not a number of epochs (1 or more)"), std::string::npos)
+      << bad.output;
+}
+
 // A teacher made in PyTorch (TorchScript) taught through a submodule's output: its path is the tap.
 TEST_F(FeatureLosses, ATorchScriptTeachersSubmoduleIsATap) {
   if (!python_has("torch")) KD_PEER_MISSING("/usr/bin/python3 cannot import torch");

@@ -31,6 +31,13 @@ struct StudentSpec {
   std::string init_units = "leading";      // leading | importance (models::copy_from_teacher)
 };
 
+// One stage of a staged distillation (recipe `distill.stages`): the student trains `train.epochs()`
+// epochs on `losses`, then the next stage continues from its weights (FitNets: hints first).
+struct StageSpec {
+  std::vector<losses::LossTermOptions> losses;  // default: distill.losses
+  TrainOptions train;                           // distill's, with the stage's epochs, optimizer, schedule
+};
+
 struct DistillSpec {
   std::vector<losses::LossTermOptions> losses;           // the distilled student's objective
   std::vector<losses::LossTermOptions> baseline_losses;  // default: ce (classification), mse to labels
@@ -40,6 +47,7 @@ struct DistillSpec {
   int64_t views = -1;  // augmented views in the teacher's soft-label bank; 0 = online (a live teacher);
                        // -1 = auto: online with mixup/cutmix, else min(epochs, 8)
   train::BankStorage bank;  // the bank's storage (top-k, memory limit); its file goes in the run's folder
+  std::vector<StageSpec> stages;  // empty: one stage, `losses` for `train`'s epochs
 };
 
 // The bank's views for `distill` trained for `epochs` (resolving auto), or -1 when a feature term reads

@@ -42,6 +42,7 @@ struct TrainOptions {
   TORCH_ARG(data::AugmentOptions, augment);   // views of the rows (kd/data/augment.h); default none
   TORCH_ARG(int64_t, patience) = 0;            // stop after this many epochs without improvement; 0 = off
   TORCH_ARG(std::string, selection_metric) = "";  // "" = accuracy (classification) or rmse (regression)
+  TORCH_ARG(bool, keep_best) = true;  // end on the best epoch's state; false: the last epoch's (a stage before the last)
   TORCH_ARG(std::optional<Target>, target) = std::nullopt;
   TORCH_ARG(double, teacher_target_value) = 0.0;  // the teacher's value of the target's metric
   TORCH_ARG(std::string, checkpoint) = "";     // file for per-epoch checkpoints ("" = none)
@@ -69,8 +70,9 @@ struct TrainData {
   torch::Tensor has_label;  // bool [N] or undefined (all labeled)
   torch::Tensor teacher;    // [N, outputs] or undefined
   std::shared_ptr<const SoftLabelBank> bank = nullptr;  // or null
-  // The teacher's tensors at Distiller::teacher_taps() on the rows as they are (float16), beside
-  // `teacher`; empty: the feature terms run the live teacher.
+  // The teacher's tensors at the taps `teacher_tap_names` on the rows as they are (float16), beside
+  // `teacher`; a Distiller's teacher_taps() among them are read from here, else the live teacher runs.
+  std::vector<std::string> teacher_tap_names{};
   std::vector<torch::Tensor> teacher_taps{};
 };
 
