@@ -34,7 +34,20 @@ const std::string kHintAndAttention =
     "    - {kind: hint, weight: 1, student: conv2_pool, teacher: conv2_pool}\n"
     "    - {kind: attention, weight: 1000, student: conv1_act, teacher: conv1_act}\n";
 
-class FeatureLosses : public RunFolder {};
+class FeatureLosses : public RunFolder {
+ protected:
+  // Killed after `trainer`'s third epoch and run again with --resume: the student's test metrics are
+  // `uninterrupted`'s.
+  void expect_resume_after_a_kill(const std::string& path, const std::string& trainer, const nlohmann::json& uninterrupted) {
+    std::filesystem::remove_all(dir_ / "out");
+    auto killed = run_kdistill_with_env("KD_KILL_AFTER_EPOCH='" + trainer + ":3'", "run " + path + " --out " + out());
+    ASSERT_EQ(killed.status, 137) << killed.output;
+    auto resumed = run_kdistill("run " + path + " --out " + out() + " --resume");
+    ASSERT_EQ(resumed.status, 0) << resumed.output;
+    EXPECT_NE(resumed.output.find(trainer + ": resuming after epoch 3"), std::string::npos) << resumed.output;
+    EXPECT_EQ(metrics()["models"]["student"]["test"], uninterrupted);
+  }
+};
 
 TEST_F(FeatureLosses, HintAndAttentionTeachFromTheTeachersLayersAndResume) {
   auto path = recipe(feature_recipe(kHintAndAttention));
@@ -70,14 +83,7 @@ TEST_F(FeatureLosses, HintAndAttentionTeachFromTheTeachersLayersAndResume) {
 
   // Killed after the student's third epoch, resumed: the projection comes back from the checkpoint
   // and the result is the uninterrupted run's.
-  auto uninterrupted = m["models"]["student"]["test"];
-  std::filesystem::remove_all(dir_ / "out");
-  auto killed = run_kdistill_with_env("KD_KILL_AFTER_EPOCH=student:3", "run " + path + " --out " + out());
-  ASSERT_EQ(killed.status, 137) << killed.output;
-  auto resumed = run_kdistill("run " + path + " --out " + out() + " --resume");
-  ASSERT_EQ(resumed.status, 0) << resumed.output;
-  EXPECT_NE(resumed.output.find("student: resuming after epoch 3"), std::string::npos) << resumed.output;
-  EXPECT_EQ(metrics()["models"]["student"]["test"], uninterrupted);
+  expect_resume_after_a_kill(path, "student", m["models"]["student"]["test"]);
 }
 
 TEST_F(FeatureLosses, AugmentedViewsRunTheTeacherLiveAndBadTapsAreRefused) {
@@ -121,14 +127,7 @@ TEST_F(FeatureLosses, StagesTrainOneAfterTheOtherAndResume) {
   EXPECT_EQ(m["models"]["student"]["training"]["steps"], m["models"]["baseline"]["training"]["steps"]);
   EXPECT_EQ(m["distill"]["loss_parameters"], 8 * 32 + 32);
   EXPECT_GT(m["models"]["student"]["training"]["best_epoch"].get<int>(), 4);  // chosen in the last stage
-  auto uninterrupted = m["models"]["student"]["test"];
-  std::filesystem::remove_all(dir_ / "out");
-  auto killed = run_kdistill_with_env("KD_KILL_AFTER_EPOCH='student stage 2/2:3'", "run " + path + " --out " + out());
-  ASSERT_EQ(killed.status, 137) << killed.output;
-  auto resumed = run_kdistill("run " + path + " --out " + out() + " --resume");
-  ASSERT_EQ(resumed.status, 0) << resumed.output;
-  EXPECT_NE(resumed.output.find("student stage 2/2: resuming after epoch 3"), std::string::npos) << resumed.output;
-  EXPECT_EQ(metrics()["models"]["student"]["test"], uninterrupted);
+  expect_resume_after_a_kill(path, "student stage 2/2", m["models"]["student"]["test"]);
 
   auto bad = run_kdistill("run " + recipe(feature_recipe("    - {kind: ce}\n", "  stages:\n    - {epochs: 0}\n")) +
                           " --out " + out());
