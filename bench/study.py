@@ -64,6 +64,9 @@ ALIGNMENT = {
     "cnn_rkd": ("KD + rkd (gap -> gap, weight 25)",
                 ["distill.losses=[" + KD + ", {kind: rkd, weight: 25, student: gap, teacher: gap}]"]),
     "cnn_dkd": ("DKD (T 4, alpha 1, beta 8) + ce", ["distill.losses=[{kind: dkd, temperature: 4}, {kind: ce}]"]),
+    "cnn_fitnets": ("staged FitNets: hint (conv3_pool) alone for 10 epochs, then KD for 50",
+                    ["distill.stages=[{epochs: 10, losses: [{kind: hint, student: conv3_pool, teacher: conv3_pool}]}, "
+                     "{epochs: 50}]"]),
     "cnn_init_leading": ("KD, student initialised from the teacher (leading slices)", ["student.init=teacher"]),
     "cnn_init_importance": ("KD, student initialised from the teacher (units by L1 importance)",
                             ["student.init={from: teacher, units: importance}"]),
