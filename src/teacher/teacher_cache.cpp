@@ -227,7 +227,9 @@ nlohmann::json Teaching::to_json() const {
     if (top_k > 0) j.update({{"top_k_max_prob_error", max_error}, {"top_k_mean_rest_mass", rest_mass}});
     else j["float16_max_error"] = max_error;
   }
-  if (taps_bytes > 0) j.update({{"taps_bytes", taps_bytes}, {"taps_seconds", taps_seconds}});
+  if (taps_bytes > 0) {
+    j.update({{"taps_bytes", taps_bytes}, {"taps_seconds", taps_seconds}, {"taps_storage", taps_mapped ? "mapped file" : "memory"}});
+  }
   return j;
 }
 
@@ -309,12 +311,14 @@ train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCac
     // The rows as they are: one teacher pass for the features the feature terms read.
     auto start = Clock::now();
     std::vector<int64_t> shape(data.x.sizes().begin() + 1, data.x.sizes().end());
-    data.teacher_taps = train::predict_taps(*cache.model, data.x, teacher_taps, inference_batch_size(*cache.model, shape));
+    data.teacher_taps = train::predict_taps(*cache.model, data.x, teacher_taps, inference_batch_size(*cache.model, shape),
+                                            storage, &teaching.taps_mapped);
     data.teacher_tap_names = teacher_taps;
     for (const auto& tap : data.teacher_taps) teaching.taps_bytes += static_cast<int64_t>(tap.nbytes());
     teaching.taps_seconds = seconds_since(start);
-    spdlog::info("teacher taps: {} of {} rows, {:.1f} MB float16, {:.1f}s", join(teacher_taps, ", "), data.x.size(0),
-                 static_cast<double>(teaching.taps_bytes) / 1e6, teaching.taps_seconds);
+    spdlog::info("teacher taps: {} of {} rows, {:.1f} MB float16{}, {:.1f}s", join(teacher_taps, ", "), data.x.size(0),
+                 static_cast<double>(teaching.taps_bytes) / 1e6, teaching.taps_mapped ? " in mapped files" : "",
+                 teaching.taps_seconds);
   }
   return data;
 }

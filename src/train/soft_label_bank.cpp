@@ -15,15 +15,21 @@ namespace kd::train {
 
 namespace {
 
-// An uninitialised tensor in a file mapped into memory (the kernel pages it in and out), for a
-// bank larger than memory. The file is unlinked at once, so nothing is left behind.
-torch::Tensor mapped_empty(const std::vector<int64_t>& shape, torch::ScalarType dtype, const std::string& dir) {
+torch::Tensor empty_in(const std::vector<int64_t>& shape, torch::ScalarType dtype, bool mapped, const std::string& dir) {
+  return mapped ? mapped_empty(shape, dtype, BankStorage().spill_dir(dir), "the soft-label bank") : torch::empty(shape, dtype);
+}
+
+}  // namespace
+
+torch::Tensor mapped_empty(const std::vector<int64_t>& shape, torch::ScalarType dtype, const BankStorage& storage,
+                           const std::string& what) {
+  const std::string& dir = storage.spill_dir();
   std::string folder = dir.empty() ? std::filesystem::temp_directory_path().string() : dir;
   std::error_code ec;
   std::filesystem::create_directories(folder, ec);  // a fold's folder may not exist yet; mkstemp says if it cannot
   std::string pattern = (std::filesystem::path(folder) / "kdistill-bank-XXXXXX").string();
   int fd = mkstemp(pattern.data());
-  if (fd < 0) fail("{}: cannot create the soft-label bank's file: {}", folder, std::strerror(errno));
+  if (fd < 0) fail("{}: cannot create the file of {}: {}", folder, what, std::strerror(errno));
   unlink(pattern.c_str());
   int64_t bytes = static_cast<int64_t>(c10::elementSize(dtype));
   for (int64_t d : shape) bytes *= d;
@@ -31,21 +37,15 @@ torch::Tensor mapped_empty(const std::vector<int64_t>& shape, torch::ScalarType 
   if (ftruncate(fd, bytes) != 0) {
     int error = errno;
     close(fd);
-    fail("{}: cannot make the soft-label bank's file {} bytes long: {}", folder, bytes, std::strerror(error));
+    fail("{}: cannot make the file of {} {} bytes long: {}", folder, what, bytes, std::strerror(error));
   }
   void* memory = mmap(nullptr, static_cast<size_t>(bytes), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   int error = errno;
   close(fd);  // the mapping keeps the file
-  if (memory == MAP_FAILED) fail("{}: cannot map the soft-label bank's file: {}", folder, std::strerror(error));
+  if (memory == MAP_FAILED) fail("{}: cannot map the file of {}: {}", folder, what, std::strerror(error));
   auto unmap = [bytes](void* p) { munmap(p, static_cast<size_t>(bytes)); };
   return torch::from_blob(memory, shape, unmap, torch::TensorOptions().dtype(dtype));
 }
-
-torch::Tensor empty_in(const std::vector<int64_t>& shape, torch::ScalarType dtype, bool mapped, const std::string& dir) {
-  return mapped ? mapped_empty(shape, dtype, dir) : torch::empty(shape, dtype);
-}
-
-}  // namespace
 
 void check_storage(const BankStorage& storage, int64_t outputs) {
   if (storage.top_k() >= outputs) {

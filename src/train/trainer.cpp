@@ -15,6 +15,7 @@
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
 #include "kd/util/progress.h"
+#include "kd/util/shape.h"
 #include "kd/util/strings.h"
 
 namespace kd::train {
@@ -233,22 +234,30 @@ torch::Tensor predict(models::Model& model, const torch::Tensor& x, int64_t batc
 }
 
 std::vector<torch::Tensor> predict_taps(models::Model& model, const torch::Tensor& x, const std::vector<std::string>& taps,
-                                        int64_t batch_size) {
+                                        int64_t batch_size, const BankStorage& storage, bool* mapped) {
   torch::NoGradGuard no_grad;
   model.set_training(false);
   std::vector<torch::Tensor> out(taps.size());
   for (int64_t start = 0; start < x.size(0); start += batch_size) {
     int64_t end = std::min(x.size(0), start + batch_size);
     auto tapped = model.forward_taps(x.slice(0, start, end), taps);
-    for (size_t i = 0; i < taps.size(); ++i) {
-      const torch::Tensor& tap = tapped.taps[i];
-      if (!out[i].defined()) {
-        std::vector<int64_t> shape = tap.sizes().vec();
-        shape[0] = x.size(0);
-        out[i] = torch::empty(shape, tap.options().dtype(torch::kHalf).memory_format(torch::MemoryFormat::Contiguous));
+    if (start == 0) {
+      // The shapes are known now: all the taps in memory, or all in mapped files.
+      std::vector<std::vector<int64_t>> shapes;
+      int64_t bytes = 0;
+      for (const auto& tap : tapped.taps) {
+        shapes.push_back(tap.sizes().vec());
+        shapes.back()[0] = x.size(0);
+        bytes += element_count(shapes.back()) * 2;
       }
-      out[i].slice(0, start, end).copy_(tap);
+      bool spill = bytes > storage.memory_limit();
+      if (mapped) *mapped = spill;
+      for (size_t i = 0; i < taps.size(); ++i) {
+        out[i] = spill ? mapped_empty(shapes[i], torch::kHalf, storage, "the teacher's taps")
+                       : torch::empty(shapes[i], torch::kHalf);
+      }
     }
+    for (size_t i = 0; i < taps.size(); ++i) out[i].slice(0, start, end).copy_(tapped.taps[i]);
   }
   return out;
 }

@@ -84,6 +84,18 @@ TEST_F(FeatureLosses, HintAndAttentionTeachFromTheTeachersLayersAndResume) {
   // Killed after the student's third epoch, resumed: the projection comes back from the checkpoint
   // and the result is the uninterrupted run's.
   expect_resume_after_a_kill(path, "student", m["models"]["student"]["test"]);
+
+  // Beyond distill.bank.memory_mb the taps live in mapped, unlinked files: the same numbers, no file left.
+  auto spilled = (dir_ / "spilled").string();
+  auto r2 = run_kdistill("run " + path + " --out " + spilled + " --set distill.bank.memory_mb=0");
+  ASSERT_EQ(r2.status, 0) << r2.output;
+  auto m2 = nlohmann::json::parse(read_file(dir_ / "spilled/metrics.json"));
+  EXPECT_EQ(m2["distill"]["teaching"]["taps_storage"], "mapped file");
+  EXPECT_EQ(m["distill"]["teaching"]["taps_storage"], "memory");
+  EXPECT_EQ(m2["models"]["student"]["test"], m["models"]["student"]["test"]);
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(spilled)) {
+    EXPECT_EQ(entry.path().filename().string().rfind("kdistill-bank", 0), std::string::npos) << entry.path();
+  }
 }
 
 TEST_F(FeatureLosses, AugmentedViewsRunTheTeacherLiveAndBadTapsAreRefused) {

@@ -106,7 +106,7 @@ TEST(SoftLabelBank, ABankOverTheMemoryLimitLivesInAMappedFileThatLeavesNothingBe
   write_file_atomic(dir / "file", "x");
   KD_EXPECT_ERROR(distill_train_data(fold, cache, options, 2, in_file, train::BankStorage().memory_limit(0).spill_dir(
                                                                            (dir / "file" / "sub").string())),
-                  "file/sub: cannot create the soft-label bank's file");
+                  "file/sub: cannot create the file of the soft-label bank");
 }
 
 TEST(SoftLabelBank, ASharedBankIsUsedAsItIsAndTopKNeedsFewerLogitsThanOutputs) {

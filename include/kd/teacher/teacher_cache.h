@@ -83,6 +83,7 @@ struct Teaching {
   double rest_mass = 0;      // top-k bank: the mean probability outside the kept logits
   int64_t taps_bytes = 0;    // cache: the teacher's features at the feature terms' taps (float16)
   double taps_seconds = 0.0;  // the teacher pass that computed them
+  bool taps_mapped = false;   // beyond distill.bank.memory_mb: in memory-mapped files
   nlohmann::json to_json() const;
 };
 

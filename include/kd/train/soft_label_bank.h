@@ -21,6 +21,11 @@ struct BankStorage {
   TORCH_ARG(std::string, spill_dir) = "";            // the file's folder ("" = the system's temporary folder)
 };
 
+// An uninitialised tensor in a memory-mapped file in `storage`'s spill_dir (the kernel pages it in and
+// out), unlinked at once so that nothing is left behind; `what` names it in errors.
+torch::Tensor mapped_empty(const std::vector<int64_t>& shape, torch::ScalarType dtype, const BankStorage& storage,
+                           const std::string& what);
+
 // kd::Error naming distill.bank.top_k when `storage` keeps no fewer logits than the teacher's
 // `outputs` (the bank's constructor checks it; a run checks it as soon as the data says `outputs`).
 void check_storage(const BankStorage& storage, int64_t outputs);

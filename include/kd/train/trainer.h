@@ -120,9 +120,11 @@ class Trainer {
 };
 
 // The tensors of `model` at `taps` on `x` (eval mode, no gradients, in batches of `batch_size`),
-// each stored [N, ...] float16: the cached features feature terms read.
+// each stored [N, ...] float16: the cached features feature terms read. Beyond `storage`'s
+// memory_limit (all taps together) they live in memory-mapped files in its spill_dir (`mapped`).
 std::vector<torch::Tensor> predict_taps(models::Model& model, const torch::Tensor& x, const std::vector<std::string>& taps,
-                                        int64_t batch_size = 256);
+                                        int64_t batch_size = 256, const BankStorage& storage = {},
+                                        bool* mapped = nullptr);
 
 // Outputs of `model` on `x` in eval mode without gradients, in batches (256: a CNN teacher's activations
 // at 1024 rows outgrow the caches and ran 4x slower per row on Fashion-MNIST).
