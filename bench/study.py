@@ -140,7 +140,31 @@ def summarise(name, runs, out_root):
             recovered.append(100.0 * (b - s) / (b - t))
     row["gap_recovered_percent"] = {"values": recovered, "mean": statistics.mean(recovered) if recovered else None,
                                     "seeds_with_a_gap": len(recovered)}
+    epochs = [statistics.mean(r["timing"]["distill_epoch_seconds"]) for r in runs if r["timing"].get("distill_epoch_seconds")]
+    row["student_seconds_per_epoch"] = statistics.mean(epochs) if epochs else None
     return row
+
+
+def alignment_markdown(rows):
+    """The CNN pair's methods side by side (issue 23's table): plain KD, the ensemble, the alignment setups."""
+    by_name = {r["setup"]: r for r in rows}
+    names = [n for n in ["cnn", "cnn_ensemble"] + list(ALIGNMENT) if n in by_name]
+    if not any(n in ALIGNMENT for n in names):
+        return ""
+    baseline = by_name[names[0]]["baseline"]
+    lines = ["| method | student test errors (seeds 0, 1, 2) | gap recovered | student s / epoch |", "|---|---|---|---|",
+             f"| baseline (labels only) | {baseline['mean']:.0f} ± {baseline['std']:.0f} "
+             f"({', '.join(f'{v:.0f}' for v in baseline['values'])}) | - | - |"]
+    for name in names:
+        r = by_name[name]
+        label = {"cnn": "KD (the recipe: kl T 2 + ce, 0.5 each)",
+                 "cnn_ensemble": "KD from the three teachers as one ensemble"}.get(name, ALIGNMENT.get(name, ("",))[0])
+        s, gap = r["student"], r["gap_recovered_percent"]
+        gap_text = "-" if gap["mean"] is None else f"{gap['mean']:.0f}% ({', '.join(f'{v:.0f}' for v in gap['values'])})"
+        sec = r.get("student_seconds_per_epoch")
+        lines.append(f"| {label} | {s['mean']:.0f} ± {s['std']:.0f} ({', '.join(f'{v:.0f}' for v in s['values'])}) | "
+                     f"{gap_text} | {'-' if sec is None else f'{sec:.2f}'} |")
+    return "\n".join(lines)
 
 
 def method_row(method, metrics, seconds):
@@ -247,6 +271,10 @@ def main():
             methods = earlier.get("methods", [])
     table = markdown(rows)
     print(table)
+    alignment = alignment_markdown(rows)
+    if alignment:
+        print()
+        print(alignment)
     if methods:
         print()
         print(methods_markdown(methods))
@@ -254,6 +282,8 @@ def main():
         result = {"command": "/usr/bin/python3 bench/study.py " + " ".join(sys.argv[1:]),
                   "machine": {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform()},
                   "seconds_per_run": seconds, "rows": rows, "markdown": table}
+        if alignment:
+            result["alignment_markdown"] = alignment
         if methods:
             result["methods"] = methods
             result["methods_markdown"] = methods_markdown(methods)
