@@ -132,7 +132,9 @@ std::string verdict_line(const nlohmann::json& v) { return v.is_null() ? "" : re
 
 int64_t bank_views(const DistillSpec& distill, int64_t epochs) {
   const auto& augment = distill.train.augment();
-  for (const auto& options : distill.losses) {
+  std::vector<losses::LossTermOptions> terms = distill.losses;
+  for (const auto& stage : distill.stages) terms.insert(terms.end(), stage.losses.begin(), stage.losses.end());
+  for (const auto& options : terms) {
     std::string tap = losses::make_loss_term(options)->teacher_tap();
     if (tap.empty() || tap == models::kOutputTap || !(augment.per_row() || augment.mixes())) continue;
     if (distill.views > 0) {
