@@ -83,24 +83,23 @@ TrainedTeacher train_or_reuse(const TeacherSpec& spec, const TeacherRun& run, co
 }
 
 // The number of outputs of a loaded teacher, from two training rows.
-int64_t outputs_of(const io::LoadedModel& loaded, const data::DataFold& fold, const std::string& path) {
+int64_t outputs_of(const io::LoadedModel& loaded, const data::DataFold& fold) {
   torch::NoGradGuard no_grad;
   loaded.model->set_training(false);
   torch::Tensor out;
   try {
     out = loaded.model->forward(fold.train.x.slice(0, 0, std::min<int64_t>(2, fold.train.x.size(0))));
-  } catch (const std::exception& e) {
+  } catch (const std::exception&) {
     return 0;  // adapt_to_fold feeds it as it should be fed, and names the problem
   }
   return out.dim() == 2 ? out.size(1) : 0;
 }
 
 // teacher.classes as output indices, or the mapping by class names; empty: the teacher's own classes.
+// `outputs`: the teacher's number of outputs (outputs_of).
 std::vector<std::vector<int64_t>> class_groups(const TeacherSpec& spec, const io::LoadedModel& loaded,
-                                               const data::Dataset& dataset, const data::DataFold& fold,
-                                               const std::string& path) {
+                                               const data::Dataset& dataset, int64_t outputs, const std::string& path) {
   const std::vector<std::string>& names = loaded.has_info ? loaded.info.class_names : std::vector<std::string>{};
-  int64_t outputs = outputs_of(loaded, fold, path);
   auto index_of = [&](const std::string& item, const std::string& where) -> int64_t {
     if (auto index = parse_int(item)) {
       if (*index < 0 || *index >= outputs) {
@@ -156,7 +155,8 @@ TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, con
       auto loaded = io::load_model(path, spec.output);
       TeacherInputOptions adapt = spec.adapt;
       if (task == Task::classification) {
-        adapt.class_groups(class_groups(spec, loaded, dataset, fold, path)).teacher_classes(outputs_of(loaded, fold, path));
+        int64_t outputs = outputs_of(loaded, fold);
+        adapt.class_groups(class_groups(spec, loaded, dataset, outputs, path)).teacher_classes(outputs);
         if (!adapt.class_groups().empty()) {
           spdlog::info("teacher{}: {}'s {} classes mapped onto the data's {}", tag, path, adapt.teacher_classes(),
                        dataset.outputs);
