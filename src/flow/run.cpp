@@ -130,10 +130,24 @@ std::string verdict_line(const nlohmann::json& v) { return v.is_null() ? "" : re
 
 }  // namespace
 
+namespace {
+
+// The objectives the student trains on, each with its recipe field: every stage's, or distill.losses.
+std::vector<std::pair<std::string, const std::vector<losses::LossTermOptions>*>> objectives(const DistillSpec& distill) {
+  if (distill.stages.empty()) return {{"distill.losses", &distill.losses}};
+  std::vector<std::pair<std::string, const std::vector<losses::LossTermOptions>*>> out;
+  for (size_t k = 0; k < distill.stages.size(); ++k) {
+    out.emplace_back(fmt::format("distill.stages[{}].losses", k), &distill.stages[k].losses);
+  }
+  return out;
+}
+
+}  // namespace
+
 int64_t bank_views(const DistillSpec& distill, int64_t epochs) {
   const auto& augment = distill.train.augment();
-  std::vector<losses::LossTermOptions> terms = distill.losses;
-  for (const auto& stage : distill.stages) terms.insert(terms.end(), stage.losses.begin(), stage.losses.end());
+  std::vector<losses::LossTermOptions> terms;
+  for (const auto& [field, list] : objectives(distill)) terms.insert(terms.end(), list->begin(), list->end());
   for (const auto& options : terms) {
     std::string tap = losses::make_loss_term(options)->teacher_tap();
     if (tap.empty() || tap == models::kOutputTap || !(augment.per_row() || augment.mixes())) continue;
@@ -155,7 +169,8 @@ namespace {
 
 // The feature terms' taps exist in the student and the teacher: the error names the loss entry before
 // anything trains.
-void check_feature_taps(const std::vector<losses::LossTermOptions>& terms, models::Model& student, models::Model& teacher) {
+void check_feature_taps(const std::string& field, const std::vector<losses::LossTermOptions>& terms,
+                        models::Model& student, models::Model& teacher) {
   for (size_t i = 0; i < terms.size(); ++i) {
     auto term = losses::make_loss_term(terms[i]);
     for (auto [side, tap, model] : {std::tuple{"student", term->student_tap(), &student},
@@ -164,7 +179,7 @@ void check_feature_taps(const std::vector<losses::LossTermOptions>& terms, model
       try {
         models::check_taps(*model, {tap});
       } catch (const Error& e) {
-        fail("distill.losses[{}].{}: {}", i, side, e.what());
+        fail("{}[{}].{}: {}", field, i, side, e.what());
       }
     }
   }
@@ -221,14 +236,14 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   // One stage unless distill.stages lists several, each with its own objective and epochs.
   std::vector<StageSpec> stages = spec.distill.stages;
   if (stages.empty()) stages.push_back({spec.distill.losses, spec.distill.train});
-  std::vector<std::string> teacher_taps;  // every stage's, each once: cached together in one teacher pass
-  for (const auto& stage : stages) {
-    check_feature_taps(stage.losses, *build_student(spec.student, dataset), *run.teacher.model);
-    losses::Distiller distiller(stage.losses, task);
-    for (const auto& tap : distiller.teacher_taps()) {
-      if (std::find(teacher_taps.begin(), teacher_taps.end(), tap) == teacher_taps.end()) teacher_taps.push_back(tap);
-    }
+  // Every stage's taps checked on one student, and the teacher's cached together in one teacher pass.
+  auto tap_student = build_student(spec.student, dataset);
+  std::vector<losses::LossTermOptions> all_terms;
+  for (const auto& [field, list] : objectives(spec.distill)) {
+    check_feature_taps(field, *list, *tap_student, *run.teacher.model);
+    all_terms.insert(all_terms.end(), list->begin(), list->end());
   }
+  std::vector<std::string> teacher_taps = losses::Distiller(all_terms, task).teacher_taps();
   TrainData distill_data = teacher::distill_train_data(fold, cache, student_train, views, run.teaching,
                                                        train::BankStorage(spec.distill.bank).spill_dir(dir), earlier_bank,
                                                        teacher_taps);
