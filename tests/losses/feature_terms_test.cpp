@@ -73,22 +73,20 @@ TEST(FeatureTerms, HintGradientReachesTheProjection) {
     auto generator = at::make_generator<at::CPUGeneratorImpl>(4);
     auto parameters = hint->make_parameters(maps ? std::vector<int64_t>{2, 4, 4} : std::vector<int64_t>{5},
                                             maps ? std::vector<int64_t>{3, 2, 2} : std::vector<int64_t>{4}, generator);
-    torch::Tensor weight = parameters[0].second.detach().to(torch::kFloat64);
-    torch::Tensor bias = parameters[1].second.detach().to(torch::kFloat64);
-    test::expect_gradient_matches(
-        [&](const torch::Tensor& w) {
-          LossInputs moved = inputs;
-          moved.parameters = {w, bias};
-          return hint->compute(moved);
-        },
-        weight);
-    test::expect_gradient_matches(
-        [&](const torch::Tensor& b) {
-          LossInputs moved = inputs;
-          moved.parameters = {weight, b};
-          return hint->compute(moved);
-        },
-        bias);
+    ASSERT_EQ(parameters.size(), 2u);
+    std::vector<torch::Tensor> projection;  // weight, bias
+    for (const auto& item : parameters) projection.push_back(item.second.detach().to(torch::kFloat64));
+    for (size_t i = 0; i < projection.size(); ++i) {
+      SCOPED_TRACE(parameters[i].first);
+      test::expect_gradient_matches(
+          [&](const torch::Tensor& p) {
+            LossInputs moved = inputs;
+            moved.parameters = projection;
+            moved.parameters[i] = p;
+            return hint->compute(moved);
+          },
+          projection[i]);
+    }
   }
 }
 
