@@ -363,12 +363,15 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
   // classes: one entry per class of the data: a teacher output (index or class name) or a list of them.
   YAML::Node classes = teacher.node("classes");
   if (classes && !classes.IsNull()) {
-    if (!classes.IsSequence()) fail("{}: expected a list, one entry per class of the data", teacher.where("classes"));
+    if (!classes.IsSequence() && !(classes.IsScalar() && classes.Scalar() == "learned")) {
+      fail("{}: expected a list, one entry per class of the data, or learned", teacher.where("classes"));
+    }
     if (run.teacher.paths.empty()) {
       fail("{}: maps a loaded teacher's classes (teacher.path); a teacher trained here has the data's",
            teacher.where("classes"));
     }
-    for (size_t c = 0; c < classes.size(); ++c) {
+    run.teacher.learned_classes = classes.IsScalar();
+    for (size_t c = 0; classes.IsSequence() && c < classes.size(); ++c) {
       std::vector<std::string> group;
       const YAML::Node& entry = classes[c];
       if (entry.IsScalar()) group.push_back(entry.Scalar());

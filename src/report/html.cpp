@@ -55,6 +55,23 @@ double number(const nlohmann::json& v) {
   return v.is_number() ? v.get<double>() : NAN;
 }
 
+// " Its 10 classes were mapped onto the data's ..." for a loaded teacher's evidence, or "" when its
+// classes are the data's.
+std::string class_mapping_text(const nlohmann::json& evidence) {
+  std::string mapping = evidence.value("class_mapping", "");
+  if (mapping == "learned") {
+    const auto& p = evidence["class_projection"];
+    return fmt::format(" Its {} classes were mapped onto the data's by a projection of its log-probabilities "
+                       "learned on {} labelled training rows (teacher.classes: learned; accuracy {:.1f}% on them).",
+                       p.value("teacher_classes", 0), p.value("rows", 0), 100 * p.value("accuracy", 0.0));
+  }
+  if (mapping.empty() || !evidence.contains("classes")) return "";
+  std::vector<std::string> groups;
+  for (const auto& group : evidence["classes"]) groups.push_back(group.dump());
+  return fmt::format(" Its outputs were mapped onto the data's classes {} (each class its outputs' summed probability): {}.",
+                     mapping == "names" ? "by class name" : "as teacher.classes says", h(join(groups, ", ")));
+}
+
 std::string cell(const nlohmann::json& test, const std::string& key, double scale = 1, int decimals = 4) {
   return metric_cell(test, key, scale, decimals);
 }
@@ -140,10 +157,13 @@ std::string summary(const nlohmann::json& metrics, bool classification) {
   if (metrics.contains("teacher_input")) {
     const auto& input = metrics["teacher_input"];
     if (input.contains("ensemble")) {
-      o << "<p class=\"note\">Each teacher file was fed as its own evidence says (metrics.json teacher_input).</p>\n";
+      o << "<p class=\"note\">Each teacher file was fed as its own evidence says (metrics.json teacher_input).";
+      for (const auto& member : input["ensemble"]) o << class_mapping_text(member);
+      o << "</p>\n";
     } else {
       o << "<p class=\"note\">The teacher file was fed " << h(input.value("fed", "?")) << " inputs and its outputs read as "
-        << h(input.value("outputs", "?")) << " (" << h(input.value("why", "")) << ").</p>\n";
+        << h(input.value("outputs", "?")) << " (" << h(input.value("why", "")) << ")." << class_mapping_text(input)
+        << "</p>\n";
     }
   }
   if (models.contains("teacher") && models["teacher"].contains("members")) {

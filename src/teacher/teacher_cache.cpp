@@ -95,7 +95,8 @@ int64_t outputs_of(const io::LoadedModel& loaded, const data::DataFold& fold) {
   return out.dim() == 2 ? out.size(1) : 0;
 }
 
-// teacher.classes as output indices, or the mapping by class names; empty: the teacher's own classes.
+// teacher.classes as output indices, or the mapping by class names; empty: the teacher's own classes
+// (or classes: learned).
 // `outputs`: the teacher's number of outputs (outputs_of).
 std::vector<std::vector<int64_t>> class_groups(const TeacherSpec& spec, const io::LoadedModel& loaded,
                                                const data::Dataset& dataset, int64_t outputs, const std::string& path) {
@@ -117,6 +118,7 @@ std::vector<std::vector<int64_t>> class_groups(const TeacherSpec& spec, const io
     return it - names.begin();
   };
   std::vector<std::vector<int64_t>> groups;
+  if (spec.learned_classes) return groups;
   if (!spec.classes.empty()) {
     if (static_cast<int64_t>(spec.classes.size()) != dataset.outputs) {
       fail("teacher.classes: {} entries, expected one for each of the data's {} classes ({})", spec.classes.size(),
@@ -157,12 +159,21 @@ TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, con
       if (task == Task::classification) {
         int64_t outputs = outputs_of(loaded, fold);
         adapt.class_groups(class_groups(spec, loaded, dataset, outputs, path)).teacher_classes(outputs);
+        if (spec.learned_classes) adapt.learned_classes(dataset.outputs);
         if (!adapt.class_groups().empty()) {
           spdlog::info("teacher{}: {}'s {} classes mapped onto the data's {}", tag, path, adapt.teacher_classes(),
                        dataset.outputs);
+        } else if (outputs > 0 && outputs != dataset.outputs && !spec.learned_classes) {
+          fail("{}: outputs have shape [2, {}], expected [N, {}] (classes in the data); a teacher of other classes "
+               "needs teacher.classes (a list, or learned)", path, outputs, dataset.outputs);
         }
       }
       auto adapted = adapt_to_fold(loaded, fold, task, adapt);
+      if (spec.learned_classes) {
+        adapted.evidence["class_mapping"] = "learned";
+      } else if (!adapt.class_groups().empty()) {
+        adapted.evidence["class_mapping"] = spec.classes.empty() ? "names" : "recipe";
+      }
       spdlog::info("teacher{}: {} gets {}", tag, path, adapted.description);
       check_outputs(*adapted.model, dataset, fold.train.x, path);
       members.push_back(adapted.model);

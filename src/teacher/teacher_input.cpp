@@ -66,12 +66,20 @@ class AdaptedModel : public models::Model {
   std::string kind() const override { return teacher_->kind(); }
   void set_probabilities(bool probabilities) { probabilities_ = probabilities; }
   void set_class_groups(std::vector<std::vector<int64_t>> groups) { class_groups_ = std::move(groups); }
+  // teacher.classes: learned: the run's logits are weight x (the teacher's log-probabilities) + bias.
+  void set_class_projection(torch::Tensor weight, torch::Tensor bias) {
+    projection_weight_ = std::move(weight);
+    projection_bias_ = std::move(bias);
+  }
 
  private:
   torch::Tensor outputs_of(const torch::Tensor& out) const {
     // log p is a logit vector with softmax(log p) = p; the floor keeps an underflowed 0 finite.
     torch::Tensor logits = probabilities_ ? torch::log(out.clamp_min(kSmallestProbability))
                                           : run_targets_.apply(teacher_targets_.invert(out));
+    if (projection_weight_.defined()) {
+      return torch::addmm(projection_bias_, torch::log_softmax(logits.to(torch::kFloat), 1), projection_weight_.t());
+    }
     if (class_groups_.empty()) return logits;
     // Each class of the run: the log of its teacher classes' summed probability (up to a constant per row).
     std::vector<torch::Tensor> columns;
@@ -86,6 +94,7 @@ class AdaptedModel : public models::Model {
   Normalizer run_inputs_, teacher_inputs_, teacher_targets_, run_targets_;
   bool probabilities_ = false;
   std::vector<std::vector<int64_t>> class_groups_;
+  torch::Tensor projection_weight_, projection_bias_;
   static constexpr double kSmallestProbability = 1e-30;
 };
 
@@ -127,6 +136,25 @@ struct Fit {
   double loss = 0;      // classification: mean NLL of the softmax; regression: MSE in the run's units
 };
 
+// A multinomial logistic regression of `labels` on the teacher's log-probabilities [N, teacher classes]:
+// the weight [classes, teacher classes] and bias [classes] of the lowest mean NLL plus a small L2 penalty
+// on the weight, by L-BFGS from zero (the problem is convex, so the start does not matter).
+std::pair<torch::Tensor, torch::Tensor> fit_class_projection(const torch::Tensor& log_probabilities,
+                                                             const torch::Tensor& labels, int64_t classes) {
+  constexpr double kPenalty = 1e-3;
+  torch::Tensor weight = torch::zeros({classes, log_probabilities.size(1)}, torch::requires_grad());
+  torch::Tensor bias = torch::zeros({classes}, torch::requires_grad());
+  torch::optim::LBFGS solver({weight, bias}, torch::optim::LBFGSOptions(1).max_iter(200).line_search_fn("strong_wolfe"));
+  solver.step([&] {
+    solver.zero_grad();
+    torch::Tensor loss = torch::nn::functional::cross_entropy(torch::addmm(bias, log_probabilities, weight.t()), labels) +
+                         kPenalty * weight.pow(2).sum();
+    loss.backward();
+    return loss;
+  });
+  return {weight.detach(), bias.detach()};
+}
+
 std::string fed_kind(const nlohmann::json& run_preprocessing, const nlohmann::json& teacher_preprocessing) {
   if (same(run_preprocessing, teacher_preprocessing, "normalize")) return "normalized";
   return normalizer_at(teacher_preprocessing, "normalize").identity() ? "raw" : "its own normalisation";
@@ -159,6 +187,18 @@ Fit fit_with(const io::LoadedModel& loaded, const nlohmann::json& run_preprocess
   }
   fit.model->set_probabilities(fit.probabilities);
   fit.model->set_class_groups(options.class_groups());  // after the check above, which reads its own classes
+  if (options.learned_classes() > 0) {
+    if (!sample_y.defined() || sample_y.size(0) == 0) fail("teacher.classes: learned needs labelled training rows");
+    torch::Tensor logits;
+    {
+      torch::NoGradGuard no_grad;
+      fit.model->set_training(false);
+      logits = fit.model->forward(sample_x).to(torch::kFloat);
+    }
+    auto [weight, bias] = fit_class_projection(torch::log_softmax(logits, 1), sample_y.to(torch::kLong),
+                                               options.learned_classes());
+    fit.model->set_class_projection(weight, bias);
+  }
   if (sample_y.defined() && sample_y.size(0) > 0) {
     torch::NoGradGuard no_grad;
     torch::Tensor out = fit.model->forward(sample_x).to(torch::kDouble);
@@ -239,7 +279,15 @@ AdaptedTeacher adapt_teacher(const io::LoadedModel& loaded, const nlohmann::json
                                options.class_groups().size());
     evidence["classes"] = options.class_groups();
   }
-  if (same_inputs && same_targets && !chosen.probabilities && options.class_groups().empty()) {
+  if (options.learned_classes() > 0) {
+    description += fmt::format("; its {} classes mapped onto the run's {} by a projection learned on {} labelled rows "
+                               "(accuracy {} on them)",
+                               options.teacher_classes(), options.learned_classes(), y.size(0), percent(chosen.accuracy));
+    evidence["class_projection"] = {{"teacher_classes", options.teacher_classes()}, {"rows", y.size(0)},
+                                    {"accuracy", chosen.accuracy}, {"nll", chosen.loss}};
+  }
+  if (same_inputs && same_targets && !chosen.probabilities && options.class_groups().empty() &&
+      options.learned_classes() == 0) {
     return {loaded.model, description, evidence};
   }
   return {chosen.model, description, evidence};

@@ -394,7 +394,9 @@ TEST_F(Run, TeacherWithTheWrongOutputWidth) {
   std::string text = digits_recipe();
   auto start = text.find("teacher:");
   text.replace(start, text.find("student:") - start, "teacher:\n  path: " + teacher + "\n");
-  expect_refused(run_kdistill("run " + recipe(text) + " --out " + out()), "outputs have shape [2, 7], expected [N, 10]");
+  expect_refused(run_kdistill("run " + recipe(text) + " --out " + out()),
+                 "outputs have shape [2, 7], expected [N, 10] (classes in the data); a teacher of other classes needs "
+                 "teacher.classes (a list, or learned)");
 }
 
 // A teacher of all ten digits teaching a student of three of them: the teacher's file names its
@@ -421,6 +423,7 @@ TEST_F(Run, ATeacherOfOtherClassesIsMappedOntoTheData) {
   EXPECT_NE(r.output.find("10 classes mapped onto the data's 3"), std::string::npos) << r.output;
   auto m = metrics();
   EXPECT_EQ(m["teacher_input"]["classes"], nlohmann::json::parse("[[3], [5], [8]]"));
+  EXPECT_EQ(m["teacher_input"]["class_mapping"], "names");
   EXPECT_GT(m["models"]["teacher"]["test"]["accuracy"].get<double>(), 0.9);
 
   auto mapped = three;
@@ -428,6 +431,21 @@ TEST_F(Run, ATeacherOfOtherClassesIsMappedOntoTheData) {
   std::filesystem::remove_all(dir_ / "out");
   ASSERT_EQ(run_kdistill("run " + recipe(mapped) + " --out " + out()).status, 0);
   EXPECT_EQ(metrics()["teacher_input"]["classes"], nlohmann::json::parse("[[3], [5], [8, 9]]"));
+  EXPECT_EQ(metrics()["teacher_input"]["class_mapping"], "recipe");
+
+  // Learned: a projection of the teacher's log-probabilities fitted on the labelled rows; the report says so.
+  auto learned = three;
+  learned.replace(learned.find("student:"), 0, "  classes: learned\n");
+  std::filesystem::remove_all(dir_ / "out");
+  r = run_kdistill("run " + recipe(learned) + " --out " + out());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("its 10 classes mapped onto the run's 3 by a projection learned on"), std::string::npos)
+      << r.output;
+  m = metrics();
+  EXPECT_EQ(m["teacher_input"]["class_mapping"], "learned");
+  EXPECT_GT(m["teacher_input"]["class_projection"]["accuracy"].get<double>(), 0.9);
+  EXPECT_GT(m["models"]["teacher"]["test"]["accuracy"].get<double>(), 0.9);
+  EXPECT_NE(read_file(dir_ / "out/report.html").find("by a projection of its log-probabilities"), std::string::npos);
 
   auto too_few = three;
   too_few.replace(too_few.find("student:"), 0, "  classes: [3, 5]\n");

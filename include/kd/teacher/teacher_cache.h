@@ -34,6 +34,7 @@ struct TeacherSpec {
   // "3" or class name) whose probabilities make it; empty: the same classes, or mapped by name when
   // the teacher's file names more classes than the data has and all of the data's among them.
   std::vector<std::vector<std::string>> classes;
+  bool learned_classes = false;            // teacher.classes: learned (teacher_input.h: learned_classes)
   models::EnsembleCombine combine = models::EnsembleCombine::probabilities;
   std::vector<double> weights;             // an ensemble's weight per member (empty: equal)
   int64_t members = 1;                     // with `model`: train this many (member k with seed + k) as an ensemble

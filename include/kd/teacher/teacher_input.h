@@ -52,6 +52,9 @@ struct TeacherInputOptions {
   // that make it (their probabilities summed: logsumexp of their logits); empty: the same classes.
   TORCH_ARG(std::vector<std::vector<int64_t>>, class_groups) = {};
   TORCH_ARG(int64_t, teacher_classes) = 0;   // the teacher's own number of outputs, with class_groups
+  // > 0: the run's classes (this many) are a projection of the teacher's log-probabilities learned on the
+  // labelled sample (a multinomial logistic regression); evidence "class_projection" says how well it fits.
+  TORCH_ARG(int64_t, learned_classes) = 0;
 };
 
 // kd::Error naming teacher.input or teacher.outputs when a word is not one of the above.
