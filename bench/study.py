@@ -67,6 +67,10 @@ ALIGNMENT = {
     "cnn_fitnets": ("staged FitNets: hint (conv3_pool) alone for 10 epochs, then KD for 50",
                     ["distill.stages=[{epochs: 10, losses: [{kind: hint, student: conv3_pool, teacher: conv3_pool}]}, "
                      "{epochs: 50}]"]),
+    "cnn_ensemble_correctness": ("KD from the three teachers, each row's members weighted by their precision "
+                                 "(combine: correctness)",
+                                 ["teacher.path=[{out}/cnn/seed-0/teacher.kdm, {out}/cnn/seed-1/teacher.kdm, "
+                                  "{out}/cnn/seed-2/teacher.kdm]", "teacher.combine=correctness"]),
     "cnn_init_leading": ("KD, student initialised from the teacher (leading slices)", ["student.init=teacher"]),
     "cnn_init_importance": ("KD, student initialised from the teacher (units by L1 importance)",
                             ["student.init={from: teacher, units: importance}"]),

@@ -73,6 +73,7 @@ struct FoldRun {
   models::InitReport init;       // student.init: teacher
   report::Metrics init_val;      // the student's validation metrics right after it
   nlohmann::json teacher_input;  // how a loaded teacher is fed (AdaptedTeacher::evidence)
+  nlohmann::json teacher_combine;  // an ensemble combined by correctness: TeacherCache::combine
   std::vector<std::string> exported;
   std::vector<report::Metrics> member_tests;  // an ensemble teacher: each member's test metrics
   std::vector<std::string> member_files;
@@ -207,6 +208,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   run.teacher_seconds = cache.teacher_seconds;
   run.cache_seconds = cache.cache_seconds;
   run.teacher_input = cache.input;
+  run.teacher_combine = cache.combine;
   const torch::Tensor& teacher_val = cache.val;
   const torch::Tensor& teacher_test = cache.test;
   run.teacher.test = score(task, fold, teacher_test, fold.test.y, {});
@@ -604,6 +606,10 @@ nlohmann::json metrics_json(const RunSpec& spec, const RunOptions& options, cons
     metrics["models"]["teacher"]["members"].push_back(
         {{"file", runs[0].member_files[m]}, {"weight", spec.teacher.weights.empty() ? 1.0 : spec.teacher.weights[m]},
          {"test", test_json(tests)}});
+  }
+  if (!runs[0].member_tests.empty()) {
+    metrics["models"]["teacher"]["combine"] = models::to_string(spec.teacher.combine);
+    if (!runs[0].teacher_combine.is_null()) metrics["models"]["teacher"]["correctness"] = runs[0].teacher_combine;
   }
   if (spec.distill.baseline) metrics["models"]["baseline"] = collect(&FoldRun::baseline);
   metrics["models"]["student"] = collect(&FoldRun::student);

@@ -11,7 +11,9 @@ EnsembleCombine parse_ensemble_combine(const std::string& word, const std::strin
   if (word == "probabilities") return EnsembleCombine::probabilities;
   if (word == "logits") return EnsembleCombine::logits;
   if (word == "confidence") return EnsembleCombine::confidence;
-  fail("{}: {} is not a way to combine teachers, expected probabilities, logits or confidence", field, quote(word));
+  if (word == "correctness") return EnsembleCombine::correctness;
+  fail("{}: {} is not a way to combine teachers, expected probabilities, logits, confidence or correctness", field,
+       quote(word));
 }
 
 std::string to_string(EnsembleCombine combine) {
@@ -19,6 +21,7 @@ std::string to_string(EnsembleCombine combine) {
     case EnsembleCombine::probabilities: return "probabilities";
     case EnsembleCombine::logits: return "logits";
     case EnsembleCombine::confidence: return "confidence";
+    case EnsembleCombine::correctness: return "correctness";
   }
   return "?";
 }
@@ -36,15 +39,41 @@ torch::Tensor EnsembleModel::forward(const torch::Tensor& input) {
   for (size_t m = 0; m < members_.size(); ++m) {
     auto out = members_[m]->forward(input).to(torch::kFloat);
     if (combine_ != EnsembleCombine::logits) out = torch::softmax(out, 1);
-    // Per row: the member's weight, times its confidence with combine: confidence.
-    auto w = combine_ == EnsembleCombine::confidence ? weights_[m] * std::get<0>(out.max(1, true))
-                                                     : torch::full({out.size(0), 1}, weights_[m]);
+    // Per row: the member's weight, times its confidence or its precision for the class it predicts.
+    torch::Tensor w;
+    if (combine_ == EnsembleCombine::confidence) {
+      w = weights_[m] * std::get<0>(out.max(1, true));
+    } else if (combine_ == EnsembleCombine::correctness) {
+      KD_CHECK(precision_.defined(), "combine: correctness before fit_precision");
+      w = weights_[m] * precision_[static_cast<int64_t>(m)].index_select(0, out.argmax(1)).unsqueeze(1);
+    } else {
+      w = torch::full({out.size(0), 1}, weights_[m]);
+    }
     sum = sum.defined() ? sum + w * out : w * out;
     row_weights = row_weights.defined() ? row_weights + w : w;
   }
   auto mean = sum / row_weights;
   // The log of the mean distribution; a probability that underflowed to 0 stays finite.
   return combine_ == EnsembleCombine::logits ? mean : mean.clamp_min(1e-30).log();
+}
+
+torch::Tensor EnsembleModel::fit_precision(const torch::Tensor& x, const torch::Tensor& labels, int64_t classes,
+                                           int64_t batch_rows) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor y = labels.to(torch::kLong);
+  std::vector<torch::Tensor> rows;
+  for (auto& member : members_) {
+    std::vector<torch::Tensor> predicted;
+    for (int64_t start = 0; start < x.size(0); start += batch_rows) {
+      predicted.push_back(member->forward(x.slice(0, start, start + batch_rows)).argmax(1));
+    }
+    torch::Tensor p = torch::cat(predicted);
+    auto right = torch::bincount(p.masked_select(p.eq(y)), {}, classes).to(torch::kFloat);
+    auto made = torch::bincount(p, {}, classes).to(torch::kFloat);
+    rows.push_back((right + 1) / (made + 2));
+  }
+  precision_ = torch::stack(rows);
+  return precision_;
 }
 
 std::vector<torch::Tensor> EnsembleModel::parameters() {

@@ -177,6 +177,13 @@ std::string summary(const nlohmann::json& metrics, bool classification) {
         << fmt::format("{:.3g}", member.value("weight", 1.0)) << ") "
         << (classification ? fmt::format("{:.2f}%", 100 * value) : fmt::format("{:.4g}", value)) << ";";
     }
+    std::string combine = models["teacher"].value("combine", "");
+    if (combine == "correctness") {
+      o << " Combined per row by each member's precision for the class it predicts, measured on "
+        << models["teacher"]["correctness"].value("rows", 0) << " labelled training rows.";
+    } else if (!combine.empty()) {
+      o << " Combined by " << h(combine) << ".";
+    }
     o << "</p>\n";
   }
   if (models.contains("baseline")) {

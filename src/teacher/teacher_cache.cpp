@@ -217,6 +217,20 @@ TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, con
     fail("teacher: give path: (a model file) or model: (a zoo spec to train)");
   }
   cache.model->set_training(false);
+  auto* ensemble = dynamic_cast<models::EnsembleModel*>(cache.model.get());
+  if (ensemble && spec.combine == models::EnsembleCombine::correctness) {
+    torch::Tensor index = labelled_sample(fold, kCorrectnessRows);
+    torch::Tensor precision =
+        ensemble->fit_precision(fold.train.x.index_select(0, index), fold.train.y.index_select(0, index),
+                                dataset.outputs, inference_batch_size(*cache.model, dataset.input_shape));
+    cache.combine = {{"rows", index.size(0)}, {"precision", nlohmann::json::array()}};
+    for (int64_t m = 0; m < precision.size(0); ++m) {
+      auto row = precision[m].to(torch::kDouble).contiguous();
+      cache.combine["precision"].push_back(std::vector<double>(row.data_ptr<double>(), row.data_ptr<double>() + row.numel()));
+    }
+    spdlog::info("teacher{}: each member weighted per row by its precision for the class it predicts, measured on {} "
+                 "labelled training rows", tag, index.size(0));
+  }
   cache.teacher_seconds = seconds_since(teacher_start);
 
   auto cache_start = Clock::now();

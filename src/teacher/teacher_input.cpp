@@ -293,15 +293,19 @@ AdaptedTeacher adapt_teacher(const io::LoadedModel& loaded, const nlohmann::json
   return {chosen.model, description, evidence};
 }
 
-AdaptedTeacher adapt_to_fold(const io::LoadedModel& loaded, const data::DataFold& fold, Task task,
-                             const TeacherInputOptions& options) {
-  // Up to kInputSampleRows labelled training rows, spread evenly over the split.
+torch::Tensor labelled_sample(const data::DataFold& fold, int64_t rows) {
   torch::Tensor index = fold.labeled.defined() ? fold.labeled.nonzero().squeeze(1)
                                                : torch::arange(fold.train.x.size(0), torch::kLong);
-  if (index.size(0) > kInputSampleRows) {
-    auto spread = torch::linspace(0, static_cast<double>(index.size(0) - 1), kInputSampleRows).to(torch::kLong);
+  if (index.size(0) > rows) {
+    auto spread = torch::linspace(0, static_cast<double>(index.size(0) - 1), rows).to(torch::kLong);
     index = index.index_select(0, spread);
   }
+  return index;
+}
+
+AdaptedTeacher adapt_to_fold(const io::LoadedModel& loaded, const data::DataFold& fold, Task task,
+                             const TeacherInputOptions& options) {
+  torch::Tensor index = labelled_sample(fold, kInputSampleRows);
   return adapt_teacher(loaded, fold.preprocessing, task, options, fold.train.x.index_select(0, index),
                        fold.train.y.index_select(0, index));
 }

@@ -223,6 +223,23 @@ TEST_F(Run, AListOfTeacherFilesIsAnEnsemble) {
   EXPECT_EQ(m["teacher_input"]["combine"], "confidence");
   EXPECT_EQ(m["models"]["teacher"]["members"][0]["weight"], 3.0);
   EXPECT_EQ(m["models"]["teacher"]["members"][1]["weight"], 1.0);
+  // Each row weighted by the members' precision for what they predict, measured on labelled rows.
+  auto correct = run_kdistill("run " + recipe(text) + " --out " + out() + " --set teacher.model=null --set teacher.train=null" +
+                              " --set teacher.combine=correctness");
+  ASSERT_EQ(correct.status, 0) << correct.output;
+  EXPECT_NE(correct.output.find("weighted per row by its precision for the class it predicts"), std::string::npos)
+      << correct.output;
+  m = metrics();
+  EXPECT_EQ(m["models"]["teacher"]["combine"], "correctness");
+  const auto& correctness = m["models"]["teacher"]["correctness"];
+  ASSERT_EQ(correctness["precision"].size(), 2u);
+  EXPECT_EQ(correctness["precision"][0].size(), 10u);
+  EXPECT_GT(correctness["rows"].get<int64_t>(), 100);
+  for (const auto& member : correctness["precision"]) {
+    for (double p : member) EXPECT_TRUE(p > 0 && p < 1) << correctness.dump();
+  }
+  EXPECT_GE(m["models"]["teacher"]["test"]["accuracy"].get<double>(), std::min(accuracy[0], accuracy[1]) - 0.02);
+  EXPECT_NE(read_file(dir_ / "out/report.html").find("by each member's precision"), std::string::npos);
   expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() +
                               " --set teacher.model=null --set teacher.train=null --set teacher.weights=[1]"),
                  "teacher.weights: 1 weights for 2 teachers; give one per teacher");
@@ -231,7 +248,8 @@ TEST_F(Run, AListOfTeacherFilesIsAnEnsemble) {
                  "teacher.weights: -2 is not a positive weight");
   expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() +
                               " --set teacher.model=null --set teacher.train=null --set teacher.combine=vote"),
-                 "teacher.combine: \"vote\" is not a way to combine teachers, expected probabilities, logits or confidence");
+                 "teacher.combine: \"vote\" is not a way to combine teachers, expected probabilities, logits, "
+                 "confidence or correctness");
   expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() +
                               " --set teacher.model=null --set teacher.train=null --set teacher.path=[]"),
                  "teacher.path: an empty list");

@@ -40,6 +40,30 @@ TEST(Ensemble, AveragesProbabilitiesOrLogits) {
   EXPECT_TRUE(torch::allclose(torch::softmax(confident.forward(x), 1), (ca * pa + cb * pb) / (ca + cb), 1e-5, 1e-6));
 }
 
+// combine: correctness: member a always right, member b right only when it predicts class 0; each row's
+// weights are the members' smoothed precision for the class each predicts there.
+TEST(Ensemble, CorrectnessWeighsEachRowByTheMembersPrecision) {
+  auto members = two_members();
+  torch::NoGradGuard no_grad;
+  auto x = torch::randn({40, 5});
+  auto za = members[0]->forward(x), zb = members[1]->forward(x);
+  torch::Tensor labels = za.argmax(1);  // a is right on every row
+  EnsembleModel ensemble(members, EnsembleCombine::correctness);
+  torch::Tensor precision = ensemble.fit_precision(x, labels, 4, 16);  // in batches of 16: 16, 16, 8
+  ASSERT_EQ(precision.sizes(), (std::vector<int64_t>{2, 4}));
+  torch::Tensor pa_class = za.argmax(1), pb_class = zb.argmax(1);
+  for (int64_t c = 0; c < 4; ++c) {
+    double made_a = pa_class.eq(c).sum().item<double>();
+    EXPECT_NEAR(precision[0][c].item<double>(), (made_a + 1) / (made_a + 2), 1e-6);
+    double made_b = pb_class.eq(c).sum().item<double>();
+    double right_b = (pb_class.eq(c) & labels.eq(c)).sum().item<double>();
+    EXPECT_NEAR(precision[1][c].item<double>(), (right_b + 1) / (made_b + 2), 1e-6);
+  }
+  auto wa = precision[0].index_select(0, pa_class).unsqueeze(1), wb = precision[1].index_select(0, pb_class).unsqueeze(1);
+  auto expected = (wa * torch::softmax(za, 1) + wb * torch::softmax(zb, 1)) / (wa + wb);
+  EXPECT_TRUE(torch::allclose(torch::softmax(ensemble.forward(x), 1), expected, 1e-5, 1e-6));
+}
+
 TEST(Ensemble, SizeAndStateAreTheMembersTogether) {
   auto members = two_members();
   EnsembleModel ensemble(members, EnsembleCombine::probabilities);
@@ -62,7 +86,8 @@ TEST(Ensemble, SizeAndStateAreTheMembersTogether) {
   ensemble.load_state(saved);
   EXPECT_TRUE(torch::allclose(ensemble.forward(x), before));
   KD_EXPECT_ERROR(parse_ensemble_combine("median", "teacher.combine"),
-                  "teacher.combine: \"median\" is not a way to combine teachers, expected probabilities, logits or confidence");
+                  "teacher.combine: \"median\" is not a way to combine teachers, expected probabilities, logits, confidence or "
+                  "correctness");
 }
 
 }  // namespace

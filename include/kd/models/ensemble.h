@@ -17,9 +17,12 @@ namespace kd::models {
 // logits:        the weighted mean of the members' outputs (what a regression ensemble predicts);
 // confidence:    as probabilities, each row's members weighted by their weight x their confidence
 //                on that row (their largest probability), so a member sure of a row speaks louder.
-enum class EnsembleCombine { probabilities, logits, confidence };
+// correctness:   as probabilities, each row's members weighted by their weight x how often they were
+//                right on labelled rows when they predicted what they predict on this row (their
+//                precision for that class, set_precision), so a member speaks louder where it is reliable.
+enum class EnsembleCombine { probabilities, logits, confidence, correctness };
 
-// "probabilities" | "logits" | "confidence", or kd::Error naming `field`.
+// "probabilities" | "logits" | "confidence" | "correctness", or kd::Error naming `field`.
 EnsembleCombine parse_ensemble_combine(const std::string& word, const std::string& field);
 std::string to_string(EnsembleCombine combine);
 
@@ -40,10 +43,15 @@ class EnsembleModel : public Model {
 
   const std::vector<ModelPtr>& members() const { return members_; }
 
+  // combine: correctness: each member's precision per predicted class on labelled rows `x`, `labels`
+  // ((right + 1) / (predicted + 2), so a class a member never predicted counts 1/2); [members, classes].
+  torch::Tensor fit_precision(const torch::Tensor& x, const torch::Tensor& labels, int64_t classes, int64_t batch_rows);
+
  private:
   std::vector<ModelPtr> members_;
   EnsembleCombine combine_;
   std::vector<double> weights_;
+  torch::Tensor precision_;  // [members, classes]; combine: correctness
 };
 
 }  // namespace kd::models

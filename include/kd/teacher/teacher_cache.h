@@ -24,6 +24,9 @@
 
 namespace kd::teacher {
 
+// Labelled training rows on which combine: correctness measures each member's precision per class.
+constexpr int64_t kCorrectnessRows = 5000;
+
 struct TeacherSpec {
   std::vector<std::string> paths;          // a model file (.kdm, .pt, .onnx, model.json), or several: an
                                            // ensemble, its outputs combined as `combine` says; or
@@ -57,6 +60,7 @@ struct TeacherCache {
   std::optional<train::TrainResult> training;  // when trained in this call
   torch::Tensor train, transfer, val, test;  // outputs per row of the fold's splits (transfer: may be undefined)
   nlohmann::json input;              // a loaded teacher: how it is fed and why (AdaptedTeacher::evidence)
+  nlohmann::json combine;            // combine: correctness: {"rows", "precision": [member][class]}
   double teacher_seconds = 0.0;      // loading or training
   double cache_seconds = 0.0;        // computing the outputs
 };

@@ -67,6 +67,9 @@ AdaptedTeacher adapt_teacher(const io::LoadedModel& loaded, const nlohmann::json
 AdaptedTeacher adapt_to_fold(const io::LoadedModel& loaded, const data::DataFold& fold, Task task,
                              const TeacherInputOptions& options);
 
+// The indices of up to `rows` labelled training rows of `fold`, spread evenly over the split.
+torch::Tensor labelled_sample(const data::DataFold& fold, int64_t rows);
+
 // Whether every row of `outputs` [N, classes >= 2] is a probability distribution (in [0, 1], sums to 1
 // within 1e-3): the outputs of a model that ends in a softmax.
 bool looks_like_probabilities(const torch::Tensor& outputs);
