@@ -294,12 +294,13 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   run.student.model = build_student(spec.student, dataset);
   check_outputs(*run.student.model, dataset, fold.train.x, "student");
   if (spec.student.init == "teacher") {
-    run.init = models::copy_from_teacher(*run.student.model, *run.teacher.model, spec.student.init_units);
+    torch::Tensor sample = fold.train.x.index_select(0, teacher::labelled_sample(fold, kInitSampleRows));
+    run.init = models::copy_from_teacher(*run.student.model, *run.teacher.model, spec.student.init_options, sample);
     for (const auto& line : run.init.lines) spdlog::info("student{} init: {}", tag, line);
     run.init_val = score_validation(*run.student.model, task, fold, teacher_val);
     std::string metric = task == Task::classification ? "accuracy" : "rmse";
     spdlog::info("student{}: {} tensors initialised from the teacher ({} units); before training: val {} {:.4g}", tag,
-                 run.init.tensors, spec.student.init_units, metric, train::metric_value(run.init_val, metric));
+                 run.init.tensors, spec.student.init_options.units, metric, train::metric_value(run.init_val, metric));
   }
   // Each stage continues from the last one's final weights; the last keeps its best epoch.
   TrainResult trained;
@@ -550,7 +551,10 @@ nlohmann::json distill_json(const RunSpec& spec, const data::Dataset& dataset, c
   }
   distill["student_init"] = spec.student.init;
   if (spec.student.init == "teacher") {
-    distill["student_init_from_teacher"] = {{"units", spec.student.init_units},
+    nlohmann::json layer_map = spec.student.init_options.layer_map;
+    distill["student_init_from_teacher"] = {{"units", spec.student.init_options.units},
+                                            {"every", spec.student.init_options.every},
+                                            {"layer_map", layer_map},
                                             {"tensors", runs[0].init.tensors},
                                             {"layers", runs[0].init.lines},
                                             {"val", runs[0].init_val}};

@@ -394,12 +394,24 @@ Recipe load_recipe(const std::string& path, const std::vector<std::string>& over
   if (student.has("model")) run.student.model = parse_zoo_spec(student.section("model"));
   run.student.path = resolve_path(student.get<std::string>("path", ""), base_folder);
   if (run.student.model && !run.student.path.empty()) fail("{}: give path or model, not both", student.where("model"));
-  // init: random | teacher (leading slices), or {from: teacher, units: leading | importance}.
+  // init: random | teacher (leading slices), or {from: teacher, units: leading | importance | variance,
+  // every: k, layers: {student layer: teacher layer}}.
   YAML::Node init = student.node("init");
   if (init && init.IsMap()) {
     YamlSection section(init, student.file(), student.path() + ".init");
     run.student.init = section.get<std::string>("from", "teacher");
-    run.student.init_units = section.get<std::string>("units", run.student.init_units);
+    auto& options = run.student.init_options;
+    options.units = section.get<std::string>("units", options.units);
+    options.every = section.get<int64_t>("every", options.every);
+    if (options.every < 1) fail("{}: {} is not a layer step (1 or more)", section.where("every"), options.every);
+    YAML::Node layers = section.node("layers");
+    if (layers && !layers.IsNull()) {
+      if (!layers.IsMap()) fail("{}: expected a map of student layer: teacher layer, e.g. {{fc2: fc3}}", section.where("layers"));
+      for (const auto& entry : layers) {
+        if (!entry.second.IsScalar()) fail("{}.{}: expected a teacher layer's name", section.where("layers"), entry.first.Scalar());
+        options.layer_map[entry.first.Scalar()] = entry.second.Scalar();
+      }
+    }
     section.finish();
   } else if (init && init.IsScalar()) {
     run.student.init = init.Scalar();

@@ -252,7 +252,11 @@ struct Search {
 models::ModelPtr new_student(const Search& search, const flow::RunSpec& spec, size_t fold) {
   torch::manual_seed(spec.seed + 100);  // the initial weights `kdistill run` gives the same recipe
   auto model = flow::build_student(spec.student, search.dataset);
-  if (spec.student.init == "teacher") models::copy_from_teacher(*model, *search.caches[fold].model, spec.student.init_units);
+  if (spec.student.init == "teacher") {
+    const auto& data = search.dataset.folds[fold];
+    torch::Tensor sample = data.train.x.index_select(0, teacher::labelled_sample(data, flow::kInitSampleRows));
+    models::copy_from_teacher(*model, *search.caches[fold].model, spec.student.init_options, sample);
+  }
   return model;
 }
 

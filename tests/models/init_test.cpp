@@ -12,6 +12,12 @@
 namespace kd::models {
 namespace {
 
+InitOptions with_units(const std::string& units) {
+  InitOptions options;
+  options.units = units;
+  return options;
+}
+
 std::map<std::string, torch::Tensor> by_name(Model& model) {
   std::map<std::string, torch::Tensor> out;
   for (auto& [name, tensor] : model.state()) out[name] = tensor;
@@ -34,7 +40,7 @@ TEST(TeacherInit, ImportanceKeepsTheStrongestUnitsAndTheirInputsDownTheChain) {
       if (tensor.is_floating_point() && tensor.dim() == 1) tensor.copy_(torch::randn_like(tensor));
     }
   }
-  auto report = copy_from_teacher(*student, *teacher, "importance");
+  auto report = copy_from_teacher(*student, *teacher, with_units("importance"));
   auto s = by_name(*student);
   EXPECT_EQ(report.tensors, static_cast<int64_t>(s.size()));  // every student tensor has a teacher tensor
   EXPECT_EQ(report.selected_layers, 3);                       // conv1, conv2, fc1 (head keeps its 3 outputs)
@@ -58,19 +64,81 @@ TEST(TeacherInit, ImportanceKeepsTheStrongestUnitsAndTheirInputsDownTheChain) {
   EXPECT_TRUE(torch::equal(s["head.bias"], t["head.bias"]));
 
   // Leading slices: the first units and inputs.
-  auto leading = copy_from_teacher(*student, *teacher, "leading");
+  auto leading = copy_from_teacher(*student, *teacher, with_units("leading"));
   EXPECT_EQ(leading.selected_layers, 0);
   EXPECT_TRUE(torch::equal(by_name(*student)["conv2.weight"], t["conv2.weight"].slice(0, 0, 4).slice(1, 0, 3)));
-  KD_EXPECT_ERROR(copy_from_teacher(*student, *teacher, "largest"), "student.init.units: \"largest\" is not leading or importance");
+  KD_EXPECT_ERROR(copy_from_teacher(*student, *teacher, with_units("largest")),
+                  "student.init.units: \"largest\" is not leading, importance or variance");
 }
 
 TEST(TeacherInit, ResidualNetworksTakeLeadingSlices) {
   torch::manual_seed(4);
   auto teacher = build_zoo_model(ZooSpec().arch("resnet").depth(8).width(8), {1, 8, 8}, 3);
   auto student = build_zoo_model(ZooSpec().arch("resnet").depth(8).width(4), {1, 8, 8}, 3);
-  auto report = copy_from_teacher(*student, *teacher, "importance");
+  auto report = copy_from_teacher(*student, *teacher, with_units("importance"));
   EXPECT_EQ(report.selected_layers, 0);
   EXPECT_TRUE(torch::equal(by_name(*student).at("stem.weight"), by_name(*teacher).at("stem.weight").slice(0, 0, 4)));
+}
+
+// Layers by step or by name: a one-hidden-layer student of a three-hidden-layer teacher.
+TEST(TeacherInit, LayersEveryKOrByName) {
+  torch::manual_seed(5);
+  auto teacher = build_zoo_model(ZooSpec().arch("mlp").hidden({6, 6, 6}), {4}, 3);
+  auto student = build_zoo_model(ZooSpec().arch("mlp").hidden({6, 6}), {4}, 3);
+  auto t = by_name(*teacher);
+  InitOptions every;
+  every.every = 2;  // fc1 <- fc1, fc2 <- fc3 (DistilBERT's every other layer)
+  auto report = copy_from_teacher(*student, *teacher, every);
+  auto s = by_name(*student);
+  EXPECT_TRUE(torch::equal(s["fc1.weight"], t["fc1.weight"]));
+  EXPECT_TRUE(torch::equal(s["fc2.weight"], t["fc3.weight"]));
+  EXPECT_TRUE(torch::equal(s["fc2.bias"], t["fc3.bias"]));
+  EXPECT_TRUE(torch::equal(s["head.weight"], t["head.weight"]));
+  EXPECT_EQ(report.lines, std::vector<std::string>{"fc2 <- teacher fc3"});
+  EXPECT_EQ(report.tensors, static_cast<int64_t>(s.size()));
+
+  InitOptions named;
+  named.layer_map = {{"fc1", "fc2"}};
+  copy_from_teacher(*student, *teacher, named);
+  s = by_name(*student);
+  EXPECT_TRUE(torch::equal(s["fc1.weight"], t["fc2.weight"].slice(1, 0, 4)));  // its 4 inputs of fc2's 6
+  EXPECT_TRUE(torch::equal(s["fc2.weight"], t["fc2.weight"]));
+  named.layer_map = {{"fc1", "fc9"}};
+  KD_EXPECT_ERROR(copy_from_teacher(*student, *teacher, named),
+                  "student.init.layers: \"fc9\" is not a layer of the teacher (did you mean \"fc1\"?) (its layers: "
+                  "fc1, fc2, fc3, head)");
+  named.layer_map = {{"conv1", "fc1"}};
+  KD_EXPECT_ERROR(copy_from_teacher(*student, *teacher, named), "\"conv1\" is not a layer of the student");
+}
+
+// units: variance keeps the units whose activations vary most on the sample, here made to be 4, 0, 2.
+TEST(TeacherInit, VarianceKeepsTheUnitsThatVaryMostOnTheData) {
+  torch::manual_seed(6);
+  auto teacher = build_zoo_model(ZooSpec().arch("mlp").hidden({5}), {4}, 2);
+  auto student = build_zoo_model(ZooSpec().arch("mlp").hidden({3}), {4}, 2);
+  auto t = by_name(*teacher);
+  {
+    torch::NoGradGuard no_grad;
+    t["fc1.weight"].copy_(torch::rand({5, 4}) * 0.01);  // L1 importance would keep others
+    t["fc1.weight"][1].copy_(torch::tensor({5.0, 5.0, 0.0, 5.0}));  // the largest by L1 norm, nearly constant
+    t["fc1.bias"].fill_(1.0);
+    t["fc1.weight"][4].copy_(torch::tensor({3.0, -3.0, 0.0, 0.0}));
+    t["fc1.weight"][0].copy_(torch::tensor({0.0, 2.0, 0.0, 0.0}));
+    t["fc1.weight"][2].copy_(torch::tensor({0.0, 0.0, 1.0, 0.0}));
+  }
+  // Inputs 0 and 1 move against each other and input 3 is constant: unit 1 (5 x0 + 5 x1 + 5 x3) hardly
+  // varies; units 4 (3 x0 - 3 x1), 0 (2 x1) and 2 (x2) do, and unit 3's weights are tiny.
+  torch::Tensor x = torch::randn({600, 4});
+  x.select(1, 3).fill_(0.5);
+  x.select(1, 1).copy_(-x.select(1, 0) + 0.01 * torch::randn({600}));
+  KD_EXPECT_ERROR(copy_from_teacher(*student, *teacher, with_units("variance")),
+                  "student.init.units: variance needs training rows to measure the teacher's activations on");
+  auto report = copy_from_teacher(*student, *teacher, with_units("variance"), x);
+  ASSERT_EQ(report.lines.size(), 1u);
+  EXPECT_EQ(report.lines[0], "fc1: 3 of 5 units by activation variance");
+  torch::Tensor kept = torch::tensor({0, 2, 4});
+  EXPECT_TRUE(torch::equal(by_name(*student)["fc1.weight"], t["fc1.weight"].index_select(0, kept)));
+  EXPECT_TRUE(torch::equal(by_name(*student)["head.weight"], t["head.weight"].index_select(1, kept)));
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 
 #include "kd/data/dataset.h"
 #include "kd/losses/loss_term.h"
+#include "kd/models/init.h"
 #include "kd/models/zoo.h"
 #include "kd/teacher/teacher_cache.h"
 #include "kd/train/trainer.h"
@@ -24,11 +25,14 @@ namespace kd::flow {
 using teacher::TeacherSpec;
 using train::TrainOptions;
 
+// Training rows on which student.init units: variance measures the teacher's activations.
+constexpr int64_t kInitSampleRows = 1000;
+
 struct StudentSpec {
   std::optional<models::ZooSpec> model;    // a zoo spec; or
   std::string path;                        // a trainable TorchScript student (.pt)
   std::string init = "random";             // random | teacher (copy matching teacher tensors)
-  std::string init_units = "leading";      // leading | importance (models::copy_from_teacher)
+  models::InitOptions init_options;        // which teacher layers and units (models::copy_from_teacher)
 };
 
 // One stage of a staged distillation (recipe `distill.stages`): the student trains `train.epochs()`
