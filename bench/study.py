@@ -74,6 +74,8 @@ ALIGNMENT = {
     "cnn_init_leading": ("KD, student initialised from the teacher (leading slices)", ["student.init=teacher"]),
     "cnn_init_importance": ("KD, student initialised from the teacher (units by L1 importance)",
                             ["student.init={from: teacher, units: importance}"]),
+    "cnn_init_variance": ("KD, student initialised from the teacher (units by activation variance)",
+                          ["student.init={from: teacher, units: variance}"]),
 }
 for _name, (_description, _sets) in ALIGNMENT.items():
     SETUPS[_name] = ("examples/fashion-mnist-cnn.yaml", "Fashion-MNIST CNN pair: " + _description,

@@ -27,8 +27,9 @@ void check_taps(Model& model, const std::vector<std::string>& taps) {
     if (std::find(names.begin(), names.end(), tap) != names.end()) continue;
     if (names.empty()) fail("tap {}: {} models have no feature taps, only {}", quote(tap), model.kind(), quote(kOutputTap));
     auto suggestion = nearest(tap, names);
-    fail("tap {}: the {} model has no such tap{}; `kdistill inspect` lists them", quote(tap), model.kind(),
-         suggestion ? " (did you mean " + quote(*suggestion) + "?)" : std::string());
+    fail("tap {}: the {} model has no such tap{}; the nearest of its {}: {}; `kdistill inspect` lists them", quote(tap),
+         model.kind(), suggestion ? " (did you mean " + quote(*suggestion) + "?)" : std::string(), names.size(),
+         join(nearest_few(tap, names, 4), ", "));
   }
 }
 

@@ -123,6 +123,15 @@ std::optional<std::string> nearest(std::string_view word, const std::vector<std:
   return std::nullopt;
 }
 
+std::vector<std::string> nearest_few(std::string_view word, const std::vector<std::string>& candidates, size_t count) {
+  std::vector<std::pair<size_t, size_t>> ranked;  // (distance, position)
+  for (size_t i = 0; i < candidates.size(); ++i) ranked.emplace_back(edit_distance(to_lower(word), to_lower(candidates[i])), i);
+  std::stable_sort(ranked.begin(), ranked.end());
+  std::vector<std::string> few;
+  for (size_t i = 0; i < ranked.size() && i < count; ++i) few.push_back(candidates[ranked[i].second]);
+  return few;
+}
+
 std::string quote(std::string_view text) { return "\"" + std::string(text) + "\""; }
 
 }  // namespace kd

@@ -550,10 +550,11 @@ TEST(ZooTaps, MlpAndResidualBlocks) {
   EXPECT_EQ(taps.taps[2].sizes(), (std::vector<int64_t>{3, 16, 2, 2}));
 }
 
-TEST(ZooTaps, AnUnknownTapIsNamedWithASuggestion) {
+TEST(ZooTaps, AnUnknownTapIsNamedWithTheNearestTaps) {
   auto model = build_zoo_model(ZooSpec().arch("cnn").channels({4}), {1, 8, 8}, 2);
   KD_EXPECT_ERROR(model->forward_taps(torch::randn({1, 1, 8, 8}), {"conv1_pol"}),
-                  "tap \"conv1_pol\": the cnn model has no such tap (did you mean \"conv1_pool\"?); `kdistill inspect` lists them");
+                  "tap \"conv1_pol\": the cnn model has no such tap (did you mean \"conv1_pool\"?); the nearest of its 5: "
+                  "conv1_pool, conv1_act, conv1, gap; `kdistill inspect` lists them");
 }
 
 }  // namespace

@@ -31,6 +31,8 @@ std::optional<long long> parse_int(std::string_view text);
 size_t edit_distance(std::string_view a, std::string_view b);
 // The candidate closest to `word`, when it is close enough to be a likely typo.
 std::optional<std::string> nearest(std::string_view word, const std::vector<std::string>& candidates);
+// Up to `count` candidates by edit distance to `word`, closest first (ties in the candidates' order).
+std::vector<std::string> nearest_few(std::string_view word, const std::vector<std::string>& candidates, size_t count);
 
 // `text` in double quotes, for error messages.
 std::string quote(std::string_view text);
