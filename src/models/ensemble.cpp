@@ -35,9 +35,49 @@ EnsembleModel::EnsembleModel(std::vector<ModelPtr> members, EnsembleCombine comb
 }
 
 torch::Tensor EnsembleModel::forward(const torch::Tensor& input) {
+  std::vector<torch::Tensor> outputs;
+  for (auto& member : members_) outputs.push_back(member->forward(input));
+  return combined(outputs);
+}
+
+std::vector<std::string> EnsembleModel::tap_names() {
+  std::vector<std::string> names;
+  for (size_t m = 0; m < members_.size(); ++m) {
+    for (const auto& tap : members_[m]->tap_names()) names.push_back(fmt::format("m{}.{}", m, tap));
+  }
+  return names;
+}
+
+TappedForward EnsembleModel::forward_taps(const torch::Tensor& input, const std::vector<std::string>& taps) {
+  check_taps(*this, taps);
+  // Each member runs once, with the taps asked of it ("m1.conv3_pool" is member 1's "conv3_pool").
+  std::vector<std::vector<std::string>> asked(members_.size());
+  std::vector<std::pair<size_t, size_t>> where(taps.size());  // tap -> (member, position in its list)
+  for (size_t i = 0; i < taps.size(); ++i) {
+    if (taps[i] == kOutputTap) continue;
+    size_t dot = taps[i].find('.');
+    size_t m = std::stoul(taps[i].substr(1, dot - 1));
+    where[i] = {m, asked[m].size()};
+    asked[m].push_back(taps[i].substr(dot + 1));
+  }
+  std::vector<TappedForward> runs;
+  std::vector<torch::Tensor> outputs;
+  for (size_t m = 0; m < members_.size(); ++m) {
+    runs.push_back(asked[m].empty() ? TappedForward{members_[m]->forward(input), {}}
+                                    : members_[m]->forward_taps(input, asked[m]));
+    outputs.push_back(runs.back().output);
+  }
+  TappedForward result{combined(outputs), {}};
+  for (size_t i = 0; i < taps.size(); ++i) {
+    result.taps.push_back(taps[i] == kOutputTap ? result.output : runs[where[i].first].taps[where[i].second]);
+  }
+  return result;
+}
+
+torch::Tensor EnsembleModel::combined(const std::vector<torch::Tensor>& outputs) const {
   torch::Tensor sum, row_weights;
   for (size_t m = 0; m < members_.size(); ++m) {
-    auto out = members_[m]->forward(input).to(torch::kFloat);
+    auto out = outputs[m].to(torch::kFloat);
     if (combine_ != EnsembleCombine::logits) out = torch::softmax(out, 1);
     // Per row: the member's weight, times its confidence or its precision for the class it predicts.
     torch::Tensor w;

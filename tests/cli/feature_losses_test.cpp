@@ -129,6 +129,26 @@ TEST_F(FeatureLosses, AugmentedViewsRunTheTeacherLiveAndBadTapsAreRefused) {
             std::string::npos) << bank.output;
 }
 
+// An ensemble teacher (teacher.members: 2): a feature term reads one member's layer, "m1.conv2_pool";
+// the members' taps are cached with their combined outputs in one pass.
+TEST_F(FeatureLosses, AnEnsembleTeachersMemberLayerIsATap) {
+  std::string text = feature_recipe("    - {kind: kl, weight: 0.5, temperature: 2}\n    - {kind: ce, weight: 0.5}\n"
+                                    "    - {kind: hint, weight: 1, student: conv2_pool, teacher: m1.conv2_pool}\n");
+  text.replace(text.find("  train: {epochs: 8"), 0, "  members: 2\n");
+  auto r = run_kdistill("run " + recipe(text) + " --out " + out());
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto m = metrics();
+  EXPECT_EQ(m["distill"]["loss"][2]["teacher"], "m1.conv2_pool");
+  EXPECT_GT(m["distill"]["teaching"]["taps_bytes"].get<int64_t>(), 0);
+  EXPECT_GT(m["models"]["student"]["test"]["accuracy"].get<double>(), 0.5);
+  auto unprefixed = text;
+  unprefixed.replace(unprefixed.find("teacher: m1.conv2_pool"), 22, "teacher: conv2_pool");
+  auto bad = run_kdistill("run " + recipe(unprefixed) + " --out " + out());
+  EXPECT_EQ(bad.status, 2) << bad.output;
+  EXPECT_NE(bad.output.find("tap \"conv2_pool\": the ensemble model has no such tap"), std::string::npos) << bad.output;
+  EXPECT_NE(bad.output.find("m0.conv2_pool"), std::string::npos) << bad.output;
+}
+
 // Staged training (FitNets): hints alone for 4 epochs, then the outputs for 8, from the hinted weights;
 // the baseline gets as many steps in all; killed in the second stage, the run resumes to the same result.
 TEST_F(FeatureLosses, StagesTrainOneAfterTheOtherAndResume) {

@@ -64,6 +64,24 @@ TEST(Ensemble, CorrectnessWeighsEachRowByTheMembersPrecision) {
   EXPECT_TRUE(torch::allclose(torch::softmax(ensemble.forward(x), 1), expected, 1e-5, 1e-6));
 }
 
+// Feature terms on an ensemble teacher read one member's taps, "m<m>.<tap>"; the output is the combined one.
+TEST(Ensemble, TapsAreEachMembersByPrefix) {
+  auto members = two_members();
+  EnsembleModel ensemble(members, EnsembleCombine::probabilities);
+  auto names = ensemble.tap_names();
+  EXPECT_NE(std::find(names.begin(), names.end(), "m0.fc1_act"), names.end());
+  EXPECT_NE(std::find(names.begin(), names.end(), "m1.fc1_act"), names.end());
+  torch::NoGradGuard no_grad;
+  auto x = torch::randn({5, 5});
+  auto tapped = ensemble.forward_taps(x, {"m1.fc1_act", "output", "m0.fc1_act"});
+  EXPECT_TRUE(torch::allclose(tapped.output, ensemble.forward(x)));
+  EXPECT_TRUE(torch::equal(tapped.taps[0], members[1]->forward_taps(x, {"fc1_act"}).taps[0]));
+  EXPECT_EQ(tapped.taps[0].size(1), 3);  // member 1 has 3 hidden units, member 0 six
+  EXPECT_TRUE(torch::equal(tapped.taps[1], tapped.output));
+  EXPECT_EQ(tapped.taps[2].size(1), 6);
+  KD_EXPECT_ERROR(ensemble.forward_taps(x, {"fc1_act"}), "tap \"fc1_act\": the ensemble model has no such tap");
+}
+
 TEST(Ensemble, SizeAndStateAreTheMembersTogether) {
   auto members = two_members();
   EnsembleModel ensemble(members, EnsembleCombine::probabilities);

@@ -32,6 +32,9 @@ class EnsembleModel : public Model {
   EnsembleModel(std::vector<ModelPtr> members, EnsembleCombine combine, std::vector<double> weights = {});
 
   torch::Tensor forward(const torch::Tensor& input) override;
+  // Member m's taps as "m<m>.<tap>" (m from 0, as in state()): feature terms read one member's features.
+  std::vector<std::string> tap_names() override;
+  TappedForward forward_taps(const torch::Tensor& input, const std::vector<std::string>& taps) override;
   std::vector<torch::Tensor> parameters() override;  // every member's (the ensemble is not trained)
   NamedTensors state() override;                       // member m's tensors as "m<m>.<name>"
   void load_state(const NamedTensors& state) override;
@@ -48,6 +51,8 @@ class EnsembleModel : public Model {
   torch::Tensor fit_precision(const torch::Tensor& x, const torch::Tensor& labels, int64_t classes, int64_t batch_rows);
 
  private:
+  torch::Tensor combined(const std::vector<torch::Tensor>& outputs) const;  // the members' outputs as one
+
   std::vector<ModelPtr> members_;
   EnsembleCombine combine_;
   std::vector<double> weights_;
