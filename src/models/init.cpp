@@ -24,10 +24,13 @@ std::optional<torch::Tensor> leading(torch::Tensor source, const torch::Tensor& 
   return source;
 }
 
-// The units a layer kept: their indices among the teacher layer's `of` units.
+// The units a layer kept: their indices among the teacher layer's `of` units; or, for units: svd, the
+// basis [of, kept] its outputs were projected on (the next layer reads them through it).
 struct Units {
   torch::Tensor index;
   int64_t of = 0;
+  torch::Tensor basis;
+  int64_t kept() const { return basis.defined() ? basis.size(1) : index.size(0); }
 };
 
 // The name of the layer a tensor belongs to: "conv1" of "conv1.weight".
@@ -120,8 +123,8 @@ std::map<std::string, torch::Tensor> activation_variance(Model& teacher, const L
 
 InitReport copy_from_teacher(Model& student, Model& teacher, const InitOptions& options, const torch::Tensor& sample) {
   const std::string& units = options.units;
-  if (units != "leading" && units != "importance" && units != "variance") {
-    fail("student.init.units: {} is not leading, importance or variance", quote(units));
+  if (units != "leading" && units != "importance" && units != "variance" && units != "svd") {
+    fail("student.init.units: {} is not leading, importance, variance or svd", quote(units));
   }
   if (options.every < 1) fail("student.init.every: {} is not a layer step (1 or more)", options.every);
   if (auto* ensemble = dynamic_cast<EnsembleModel*>(&teacher)) {
@@ -173,11 +176,27 @@ InitReport copy_from_teacher(Model& student, Model& teacher, const InitOptions& 
     if (chain && tensor.dim() >= 2 && source.dim() == tensor.dim()) {
       // A layer's weight [out, in, ...]: its inputs are the previous layer's kept units.
       torch::Tensor weight = source;
-      if (last && last->of == source.size(1) && last->index.size(0) == tensor.size(1)) {
-        weight = weight.index_select(1, last->index);
+      if (last && last->of == source.size(1) && last->kept() == tensor.size(1)) {
+        weight = last->basis.defined() && weight.dim() == 2 ? weight.matmul(last->basis)
+                 : last->basis.defined()                    ? weight.narrow(1, 0, tensor.size(1))
+                                                            : weight.index_select(1, last->index);
       }
       torch::Tensor index = torch::arange(source.size(0));
-      if (tensor.size(0) < source.size(0)) {
+      bool has_norm = std::any_of(teacher_state.begin(), teacher_state.end(), [&](const auto& t) {
+        return t.first.rfind(teacher_layer + "_bn.", 0) == 0;
+      });
+      if (units == "svd" && weight.dim() == 2 && tensor.size(0) < source.size(0) && !has_norm) {
+        // A dense layer's weight W = U S V^T: the student keeps U_k^T W (its outputs projected on the k
+        // leading left singular vectors) and the next layer reads them through U_k.
+        auto [u, singular, vh] = torch::linalg_svd(weight.to(torch::kDouble), false);
+        torch::Tensor basis = u.narrow(1, 0, tensor.size(0)).to(weight.dtype());
+        copy = basis.t().matmul(weight);
+        last = Units{torch::Tensor(), source.size(0), basis};
+        ++report.selected_layers;
+        double kept = singular.narrow(0, 0, tensor.size(0)).pow(2).sum().item<double>() / singular.pow(2).sum().item<double>();
+        report.lines.push_back(fmt::format("{}: {} of {} units as a truncated SVD ({:.1f}% of the weight's energy)", layer,
+                                           tensor.size(0), source.size(0), 100 * kept));
+      } else if (tensor.size(0) < source.size(0)) {
         auto measured = variance.find(parse_layer(*source_tensor_name).layer());
         bool by_variance = units == "variance" && measured != variance.end() && measured->second.size(0) == source.size(0);
         torch::Tensor importance = by_variance ? measured->second : weight.abs().flatten(1).sum(1);
@@ -186,10 +205,13 @@ InitReport copy_from_teacher(Model& student, Model& teacher, const InitOptions& 
         report.lines.push_back(fmt::format("{}: {} of {} units by {}", layer, tensor.size(0), source.size(0),
                                            by_variance ? "activation variance" : "importance"));
       }
-      copy = leading(weight.index_select(0, index), tensor);
-      last = Units{index, source.size(0)};
-    } else if (chain && tensor.dim() == 1 && last && source.size(0) == last->of && tensor.size(0) == last->index.size(0)) {
-      copy = source.index_select(0, last->index);  // a bias or batch norm of the last layer's units
+      if (!copy) {
+        copy = leading(weight.index_select(0, index), tensor);
+        last = Units{index, source.size(0), torch::Tensor()};
+      }
+    } else if (chain && tensor.dim() == 1 && last && source.size(0) == last->of && tensor.size(0) == last->kept()) {
+      // A bias or batch norm of the last layer's units (an SVD layer's bias is projected as its outputs).
+      copy = last->basis.defined() ? last->basis.t().matmul(source) : source.index_select(0, last->index);
     } else {
       copy = leading(source, tensor);
     }

@@ -127,7 +127,7 @@ TEST_F(Run, StudentInitFromTheTeachersMostImportantUnits) {
 
   auto bad = run_kdistill("run " + recipe(text) + " --out " + out() + " --set student.init.units=largest");
   EXPECT_EQ(bad.status, 2) << bad.output;
-  EXPECT_NE(bad.output.find("student.init.units: \"largest\" is not leading, importance or variance"),
+  EXPECT_NE(bad.output.find("student.init.units: \"largest\" is not leading, importance, variance or svd"),
             std::string::npos) << bad.output;
 
   // By the variance of the teacher's activations on training rows, into the teacher's fc1 by name.
@@ -139,6 +139,9 @@ TEST_F(Run, StudentInitFromTheTeachersMostImportantUnits) {
   init = metrics()["distill"]["student_init_from_teacher"];
   EXPECT_EQ(init["units"], "variance");
   EXPECT_EQ(init["layer_map"], nlohmann::json::parse(R"({"fc1": "fc1"})"));
+  auto svd = run_kdistill("run " + recipe(text) + " --out " + out() + " --set student.init.units=svd");
+  ASSERT_EQ(svd.status, 0) << svd.output;
+  EXPECT_NE(svd.output.find("student init: fc1: 8 of 64 units as a truncated SVD ("), std::string::npos) << svd.output;
   auto unknown = run_kdistill("run " + recipe(text) + " --out " + out() + " --set 'student.init.layers={fc1: fc7}'");
   EXPECT_EQ(unknown.status, 2) << unknown.output;
   EXPECT_NE(unknown.output.find("student.init.layers: \"fc7\" is not a layer of the teacher"), std::string::npos)

@@ -68,7 +68,7 @@ TEST(TeacherInit, ImportanceKeepsTheStrongestUnitsAndTheirInputsDownTheChain) {
   EXPECT_EQ(leading.selected_layers, 0);
   EXPECT_TRUE(torch::equal(by_name(*student)["conv2.weight"], t["conv2.weight"].slice(0, 0, 4).slice(1, 0, 3)));
   KD_EXPECT_ERROR(copy_from_teacher(*student, *teacher, with_units("largest")),
-                  "student.init.units: \"largest\" is not leading, importance or variance");
+                  "student.init.units: \"largest\" is not leading, importance, variance or svd");
 }
 
 TEST(TeacherInit, ResidualNetworksTakeLeadingSlices) {
@@ -139,6 +139,35 @@ TEST(TeacherInit, VarianceKeepsTheUnitsThatVaryMostOnTheData) {
   torch::Tensor kept = torch::tensor({0, 2, 4});
   EXPECT_TRUE(torch::equal(by_name(*student)["fc1.weight"], t["fc1.weight"].index_select(0, kept)));
   EXPECT_TRUE(torch::equal(by_name(*student)["head.weight"], t["head.weight"].index_select(1, kept)));
+}
+
+// units: svd: each narrower dense layer keeps its outputs' projection on its leading left singular
+// vectors, and the next layer reads them back through those vectors.
+TEST(TeacherInit, SvdProjectsDenseLayersOnTheirLeadingSingularVectors) {
+  torch::manual_seed(7);
+  auto teacher = build_zoo_model(ZooSpec().arch("mlp").hidden({6, 6}), {4}, 2);
+  auto student = build_zoo_model(ZooSpec().arch("mlp").hidden({3, 3}), {4}, 2);
+  auto t = by_name(*teacher);
+  auto report = copy_from_teacher(*student, *teacher, with_units("svd"));
+  auto s = by_name(*student);
+  auto basis = [](const torch::Tensor& w) {
+    return std::get<0>(torch::linalg_svd(w.to(torch::kDouble), false)).narrow(1, 0, 3).to(torch::kFloat);
+  };
+  torch::Tensor u1 = basis(t["fc1.weight"]);
+  EXPECT_TRUE(torch::allclose(s["fc1.weight"], u1.t().matmul(t["fc1.weight"]), 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(s["fc1.bias"], u1.t().matmul(t["fc1.bias"]), 1e-5, 1e-6));
+  torch::Tensor fc2 = t["fc2.weight"].matmul(u1);
+  torch::Tensor u2 = basis(fc2);
+  EXPECT_TRUE(torch::allclose(s["fc2.weight"], u2.t().matmul(fc2), 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(s["head.weight"], t["head.weight"].matmul(u2), 1e-5, 1e-6));
+  EXPECT_TRUE(torch::equal(s["head.bias"], t["head.bias"]));
+  EXPECT_EQ(report.selected_layers, 2);
+  ASSERT_EQ(report.lines.size(), 2u);
+  EXPECT_EQ(report.lines[0].rfind("fc1: 3 of 6 units as a truncated SVD (", 0), 0u) << report.lines[0];
+  // Without the activation, the two layers' product is the teacher's rank-3 approximation of it.
+  torch::Tensor full = t["fc2.weight"].matmul(t["fc1.weight"]);
+  torch::Tensor projected = u2.matmul(s["fc2.weight"]).matmul(s["fc1.weight"]);
+  EXPECT_LT((projected - full).norm().item<double>(), full.norm().item<double>());
 }
 
 }  // namespace

@@ -16,6 +16,10 @@
 //   variance    as importance, the units whose activations (the layer's `_act` tap, else its own)
 //               vary most over a sample of training rows (`sample`): a unit that is nearly constant
 //               on the data carries little.
+//   svd         a narrower dense layer (without batch norm) of weight W = U S V^T keeps U_k^T W and its
+//               bias U_k^T b, and the next layer reads it through U_k (W_next U_k): exact for the
+//               product of the two layers without the activation between them, an approximation with
+//               it; other layers as importance.
 //
 //   InitOptions options;
 //   options.units = "importance";
@@ -31,14 +35,14 @@
 namespace kd::models {
 
 struct InitOptions {
-  std::string units = "leading";                 // leading | importance | variance
+  std::string units = "leading";                 // leading | importance | variance | svd
   int64_t every = 1;                             // layer n of the student takes the teacher's 1 + (n - 1) * every
   std::map<std::string, std::string> layer_map;  // student layer -> teacher layer ({fc2: fc3}); wins over every
 };
 
 struct InitReport {
   int64_t tensors = 0;              // student tensors copied from the teacher
-  int64_t selected_layers = 0;      // layers whose units were chosen by importance or variance
+  int64_t selected_layers = 0;      // layers whose units were chosen (importance, variance or svd)
   std::vector<std::string> lines;   // one a layer: "conv2: 16 of 64 units by importance", "fc2 <- fc3"
 };
 
