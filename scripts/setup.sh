@@ -9,9 +9,10 @@ packages=(
   libgloo-dev libonnx-dev libprotobuf-dev protobuf-compiler
   libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev zlib1g-dev libzip-dev libstb-dev libboost-dev
+  libsentencepiece-dev libicu-dev
   dataset-fashion-mnist
   python3-torch python3-sklearn python3-numpy python3-onnx libonnx-testdata
-  python3-scipy python3-protobuf chromium
+  python3-scipy python3-protobuf python3-sentencepiece chromium
 )
 
 missing=()
