@@ -19,9 +19,10 @@ void write_torchscript(models::Model& model, const io::ModelInfo& info, const st
 
 const std::vector<ExportFormat>& export_formats() {
   static const std::vector<ExportFormat> formats = {
-      {"torchscript", "student.torchscript.pt", "TorchScript for torch.jit.load (normalised inputs)", write_torchscript},
-      {"onnx", "student.onnx", "ONNX opset 13 for onnxruntime (raw inputs)", export_onnx},
-      {"tfjs", "student.tfjs", "TF.js layers model folder for tf.loadLayersModel", export_tfjs},
+      {"torchscript", "student.torchscript.pt", "TorchScript for torch.jit.load (normalised inputs)", write_torchscript,
+       true},
+      {"onnx", "student.onnx", "ONNX opset 13 for onnxruntime (raw inputs)", export_onnx, false},
+      {"tfjs", "student.tfjs", "TF.js layers model folder for tf.loadLayersModel", export_tfjs, false},
   };
   return formats;
 }
@@ -37,12 +38,22 @@ const ExportFormat& export_format(const std::string& name, const std::string& fi
        suggestion ? " (did you mean " + quote(*suggestion) + "?)" : "", join(names, ", "));
 }
 
+void check_exportable(const nlohmann::json& spec, const std::string& format, const std::string& field) {
+  const auto& exporter = export_format(format, field);
+  if (!spec.is_object() || !spec.contains("arch") || !spec["arch"].is_string()) return;
+  const models::ZooArch* arch = models::find_zoo_arch(spec["arch"].get<std::string>());
+  if (arch && arch->text && !exporter.text) {
+    fail("{}: arch {} (token ids in) does not export to {} yet; torchscript does", field, arch->name, format);
+  }
+}
+
 void export_model(models::Model& model, const io::ModelInfo& info, const std::string& format, const std::string& path) {
   const auto& exporter = export_format(format);
   if (info.spec.is_null()) {
     fail("{}: {} export needs a zoo model ({}); this one is a {} model", path, format,
          join(models::zoo_archs(), ", "), model.kind());
   }
+  check_exportable(info.spec, format, path);
   exporter.write(model, info, path);
 }
 

@@ -175,6 +175,10 @@ class Exporter {
           activation(keras_name(name) + "_act", s.op);
           break;
         }
+        case Kind::Embedding:
+        case Kind::Conv1d:
+        case Kind::TimePool:
+          fail("tfjs export: {}: text layers do not export to TF.js", name);
       }
     }
   }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -43,6 +44,8 @@ struct Step {
   torch::nn::Conv2d conv{nullptr};
   torch::nn::BatchNorm1d bn1d{nullptr};
   torch::nn::BatchNorm2d bn2d{nullptr};
+  torch::nn::Embedding embedding{nullptr};
+  torch::nn::Conv1d conv1d{nullptr};
 };
 
 int64_t scaled(int64_t size, double multiplier) {
@@ -222,6 +225,32 @@ void resnet_plan(const ZooSpec& spec, const std::vector<int64_t>& image, int64_t
   add_pooled_head(steps, spec, channels, outputs);
 }
 
+void textcnn_plan(const ZooSpec& spec, const std::vector<int64_t>&, int64_t outputs, std::vector<Step>& steps) {
+  Step embed{StepKind::Embedding, "embed"};
+  embed.in = spec.vocab();
+  embed.out = scaled(spec.embedding(), spec.width_multiplier());
+  embed.padding = spec.pad_id();
+  embed.bias = false;
+  steps.push_back(embed);
+  if (spec.dropout() > 0) steps.push_back(dropout_step("embed_drop", spec.dropout()));
+  int64_t channels = embed.out;
+  for (size_t i = 0; i < spec.channels().size(); ++i) {
+    std::string name = fmt::format("conv{}", i + 1);
+    Step conv{StepKind::Conv1d, name};
+    conv.in = channels;
+    conv.out = scaled(spec.channels()[i], spec.width_multiplier());
+    conv.kernel = spec.kernel();
+    conv.padding = spec.kernel() / 2;
+    steps.push_back(conv);
+    steps.push_back(activation_step(name + "_act", spec.activation()));
+    channels = conv.out;
+  }
+  steps.push_back(Step{StepKind::TimePool, "pool"});
+  if (spec.dropout() > 0) steps.push_back(dropout_step("pool_drop", spec.dropout()));
+  int64_t features = add_hidden_layers(steps, spec, channels);
+  steps.push_back(linear_step("head", features, outputs, true));
+}
+
 void no_checks(const ZooSpec&, const std::vector<int64_t>&, const std::string&) {}
 
 // cnn and vgg: at least one stage, an odd kernel, and an image that each stage can halve.
@@ -244,6 +273,22 @@ void check_conv_stages(const ZooSpec& spec, const std::vector<int64_t>& image, c
     h /= 2;
     w /= 2;
   }
+}
+
+// textcnn: token ids [L] from data.format: text, at least one stage, an odd kernel.
+void check_textcnn(const ZooSpec& spec, const std::vector<int64_t>& input, const std::string& field) {
+  if (spec.vocab() < 2) {
+    fail("{}.arch: textcnn reads token ids; use it with data.format: text (which sets the vocabulary)", field);
+  }
+  if (input.size() != 1) fail("{}.arch: textcnn reads token ids [length], got input {}", field, shape_text(input));
+  if (spec.pad_id() < 0 || spec.pad_id() >= spec.vocab()) {
+    fail("{}.pad_id: {} is not an id of the {} tokens", field, spec.pad_id(), spec.vocab());
+  }
+  if (spec.channels().empty()) fail("{}.channels: arch textcnn needs at least one stage, e.g. [128]", field);
+  if (spec.kernel() < 1 || spec.kernel() % 2 == 0) {
+    fail("{}.kernel: must be an odd size >= 1 (so that same padding keeps the length), got {}", field, spec.kernel());
+  }
+  if (spec.embedding() < 1) fail("{}.embedding: must be positive, got {}", field, spec.embedding());
 }
 
 void check_resnet(const ZooSpec& spec, const std::vector<int64_t>&, const std::string& field) {
@@ -279,6 +324,9 @@ const std::vector<Family>& families() {
         {"hidden", "batch_norm", "depth", "width"}, ""},
        check_resnet, resnet_plan},
       {{"linear", "one Linear layer on the flattened input", false, {}, ""}, no_checks, linear_plan},
+      {{"textcnn", "token embedding; per stage conv1d + act; max over the tokens; head", false,
+        {"hidden", "channels", "kernel", "embedding"}, "channels", true},
+       check_textcnn, textcnn_plan},
   };
   return table;
 }
@@ -336,6 +384,14 @@ void build_modules(torch::nn::Module& parent, std::vector<Step>& steps) {
         }
         break;
       }
+      case StepKind::Embedding:
+        s.embedding = parent.register_module(
+            s.name, torch::nn::Embedding(torch::nn::EmbeddingOptions(s.in, s.out).padding_idx(s.padding)));
+        break;
+      case StepKind::Conv1d:
+        s.conv1d = parent.register_module(
+            s.name, torch::nn::Conv1d(torch::nn::Conv1dOptions(s.in, s.out, s.kernel).padding(s.padding).bias(s.bias)));
+        break;
       case StepKind::Block: {
         auto block = std::make_shared<torch::nn::Module>("ResidualBlock");
         build_modules(*block, s.body);
@@ -403,6 +459,7 @@ torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training, cons
   auto keep = [&](const Step& s) {
     if (tapped(taps, prefix + s.name)) (*taps)[prefix + s.name] = x;
   };
+  torch::Tensor tokens;  // bool [N, L]: the positions holding a token, not padding (text families)
   for (size_t i = 0; i < steps.size(); ++i) {
     Step& s = steps[i];
     // With taps, every step runs on its own: libtorch's ops, whose intermediate tensors are the taps.
@@ -447,6 +504,18 @@ torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training, cons
         break;
       case StepKind::GlobalPool:
         x = x.mean({2, 3});
+        break;
+      case StepKind::Embedding: {
+        torch::Tensor ids = x.to(torch::kLong);
+        tokens = ids.ne(s.padding);
+        x = s.embedding(ids).transpose(1, 2).contiguous();
+        break;
+      }
+      case StepKind::Conv1d:
+        x = s.conv1d(x);
+        break;
+      case StepKind::TimePool:
+        x = x.masked_fill(tokens.logical_not().unsqueeze(1), -std::numeric_limits<float>::infinity()).amax(2);
         break;
       case StepKind::Block: {
         std::string inner = prefix + s.name + ".";
@@ -531,6 +600,24 @@ std::vector<int64_t> infer(const std::vector<Step>& steps, std::vector<int64_t> 
         need(shape.size() == 3, "[C, H, W]");
         shape = {shape[0]};
         break;
+      case StepKind::Embedding:
+        row.kind = "Embedding";
+        need(shape.size() == 1, "token ids [L]");
+        shape = {s.out, shape[0]};
+        row.params = s.in * s.out;
+        break;
+      case StepKind::Conv1d:
+        row.kind = "Conv1d";
+        need(shape.size() == 2 && shape[0] == s.in, fmt::format("[{}, L]", s.in));
+        shape = {s.out, shape[1] + 2 * s.padding - s.kernel + 1};
+        row.params = s.kernel * s.in * s.out + (s.bias ? s.out : 0);
+        row.macs = s.kernel * s.in * s.out * shape[1];
+        break;
+      case StepKind::TimePool:
+        row.kind = "MaxOverTokens";
+        need(shape.size() == 2, "[C, L]");
+        shape = {shape[0]};
+        break;
       case StepKind::Block: {
         std::vector<int64_t> main = infer(s.body, shape, row.name + ".", rows);
         std::vector<int64_t> side =
@@ -599,6 +686,19 @@ void emit(const std::vector<Step>& steps, const std::string& x, const std::strin
       case StepKind::GlobalPool:
         out += fmt::format("    {0} = torch.mean({0}, [2, 3])\n", x);
         break;
+      case StepKind::Embedding:
+        out += fmt::format("    tokens = torch.ne({0}, {1})\n", x, s.padding);
+        out += fmt::format("    {0} = torch.embedding({1}, {0}.long(), {2}).transpose(1, 2)\n", x, attr(s, "weight"),
+                           s.padding);
+        break;
+      case StepKind::Conv1d:
+        out += fmt::format("    {0} = torch.conv1d({0}, {1}, {2}, [1], [{3}])\n", x, attr(s, "weight"),
+                           s.bias ? attr(s, "bias") : "None", s.padding);
+        break;
+      case StepKind::TimePool:
+        out += fmt::format("    {0} = torch.amax(torch.masked_fill({0}, torch.logical_not(tokens).unsqueeze(1), "
+                           "float(\"-inf\")), [2])\n", x);
+        break;
       case StepKind::Block: {
         out += fmt::format("    y = {}\n", x);
         emit(s.body, "y", prefix + s.name + ".", out);
@@ -645,7 +745,8 @@ std::vector<ZooStep> public_plan(const std::vector<Step>& steps) {
 const std::vector<std::string>& spec_keys() {
   static const std::vector<std::string> keys = {"arch",       "hidden",   "activation",      "dropout",
                                                 "batch_norm", "channels", "kernel",          "pool",
-                                                "depth",      "width",    "width_multiplier"};
+                                                "depth",      "width",    "width_multiplier", "embedding",
+                                                "vocab",      "pad_id"};
   return keys;
 }
 
@@ -780,6 +881,12 @@ void validate(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int6
   family.check(spec, input, field);
 }
 
+ZooSpec with_vocab(ZooSpec spec, int64_t vocab, int64_t pad_id) {
+  const Family* family = find_family(spec.arch());
+  if (family && family->arch.text && spec.vocab() == 0 && vocab > 0) spec.vocab(vocab).pad_id(pad_id);
+  return spec;
+}
+
 ModelPtr build_zoo_model(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int64_t outputs,
                          const std::string& field) {
   return std::make_shared<ZooModel>(spec, input_shape, outputs, field);
@@ -796,7 +903,10 @@ nlohmann::json to_json(const ZooSpec& spec) {
                         {"pool", spec.pool()},
                         {"depth", spec.depth()},
                         {"width", spec.width()},
-                        {"width_multiplier", spec.width_multiplier()}};
+                        {"width_multiplier", spec.width_multiplier()},
+                        {"embedding", spec.embedding()},
+                        {"vocab", spec.vocab()},
+                        {"pad_id", spec.pad_id()}};
 }
 
 ZooSpec zoo_spec_from_json(const nlohmann::json& json, const std::string& field) {
@@ -829,6 +939,12 @@ ZooSpec zoo_spec_from_json(const nlohmann::json& json, const std::string& field)
       spec.width(json_int(value, where));
     } else if (key == "width_multiplier") {
       spec.width_multiplier(json_double(value, where));
+    } else if (key == "embedding") {
+      spec.embedding(json_int(value, where));
+    } else if (key == "vocab") {
+      spec.vocab(json_int(value, where));
+    } else if (key == "pad_id") {
+      spec.pad_id(json_int(value, where));
     } else {
       auto suggestion = nearest(key, spec_keys());
       fail("{}: unknown key{} (expected {})", where,

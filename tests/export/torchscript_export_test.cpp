@@ -49,7 +49,18 @@ std::vector<ExportCase> cases() {
       {"vgg", ZooSpec().arch("vgg").channels({4, 8}).batch_norm(true), {3, 12, 12}, 5},
       {"resnet8", ZooSpec().arch("resnet").depth(8).width(4), {2, 10, 10}, 3},
       {"linear", ZooSpec().arch("linear").dropout(0.1), {1, 5, 5}, 2},
+      {"textcnn", ZooSpec().arch("textcnn").vocab(50).pad_id(0).embedding(8).channels({12, 6}).hidden({5}).dropout(0.2),
+       {11}, 4},
   };
+}
+
+// Inputs for a case: token ids with a padded tail for text families (as data.format: text gives them,
+// float32), random numbers otherwise.
+torch::Tensor inputs_for(const ExportCase& c, int64_t rows) {
+  if (c.spec.vocab() == 0) return torch::randn(batch_shape(rows, c.shape));
+  torch::Tensor ids = torch::randint(1, c.spec.vocab(), batch_shape(rows, c.shape)).to(torch::kFloat);
+  for (int64_t r = 0; r < rows; ++r) ids[r].slice(0, 1 + r % (c.shape[0] - 1)).fill_(c.spec.pad_id());
+  return ids;
 }
 
 // A model whose BN statistics are no longer the initial ones.
@@ -57,7 +68,7 @@ models::ModelPtr trained_model(const ExportCase& c) {
   torch::manual_seed(3);
   auto model = models::build_zoo_model(c.spec, c.shape, c.outputs);
   model->set_training(true);
-  model->forward(torch::randn(batch_shape(8, c.shape)) * 2 + 0.5);
+  model->forward(c.spec.vocab() > 0 ? inputs_for(c, 8) : torch::randn(batch_shape(8, c.shape)) * 2 + 0.5);
   model->set_training(false);
   return model;
 }
@@ -84,7 +95,7 @@ TEST(TorchScriptExport, CppLoadMatchesZooModel) {
     EXPECT_EQ(nlohmann::json::parse(extra[kTorchScriptSpecFile]), models::to_json(c.spec)) << c.label;
     EXPECT_FALSE(loaded.is_training()) << c.label;
 
-    torch::Tensor x = torch::randn(batch_shape(5, c.shape));
+    torch::Tensor x = inputs_for(c, 5);
     torch::Tensor expected = model->forward(x);
     torch::Tensor actual = loaded.forward({x}).toTensor();
     ASSERT_EQ(actual.sizes(), expected.sizes()) << c.label;
@@ -208,7 +219,7 @@ TEST(TorchScriptExport, PythonLoadMatchesZooModel) {
   for (const auto& c : all) {
     auto model = trained_model(c);
     export_torchscript(*model, c.spec, c.shape, c.outputs, dir.path() / (c.label + ".pt"));
-    torch::Tensor x = torch::randn(batch_shape(5, c.shape));
+    torch::Tensor x = inputs_for(c, 5);
     save_tensor(x, dir.path() / (c.label + ".input.pt"));
     expected.push_back(model->forward(x));
   }
@@ -219,7 +230,7 @@ d = sys.argv[1]
 for label in sys.argv[2:]:
     extra = {"kdistill/spec.json": ""}
     m = torch.jit.load(f"{d}/{label}.pt", _extra_files=extra)
-    assert json.loads(extra["kdistill/spec.json"])["arch"] in ("mlp", "cnn", "vgg", "resnet", "linear")
+    assert json.loads(extra["kdistill/spec.json"])["arch"] in ("mlp", "cnn", "vgg", "resnet", "linear", "textcnn")
     assert not m.training
     x = torch.load(f"{d}/{label}.input.pt")
     with torch.no_grad():

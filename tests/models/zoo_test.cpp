@@ -348,9 +348,9 @@ TEST(Zoo, ValidateNamesTheField) {
   };
   EXPECT_EQ(message(ZooSpec().arch("mpl")),
             "student.model.arch: unknown architecture \"mpl\"; did you mean \"mlp\"? "
-            "(expected mlp, cnn, vgg, resnet or linear)");
-  EXPECT_EQ(message(ZooSpec().arch("transformer")),
-            "student.model.arch: unknown architecture \"transformer\" (expected mlp, cnn, vgg, resnet or linear)");
+            "(expected mlp, cnn, vgg, resnet, linear or textcnn)");
+  EXPECT_EQ(message(ZooSpec().arch("lstm")),
+            "student.model.arch: unknown architecture \"lstm\" (expected mlp, cnn, vgg, resnet, linear or textcnn)");
   EXPECT_EQ(message(ZooSpec().activation("rleu")),
             "student.model.activation: unknown activation \"rleu\"; did you mean \"relu\"? "
             "(expected relu, gelu, tanh, leaky_relu or silu)");
@@ -382,9 +382,10 @@ TEST(Zoo, ValidateNamesTheField) {
       "student.model.arch: cnn needs image input [channels, height, width]; got 30 flat features, not a "
       "perfect square to view as 1 x s x s");
   EXPECT_EQ(message(ZooSpec().arch("linear").hidden({32})),
-            "student.model.hidden: arch linear has no hidden layers (got [32]); use arch mlp, cnn, vgg or resnet");
+            "student.model.hidden: arch linear has no hidden layers (got [32]); use arch mlp, cnn, vgg, resnet or "
+            "textcnn");
   EXPECT_EQ(message(ZooSpec().arch("mlp").channels({16})),
-            "student.model.channels: arch mlp has no conv stages (got [16]); use arch cnn or vgg");
+            "student.model.channels: arch mlp has no conv stages (got [16]); use arch cnn, vgg or textcnn");
   EXPECT_EQ(message(ZooSpec(), {28, 28}),
             "student.model: input shape [28, 28] is neither [features] nor [channels, height, width]");
   EXPECT_EQ(message(ZooSpec(), kImage, 0), "student.model: the model needs at least 1 output, got 0");
@@ -409,7 +410,7 @@ TEST(Zoo, JsonRoundTripAndErrors) {
                   .width(8)
                   .width_multiplier(1.5);
   nlohmann::json json = to_json(spec);
-  EXPECT_EQ(json.size(), 11u);
+  EXPECT_EQ(json.size(), 14u);
   ZooSpec back = zoo_spec_from_json(json);
   EXPECT_EQ(to_json(back), json);
   EXPECT_EQ(back.channels(), (std::vector<int64_t>{16, 32}));
@@ -555,6 +556,64 @@ TEST(ZooTaps, AnUnknownTapIsNamedWithTheNearestTaps) {
   KD_EXPECT_ERROR(model->forward_taps(torch::randn({1, 1, 8, 8}), {"conv1_pol"}),
                   "tap \"conv1_pol\": the cnn model has no such tap (did you mean \"conv1_pool\"?); the nearest of its 5: "
                   "conv1_pool, conv1_act, conv1, gap; `kdistill inspect` lists them");
+}
+
+}  // namespace
+}  // namespace kd::models
+
+namespace kd::models {
+namespace {
+
+// textcnn: token ids [N, L] in; params and MACs by hand; padding does not change a text's outputs (the
+// pad embedding is zero, as same-padding's zeros, and the max leaves pad positions out); it learns.
+TEST(ZooText, TextCnnShapesCountsAndPaddingInvariance) {
+  torch::manual_seed(11);
+  ZooSpec spec = ZooSpec().arch("textcnn").vocab(30).pad_id(0).embedding(6).channels({8}).kernel(3).hidden({4});
+  auto short_model = build_zoo_model(spec, {7}, 3);
+  auto long_model = build_zoo_model(spec, {12}, 3);
+  long_model->load_state(short_model->state());
+  auto summary = short_model->summary({7});
+  // embed 30*6, conv1 3*6*8 + 8, fc1 8*4 + 4, head 4*3 + 3
+  EXPECT_EQ(summary.params, 30 * 6 + (3 * 6 * 8 + 8) + (8 * 4 + 4) + (4 * 3 + 3));
+  EXPECT_EQ(summary.macs, 3 * 6 * 8 * 7 + 8 * 4 + 4 * 3);
+  EXPECT_EQ(short_model->tap_names(),
+            (std::vector<std::string>{"embed", "conv1", "conv1_act", "pool", "fc1", "fc1_act", "head"}));
+  torch::Tensor ids = torch::tensor({{5, 9, 2, 0, 0, 0, 0}, {1, 2, 3, 4, 5, 6, 7}}, torch::kFloat);
+  torch::Tensor longer = torch::cat({ids, torch::zeros({2, 5})}, 1);
+  short_model->set_training(false);
+  long_model->set_training(false);
+  torch::NoGradGuard no_grad;
+  torch::Tensor out = short_model->forward(ids);
+  ASSERT_EQ(out.sizes(), (std::vector<int64_t>{2, 3}));
+  EXPECT_LT((out - long_model->forward(longer)).abs().max().item<double>(), 1e-6);
+  KD_EXPECT_ERROR(build_zoo_model(ZooSpec().arch("textcnn").channels({8}), {7}, 3),
+                  "model.arch: textcnn reads token ids; use it with data.format: text");
+  KD_EXPECT_ERROR(build_zoo_model(ZooSpec().arch("textcnn").vocab(30), {7}, 3),
+                  "model.channels: arch textcnn needs at least one stage");
+}
+
+TEST(ZooText, TextCnnLearnsWhichWordsMatter) {
+  // Class 1 when token 7 appears anywhere in the text, else class 0.
+  torch::manual_seed(12);
+  torch::Tensor ids = torch::randint(1, 20, {256, 10}).to(torch::kFloat);
+  torch::Tensor has = torch::rand({256}) < 0.5;
+  for (int64_t r = 0; r < 256; ++r) {
+    ids[r].masked_fill_(ids[r].eq(7), 8);
+    if (has[r].item<bool>()) ids[r][r % 10] = 7;
+  }
+  torch::Tensor y = has.to(torch::kLong);
+  auto model = build_zoo_model(ZooSpec().arch("textcnn").vocab(20).embedding(8).channels({16}), {10}, 2);
+  torch::optim::Adam adam(model->parameters(), torch::optim::AdamOptions(0.01));
+  model->set_training(true);
+  for (int step = 0; step < 150; ++step) {
+    adam.zero_grad();
+    torch::nn::functional::cross_entropy(model->forward(ids), y).backward();
+    adam.step();
+  }
+  model->set_training(false);
+  torch::NoGradGuard no_grad;
+  double accuracy = model->forward(ids).argmax(1).eq(y).to(torch::kDouble).mean().item<double>();
+  EXPECT_GT(accuracy, 0.95);
 }
 
 }  // namespace

@@ -23,12 +23,17 @@ struct ExportFormat {
   std::string file_name;  // the run folder's file for the student: "student.onnx"
   std::string summary;    // one line for help texts and docs
   std::function<void(models::Model&, const io::ModelInfo&, const std::string& path)> write;
+  bool text = false;      // holds the zoo's text families (token ids in)
 };
 
 const std::vector<ExportFormat>& export_formats();
 
 // kd::Error naming `field` and the known formats (with a "did you mean") for an unknown name.
 const ExportFormat& export_format(const std::string& name, const std::string& field = "export");
+
+// kd::Error naming `field` when `format` cannot hold a model of `spec`'s family (a text family in a
+// format without text support), before anything is trained.
+void check_exportable(const nlohmann::json& spec, const std::string& format, const std::string& field);
 
 // Exports a zoo model (info.spec set). kd::Error naming the path for a model the format cannot hold,
 // e.g. an imported graph or a TorchScript student.

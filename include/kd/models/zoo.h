@@ -8,6 +8,9 @@
 //   arch: resnet  CIFAR ResNet (He et al. 2016), depth 6n+2, stages of width w, 2w, 4w, BN everywhere,
 //                 option B shortcuts (1x1 conv + BN where the shape changes) -> GAP -> Linear
 //   arch: linear  one Linear layer on the flattened input (logistic / linear regression)
+//   arch: textcnn token ids [N, L] (float32, as data.format: text gives them) -> embedding -> per stage
+//                 conv1d(k, same padding) + act -> max over the text's tokens (padding left out)
+//                 -> optional MLP head (`hidden`) -> Linear (Kim 2014, one kernel size a stage)
 // The image families on flat input [F]: F must be a perfect square s*s; the input is reshaped to
 // [1, s, s] (the 8x8 digits set is 64 flat features). Any other F is a kd::Error.
 // A new family is one line of the table in zoo.cpp, its plan function and its checks: the modules,
@@ -41,6 +44,9 @@ struct ZooSpec {
   TORCH_ARG(int64_t, depth) = 20;                  // resnet: 6n+2 (8, 14, 20, 32, 44, 56, 110)
   TORCH_ARG(int64_t, width) = 16;                  // resnet: stage widths width, 2*width, 4*width
   TORCH_ARG(double, width_multiplier) = 1.0;  // scales hidden sizes / channels / width: max(1, round(x*m))
+  TORCH_ARG(int64_t, embedding) = 64;              // textcnn: the width of a token's embedding
+  TORCH_ARG(int64_t, vocab) = 0;                   // text families: token ids in [0, vocab) (set from the data)
+  TORCH_ARG(int64_t, pad_id) = 0;                  // text families: the id that pads a text (set from the data)
 };
 
 // A family of the zoo, as the table in zoo.cpp declares it (one line a family; its plan and the checks
@@ -51,6 +57,7 @@ struct ZooArch {
   bool image = false;              // takes [C, H, W]; a flat perfect square F is viewed as [1, sqrt F, sqrt F]
   std::vector<std::string> reads;  // spec keys of its own (all read arch, activation, dropout, width_multiplier)
   std::string stages;              // the list key whose length is its depth (what `auto` resizes), or ""
+  bool text = false;               // takes token ids [L] (needs vocab)
 
   bool uses(const std::string& key) const;  // key is one of `reads`
 };
@@ -71,6 +78,10 @@ const std::vector<std::string>& zoo_activations();  // relu, gelu, tanh, leaky_r
 // An mlp with empty `hidden` is allowed: it is the linear model on the flattened input.
 void validate(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int64_t outputs,
               const std::string& field = "model");
+
+// `spec` with the vocabulary of text data (data.format: text) filled in when its family reads token
+// ids and the recipe did not set one; unchanged otherwise.
+ZooSpec with_vocab(ZooSpec spec, int64_t vocab, int64_t pad_id);
 
 // Validates, then builds the network with PyTorch's default initialisation (deterministic given
 // torch::manual_seed). The result is a ZooModel.
@@ -94,7 +105,11 @@ std::string torchscript_attribute_name(const std::string& state_name);
 // walk, for exporters that rebuild the network in another format (ONNX, TF.js). A step's tensors are
 // state() entries named prefix + name + ".weight" (".bias", ".running_mean", ...), where prefix is
 // "" at the top and the Block's name + "." inside a Block.
-enum class ZooStepKind { Flatten, Reshape, Linear, Conv, BatchNorm, Activation, Dropout, Pool, GlobalPool, Block };
+// Text steps: Embedding ([L] ids -> [out, L]; `padding` is the pad id), Conv1d ([in, L] -> [out, L]),
+// TimePool (max over the positions whose id is not the pad id: [C, L] -> [C]).
+enum class ZooStepKind {
+  Flatten, Reshape, Linear, Conv, BatchNorm, Activation, Dropout, Pool, GlobalPool, Block, Embedding, Conv1d, TimePool
+};
 
 struct ZooStep {
   ZooStepKind kind = ZooStepKind::Flatten;
