@@ -1,6 +1,9 @@
 #include "kd/data/dataset.h"
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <map>
 #include <numeric>
 #include <set>
 #include <sstream>
@@ -23,6 +26,8 @@ struct Pool {
   torch::Tensor x;            // array formats: float32 [N, ...], or uint8 pixels (float_inputs)
   LabeledTable table;         // csv
   bool tabular = false;
+  std::vector<std::string> texts;  // text: one per row
+  bool text = false;
   torch::Tensor y;            // int64 [N] or float32 [N, K]
   std::vector<int64_t> test_rows;   // rows from the test files (empty: hold out a fraction)
   std::vector<int64_t> train_rows;  // rows from the train files
@@ -182,6 +187,70 @@ Pool read_tabular(const DataSpec& spec) {
   return pool;
 }
 
+// Class ids from label cells: integer labels in numeric order, others in sorted order; a test file's
+// labels must be training classes (`known`).
+torch::Tensor text_labels(const TextTable& table, std::vector<std::string>& names, const std::vector<std::string>& known,
+                          Task task) {
+  if (task == Task::regression) {
+    std::vector<float> values;
+    for (size_t i = 0; i < table.targets.size(); ++i) {
+      auto value = parse_double(table.targets[i]);
+      if (!value || !std::isfinite(*value)) {
+        fail("{}:{}: target {}: {} is not a finite number (task regression)", table.path, table.line_numbers[i],
+             quote(table.target_name), quote(table.targets[i]));
+      }
+      values.push_back(static_cast<float>(*value));
+    }
+    return torch::tensor(values, torch::kFloat).unsqueeze(1);
+  }
+  if (known.empty()) {
+    std::set<std::string> distinct(table.targets.begin(), table.targets.end());
+    names.assign(distinct.begin(), distinct.end());
+    bool integral = std::all_of(names.begin(), names.end(), [](const std::string& n) { return parse_int(n).has_value(); });
+    if (integral) {
+      std::sort(names.begin(), names.end(), [](const std::string& a, const std::string& b) { return *parse_int(a) < *parse_int(b); });
+    }
+    if (names.size() < 2) {
+      fail("{}: every label ({}) is {}, expected at least two classes", table.path, quote(table.target_name),
+           quote(names.empty() ? "" : names[0]));
+    }
+  } else {
+    names = known;
+  }
+  std::map<std::string, int64_t> index;
+  for (size_t c = 0; c < names.size(); ++c) index[names[c]] = static_cast<int64_t>(c);
+  std::vector<int64_t> ids;
+  for (size_t i = 0; i < table.targets.size(); ++i) {
+    auto it = index.find(table.targets[i]);
+    if (it == index.end()) {
+      fail("{}:{}: label {} is not one of the training classes ({})", table.path, table.line_numbers[i],
+           quote(table.targets[i]), join(names, ", "));
+    }
+    ids.push_back(it->second);
+  }
+  return torch::tensor(ids, torch::kLong);
+}
+
+Pool read_texts(const DataSpec& spec) {
+  Pool pool;
+  pool.text = true;
+  if (spec.train().path.empty()) fail("data.train: text data needs path: file.csv, .tsv or .jsonl");
+  TextTable train = read_text_table(spec.train().path, spec.text(), spec.csv());
+  pool.y = text_labels(train, pool.class_names, {}, spec.task());
+  pool.texts = std::move(train.texts);
+  auto train_count = static_cast<int64_t>(pool.texts.size());
+  if (!spec.test().empty()) {
+    TextTable test = read_text_table(spec.test().path, spec.text(), spec.csv());
+    std::vector<std::string> names;
+    pool.y = torch::cat({pool.y, text_labels(test, names, pool.class_names, spec.task())});
+    pool.texts.insert(pool.texts.end(), test.texts.begin(), test.texts.end());
+  }
+  for (int64_t i = 0; i < static_cast<int64_t>(pool.texts.size()); ++i) {
+    (i < train_count ? pool.train_rows : pool.test_rows).push_back(i);
+  }
+  return pool;
+}
+
 std::vector<int64_t> pick(const std::vector<int64_t>& rows, const std::vector<int64_t>& positions) {
   std::vector<int64_t> out;
   out.reserve(positions.size());
@@ -202,11 +271,23 @@ std::vector<int64_t> limit_rows(const Pool& pool, const std::vector<int64_t>& ro
 
 DataFold make_fold(const Pool& pool, const DataSpec& spec, const std::vector<int64_t>& train,
                    const std::vector<int64_t>& val, const std::vector<int64_t>& test,
-                   const torch::Tensor& transfer_raw, uint64_t seed) {
+                   torch::Tensor transfer_raw, const std::vector<std::string>& transfer_texts, uint64_t seed) {
   DataFold fold;
   torch::Tensor x_all;
   nlohmann::json preprocessing;
-  if (pool.tabular) {
+  NormalizeOptions normalize = spec.normalize();
+  if (pool.text) {
+    // The tokenizer is the file's, or trained on this fold's training texts only.
+    std::vector<std::string> train_texts;
+    for (int64_t r : train) train_texts.push_back(pool.texts[static_cast<size_t>(r)]);
+    text::TokenizerPtr tokenizer = make_tokenizer(spec.text().tokenizer(), train_texts, seed);
+    int64_t length = spec.text().max_length() > 0 ? spec.text().max_length() : fitting_max_length(*tokenizer, train_texts);
+    x_all = text::encode_batch(*tokenizer, pool.texts, length);
+    if (!transfer_texts.empty()) transfer_raw = text::encode_batch(*tokenizer, transfer_texts, length);
+    preprocessing["text"] = {{"tokenizer", tokenizer->to_json()}, {"max_length", length},
+                             {"vocab", tokenizer->vocab_size()}, {"pad_id", tokenizer->pad_id()}};
+    normalize.mode("none");  // token ids are not numbers to scale
+  } else if (pool.tabular) {
     auto encoder = TabularEncoder::fit(pool.table, train, spec.tabular());
     x_all = encoder.transform(pool.table);
     preprocessing["tabular"] = encoder.to_json();
@@ -221,7 +302,7 @@ DataFold make_fold(const Pool& pool, const DataSpec& spec, const std::vector<int
     return Examples{float_inputs(x), pool.y.index_select(0, index)};
   };
   fold.train = select(train);
-  auto normalizer = Normalizer::fit(fold.train.x, spec.normalize());
+  auto normalizer = Normalizer::fit(fold.train.x, normalize);
   preprocessing["normalize"] = normalizer.to_json();
   normalizer.apply_(fold.train.x);
   fold.val = select(val);
@@ -254,7 +335,7 @@ DataFold make_fold(const Pool& pool, const DataSpec& spec, const std::vector<int
 }
 
 torch::Tensor read_transfer(const DataSpec& spec, const std::string& format, const Pool& pool) {
-  if (spec.transfer().empty()) return {};
+  if (spec.transfer().empty() || pool.text) return {};
   if (pool.tabular) fail("data.transfer: unlabeled transfer inputs are read from .npy or IDX files, not CSV");
   std::string name = to_lower(spec.transfer());
   torch::Tensor x;
@@ -295,6 +376,8 @@ const std::vector<DataReader>& data_readers() {
        [](const DataSpec& spec) { return read_arrays(spec, "npz"); }},
       {"images", [](const std::string&) { return false; }, true,
        [](const DataSpec& spec) { return read_arrays(spec, "images"); }},
+      {"text", [](const std::string& n) { return ends_with(n, ".jsonl") || ends_with(n, ".ndjson"); }, false,
+       read_texts},
   };
   return readers;
 }
@@ -377,9 +460,20 @@ Dataset load_dataset(const DataSpec& spec) {
                                   ? kfold_split(count, y, spec.folds(), spec.seed())
                                   : std::vector<Split>{holdout_split(count, y, spec.val_fraction(), spec.seed())};
   torch::Tensor transfer = read_transfer(spec, format, pool);
+  std::vector<std::string> transfer_texts;
+  if (pool.text && !spec.transfer().empty()) transfer_texts = read_text_lines(spec.transfer());
   for (const auto& split : splits) {
     dataset.folds.push_back(make_fold(pool, spec, pick(trainval, split.train), pick(trainval, split.val), test,
-                                      transfer, spec.seed()));
+                                      transfer, transfer_texts, spec.seed()));
+  }
+  if (pool.text) {
+    for (const auto& fold : dataset.folds) {
+      const auto& t = fold.preprocessing["text"];
+      dataset.text.vocab = std::max(dataset.text.vocab, t["vocab"].get<int64_t>());
+      dataset.text.pad_id = t["pad_id"].get<int64_t>();
+      dataset.text.max_length = t["max_length"].get<int64_t>();
+      dataset.text.tokenizer = t["tokenizer"].value("kind", "");
+    }
   }
   dataset.input_shape = dataset.folds[0].train.x.sizes().slice(1).vec();
   if (pool.tabular && dataset.folds[0].preprocessing.contains("tabular")) {
@@ -392,6 +486,7 @@ std::string Dataset::summary() const {
   std::ostringstream out;
   const DataFold& f = folds.front();
   out << "data: " << source << ", " << to_string(task) << ", input " << shape_text(input_shape);
+  if (text.vocab > 0) out << fmt::format(" token ids ({} tokenizer, {} ids)", text.tokenizer, text.vocab);
   if (task == Task::classification) {
     out << ", " << outputs << " classes";
   } else {

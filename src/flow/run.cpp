@@ -213,7 +213,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   const torch::Tensor& teacher_test = cache.test;
   run.teacher.test = score(task, fold, teacher_test, fold.test.y, {});
   run.teacher.test_outputs = in_target_units(task, fold, teacher_test);
-  run.teacher.size = size_of(*run.teacher.model, dataset.input_shape, cache.file, options.latency_repeats());
+  run.teacher.size = size_of(*run.teacher.model, dataset.input_shape, cache.file, options.latency_repeats(), fold.test.x);
   if (auto* ensemble = dynamic_cast<models::EnsembleModel*>(run.teacher.model.get())) {  // every member's file
     int64_t bytes = 0;
     for (const auto& path : cache.member_files) bytes += io::model_bytes(path);
@@ -263,7 +263,9 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     auto teacher_val_metrics = score(task, fold, teacher_val, fold.val.y, {});
     student_train.teacher_target_value(metric_value(teacher_val_metrics, target.metric()));
   }
-  auto student_spec_json = spec.student.model ? models::to_json(*spec.student.model) : nlohmann::json();
+  auto student_spec_json =
+      spec.student.model ? models::to_json(models::with_vocab(*spec.student.model, dataset.text.vocab, dataset.text.pad_id))
+                         : nlohmann::json();
 
   // Baseline: the same student, optimiser, schedule and number of steps, labels only.
   if (spec.distill.baseline) {
@@ -285,7 +287,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     auto baseline_test = predict(*run.baseline.model, fold.test.x);
     run.baseline.test = score(task, fold, baseline_test, fold.test.y, teacher_test);
     run.baseline.test_outputs = in_target_units(task, fold, baseline_test);
-    run.baseline.size = size_of(*run.baseline.model, dataset.input_shape, file, options.latency_repeats());
+    run.baseline.size = size_of(*run.baseline.model, dataset.input_shape, file, options.latency_repeats(), fold.test.x);
     run.baseline_val = predict(*run.baseline.model, fold.val.x);
   }
 
@@ -340,7 +342,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
                                       {"baseline", &run.baseline}, {"student", &run.student}}) {
     if (trained->test_outputs.defined()) run.outputs.models[name] = trained->test_outputs;
   }
-  run.student.size = size_of(*run.student.model, dataset.input_shape, file, options.latency_repeats());
+  run.student.size = size_of(*run.student.model, dataset.input_shape, file, options.latency_repeats(), fold.test.x);
   for (const auto& format : spec.exports) {
     // A TorchScript student file is TorchScript already (student.pt); zoo students go through the exporters.
     if (!spec.student.model) continue;
@@ -473,7 +475,10 @@ std::string fold_dir(const std::string& out, size_t fold, size_t folds) {
 }
 
 models::ModelPtr build_student(const StudentSpec& spec, const data::Dataset& dataset) {
-  if (spec.model) return models::build_zoo_model(*spec.model, dataset.input_shape, dataset.outputs, "student.model");
+  if (spec.model) {
+    return models::build_zoo_model(models::with_vocab(*spec.model, dataset.text.vocab, dataset.text.pad_id),
+                                   dataset.input_shape, dataset.outputs, "student.model");
+  }
   if (spec.path.empty()) fail("student: give model: (a zoo spec) or path: (a TorchScript student)");
   auto student = models::load_torchscript(spec.path);
   if (student->parameters().empty()) fail("{}: the TorchScript student has no parameters to train", spec.path);
@@ -494,6 +499,7 @@ void check_spec(const RunSpec& spec, const RunOptions& options) {
       fail("export[{}]: {} exports a zoo student (student.model); this student is the file {}", i, format.name,
            spec.student.path);
     }
+    if (spec.student.model) exports::check_exportable(models::to_json(*spec.student.model), format.name, fmt::format("export[{}]", i));
   }
   if (spec.distill.losses.empty()) fail("distill.losses: the list is empty; e.g. [{kind: kl, temperature: 4}, {kind: ce}]");
   losses::Distiller check_losses(spec.distill.losses, spec.task);
@@ -580,7 +586,7 @@ nlohmann::json timing_json(double data_seconds, const std::vector<FoldRun>& runs
 
 nlohmann::json data_json(const data::Dataset& dataset) {
   const auto& fold = dataset.folds[0];
-  return {{"source", dataset.source},
+  nlohmann::json out = {{"source", dataset.source},
           {"input_shape", dataset.input_shape},
           {"outputs", dataset.outputs},
           {"class_names", dataset.class_names},
@@ -590,6 +596,11 @@ nlohmann::json data_json(const data::Dataset& dataset) {
           {"test", fold.test.size()},
           {"labeled", fold.labeled.sum().item<int64_t>()},
           {"transfer", fold.transfer_x.defined() ? fold.transfer_x.size(0) : 0}};
+  if (dataset.text.vocab > 0) {
+    out["text"] = {{"tokenizer", dataset.text.tokenizer}, {"vocab", dataset.text.vocab},
+                   {"pad_id", dataset.text.pad_id}, {"max_length", dataset.text.max_length}};
+  }
+  return out;
 }
 
 // The whole of metrics.json but the analysis keys (docs/report.md lists them).

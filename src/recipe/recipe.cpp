@@ -100,6 +100,26 @@ data::DataSpec parse_data_section(YamlSection section, Task task, uint64_t seed,
     }
     images.channels(section.get<int64_t>("channels", 0));
     spec.images(images);
+
+    // Text: the text's column or key, the label's (target, as for CSV), the ids per text, the tokenizer.
+    data::TextOptions text;
+    text.text(section.get<std::string>("text", "text")).target(tabular.target());
+    text.max_length(section.get<int64_t>("max_length", 0));
+    if (text.max_length() < 0) fail("{}: {} is not a length (0 = fitted to the texts)", section.where("max_length"), text.max_length());
+    if (section.has("tokenizer")) {
+      YamlSection tokenizer = section.section("tokenizer");
+      data::TokenizerSpec t;
+      t.vocab(resolve_path(tokenizer.get<std::string>("vocab", ""), base_folder));
+      t.model(resolve_path(tokenizer.get<std::string>("model", ""), base_folder));
+      t.train(tokenizer.get<std::string>("train", ""));
+      t.vocab_size(tokenizer.get<int64_t>("vocab_size", t.vocab_size()));
+      t.lowercase(tokenizer.get<std::string>("lowercase", "auto"));
+      tokenizer.finish();
+      text.tokenizer(t);
+    } else {
+      text.tokenizer(data::TokenizerSpec().train("sentencepiece"));
+    }
+    spec.text(text);
   } catch (const Error& e) {
     // Library validation speaks of fields by recipe name already; add the file.
     std::string message = e.what();
@@ -123,6 +143,9 @@ models::ZooSpec parse_zoo_spec(YamlSection section) {
   spec.depth(section.get<int64_t>("depth", spec.depth()));
   spec.width(section.get<int64_t>("width", spec.width()));
   spec.width_multiplier(section.get<double>("width_multiplier", spec.width_multiplier()));
+  spec.embedding(section.get<int64_t>("embedding", spec.embedding()));
+  spec.vocab(section.get<int64_t>("vocab", spec.vocab()));
+  spec.pad_id(section.get<int64_t>("pad_id", spec.pad_id()));
   section.finish();
   return spec;
 }

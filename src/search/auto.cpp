@@ -316,7 +316,8 @@ TrialRecord run_trial(Search& search, TrialRecord t) {
       auto summary = probe->summary(search.dataset.input_shape);
       t.params = summary.params;
       t.macs = summary.macs;
-      t.latency_ms = train::size_of(*probe, search.dataset.input_shape, "", search.options.latency_repeats())
+      t.latency_ms = train::size_of(*probe, search.dataset.input_shape, "", search.options.latency_repeats(),
+                                   search.dataset.folds[0].test.x)
                          .at("latency_ms").at("batch1").get<double>();
     }
     if (search.options.max_params() > 0 && t.params > search.options.max_params()) {

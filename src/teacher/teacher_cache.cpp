@@ -66,7 +66,8 @@ TrainedTeacher train_or_reuse(const TeacherSpec& spec, const TeacherRun& run, co
   }
   spdlog::info("teacher{}: training {}{}", tag, models::to_json(*spec.model).dump(),
                seed_offset == 0 ? "" : fmt::format(" (seed + {}, as {})", seed_offset, name));
-  out.model = models::build_zoo_model(*spec.model, dataset.input_shape, dataset.outputs, "teacher.model");
+  out.model = models::build_zoo_model(models::with_vocab(*spec.model, dataset.text.vocab, dataset.text.pad_id),
+                                      dataset.input_shape, dataset.outputs, "teacher.model");
   losses::Distiller supervised(train::supervised_losses(task), task);
   TrainOptions train = spec.train;
   train.checkpoint((fs::path(dir) / "checkpoints" / (name + ".ckpt")).string())
@@ -76,7 +77,7 @@ TrainedTeacher train_or_reuse(const TeacherSpec& spec, const TeacherRun& run, co
   TrainData data{fold.train.x, fold.train.y, {}, {}};
   auto validate = [&fold, task](models::Model& model) { return score_validation(model, task, fold, {}); };
   out.training = trainer.fit(*out.model, data, validate);
-  out.info = info_for(dataset, fold, models::to_json(*spec.model));
+  out.info = info_for(dataset, fold, models::to_json(models::with_vocab(*spec.model, dataset.text.vocab, dataset.text.pad_id)));
   io::save_model(out.file, *out.model, out.info);
   write_file_atomic(fingerprint_file, fingerprint);
   return out;

@@ -25,14 +25,17 @@ double median_ms(std::vector<double> samples) {
   return samples[samples.size() / 2] * 1000.0;
 }
 
-nlohmann::json measure_latency(models::Model& model, const std::vector<int64_t>& input_shape, int64_t repeats) {
+nlohmann::json measure_latency(models::Model& model, const std::vector<int64_t>& input_shape, int64_t repeats,
+                               const torch::Tensor& rows) {
   torch::NoGradGuard no_grad;
   model.set_training(false);
   nlohmann::json out;
   for (int64_t batch : {int64_t{1}, int64_t{256}}) {
     std::vector<int64_t> shape = {batch};
     shape.insert(shape.end(), input_shape.begin(), input_shape.end());
-    auto x = torch::randn(shape);
+    // Real rows where given (token ids must be ids), repeated to the batch; random numbers otherwise.
+    auto x = rows.defined() && rows.size(0) > 0 ? rows.index_select(0, torch::arange(batch) % rows.size(0))
+                                                : torch::randn(shape);
     for (int i = 0; i < 3; ++i) model.forward(x);
     int64_t runs = batch == 1 ? repeats : std::max<int64_t>(3, repeats / 4);
     std::vector<double> samples;
@@ -100,13 +103,13 @@ report::Metrics score_validation(models::Model& model, Task task, const data::Da
 }
 
 nlohmann::json size_of(models::Model& model, const std::vector<int64_t>& input_shape, const std::string& file,
-                       int64_t repeats) {
+                       int64_t repeats, const torch::Tensor& rows) {
   auto summary = model.summary(input_shape);
   nlohmann::json size = {{"params", summary.params}, {"macs", summary.macs}};
   std::error_code ec;
   size["bytes"] = !file.empty() && fs::exists(file, ec) ? io::model_bytes(file) : 0;  // TF.js: with its shards
   size["file"] = fs::path(file).filename().string();
-  size["latency_ms"] = measure_latency(model, input_shape, repeats);
+  size["latency_ms"] = measure_latency(model, input_shape, repeats, rows);
   return size;
 }
 

@@ -22,6 +22,7 @@
 #include "kd/data/image_folder.h"
 #include "kd/data/normalize.h"
 #include "kd/data/tabular.h"
+#include "kd/data/text.h"
 #include "kd/data/task.h"
 
 namespace kd::data {
@@ -38,10 +39,11 @@ struct DataFiles {
 
 struct DataSpec {
   TORCH_ARG(Task, task) = Task::classification;
-  TORCH_ARG(std::string, format) = "";  // idx | csv | npy | npz | images; "" = from the file names
+  TORCH_ARG(std::string, format) = "";  // idx | csv | npy | npz | images | text; "" = from the file names
   TORCH_ARG(DataFiles, train);
   TORCH_ARG(DataFiles, test);           // empty: test_fraction of the training file is held out
-  TORCH_ARG(std::string, transfer) = "";  // unlabeled inputs for distillation (same format as train inputs)
+  TORCH_ARG(std::string, transfer) = "";  // unlabeled inputs for distillation (same format as train inputs;
+                                          // text: a plain text file, one example a line)
   TORCH_ARG(double, test_fraction) = 0.2;
   TORCH_ARG(double, val_fraction) = 0.1;
   TORCH_ARG(int64_t, folds) = 0;          // >= 2: K-fold instead of one train/val split
@@ -53,6 +55,7 @@ struct DataSpec {
   TORCH_ARG(CsvOptions, csv);
   TORCH_ARG(TabularOptions, tabular);
   TORCH_ARG(ImageFolderOptions, images);
+  TORCH_ARG(TextOptions, text);
   TORCH_ARG(uint64_t, seed) = 0;
 };
 
@@ -73,12 +76,21 @@ struct DataFold {
   nlohmann::json preprocessing;  // everything needed to turn raw inputs into model inputs
 };
 
+// What text models need to know of the token ids (data.format: text); vocab 0 for other data.
+struct TextInfo {
+  int64_t vocab = 0;       // ids are in [0, vocab): the largest of the folds' tokenizers
+  int64_t pad_id = 0;
+  int64_t max_length = 0;  // ids per text
+  std::string tokenizer;   // wordpiece | sentencepiece
+};
+
 struct Dataset {
   Task task = Task::classification;
   std::vector<int64_t> input_shape;  // one example, e.g. {1, 28, 28} or {30}
   int64_t outputs = 0;               // classes, or regression targets
   std::vector<std::string> class_names;
   std::vector<std::string> feature_names;  // tabular only
+  TextInfo text;                           // text only
   std::vector<DataFold> folds;             // one for holdout, K for K-fold
   std::string source;                      // what was read, for the report
 

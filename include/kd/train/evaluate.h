@@ -46,9 +46,10 @@ report::Metrics score_validation(models::Model& model, Task task, const data::Da
                                  const torch::Tensor& teacher_val);
 
 // {params, macs, bytes (of `file`, 0 if none), file, latency_ms: {batch1, batch256, threads}}: latency is
-// the median of `repeats` forward passes at batch 1 (a quarter as many at 256) after 3 warm-up passes.
+// the median of `repeats` forward passes at batch 1 (a quarter as many at 256) after 3 warm-up passes, on
+// `rows` (real inputs, repeated to the batch; token ids must be ids) or, without them, random numbers.
 nlohmann::json size_of(models::Model& model, const std::vector<int64_t>& input_shape, const std::string& file,
-                       int64_t repeats);
+                       int64_t repeats, const torch::Tensor& rows = torch::Tensor());
 
 struct EvalOptions {
   TORCH_ARG(std::string, file) = "";           // the model's file, for its size in bytes

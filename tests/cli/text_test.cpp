@@ -1,0 +1,99 @@
+// `kdistill run` on text: a seeded sample of the Debian package index (scripts/apt_corpus.py:
+// description -> section), a SentencePiece tokenizer trained on the training texts, a textcnn teacher
+// and student; the student's TorchScript file loads in Python (its outputs equal the zoo model's:
+// tests/export/torchscript_export_test.cpp); what it refuses.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+
+#include "cli/cli_util.h"
+#include "data/python_helper.h"
+#include "kd/util/fs.h"
+#include "kd/util/strings.h"
+#include "test_util.h"
+
+namespace kd::test {
+namespace {
+
+class TextRun : public RunFolder {
+ protected:
+  // 3,000 descriptions of the sections with at least 600 packages (about a dozen classes).
+  std::string corpus(const std::string& name) {
+    auto path = (dir_ / name).string();
+    auto made = run_python("import subprocess, sys\n"
+                           "sys.exit(subprocess.call(['/usr/bin/python3', '" KD_SOURCE_DIR "/scripts/apt_corpus.py', "
+                           "'--out', '" + path + "', '--sample', '3000', '--min-count', '600', '--seed', '1']))\n");
+    EXPECT_EQ(made.status, 0) << made.output;
+    return path;
+  }
+
+  static std::string text_recipe(const std::string& train, const std::string& extra_data = "") {
+    return "task: classification\nseed: 1\n"
+           "data:\n  format: text\n  train: " + train + "\n  target: section\n"
+           "  tokenizer: {train: sentencepiece, vocab_size: 2000}\n" + extra_data +
+           "teacher:\n  model: {arch: textcnn, embedding: 64, channels: [128], dropout: 0.2}\n"
+           "  train: {epochs: 6, batch_size: 64, optimizer: {name: adamw, lr: 0.003}}\n"
+           "student:\n  model: {arch: textcnn, embedding: 16, channels: [24]}\n"
+           "distill:\n  epochs: 8\n  batch_size: 64\n  optimizer: {name: adamw, lr: 0.005}\n"
+           "  losses: [{kind: kl, weight: 0.5, temperature: 2}, {kind: ce, weight: 0.5}]\n"
+           "export: [torchscript]\n";
+  }
+};
+
+TEST_F(TextRun, PackageDescriptionsToSectionsEndToEnd) {
+  std::string train = corpus("apt.csv");
+  auto r = run_kdistill("run " + recipe(text_recipe(train)) + " --out " + out());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("token ids (sentencepiece tokenizer, "), std::string::npos) << r.output;
+  auto m = metrics();
+  int64_t classes = m["data"]["class_names"].size();
+  ASSERT_GE(classes, 5) << m["data"].dump();
+  double chance = 1.0 / static_cast<double>(classes);
+  EXPECT_GT(m["models"]["teacher"]["test"]["accuracy"].get<double>(), chance + 0.3);
+  EXPECT_GT(m["models"]["student"]["test"]["accuracy"].get<double>(), chance + 0.2);
+  EXPECT_LT(m["models"]["student"]["params"].get<int64_t>(), m["models"]["teacher"]["params"].get<int64_t>() / 4);
+
+  // The TorchScript student in Python: token ids in, one score per section out.
+  auto python = run_python(
+      "import numpy, torch\n"
+      "m = torch.jit.load('" + out() + "/student.torchscript.pt')\n"
+      "print('shape', tuple(m.forward(torch.ones(2, " + std::to_string(m["data"]["input_shape"][0].get<int64_t>()) +
+      ")).shape))\n");
+  ASSERT_EQ(python.status, 0) << python.output;
+  EXPECT_NE(python.output.find("shape (2, " + std::to_string(classes) + ")"), std::string::npos) << python.output;
+
+  // ONNX export of a text model is refused before anything trains.
+  auto onnx = run_kdistill("run " + recipe(text_recipe(train)) + " --out " + out() + " --set 'export=[onnx]'");
+  EXPECT_EQ(onnx.status, 2) << onnx.output;
+  EXPECT_NE(onnx.output.find("export[0]: arch textcnn (token ids in) does not export to onnx yet; torchscript does"),
+            std::string::npos) << onnx.output;
+  // A student of the image zoo cannot read token ids.
+  auto mlp = run_kdistill("run " + recipe(text_recipe(train)) + " --out " + out() +
+                          " --set 'student.model={arch: textcnn, channels: []}'");
+  EXPECT_EQ(mlp.status, 2) << mlp.output;
+  EXPECT_NE(mlp.output.find("student.model.channels: arch textcnn needs at least one stage"), std::string::npos)
+      << mlp.output;
+}
+
+// JSON Lines in, a transfer file of unlabelled texts that only the teacher labels.
+TEST_F(TextRun, JsonLinesAndATransferFile) {
+  std::string train = corpus("apt.jsonl");
+  auto lines = kd::split(read_file(train), '\n');
+  std::string transfer;
+  for (size_t i = 0; i < 200 && i < lines.size(); ++i) {
+    auto record = nlohmann::json::parse(lines[i]);
+    transfer += record["text"].get<std::string>() + "\n";
+  }
+  write_file_atomic(dir_ / "more.txt", transfer);
+  auto r = run_kdistill("run " + recipe(text_recipe(train, "  transfer: " + (dir_ / "more.txt").string() + "\n")) +
+                        " --out " + out() + " --set distill.epochs=2 --set teacher.train.epochs=2");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("transfer 200"), std::string::npos) << r.output;
+  EXPECT_EQ(metrics()["data"]["text"]["tokenizer"], "sentencepiece");
+  EXPECT_EQ(metrics()["data"]["transfer"], 200);
+}
+
+}  // namespace
+}  // namespace kd::test
