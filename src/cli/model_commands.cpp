@@ -5,6 +5,7 @@
 #include "kd/io/describe.h"
 #include "kd/export/exporters.h"
 #include "kd/data/npy.h"
+#include "kd/data/text.h"
 #include "kd/io/model_file.h"
 #include "kd/train/evaluate.h"
 #include "kd/teacher/teacher_input.h"
@@ -72,10 +73,11 @@ void register_model_commands(CLI::App& app, GlobalOptions& global) {
   });
 
   auto predict_flags = std::make_shared<ModelFlags>();
-  auto* predict = app.add_subcommand("predict", "run any loadable model on a .npy array of raw inputs");
+  auto* predict = app.add_subcommand("predict", "run any loadable model on a .npy array of raw inputs (a text model: on texts)");
   predict->add_option("model", predict_flags->model, "model file: " + io::model_formats_text())
       ->required();
-  predict->add_option("--input", predict_flags->input, "inputs [N, ...] as .npy (uint8 pixels are scaled to [0, 1])")
+  predict->add_option("--input", predict_flags->input, "inputs [N, ...] as .npy (uint8 pixels are scaled to [0, 1]); a text model: a text "
+                      "file, one text a line, or JSON Lines with a \"text\" key")
       ->required();
   predict->add_option("--output", predict_flags->out, "where to write the outputs [N, outputs] as float32 .npy")
       ->required();
@@ -88,8 +90,13 @@ void register_model_commands(CLI::App& app, GlobalOptions& global) {
     global.exit_status = guarded([&] {
       apply_global_options(global);
       auto loaded = io::load_model(predict_flags->model, predict_flags->output);
-      torch::Tensor inputs = data::read_npy(predict_flags->input);
-      torch::Tensor outputs = train::predict_raw(loaded, inputs, predict_flags->normalized, predict_flags->input);
+      torch::Tensor outputs;
+      if (train::reads_text(loaded)) {
+        outputs = train::predict_texts(loaded, data::read_text_inputs(predict_flags->input), predict_flags->input);
+      } else {
+        torch::Tensor inputs = data::read_npy(predict_flags->input);
+        outputs = train::predict_raw(loaded, inputs, predict_flags->normalized, predict_flags->input);
+      }
       if (predict_flags->softmax && !teacher::looks_like_probabilities(outputs)) outputs = torch::softmax(outputs, 1);
       data::write_npy(predict_flags->out, outputs.contiguous());
       std::cout << "wrote " << predict_flags->out << " (" << outputs.size(0) << " x " << outputs.size(1) << ")\n";

@@ -121,6 +121,29 @@ std::vector<std::string> read_text_lines(const std::string& path) {
   return texts;
 }
 
+std::vector<std::string> read_text_inputs(const std::string& path, const std::string& key) {
+  std::string content = read_file_maybe_gz(path);
+  if (!json_lines(path, content)) return read_text_lines(path);
+  std::vector<std::string> texts;
+  std::istringstream lines(content);
+  std::string line;
+  for (int64_t number = 1; std::getline(lines, line); ++number) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json record;
+    try {
+      record = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::parse_error& e) {
+      fail("{}:{}: not a JSON object ({})", path, number, first_line(e));
+    }
+    if (!record.is_object() || !record.contains(key) || !record[key].is_string()) {
+      fail("{}:{}: expected an object with a string {}", path, number, quote(key));
+    }
+    texts.push_back(record[key].get<std::string>());
+  }
+  if (texts.empty()) fail("{}: no records, expected one JSON object a line", path);
+  return texts;
+}
+
 text::TokenizerPtr make_tokenizer(const TokenizerSpec& spec, const std::vector<std::string>& texts, uint64_t seed) {
   int given = !spec.vocab().empty() + !spec.model().empty() + !spec.train().empty();
   if (given != 1) {

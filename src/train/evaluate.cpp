@@ -7,6 +7,7 @@
 #include "kd/data/normalize.h"
 #include "kd/io/model_file.h"
 #include "kd/report/analysis.h"
+#include "kd/text/tokenizer.h"
 #include "kd/train/trainer.h"
 #include "kd/util/error.h"
 #include "kd/util/shape.h"
@@ -146,6 +147,19 @@ nlohmann::json evaluate_model(models::Model& model, const data::Dataset& dataset
   m.update(report::model_analysis(task, {tested}, "model"));
   m["test_rows"] = fold.test.size();
   return m;
+}
+
+bool reads_text(const io::LoadedModel& loaded) {
+  const nlohmann::json& pre = loaded.info.preprocessing;
+  return loaded.has_info && pre.is_object() && pre.contains("text");
+}
+
+torch::Tensor predict_texts(io::LoadedModel& loaded, const std::vector<std::string>& texts, const std::string& what) {
+  if (!reads_text(loaded)) fail("{}: the model was not trained on text (it stores no tokenizer)", what);
+  const nlohmann::json& text = loaded.info.preprocessing["text"];
+  auto tokenizer = text::tokenizer_from_json(text.at("tokenizer"));
+  torch::Tensor ids = text::encode_batch(*tokenizer, texts, text.at("max_length").get<int64_t>());
+  return predict_raw(loaded, ids, true, what);
 }
 
 torch::Tensor predict_raw(io::LoadedModel& loaded, torch::Tensor inputs, bool inputs_normalized, const std::string& what) {

@@ -77,6 +77,42 @@ TEST_F(TextRun, PackageDescriptionsToSectionsEndToEnd) {
       << mlp.output;
 }
 
+// `kdistill predict` on raw text (a text file, or JSON Lines) tokenizes with the model's own tokenizer:
+// the outputs equal the run's own outputs on its test rows, from the .kdm and from the TorchScript file.
+TEST_F(TextRun, PredictOnRawTextEqualsTheRunsOutputs) {
+  std::string all = corpus("apt.csv");
+  auto lines = kd::split(read_file(all), '\n');
+  std::string train = lines[0] + "\n", test = lines[0] + "\n";
+  for (size_t i = 1; i < lines.size(); ++i) {
+    if (lines[i].empty()) continue;
+    (i % 5 == 0 ? test : train) += lines[i] + "\n";
+  }
+  write_file_atomic(dir_ / "train.csv", train);
+  write_file_atomic(dir_ / "test.csv", test);
+  std::string text = text_recipe((dir_ / "train.csv").string(), "  test: " + (dir_ / "test.csv").string() + "\n");
+  auto r = run_kdistill("run " + recipe(text) + " --out " + out() + " --set distill.epochs=3 --set teacher.train.epochs=2");
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto texts = run_python("import csv, json\n"
+                          "rows = list(csv.DictReader(open('" + (dir_ / "test.csv").string() + "')))\n"
+                          "open('" + (dir_ / "test.txt").string() + "', 'w').write(''.join(r['text'] + '\\n' for r in rows))\n"
+                          "open('" + (dir_ / "test.jsonl").string() + "', 'w').write(''.join(json.dumps({'text': r['text']}) + '\\n' for r in rows))\n");
+  ASSERT_EQ(texts.status, 0) << texts.output;
+  for (std::string model : {"student.kdm", "student.torchscript.pt"}) {
+    for (std::string input : {"test.txt", "test.jsonl"}) {
+      auto p = run_kdistill("predict " + out() + "/" + model + " --input " + (dir_ / input).string() + " --output " +
+                            (dir_ / "p.npy").string());
+      ASSERT_EQ(p.status, 0) << p.output;
+      auto same = run_python("import numpy\n"
+                             "a = numpy.load('" + (dir_ / "p.npy").string() + "')\n"
+                             "b = numpy.load('" + out() + "/test_outputs/student.npy')\n"
+                             "assert a.shape == b.shape, (a.shape, b.shape)\n"
+                             "print('max difference', abs(a - b).max())\n"
+                             "assert abs(a - b).max() < 1e-4\n");
+      EXPECT_EQ(same.status, 0) << model << " " << input << ": " << same.output;
+    }
+  }
+}
+
 // JSON Lines in, a transfer file of unlabelled texts that only the teacher labels.
 TEST_F(TextRun, JsonLinesAndATransferFile) {
   std::string train = corpus("apt.jsonl");

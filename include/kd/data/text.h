@@ -52,6 +52,10 @@ TextTable read_text_table(const std::string& path, const TextOptions& options, c
 // A transfer file: one text a line (blank lines skipped; .gz read as such). kd::Error when it has none.
 std::vector<std::string> read_text_lines(const std::string& path);
 
+// Texts to predict on: JSON Lines (by name or a first "{"), each record's `key`; any other file one
+// text a line (blank lines kept out). kd::Error naming the file and line of a record without the key.
+std::vector<std::string> read_text_inputs(const std::string& path, const std::string& key = "text");
+
 // The tokenizer `spec` names, trained on `texts` (a fold's training texts) when spec.train() is set.
 // kd::Error naming data.tokenizer when none or several of vocab/model/train are given.
 text::TokenizerPtr make_tokenizer(const TokenizerSpec& spec, const std::vector<std::string>& texts, uint64_t seed);

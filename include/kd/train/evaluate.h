@@ -73,4 +73,10 @@ nlohmann::json evaluate_model(models::Model& model, const data::Dataset& dataset
 //   torch::Tensor y = predict_raw(loaded, data::read_npy("x.npy"), false, "x.npy");
 torch::Tensor predict_raw(io::LoadedModel& loaded, torch::Tensor inputs, bool inputs_normalized, const std::string& what);
 
+// Whether the model was trained on text (its preprocessing holds a tokenizer).
+bool reads_text(const io::LoadedModel& loaded);
+// The outputs of a model trained on text for raw texts: tokenized as in training (its stored tokenizer
+// and max_length). kd::Error naming `what` for a model without a tokenizer.
+torch::Tensor predict_texts(io::LoadedModel& loaded, const std::vector<std::string>& texts, const std::string& what);
+
 }  // namespace kd::train
