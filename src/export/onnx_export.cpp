@@ -174,6 +174,10 @@ std::string emit(GraphBuilder& g, const std::vector<models::ZooStep>& steps, std
       case Kind::Embedding:
       case Kind::Conv1d:
       case Kind::TimePool:
+      case Kind::Positions:
+      case Kind::Encoder:
+      case Kind::LayerNorm:
+      case Kind::SeqPool:
         fail("onnx export: {}: text layers do not export to ONNX", name);
     }
   }

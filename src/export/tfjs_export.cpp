@@ -178,6 +178,10 @@ class Exporter {
         case Kind::Embedding:
         case Kind::Conv1d:
         case Kind::TimePool:
+        case Kind::Positions:
+        case Kind::Encoder:
+        case Kind::LayerNorm:
+        case Kind::SeqPool:
           fail("tfjs export: {}: text layers do not export to TF.js", name);
       }
     }

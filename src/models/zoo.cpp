@@ -38,6 +38,7 @@ struct Step {
   std::vector<int64_t> shape;        // Reshape: target without the batch dim
   std::string op;                    // Activation: name; Pool: max | avg; Block: activation after the add
   double p = 0;                      // Dropout probability
+  int64_t heads = 0, ff = 0;         // Encoder
   std::vector<Step> body, shortcut;  // Block: main path; projection (empty = identity)
 
   torch::nn::Linear linear{nullptr};
@@ -46,6 +47,9 @@ struct Step {
   torch::nn::BatchNorm2d bn2d{nullptr};
   torch::nn::Embedding embedding{nullptr};
   torch::nn::Conv1d conv1d{nullptr};
+  torch::nn::Embedding positions{nullptr};                      // Positions: a table [L, out]
+  torch::nn::Linear attn_in{nullptr}, attn_out{nullptr}, ff1{nullptr}, ff2{nullptr};  // Encoder
+  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};          // Encoder (LayerNorm steps: norm1)
 };
 
 int64_t scaled(int64_t size, double multiplier) {
@@ -231,6 +235,7 @@ void textcnn_plan(const ZooSpec& spec, const std::vector<int64_t>&, int64_t outp
   embed.out = scaled(spec.embedding(), spec.width_multiplier());
   embed.padding = spec.pad_id();
   embed.bias = false;
+  embed.spatial = true;  // [E, L]: channels first, for the convolutions
   steps.push_back(embed);
   if (spec.dropout() > 0) steps.push_back(dropout_step("embed_drop", spec.dropout()));
   int64_t channels = embed.out;
@@ -248,6 +253,42 @@ void textcnn_plan(const ZooSpec& spec, const std::vector<int64_t>&, int64_t outp
   steps.push_back(Step{StepKind::TimePool, "pool"});
   if (spec.dropout() > 0) steps.push_back(dropout_step("pool_drop", spec.dropout()));
   int64_t features = add_hidden_layers(steps, spec, channels);
+  steps.push_back(linear_step("head", features, outputs, true));
+}
+
+void transformer_plan(const ZooSpec& spec, const std::vector<int64_t>& input, int64_t outputs, std::vector<Step>& steps) {
+  int64_t width = scaled(spec.embedding(), spec.width_multiplier());
+  Step embed{StepKind::Embedding, "embed"};
+  embed.in = spec.vocab();
+  embed.out = width;
+  embed.padding = spec.pad_id();
+  embed.bias = false;
+  steps.push_back(embed);
+  Step positions{StepKind::Positions, "positions"};
+  positions.in = input[0];
+  positions.out = width;
+  steps.push_back(positions);
+  if (spec.dropout() > 0) steps.push_back(dropout_step("embed_drop", spec.dropout()));
+  for (int64_t i = 1; i <= spec.layers(); ++i) {
+    Step layer{StepKind::Encoder, fmt::format("layer{}", i)};
+    layer.in = layer.out = width;
+    layer.heads = spec.heads();
+    layer.ff = spec.ff() > 0 ? scaled(spec.ff(), spec.width_multiplier()) : 4 * width;
+    layer.op = spec.activation();
+    layer.spatial = spec.norm() == "pre";
+    layer.p = spec.dropout();
+    steps.push_back(layer);
+  }
+  if (spec.norm() == "pre") {
+    Step norm{StepKind::LayerNorm, "norm"};
+    norm.out = width;
+    steps.push_back(norm);
+  }
+  Step pool{StepKind::SeqPool, "pool"};
+  pool.op = spec.pooling();
+  steps.push_back(pool);
+  if (spec.dropout() > 0) steps.push_back(dropout_step("pool_drop", spec.dropout()));
+  int64_t features = add_hidden_layers(steps, spec, width);
   steps.push_back(linear_step("head", features, outputs, true));
 }
 
@@ -275,20 +316,37 @@ void check_conv_stages(const ZooSpec& spec, const std::vector<int64_t>& image, c
   }
 }
 
-// textcnn: token ids [L] from data.format: text, at least one stage, an odd kernel.
-void check_textcnn(const ZooSpec& spec, const std::vector<int64_t>& input, const std::string& field) {
+// Token ids from text data, for textcnn and transformer alike.
+void check_token_input(const ZooSpec& spec, const std::vector<int64_t>& input, const std::string& field) {
   if (spec.vocab() < 2) {
-    fail("{}.arch: textcnn reads token ids; use it with data.format: text (which sets the vocabulary)", field);
+    fail("{}.arch: {} reads token ids; use it with data.format: text (which sets the vocabulary)", field, spec.arch());
   }
-  if (input.size() != 1) fail("{}.arch: textcnn reads token ids [length], got input {}", field, shape_text(input));
+  if (input.size() != 1) fail("{}.arch: {} reads token ids [length], got input {}", field, spec.arch(), shape_text(input));
   if (spec.pad_id() < 0 || spec.pad_id() >= spec.vocab()) {
     fail("{}.pad_id: {} is not an id of the {} tokens", field, spec.pad_id(), spec.vocab());
   }
+  if (spec.embedding() < 1) fail("{}.embedding: must be positive, got {}", field, spec.embedding());
+}
+
+// textcnn: token ids [L] from data.format: text, at least one stage, an odd kernel.
+void check_textcnn(const ZooSpec& spec, const std::vector<int64_t>& input, const std::string& field) {
+  check_token_input(spec, input, field);
   if (spec.channels().empty()) fail("{}.channels: arch textcnn needs at least one stage, e.g. [128]", field);
   if (spec.kernel() < 1 || spec.kernel() % 2 == 0) {
     fail("{}.kernel: must be an odd size >= 1 (so that same padding keeps the length), got {}", field, spec.kernel());
   }
-  if (spec.embedding() < 1) fail("{}.embedding: must be positive, got {}", field, spec.embedding());
+}
+
+void check_transformer(const ZooSpec& spec, const std::vector<int64_t>& input, const std::string& field) {
+  check_token_input(spec, input, field);
+  if (spec.layers() < 1) fail("{}.layers: a transformer needs at least 1 layer, got {}", field, spec.layers());
+  int64_t width = scaled(spec.embedding(), spec.width_multiplier());
+  if (spec.heads() < 1 || width % spec.heads() != 0) {
+    fail("{}.heads: {} heads do not divide the width {} (embedding x width_multiplier)", field, spec.heads(), width);
+  }
+  if (spec.ff() < 0) fail("{}.ff: must be positive (or 0 for 4 x embedding), got {}", field, spec.ff());
+  check_name(field + ".norm", "norm placement", spec.norm(), {"pre", "post"});
+  check_name(field + ".pooling", "pooling", spec.pooling(), {"mean", "first"});
 }
 
 void check_resnet(const ZooSpec& spec, const std::vector<int64_t>&, const std::string& field) {
@@ -327,6 +385,9 @@ const std::vector<Family>& families() {
       {{"textcnn", "token embedding; per stage conv1d + act; max over the tokens; head", false,
         {"hidden", "channels", "kernel", "embedding"}, "channels", true},
        check_textcnn, textcnn_plan},
+      {{"transformer", "token embedding + positions; encoder layers (self-attention, feed-forward); pooled; head",
+        false, {"hidden", "embedding", "layers", "heads", "ff", "norm", "pooling"}, "", true},
+       check_transformer, transformer_plan},
   };
   return table;
 }
@@ -388,6 +449,30 @@ void build_modules(torch::nn::Module& parent, std::vector<Step>& steps) {
         s.embedding = parent.register_module(
             s.name, torch::nn::Embedding(torch::nn::EmbeddingOptions(s.in, s.out).padding_idx(s.padding)));
         break;
+      case StepKind::Positions:
+        s.positions = parent.register_module(s.name, torch::nn::Embedding(s.in, s.out));
+        {
+          torch::NoGradGuard no_grad;
+          s.positions->weight.normal_(0.0, 0.02);  // BERT's initialisation
+        }
+        break;
+      case StepKind::LayerNorm:
+        s.norm1 = parent.register_module(s.name, torch::nn::LayerNorm(torch::nn::LayerNormOptions({s.out}).eps(kZooLayerNormEps)));
+        break;
+      case StepKind::Encoder: {
+        auto layer = std::make_shared<torch::nn::Module>("EncoderLayer");
+        auto norm = [&](const char* name) {
+          return layer->register_module(name, torch::nn::LayerNorm(torch::nn::LayerNormOptions({s.out}).eps(kZooLayerNormEps)));
+        };
+        s.attn_in = layer->register_module("attn_in", torch::nn::Linear(s.out, 3 * s.out));
+        s.attn_out = layer->register_module("attn_out", torch::nn::Linear(s.out, s.out));
+        s.norm1 = norm("norm1");
+        s.ff1 = layer->register_module("ff1", torch::nn::Linear(s.out, s.ff));
+        s.ff2 = layer->register_module("ff2", torch::nn::Linear(s.ff, s.out));
+        s.norm2 = norm("norm2");
+        parent.register_module(s.name, layer);
+        break;
+      }
       case StepKind::Conv1d:
         s.conv1d = parent.register_module(
             s.name, torch::nn::Conv1d(torch::nn::Conv1dOptions(s.in, s.out, s.kernel).padding(s.padding).bias(s.bias)));
@@ -447,6 +532,32 @@ std::vector<DenseLayer> plain_dense_layers(const std::vector<Step>& steps, bool 
 using TapMap = std::map<std::string, torch::Tensor>;
 
 bool tapped(const TapMap* taps, const std::string& name) { return taps && taps->count(name); }
+
+// One transformer encoder layer on x [N, L, D]; `tokens` [N, L] masks padding out of the attention.
+// `attention`, when given, receives the attention probabilities [N, heads, L, L].
+torch::Tensor encoder_layer(Step& s, torch::Tensor x, const torch::Tensor& tokens, bool training,
+                            torch::Tensor* attention) {
+  int64_t n = x.size(0), length = x.size(1), width = s.out, head = width / s.heads;
+  auto self_attention = [&](const torch::Tensor& h) {
+    auto qkv = s.attn_in(h).chunk(3, -1);
+    auto split = [&](const torch::Tensor& t) { return t.reshape({n, length, s.heads, head}).transpose(1, 2); };
+    torch::Tensor scores = torch::matmul(split(qkv[0]), split(qkv[1]).transpose(-2, -1)) / std::sqrt(static_cast<double>(head));
+    scores = scores.masked_fill(tokens.logical_not().unsqueeze(1).unsqueeze(2), -std::numeric_limits<float>::infinity());
+    torch::Tensor probabilities = torch::softmax(scores, -1);
+    if (attention) *attention = probabilities;
+    torch::Tensor context = torch::matmul(probabilities, split(qkv[2])).transpose(1, 2).reshape({n, length, width});
+    return torch::dropout(s.attn_out(context), s.p, training);
+  };
+  auto feed_forward = [&](const torch::Tensor& h) {
+    return torch::dropout(s.ff2(activate(s.op, s.ff1(h), kLeakyReluSlope)), s.p, training);
+  };
+  if (s.spatial) {  // pre-norm
+    x = x + self_attention(s.norm1(x));
+    return x + feed_forward(s.norm2(x));
+  }
+  x = s.norm1(x + self_attention(x));
+  return s.norm2(x + feed_forward(x));
+}
 
 torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training, const std::string& prefix = "",
                   TapMap* taps = nullptr) {
@@ -508,9 +619,27 @@ torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training, cons
       case StepKind::Embedding: {
         torch::Tensor ids = x.to(torch::kLong);
         tokens = ids.ne(s.padding);
-        x = s.embedding(ids).transpose(1, 2).contiguous();
+        x = s.embedding(ids);
+        if (s.spatial) x = x.transpose(1, 2).contiguous();
         break;
       }
+      case StepKind::Positions:
+        x = x + s.positions->weight;
+        break;
+      case StepKind::LayerNorm:
+        x = s.norm1(x);
+        break;
+      case StepKind::Encoder:
+        x = encoder_layer(s, x, tokens, training, tapped(taps, prefix + s.name + ".attention") ? &(*taps)[prefix + s.name + ".attention"] : nullptr);
+        break;
+      case StepKind::SeqPool:
+        if (s.op == "first") {
+          x = x.select(1, 0);
+        } else {
+          torch::Tensor weight = tokens.unsqueeze(2).to(x.scalar_type());
+          x = (x * weight).sum(1) / weight.sum(1).clamp_min(1);
+        }
+        break;
       case StepKind::Conv1d:
         x = s.conv1d(x);
         break;
@@ -603,8 +732,33 @@ std::vector<int64_t> infer(const std::vector<Step>& steps, std::vector<int64_t> 
       case StepKind::Embedding:
         row.kind = "Embedding";
         need(shape.size() == 1, "token ids [L]");
-        shape = {s.out, shape[0]};
+        shape = s.spatial ? std::vector<int64_t>{s.out, shape[0]} : std::vector<int64_t>{shape[0], s.out};
         row.params = s.in * s.out;
+        break;
+      case StepKind::Positions:
+        row.kind = "Positions";
+        need(shape.size() == 2 && shape[0] == s.in && shape[1] == s.out, fmt::format("[{}, {}]", s.in, s.out));
+        row.params = s.in * s.out;
+        break;
+      case StepKind::LayerNorm:
+        row.kind = "LayerNorm";
+        need(!shape.empty() && shape.back() == s.out, fmt::format("[..., {}]", s.out));
+        row.params = 2 * s.out;
+        break;
+      case StepKind::Encoder: {
+        // The attention probabilities are a tap of their own: TinyBERT-style attention transfer.
+        rows.push_back(Row{row.name + ".attention", "Attention", {s.heads, shape.empty() ? 0 : shape[0], shape.empty() ? 0 : shape[0]}, 0, 0});
+        row.kind = "EncoderLayer";
+        need(shape.size() == 2 && shape[1] == s.out, fmt::format("[L, {}]", s.out));
+        int64_t d = s.out, length = shape[0];
+        row.params = (3 * d * d + 3 * d) + (d * d + d) + (d * s.ff + s.ff) + (s.ff * d + d) + 4 * d;
+        row.macs = length * (4 * d * d + 2 * d * s.ff) + 2 * length * length * d;  // projections; scores and context
+        break;
+      }
+      case StepKind::SeqPool:
+        row.kind = s.op == "first" ? "FirstToken" : "MeanOverTokens";
+        need(shape.size() == 2, "[L, D]");
+        shape = {shape[1]};
         break;
       case StepKind::Conv1d:
         row.kind = "Conv1d";
@@ -688,8 +842,54 @@ void emit(const std::vector<Step>& steps, const std::string& x, const std::strin
         break;
       case StepKind::Embedding:
         out += fmt::format("    tokens = torch.ne({0}, {1})\n", x, s.padding);
-        out += fmt::format("    {0} = torch.embedding({1}, {0}.long(), {2}).transpose(1, 2)\n", x, attr(s, "weight"),
-                           s.padding);
+        out += fmt::format("    {0} = torch.embedding({1}, {0}.long(), {2}){3}\n", x, attr(s, "weight"), s.padding,
+                           s.spatial ? ".transpose(1, 2)" : "");
+        break;
+      case StepKind::Positions:
+        out += fmt::format("    {0} = {0} + {1}\n", x, attr(s, "weight"));
+        break;
+      case StepKind::LayerNorm:
+        out += fmt::format("    {0} = torch.layer_norm({0}, [{1}], {2}, {3}, {4})\n", x, s.out, attr(s, "weight"),
+                           attr(s, "bias"), kZooLayerNormEps);
+        break;
+      case StepKind::Encoder: {
+        auto sub = [&](const std::string& tensor) { return attr(s, tensor); };
+        auto linear = [&](const std::string& layer, const std::string& in) {
+          return fmt::format("torch.matmul({}, {}.t()) + {}", in, sub(layer + ".weight"), sub(layer + ".bias"));
+        };
+        auto norm = [&](const std::string& layer, const std::string& in) {
+          return fmt::format("torch.layer_norm({}, [{}], {}, {}, {})", in, s.out, sub(layer + ".weight"),
+                             sub(layer + ".bias"), kZooLayerNormEps);
+        };
+        int64_t head = s.out / s.heads;
+        out += fmt::format("    n, l = {0}.size(0), {0}.size(1)\n", x);
+        out += fmt::format("    h = {}\n", s.spatial ? norm("norm1", x) : x);
+        out += fmt::format("    q, k, v = ({}).chunk(3, -1)\n", linear("attn_in", "h"));
+        for (const char* t : {"q", "k", "v"}) {
+          out += fmt::format("    {0} = {0}.reshape(n, l, {1}, {2}).transpose(1, 2)\n", t, s.heads, head);
+        }
+        out += fmt::format("    a = torch.matmul(q, k.transpose(-2, -1)) / {}\n", std::sqrt(static_cast<double>(head)));
+        out += "    a = torch.softmax(a.masked_fill(torch.logical_not(tokens).unsqueeze(1).unsqueeze(2), float(\"-inf\")), -1)\n";
+        out += fmt::format("    c = torch.matmul(a, v).transpose(1, 2).reshape(n, l, {})\n", s.out);
+        // Dropout only when there is any: a probability 0 would print as the int 0, which torch.dropout refuses.
+        auto dropout = [&](const std::string& in) {
+          return s.p > 0 ? fmt::format("torch.dropout({}, {}, self.training)", in, s.p) : in;
+        };
+        out += fmt::format("    c = {}\n", dropout(linear("attn_out", "c")));
+        out += s.spatial ? fmt::format("    {0} = {0} + c\n    h = {1}\n", x, norm("norm2", x))
+                         : fmt::format("    {0} = {1}\n    h = {0}\n", x, norm("norm1", x + " + c"));
+        out += fmt::format("    h = {}\n", activation_source(s.op, linear("ff1", "h")));
+        out += fmt::format("    h = {}\n", dropout(linear("ff2", "h")));
+        out += s.spatial ? fmt::format("    {0} = {0} + h\n", x) : fmt::format("    {0} = {1}\n", x, norm("norm2", x + " + h"));
+        break;
+      }
+      case StepKind::SeqPool:
+        if (s.op == "first") {
+          out += fmt::format("    {0} = {0}.select(1, 0)\n", x);
+        } else {
+          out += fmt::format("    w = tokens.unsqueeze(2).to({}.dtype)\n", x);
+          out += fmt::format("    {0} = ({0} * w).sum(1) / w.sum(1).clamp_min(1.0)\n", x);
+        }
         break;
       case StepKind::Conv1d:
         out += fmt::format("    {0} = torch.conv1d({0}, {1}, {2}, [1], [{3}])\n", x, attr(s, "weight"),
@@ -733,6 +933,8 @@ std::vector<ZooStep> public_plan(const std::vector<Step>& steps) {
     z.shape = s.shape;
     z.op = s.op;
     z.p = s.p;
+    z.heads = s.heads;
+    z.ff = s.ff;
     z.body = public_plan(s.body);
     z.shortcut = public_plan(s.shortcut);
     plan.push_back(std::move(z));
@@ -746,7 +948,8 @@ const std::vector<std::string>& spec_keys() {
   static const std::vector<std::string> keys = {"arch",       "hidden",   "activation",      "dropout",
                                                 "batch_norm", "channels", "kernel",          "pool",
                                                 "depth",      "width",    "width_multiplier", "embedding",
-                                                "vocab",      "pad_id"};
+                                                "vocab",      "pad_id",   "layers",          "heads",
+                                                "ff",         "norm",     "pooling"};
   return keys;
 }
 
@@ -906,7 +1109,12 @@ nlohmann::json to_json(const ZooSpec& spec) {
                         {"width_multiplier", spec.width_multiplier()},
                         {"embedding", spec.embedding()},
                         {"vocab", spec.vocab()},
-                        {"pad_id", spec.pad_id()}};
+                        {"pad_id", spec.pad_id()},
+                        {"layers", spec.layers()},
+                        {"heads", spec.heads()},
+                        {"ff", spec.ff()},
+                        {"norm", spec.norm()},
+                        {"pooling", spec.pooling()}};
 }
 
 ZooSpec zoo_spec_from_json(const nlohmann::json& json, const std::string& field) {
@@ -945,6 +1153,16 @@ ZooSpec zoo_spec_from_json(const nlohmann::json& json, const std::string& field)
       spec.vocab(json_int(value, where));
     } else if (key == "pad_id") {
       spec.pad_id(json_int(value, where));
+    } else if (key == "layers") {
+      spec.layers(json_int(value, where));
+    } else if (key == "heads") {
+      spec.heads(json_int(value, where));
+    } else if (key == "ff") {
+      spec.ff(json_int(value, where));
+    } else if (key == "norm") {
+      spec.norm(json_string(value, where));
+    } else if (key == "pooling") {
+      spec.pooling(json_string(value, where));
     } else {
       auto suggestion = nearest(key, spec_keys());
       fail("{}: unknown key{} (expected {})", where,

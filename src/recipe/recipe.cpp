@@ -146,6 +146,11 @@ models::ZooSpec parse_zoo_spec(YamlSection section) {
   spec.embedding(section.get<int64_t>("embedding", spec.embedding()));
   spec.vocab(section.get<int64_t>("vocab", spec.vocab()));
   spec.pad_id(section.get<int64_t>("pad_id", spec.pad_id()));
+  spec.layers(section.get<int64_t>("layers", spec.layers()));
+  spec.heads(section.get<int64_t>("heads", spec.heads()));
+  spec.ff(section.get<int64_t>("ff", spec.ff()));
+  spec.norm(section.get<std::string>("norm", spec.norm()));
+  spec.pooling(section.get<std::string>("pooling", spec.pooling()));
   section.finish();
   return spec;
 }

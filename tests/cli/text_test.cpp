@@ -113,6 +113,29 @@ TEST_F(TextRun, PredictOnRawTextEqualsTheRunsOutputs) {
   }
 }
 
+// BERT-style: a transformer teacher and a one-layer student of its width, started from the teacher's
+// embeddings, positions and first layer (DistilBERT's every other layer: every: 2).
+TEST_F(TextRun, TransformerTeacherAndStudentInitialisedFromEveryOtherLayer) {
+  std::string text = text_recipe(corpus("apt.csv"));
+  text.replace(text.find("  model: {arch: textcnn, embedding: 64"), std::string("  model: {arch: textcnn, embedding: 64, channels: [128], dropout: 0.2}").size(),
+               "  model: {arch: transformer, embedding: 32, layers: 2, heads: 4, activation: gelu}");
+  text.replace(text.find("  model: {arch: textcnn, embedding: 16, channels: [24]}"),
+               std::string("  model: {arch: textcnn, embedding: 16, channels: [24]}").size(),
+               "  model: {arch: transformer, embedding: 32, layers: 1, heads: 4, activation: gelu}\n"
+               "  init: {from: teacher, every: 2}");
+  auto r = run_kdistill("run " + recipe(text) + " --out " + out() + " --set distill.epochs=4 --set teacher.train.epochs=4");
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto m = metrics();
+  auto init = m["distill"]["student_init_from_teacher"];
+  EXPECT_EQ(init["every"], 2);
+  // embed, positions, layer1 (12 tensors), the final norm, head: every student tensor has its counterpart.
+  EXPECT_EQ(init["tensors"], 2 + 12 + 2 + 2) << init.dump();
+  int64_t classes = m["data"]["class_names"].size();
+  EXPECT_GT(m["models"]["teacher"]["test"]["accuracy"].get<double>(), 1.0 / classes + 0.3);
+  EXPECT_GT(m["models"]["student"]["test"]["accuracy"].get<double>(), 1.0 / classes + 0.2);
+  EXPECT_GT(m["models"]["teacher"]["macs"].get<double>(), 1.9 * m["models"]["student"]["macs"].get<double>());
+}
+
 // JSON Lines in, a transfer file of unlabelled texts that only the teacher labels.
 TEST_F(TextRun, JsonLinesAndATransferFile) {
   std::string train = corpus("apt.jsonl");

@@ -51,6 +51,14 @@ std::vector<ExportCase> cases() {
       {"linear", ZooSpec().arch("linear").dropout(0.1), {1, 5, 5}, 2},
       {"textcnn", ZooSpec().arch("textcnn").vocab(50).pad_id(0).embedding(8).channels({12, 6}).hidden({5}).dropout(0.2),
        {11}, 4},
+      {"transformer_pre_mean",
+       ZooSpec().arch("transformer").vocab(40).pad_id(0).embedding(16).layers(2).heads(4).ff(24).dropout(0.1).activation(
+           "gelu"),
+       {9}, 3},
+      {"transformer_post_first",
+       ZooSpec().arch("transformer").vocab(40).pad_id(3).embedding(8).layers(1).heads(2).norm("post").pooling("first")
+           .hidden({6}),
+       {7}, 2},
   };
 }
 
@@ -230,7 +238,7 @@ d = sys.argv[1]
 for label in sys.argv[2:]:
     extra = {"kdistill/spec.json": ""}
     m = torch.jit.load(f"{d}/{label}.pt", _extra_files=extra)
-    assert json.loads(extra["kdistill/spec.json"])["arch"] in ("mlp", "cnn", "vgg", "resnet", "linear", "textcnn")
+    assert json.loads(extra["kdistill/spec.json"])["arch"] in ("mlp", "cnn", "vgg", "resnet", "linear", "textcnn", "transformer")
     assert not m.training
     x = torch.load(f"{d}/{label}.input.pt")
     with torch.no_grad():

@@ -5,7 +5,9 @@
 #include <functional>
 #include <string>
 
+#include "data/python_helper.h"
 #include "kd/util/error.h"
+#include "kd/util/fs.h"
 #include "test_util.h"
 
 namespace kd::models {
@@ -348,9 +350,10 @@ TEST(Zoo, ValidateNamesTheField) {
   };
   EXPECT_EQ(message(ZooSpec().arch("mpl")),
             "student.model.arch: unknown architecture \"mpl\"; did you mean \"mlp\"? "
-            "(expected mlp, cnn, vgg, resnet, linear or textcnn)");
+            "(expected mlp, cnn, vgg, resnet, linear, textcnn or transformer)");
   EXPECT_EQ(message(ZooSpec().arch("lstm")),
-            "student.model.arch: unknown architecture \"lstm\" (expected mlp, cnn, vgg, resnet, linear or textcnn)");
+            "student.model.arch: unknown architecture \"lstm\" (expected mlp, cnn, vgg, resnet, linear, textcnn or "
+            "transformer)");
   EXPECT_EQ(message(ZooSpec().activation("rleu")),
             "student.model.activation: unknown activation \"rleu\"; did you mean \"relu\"? "
             "(expected relu, gelu, tanh, leaky_relu or silu)");
@@ -382,8 +385,8 @@ TEST(Zoo, ValidateNamesTheField) {
       "student.model.arch: cnn needs image input [channels, height, width]; got 30 flat features, not a "
       "perfect square to view as 1 x s x s");
   EXPECT_EQ(message(ZooSpec().arch("linear").hidden({32})),
-            "student.model.hidden: arch linear has no hidden layers (got [32]); use arch mlp, cnn, vgg, resnet or "
-            "textcnn");
+            "student.model.hidden: arch linear has no hidden layers (got [32]); use arch mlp, cnn, vgg, resnet, "
+            "textcnn or transformer");
   EXPECT_EQ(message(ZooSpec().arch("mlp").channels({16})),
             "student.model.channels: arch mlp has no conv stages (got [16]); use arch cnn, vgg or textcnn");
   EXPECT_EQ(message(ZooSpec(), {28, 28}),
@@ -410,7 +413,7 @@ TEST(Zoo, JsonRoundTripAndErrors) {
                   .width(8)
                   .width_multiplier(1.5);
   nlohmann::json json = to_json(spec);
-  EXPECT_EQ(json.size(), 14u);
+  EXPECT_EQ(json.size(), 19u);
   ZooSpec back = zoo_spec_from_json(json);
   EXPECT_EQ(to_json(back), json);
   EXPECT_EQ(back.channels(), (std::vector<int64_t>{16, 32}));
@@ -614,6 +617,76 @@ TEST(ZooText, TextCnnLearnsWhichWordsMatter) {
   torch::NoGradGuard no_grad;
   double accuracy = model->forward(ids).argmax(1).eq(y).to(torch::kDouble).mean().item<double>();
   EXPECT_GT(accuracy, 0.95);
+}
+
+}  // namespace
+}  // namespace kd::models
+
+namespace kd::models {
+namespace {
+
+// The transformer family against PyTorch's own nn.TransformerEncoderLayer (pre- and post-norm, GELU
+// and ReLU, a key padding mask): the same weights give the same outputs. Weights go to Python as
+// pickled tensors; the reference network is written with torch.nn in the script below.
+TEST(ZooText, TransformerMatchesPyTorchsEncoderLayers) {
+  test::TempDir dir;
+  struct Case {
+    std::string label;
+    ZooSpec spec;
+  };
+  std::vector<Case> cases = {
+      {"pre", ZooSpec().arch("transformer").vocab(30).pad_id(0).embedding(16).layers(2).heads(4).ff(32).activation("gelu")},
+      {"post", ZooSpec().arch("transformer").vocab(30).pad_id(0).embedding(8).layers(1).heads(2).norm("post").pooling("first")},
+  };
+  torch::manual_seed(13);
+  torch::Tensor ids = torch::randint(1, 30, {4, 9}).to(torch::kFloat);
+  ids[1].slice(0, 5).fill_(0);
+  ids[2].slice(0, 2).fill_(0);
+  auto save = [&](const torch::Tensor& t, const std::string& name) {
+    std::vector<char> bytes = torch::pickle_save(t.contiguous());
+    write_file_atomic(dir.path() / name, std::string(bytes.begin(), bytes.end()));
+  };
+  save(ids, "ids.pt");
+  for (const auto& c : cases) {
+    auto model = build_zoo_model(c.spec, {9}, 3);
+    model->set_training(false);
+    torch::NoGradGuard no_grad;
+    save(model->forward(ids), c.label + ".out.pt");
+    for (auto& [name, tensor] : model->state()) save(tensor, c.label + "." + name + ".pt");
+  }
+  auto r = test::run_python(R"(
+import torch
+d = ')" + dir.path().string() + R"('
+def t(name): return torch.load(f'{d}/{name}.pt')
+ids = t('ids')
+for label, width, heads, ff, layers, pre, act, first in [('pre', 16, 4, 32, 2, True, 'gelu', False),
+                                                         ('post', 8, 2, 32, 1, False, 'relu', True)]:
+    p = lambda name: t(f'{label}.{name}')
+    tokens = ids != 0
+    x = torch.nn.functional.embedding(ids.long(), p('embed.weight')) + p('positions.weight')
+    for i in range(1, layers + 1):
+        layer = torch.nn.TransformerEncoderLayer(width, heads, ff, dropout=0.0, activation=act, batch_first=True,
+                                                 norm_first=pre)
+        q = f'layer{i}.'
+        sd = {'self_attn.in_proj_weight': p(q + 'attn_in.weight'), 'self_attn.in_proj_bias': p(q + 'attn_in.bias'),
+              'self_attn.out_proj.weight': p(q + 'attn_out.weight'), 'self_attn.out_proj.bias': p(q + 'attn_out.bias'),
+              'linear1.weight': p(q + 'ff1.weight'), 'linear1.bias': p(q + 'ff1.bias'),
+              'linear2.weight': p(q + 'ff2.weight'), 'linear2.bias': p(q + 'ff2.bias'),
+              'norm1.weight': p(q + 'norm1.weight'), 'norm1.bias': p(q + 'norm1.bias'),
+              'norm2.weight': p(q + 'norm2.weight'), 'norm2.bias': p(q + 'norm2.bias')}
+        layer.load_state_dict(sd)
+        layer.eval()
+        with torch.no_grad():
+            x = layer(x, src_key_padding_mask=~tokens)
+    if pre:
+        x = torch.nn.functional.layer_norm(x, [width], p('norm.weight'), p('norm.bias'))
+    x = x[:, 0] if first else (x * tokens.unsqueeze(2)).sum(1) / tokens.sum(1, keepdim=True)
+    y = torch.nn.functional.linear(x, p('head.weight'), p('head.bias'))
+    diff = (y - t(f'{label}.out')).abs().max().item()
+    print(label, 'max difference', diff)
+    assert diff < 1e-5, label
+)");
+  EXPECT_EQ(r.status, 0) << r.output;
 }
 
 }  // namespace

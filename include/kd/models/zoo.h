@@ -11,6 +11,10 @@
 //   arch: textcnn token ids [N, L] (float32, as data.format: text gives them) -> embedding -> per stage
 //                 conv1d(k, same padding) + act -> max over the text's tokens (padding left out)
 //                 -> optional MLP head (`hidden`) -> Linear (Kim 2014, one kernel size a stage)
+//   arch: transformer  token ids [N, L] -> embedding + learned positions -> `layers` encoder layers
+//                 (multi-head self-attention over the text's tokens, padding masked; feed-forward of
+//                 width `ff`; pre- or post-norm) -> mean over the tokens or the first token
+//                 -> optional MLP head -> Linear (a BERT-style encoder; width = `embedding`)
 // The image families on flat input [F]: F must be a perfect square s*s; the input is reshaped to
 // [1, s, s] (the 8x8 digits set is 64 flat features). Any other F is a kd::Error.
 // A new family is one line of the table in zoo.cpp, its plan function and its checks: the modules,
@@ -44,7 +48,12 @@ struct ZooSpec {
   TORCH_ARG(int64_t, depth) = 20;                  // resnet: 6n+2 (8, 14, 20, 32, 44, 56, 110)
   TORCH_ARG(int64_t, width) = 16;                  // resnet: stage widths width, 2*width, 4*width
   TORCH_ARG(double, width_multiplier) = 1.0;  // scales hidden sizes / channels / width: max(1, round(x*m))
-  TORCH_ARG(int64_t, embedding) = 64;              // textcnn: the width of a token's embedding
+  TORCH_ARG(int64_t, embedding) = 64;              // textcnn, transformer: the width of a token's embedding
+  TORCH_ARG(int64_t, layers) = 2;                  // transformer: encoder layers
+  TORCH_ARG(int64_t, heads) = 4;                   // transformer: attention heads (they divide embedding)
+  TORCH_ARG(int64_t, ff) = 0;                      // transformer: feed-forward width; 0 = 4 x embedding
+  TORCH_ARG(std::string, norm) = "pre";            // transformer: pre | post (layer norm before or after each block)
+  TORCH_ARG(std::string, pooling) = "mean";        // transformer: mean (over the tokens) | first (the first token)
   TORCH_ARG(int64_t, vocab) = 0;                   // text families: token ids in [0, vocab) (set from the data)
   TORCH_ARG(int64_t, pad_id) = 0;                  // text families: the id that pads a text (set from the data)
 };
@@ -105,10 +114,14 @@ std::string torchscript_attribute_name(const std::string& state_name);
 // walk, for exporters that rebuild the network in another format (ONNX, TF.js). A step's tensors are
 // state() entries named prefix + name + ".weight" (".bias", ".running_mean", ...), where prefix is
 // "" at the top and the Block's name + "." inside a Block.
-// Text steps: Embedding ([L] ids -> [out, L]; `padding` is the pad id), Conv1d ([in, L] -> [out, L]),
-// TimePool (max over the positions whose id is not the pad id: [C, L] -> [C]).
+// Text steps: Embedding ([L] ids -> [out, L] when `spatial`, else [L, out]; `padding` is the pad id),
+// Conv1d ([in, L] -> [out, L]), TimePool (max over the positions whose id is not the pad id: [C, L] -> [C]),
+// Positions (a learned [L, out] table added), Encoder (a transformer layer on [L, out]: `heads`, feed-forward
+// width `ff`, `op` its activation, `spatial` = pre-norm, `p` its dropout), LayerNorm ([.., out]), SeqPool
+// ([L, D] -> [D]: `op` mean over the tokens, or first).
 enum class ZooStepKind {
-  Flatten, Reshape, Linear, Conv, BatchNorm, Activation, Dropout, Pool, GlobalPool, Block, Embedding, Conv1d, TimePool
+  Flatten, Reshape, Linear, Conv, BatchNorm, Activation, Dropout, Pool, GlobalPool, Block, Embedding, Conv1d, TimePool,
+  Positions, Encoder, LayerNorm, SeqPool
 };
 
 struct ZooStep {
@@ -121,12 +134,14 @@ struct ZooStep {
   std::vector<int64_t> shape;        // Reshape: target without the batch dim
   std::string op;                    // Activation: name; Pool: max | avg (2x2, stride 2); Block: activation after the add
   double p = 0;                      // Dropout probability
+  int64_t heads = 0, ff = 0;         // Encoder
   std::vector<ZooStep> body, shortcut;  // Block: main path; projection (empty = identity)
 };
 
 // Constants of the zoo's layers that the plan does not carry.
 inline constexpr double kZooBatchNormEps = 1e-5;
 inline constexpr double kZooLeakyReluSlope = 0.01;
+inline constexpr double kZooLayerNormEps = 1e-5;
 
 // Validates, then returns the plan of the network build_zoo_model builds.
 std::vector<ZooStep> zoo_plan(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int64_t outputs);
