@@ -10,6 +10,8 @@ namespace kd::losses {
 namespace {
 
 bool is_map(const std::vector<int64_t>& shape) { return shape.size() == 3; }
+// A sequence of vectors [L, D] (a transformer's hidden states): projected token by token.
+bool is_sequence(const std::vector<int64_t>& shape) { return shape.size() == 2; }
 
 // A feature as a vector a row: maps averaged over H x W, anything else flattened.
 torch::Tensor as_vector(const torch::Tensor& x) { return x.dim() == 4 ? x.mean({2, 3}) : x.flatten(1); }
@@ -31,8 +33,9 @@ models::NamedTensors HintLoss::make_parameters(const std::vector<int64_t>& stude
                                                const std::vector<int64_t>& teacher_shape,
                                                at::Generator& generator) const {
   bool maps = is_map(student_shape) && is_map(teacher_shape);
-  int64_t in = maps ? student_shape[0] : vector_size(student_shape);
-  int64_t out = maps ? teacher_shape[0] : vector_size(teacher_shape);
+  bool sequences = is_sequence(student_shape) && is_sequence(teacher_shape);
+  int64_t in = maps ? student_shape[0] : sequences ? student_shape[1] : vector_size(student_shape);
+  int64_t out = maps ? teacher_shape[0] : sequences ? teacher_shape[1] : vector_size(teacher_shape);
   if (in < 1 || out < 1) {
     fail("loss \"hint\": the taps {} {} and {} {} have no features to project", quote(student_tap()),
          shape_text(student_shape), quote(teacher_tap()), shape_text(teacher_shape));
@@ -57,6 +60,16 @@ torch::Tensor HintLoss::compute(const LossInputs& inputs) const {
     auto [student, teacher] = detail::same_spatial_size(s, t);
     projected = torch::conv2d(student, weight, bias);
     t = teacher;
+  } else if (s.dim() == 3 && t.dim() == 3) {
+    if (s.size(1) != t.size(1)) {
+      fail("loss \"hint\": {} and {} are sequences of different lengths; a hint pairs them token by token",
+           tap_text(true, s), tap_text(false, t));
+    }
+    if (weight.dim() != 2 || weight.size(1) != s.size(2) || weight.size(0) != t.size(2)) {
+      fail("loss \"hint\": the projection {} does not map {} to {}", shape_text(weight.sizes()), tap_text(true, s),
+           tap_text(false, t));
+    }
+    projected = torch::matmul(s, weight.t()) + bias;
   } else {
     torch::Tensor student = as_vector(s);
     t = as_vector(t);

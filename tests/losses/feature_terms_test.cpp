@@ -90,6 +90,35 @@ TEST(FeatureTerms, HintGradientReachesTheProjection) {
   }
 }
 
+// Hidden states [N, L, D] (TinyBERT): the projection maps each token's vector; value by hand, gradient
+// by central differences, and sequences of different lengths refused.
+TEST(FeatureTerms, HintOnSequencesProjectsEachToken) {
+  torch::manual_seed(3);
+  auto hint = make_loss_term(Options("hint").set("student", "layer1").set("teacher", "layer2"));
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(5);
+  auto parameters = hint->make_parameters({6, 4}, {6, 8}, generator);
+  ASSERT_EQ(parameters[0].second.sizes(), (std::vector<int64_t>{8, 4}));
+  LossInputs inputs;
+  inputs.student_feature = torch::randn({3, 6, 4}, torch::kFloat64);
+  inputs.teacher_feature = torch::randn({3, 6, 8}, torch::kFloat64);
+  std::vector<torch::Tensor> projection;
+  for (const auto& item : parameters) projection.push_back(item.second.detach().to(torch::kFloat64));
+  inputs.parameters = projection;
+  torch::Tensor by_hand = (torch::einsum("nld,ed->nle", {inputs.student_feature, projection[0]}) + projection[1] -
+                           inputs.teacher_feature).pow(2).mean();
+  EXPECT_NEAR(hint->compute(inputs).item<double>(), by_hand.item<double>(), 1e-12);
+  test::expect_gradient_matches(
+      [&](const torch::Tensor& p) {
+        LossInputs moved = inputs;
+        moved.parameters[0] = p;
+        return hint->compute(moved);
+      },
+      projection[0]);
+  LossInputs shorter = inputs;
+  shorter.teacher_feature = torch::randn({3, 5, 8}, torch::kFloat64);
+  KD_EXPECT_ERROR(hint->compute(shorter), "are sequences of different lengths; a hint pairs them token by token");
+}
+
 TEST(FeatureTerms, TensorsThatDoNotSuitATermAreNamed) {
   LossInputs vectors;
   vectors.student_feature = torch::randn({4, 8});
