@@ -51,7 +51,36 @@ TORCH_LIBRARY(kd, m) { m.def("linear(Tensor x, Tensor w, Tensor? b) -> Tensor");
 TORCH_LIBRARY_IMPL(kd, CompositeImplicitAutograd, m) { m.impl("linear", &linear_op); }
 
 TorchScriptModel::TorchScriptModel(torch::jit::Module module, std::string path, std::string output)
-    : module_(std::move(module)), path_(std::move(path)), output_(std::move(output)) {}
+    : module_(std::move(module)), path_(std::move(path)), output_(std::move(output)) {
+  // Arguments past self, up to the first one with a default value: the ones a caller must give.
+  const auto& schema = module_.get_method("forward").function().getSchema();
+  std::vector<std::string> required;
+  for (size_t i = 1; i < schema.arguments().size(); ++i) {
+    if (schema.arguments()[i].default_value()) break;
+    required.push_back(schema.arguments()[i].name());
+  }
+  if (std::find(required.begin(), required.end(), "input_ids") != required.end()) {
+    for (const auto& name : required) {
+      if (name != "input_ids" && name != "attention_mask" && name != "token_type_ids") {
+        fail("{}: forward takes input_ids and {}, which kdistill cannot fill (it fills input_ids, attention_mask and "
+             "token_type_ids)", path_, quote(name));
+      }
+    }
+    arguments_ = required;
+  }
+}
+
+std::vector<c10::IValue> TorchScriptModel::arguments_for(const torch::Tensor& input) const {
+  if (arguments_.empty()) return {input};
+  torch::Tensor ids = input.to(torch::kLong);
+  std::vector<c10::IValue> values;
+  for (const auto& name : arguments_) {
+    if (name == "input_ids") values.emplace_back(ids);
+    if (name == "attention_mask") values.emplace_back(ids.ne(pad_id_).to(torch::kLong));
+    if (name == "token_type_ids") values.emplace_back(torch::zeros_like(ids));
+  }
+  return values;
+}
 
 torch::Tensor TorchScriptModel::forward(const torch::Tensor& input) {
   c10::IValue result;
@@ -141,6 +170,7 @@ torch::jit::Module& TorchScriptModel::inference_module() {
 
 c10::IValue TorchScriptModel::run(const torch::Tensor& input) {
   torch::jit::Module& module = inference_module();
+  if (takes_token_ids()) return module.forward(arguments_for(input));
   bool inference = !module_.is_training() && !c10::GradMode::is_enabled();
   if (inference && !channels_last_failed_) {
     torch::Tensor x = to_channels_last(input);
@@ -230,7 +260,8 @@ TappedForward TorchScriptModel::forward_taps(const torch::Tensor& input, const s
     if (tap != kOutputTap) modules.push_back(tap);
   }
   auto function = tapped_forward(modules);
-  std::vector<c10::IValue> stack = {module_._ivalue(), input};
+  std::vector<c10::IValue> stack = {module_._ivalue()};
+  for (auto& value : arguments_for(input)) stack.push_back(std::move(value));
   try {
     function->run(stack);
   } catch (const std::exception& e) {

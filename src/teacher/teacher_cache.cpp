@@ -5,6 +5,8 @@
 #include <filesystem>
 
 #include "kd/losses/distiller.h"
+#include "kd/models/ensemble.h"
+#include "kd/models/torchscript_model.h"
 #include "kd/train/evaluate.h"
 #include "kd/util/error.h"
 #include "kd/util/strings.h"
@@ -156,6 +158,11 @@ TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, con
     nlohmann::json evidence = nlohmann::json::array();
     for (const auto& path : spec.paths) {
       auto loaded = io::load_model(path, spec.output);
+      // A BERT-style file taking input_ids and attention_mask: the mask is where the ids are not padding.
+      if (auto* scripted = dynamic_cast<models::TorchScriptModel*>(loaded.model.get()); scripted && scripted->takes_token_ids()) {
+        if (dataset.text.vocab == 0) fail("{}: takes token ids (input_ids); use it with data.format: text", path);
+        scripted->set_pad_id(dataset.text.pad_id);
+      }
       TeacherInputOptions adapt = spec.adapt;
       if (task == Task::classification) {
         int64_t outputs = outputs_of(loaded, fold);

@@ -141,6 +141,80 @@ TEST_F(TextRun, TransformerTeacherAndStudentInitialisedFromEveryOtherLayer) {
   EXPECT_GT(m["models"]["teacher"]["macs"].get<double>(), 1.9 * m["models"]["student"]["macs"].get<double>());
 }
 
+// A BERT-style teacher made by PyTorch, as a user's would be: forward(input_ids, attention_mask) -> a dict
+// with "logits", scripted, trained in Python on ids from the independent WordPiece reference
+// (tests/fixtures/wordpiece_reference.py) with a vocab.txt made from the training texts. kdistill reads
+// the same vocab.txt: the teacher's test accuracy in the run equals the one Python measured.
+TEST_F(TextRun, APyTorchTeacherTakingInputIdsAndAttentionMask) {
+  std::string all = corpus("apt.csv");
+  auto python = run_python(R"(
+import collections, csv, json, subprocess, sys, torch
+sys.path.insert(0, ')" KD_SOURCE_DIR R"(/tests/fixtures')
+import wordpiece_reference as wp
+d = ')" + dir_.path().string() + R"('
+rows = list(csv.DictReader(open(f'{d}/apt.csv')))
+train, test = [r for i, r in enumerate(rows) if i % 5], [r for i, r in enumerate(rows) if i % 5 == 0]
+for name, part in (('train', train), ('test', test)):
+    with open(f'{d}/{name}.csv', 'w', newline='') as f:
+        w = csv.writer(f); w.writerow(['text', 'section']); w.writerows((r['text'], r['section']) for r in part)
+words = collections.Counter(t for r in train for t in wp.basic_tokens(r['text'], True, True))
+tokens = ['[PAD]', '[UNK]', '[CLS]', '[SEP]'] + sorted(w for w, c in words.items() if c >= 2)
+open(f'{d}/vocab.txt', 'w').write('\n'.join(tokens) + '\n')
+_, vocab = wp.load_vocab(f'{d}/vocab.txt')
+classes = sorted({r['section'] for r in train})
+def ids(rows, length=24):
+    out = []
+    for r in rows:
+        pieces = [p for word in wp.basic_tokens(r['text'], True, True) for p in wp.wordpieces(word, vocab)]
+        row = [vocab['[CLS]']] + [vocab[p] for p in pieces][:length - 2] + [vocab['[SEP]']]
+        out.append(row + [0] * (length - len(row)))
+    return torch.tensor(out)
+class Bert(torch.nn.Module):
+    def __init__(self, n, k):
+        super().__init__()
+        self.embed = torch.nn.Embedding(n, 64)
+        self.layer = torch.nn.TransformerEncoderLayer(64, 4, 128, dropout=0.0, batch_first=True)
+        self.classifier = torch.nn.Linear(64, k)
+    def forward(self, input_ids, attention_mask):
+        x = self.layer(self.embed(input_ids), src_key_padding_mask=attention_mask == 0)
+        m = attention_mask.unsqueeze(2).to(x.dtype)
+        return {'logits': self.classifier((x * m).sum(1) / m.sum(1))}
+torch.manual_seed(0)
+model = Bert(len(tokens), len(classes))
+x, y = ids(train), torch.tensor([classes.index(r['section']) for r in train])
+opt = torch.optim.Adam(model.parameters(), 0.003)
+for epoch in range(6):
+    for i in range(0, len(x), 64):
+        opt.zero_grad()
+        out = model(x[i:i + 64], (x[i:i + 64] != 0).long())['logits']
+        torch.nn.functional.cross_entropy(out, y[i:i + 64]).backward()
+        opt.step()
+model.eval()
+scripted = torch.jit.script(model)
+scripted.save(f'{d}/bert.pt')
+xt, yt = ids(test), torch.tensor([classes.index(r['section']) for r in test])
+with torch.no_grad():
+    accuracy = (scripted(xt, (xt != 0).long())['logits'].argmax(1) == yt).double().mean().item()
+print(json.dumps({'accuracy': accuracy, 'classes': len(classes)}))
+)");
+  ASSERT_EQ(python.status, 0) << python.output;
+  auto expected = nlohmann::json::parse(python.output.substr(python.output.rfind('{')));
+  std::string text = "task: classification\nseed: 1\n"
+                     "data:\n  format: text\n  train: " + (dir_ / "train.csv").string() + "\n  test: " +
+                     (dir_ / "test.csv").string() + "\n  target: section\n  max_length: 24\n"
+                     "  tokenizer: {vocab: " + (dir_ / "vocab.txt").string() + "}\n"
+                     "teacher:\n  path: " + (dir_ / "bert.pt").string() + "\n  output: logits\n"
+                     "student:\n  model: {arch: textcnn, embedding: 16, channels: [24]}\n"
+                     "distill:\n  epochs: 4\n  batch_size: 64\n  optimizer: {name: adamw, lr: 0.005}\n"
+                     "export: []\n";
+  auto r = run_kdistill("run " + recipe(text) + " --out " + out());
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto m = metrics();
+  EXPECT_NEAR(m["models"]["teacher"]["test"]["accuracy"].get<double>(), expected["accuracy"].get<double>(), 1e-9);
+  EXPECT_GT(expected["accuracy"].get<double>(), 1.0 / expected["classes"].get<double>() + 0.3);
+  EXPECT_GT(m["models"]["student"]["test"]["accuracy"].get<double>(), 1.0 / expected["classes"].get<double>() + 0.2);
+}
+
 // JSON Lines in, a transfer file of unlabelled texts that only the teacher labels.
 TEST_F(TextRun, JsonLinesAndATransferFile) {
   std::string train = corpus("apt.jsonl");

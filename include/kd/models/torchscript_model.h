@@ -39,6 +39,13 @@ class TorchScriptModel : public Model {
   TappedForward forward_taps(const torch::Tensor& input, const std::vector<std::string>& taps) override;
 
   torch::jit::Module& module() { return module_; }
+
+  // A text model's forward takes token ids by name, as Hugging Face's BERT-style models do:
+  // forward(input_ids, attention_mask[, token_type_ids]) (any order; other arguments keep their
+  // defaults). kdistill's one input is then the ids (float32, as data.format: text gives them): they
+  // go in as int64, attention_mask is 1 where the id is not `pad_id`, token_type_ids are zeros.
+  bool takes_token_ids() const { return !arguments_.empty(); }
+  void set_pad_id(int64_t pad_id) { pad_id_ = pad_id; }
   // Saves the module (with its current parameters) as TorchScript, atomically.
   void save(const std::string& path);
 
@@ -48,6 +55,8 @@ class TorchScriptModel : public Model {
   // forward of inference_module(); for inference, on channels-last images (models::to_channels_last)
   // unless the module refused them once (a view() that the layout does not allow, say).
   c10::IValue run(const torch::Tensor& input);
+  // forward's arguments for `input`: the tensor itself, or the token ids, mask and types by name.
+  std::vector<c10::IValue> arguments_for(const torch::Tensor& input) const;
   // The logits among forward's outputs (output_).
   torch::Tensor logits_of(const c10::IValue& result) const;
   // forward's graph, inlined, returning (its output, the taps...); built once for each list of taps.
@@ -60,6 +69,8 @@ class TorchScriptModel : public Model {
   bool channels_last_failed_ = false;
   std::string path_;
   std::string output_;
+  std::vector<std::string> arguments_;  // forward's argument names when it takes token ids by name, else empty
+  int64_t pad_id_ = 0;
 };
 
 // kd::Error naming the file on a missing, truncated or non-TorchScript file.
