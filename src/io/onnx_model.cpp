@@ -440,6 +440,24 @@ Tensors constant(const OpContext& c) {
   return one(t.to(c.device));
 }
 
+// A filled tensor of the shape input 0 gives: the `value` attribute's element type and value (default
+// float 0).
+Tensors constant_of_shape(const OpContext& c) {
+  std::vector<int64_t> shape = to_ints(c.in(0));
+  torch::Tensor value = torch::zeros({1}, torch::kFloat);
+  if (const auto* a = c.attr("value")) value = onnx_tensor::from_proto(a->t(), "ConstantOfShape");
+  return one(torch::full(shape, value.reshape({-1})[0].item(), value.options()).to(c.device));
+}
+
+// Input 0 broadcast to the shape input 1 gives (numpy's rules: the two shapes broadcast together).
+Tensors expand(const OpContext& c) {
+  const torch::Tensor& x = c.in(0);
+  std::vector<int64_t> shape = to_ints(c.in(1));
+  return one(x.expand(at::infer_size(x.sizes(), shape)).contiguous());
+}
+
+Tensors where(const OpContext& c) { return one(torch::where(c.in(0).to(torch::kBool), c.in(1), c.in(2))); }
+
 Tensors pad(const OpContext& c) {
   const torch::Tensor& x = c.in(0);
   std::vector<int64_t> pads;
@@ -506,6 +524,20 @@ Tensors cast(const OpContext& c) {
   return one(c.in(0).to(type));
 }
 
+// ReduceSum (axes an input since opset 13): integer sums stay integers.
+Tensors reduce_sum(const OpContext& c) {
+  const torch::Tensor& x = c.in(0);
+  bool keep = c.i("keepdims", 1) != 0;
+  auto axes = axes_of(c, 1, 13);
+  if (!axes || axes->empty()) {
+    if (c.i("noop_with_empty_axes", 0) != 0) return one(x);
+    std::vector<int64_t> all;
+    for (int64_t d = 0; d < x.dim(); ++d) all.push_back(d);
+    return one(x.sum(all, keep).to(x.scalar_type()));
+  }
+  return one(x.sum(norm_axes(*axes, x.dim()), keep).to(x.scalar_type()));
+}
+
 Tensors reduce_mean(const OpContext& c) {
   const torch::Tensor& x = c.in(0);
   bool keep = c.i("keepdims", 1) != 0;
@@ -536,6 +568,7 @@ OpFn binary(torch::Tensor (*fn)(const torch::Tensor&, const torch::Tensor&)) {
 torch::Tensor add(const torch::Tensor& a, const torch::Tensor& b) { return a + b; }
 torch::Tensor sub(const torch::Tensor& a, const torch::Tensor& b) { return a - b; }
 torch::Tensor mul(const torch::Tensor& a, const torch::Tensor& b) { return a * b; }
+torch::Tensor eq(const torch::Tensor& a, const torch::Tensor& b) { return a.eq(b); }
 torch::Tensor div(const torch::Tensor& a, const torch::Tensor& b) {
   // ONNX divides integers with truncation; torch's `/` would give floats.
   return integral(a) && integral(b) ? torch::div(a, b, "trunc") : a / b;
@@ -618,11 +651,14 @@ const std::map<std::string, OpFn>& operators() {
       {"Clip", clip},
       {"Concat", concat},
       {"Constant", constant},
+      {"ConstantOfShape", constant_of_shape},
       {"Conv", conv},
       {"Div", binary(div)},
       {"Dropout", dropout},
+      {"Equal", binary(eq)},
       {"Erf", unary(erf)},
       {"Exp", unary(exp)},
+      {"Expand", expand},
       {"Flatten", flatten},
       {"Gather", gather},
       {"Gelu", gelu},
@@ -641,6 +677,7 @@ const std::map<std::string, OpFn>& operators() {
       {"Pow", binary(pow)},
       {"Reciprocal", unary(reciprocal)},
       {"ReduceMean", reduce_mean},
+      {"ReduceSum", reduce_sum},
       {"Relu", unary(relu)},
       {"Reshape", reshape},
       {"Shape", shape},
@@ -654,6 +691,7 @@ const std::map<std::string, OpFn>& operators() {
       {"Tanh", unary(tanh)},
       {"Transpose", transpose},
       {"Unsqueeze", unsqueeze},
+      {"Where", where},
   };
   return table;
 }
@@ -701,7 +739,34 @@ struct OnnxModel::Impl {
   torch::Tensor adapt(const torch::Tensor& input) const;
   Tensors run(const Tensors& feeds, const Observer& observer = nullptr) const;
   void require_one_input() const;
+  // Whether the graph takes token ids by name (input_ids, with attention_mask and token_type_ids).
+  bool takes_token_ids() const { return std::find(inputs.begin(), inputs.end(), "input_ids") != inputs.end(); }
+  // The feeds for kdistill's one input: adapted to the graph's input, or the ids, mask and types by name.
+  Tensors feeds_for(const torch::Tensor& input) const;
+  int64_t pad_id = 0;
 };
+
+Tensors OnnxModel::Impl::feeds_for(const torch::Tensor& input) const {
+  if (!takes_token_ids()) {
+    require_one_input();
+    return {adapt(input)};
+  }
+  torch::Tensor ids = input.to(torch::kLong);
+  Tensors feeds;
+  for (const auto& name : inputs) {
+    if (name == "input_ids") {
+      feeds.push_back(ids);
+    } else if (name == "attention_mask") {
+      feeds.push_back(ids.ne(pad_id).to(torch::kLong));
+    } else if (name == "token_type_ids") {
+      feeds.push_back(torch::zeros_like(ids));
+    } else {
+      fail("{}: the graph takes input_ids and {}, which kdistill cannot fill (it fills input_ids, attention_mask and "
+           "token_type_ids)", path, quote(name));
+    }
+  }
+  return feeds;
+}
 
 void OnnxModel::Impl::parse(const std::string& output) {
   require_file(path, "ONNX model");
@@ -924,8 +989,7 @@ OnnxModel::OnnxModel(const std::string& path, const std::string& output) : impl_
 OnnxModel::~OnnxModel() = default;
 
 torch::Tensor OnnxModel::forward(const torch::Tensor& input) {
-  impl_->require_one_input();
-  return impl_->run({impl_->adapt(input)})[impl_->output_index];
+  return impl_->run(impl_->feeds_for(input))[impl_->output_index];
 }
 
 std::vector<torch::Tensor> OnnxModel::run(const std::vector<torch::Tensor>& inputs) { return impl_->run(inputs); }
@@ -943,11 +1007,10 @@ std::vector<std::string> OnnxModel::tap_names() {
 models::TappedForward OnnxModel::forward_taps(const torch::Tensor& input, const std::vector<std::string>& taps) {
   if (taps.empty()) return {forward(input), {}};
   models::check_taps(*this, taps);
-  impl_->require_one_input();
   std::map<std::string, torch::Tensor> kept;
   for (const auto& tap : taps) kept.emplace(tap, torch::Tensor());
   models::TappedForward result;
-  result.output = impl_->run({impl_->adapt(input)}, [&](const Node& node, const Tensors&, const Tensors& outputs) {
+  result.output = impl_->run(impl_->feeds_for(input), [&](const Node& node, const Tensors&, const Tensors& outputs) {
     for (int i = 0; i < node.proto->output_size() && static_cast<size_t>(i) < outputs.size(); ++i) {
       auto it = kept.find(node.proto->output(i));
       if (it != kept.end()) it->second = outputs[static_cast<size_t>(i)];
@@ -959,7 +1022,13 @@ models::TappedForward OnnxModel::forward_taps(const torch::Tensor& input, const 
 
 std::vector<std::string> OnnxModel::input_names() const { return impl_->inputs; }
 
-void OnnxModel::require_one_input() const { impl_->require_one_input(); }
+void OnnxModel::require_one_input() const {
+  if (!impl_->takes_token_ids()) impl_->require_one_input();
+}
+
+bool OnnxModel::takes_token_ids() const { return impl_->takes_token_ids(); }
+
+void OnnxModel::set_pad_id(int64_t pad_id) { impl_->pad_id = pad_id; }
 
 models::NamedTensors OnnxModel::state() { return impl_->initializers; }
 
@@ -986,7 +1055,8 @@ void OnnxModel::to(torch::Device device) {
 
 std::vector<int64_t> OnnxModel::declared_input_shape() {
   const auto& dims = impl_->input_dims;
-  if (impl_->inputs.size() != 1 || dims.size() < 2 ||
+  // A graph of token ids: input_dims are the first input's, input_ids in torch.onnx.export's order.
+  if ((impl_->inputs.size() != 1 && !impl_->takes_token_ids()) || dims.size() < 2 ||
       std::any_of(dims.begin() + 1, dims.end(), [](int64_t d) { return d <= 0; })) {
     return {};
   }
@@ -1004,9 +1074,9 @@ models::ModelSummary OnnxModel::summary(const std::vector<int64_t>& input_shape)
   }
   std::vector<int64_t> shape = {1};
   shape.insert(shape.end(), input_shape.begin(), input_shape.end());
-  impl_->require_one_input();
-  torch::Tensor input = impl_->adapt(torch::zeros(shape).to(impl_->device));
-  impl_->run({input}, [&](const Node& node, const Tensors& inputs, const Tensors& outputs) {
+  // Ones: a valid token id, not padding, for graphs that take token ids.
+  impl_->run(impl_->feeds_for(torch::ones(shape).to(impl_->device)), [&](const Node& node, const Tensors& inputs,
+                                                                           const Tensors& outputs) {
     const std::string& op = node.proto->op_type();
     int64_t macs = 0;
     if (!outputs.empty() && outputs[0].defined()) {

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "kd/io/onnx_model.h"
 #include "kd/losses/distiller.h"
 #include "kd/models/ensemble.h"
 #include "kd/models/torchscript_model.h"
@@ -162,6 +163,10 @@ TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, con
       if (auto* scripted = dynamic_cast<models::TorchScriptModel*>(loaded.model.get()); scripted && scripted->takes_token_ids()) {
         if (dataset.text.vocab == 0) fail("{}: takes token ids (input_ids); use it with data.format: text", path);
         scripted->set_pad_id(dataset.text.pad_id);
+      }
+      if (auto* graph = dynamic_cast<io::OnnxModel*>(loaded.model.get()); graph && graph->takes_token_ids()) {
+        if (dataset.text.vocab == 0) fail("{}: takes token ids (input_ids); use it with data.format: text", path);
+        graph->set_pad_id(dataset.text.pad_id);
       }
       TeacherInputOptions adapt = spec.adapt;
       if (task == Task::classification) {

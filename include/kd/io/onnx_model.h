@@ -60,8 +60,14 @@ class OnnxModel : public models::Model {
   // Names of the graph's inputs (initializers excluded) and outputs, in order.
   std::vector<std::string> input_names() const;
   std::vector<std::string> output_names() const;
-  // kd::Error naming the file unless the graph has exactly one input, the one kdistill feeds.
+  // kd::Error naming the file unless the graph has exactly one input, the one kdistill feeds, or takes
+  // token ids by name (takes_token_ids).
   void require_one_input() const;
+  // A BERT-style export: inputs input_ids (and attention_mask, token_type_ids, in any order). kdistill's
+  // one input is then the token ids (float32): fed as int64, attention_mask 1 where the id is not
+  // `pad_id`, token_type_ids zeros.
+  bool takes_token_ids() const;
+  void set_pad_id(int64_t pad_id);
   // Every output for `inputs` given in input_names() order, as they are (no adaptation).
   std::vector<torch::Tensor> run(const std::vector<torch::Tensor>& inputs);
 
