@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <functional>
 #include <sstream>
 
 #include "kd/text/sentencepiece.h"
@@ -59,20 +60,14 @@ TextTable read_csv_texts(const std::string& path, const TextOptions& options, co
   return out;
 }
 
-TextTable read_jsonl_texts(const std::string& path, const std::string& content, const TextOptions& options) {
-  TextTable out;
-  out.path = path;
+// Each non-blank line of JSON Lines `content`, parsed, with its 1-based line number. kd::Error naming the
+// line that is not JSON, or the file when no line is.
+void for_each_json_line(const std::string& path, const std::string& content,
+                        const std::function<void(const nlohmann::json&, int64_t)>& use) {
   std::istringstream lines(content);
   std::string line;
-  int64_t number = 0;
-  auto as_text = [&](const nlohmann::json& value, const std::string& key) -> std::string {
-    if (value.is_string()) return value.get<std::string>();
-    if (value.is_number_integer()) return std::to_string(value.get<long long>());
-    if (value.is_number()) return value.dump();
-    fail("{}:{}: {} is {}, expected a string or a number", path, number, quote(key), value.dump());
-  };
-  while (std::getline(lines, line)) {
-    ++number;
+  bool any = false;
+  for (int64_t number = 1; std::getline(lines, line); ++number) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     nlohmann::json record;
     try {
@@ -80,6 +75,37 @@ TextTable read_jsonl_texts(const std::string& path, const std::string& content, 
     } catch (const nlohmann::json::parse_error& e) {
       fail("{}:{}: not a JSON object ({})", path, number, first_line(e));
     }
+    use(record, number);
+    any = true;
+  }
+  if (!any) fail("{}: no records, expected one JSON object a line", path);
+}
+
+// The non-blank lines of `path`'s `content` (a CR before each line end dropped); kd::Error when it has none.
+std::vector<std::string> text_lines(const std::string& path, const std::string& content) {
+  std::istringstream lines(content);
+  std::vector<std::string> texts;
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") != std::string::npos) texts.push_back(line);
+  }
+  if (texts.empty()) fail("data.transfer: {} has no text lines, expected one text a line", path);
+  return texts;
+}
+
+TextTable read_jsonl_texts(const std::string& path, const std::string& content, const TextOptions& options) {
+  TextTable out;
+  out.path = path;
+  int64_t number = 0;
+  auto as_text = [&](const nlohmann::json& value, const std::string& key) -> std::string {
+    if (value.is_string()) return value.get<std::string>();
+    if (value.is_number_integer()) return std::to_string(value.get<long long>());
+    if (value.is_number()) return value.dump();
+    fail("{}:{}: {} is {}, expected a string or a number", path, number, quote(key), value.dump());
+  };
+  for_each_json_line(path, content, [&](const nlohmann::json& record, int64_t line_number) {
+    number = line_number;
     if (!record.is_object()) fail("{}:{}: expected a JSON object, found {}", path, number, record.type_name());
     std::vector<std::string> keys;
     for (const auto& item : record.items()) keys.push_back(item.key());
@@ -90,8 +116,7 @@ TextTable read_jsonl_texts(const std::string& path, const std::string& content, 
     out.texts.push_back(as_text(record[options.text()], options.text()));
     out.targets.push_back(as_text(record[out.target_name], out.target_name));
     out.line_numbers.push_back(number);
-  }
-  if (out.texts.empty()) fail("{}: no records, expected one JSON object a line", path);
+  });
   return out;
 }
 
@@ -110,37 +135,19 @@ TextTable read_text_table(const std::string& path, const TextOptions& options, c
 }
 
 std::vector<std::string> read_text_lines(const std::string& path) {
-  std::istringstream lines(read_file_maybe_gz(path));
-  std::vector<std::string> texts;
-  std::string line;
-  while (std::getline(lines, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") != std::string::npos) texts.push_back(line);
-  }
-  if (texts.empty()) fail("data.transfer: {} has no text lines, expected one text a line", path);
-  return texts;
+  return text_lines(path, read_file_maybe_gz(path));
 }
 
 std::vector<std::string> read_text_inputs(const std::string& path, const std::string& key) {
   std::string content = read_file_maybe_gz(path);
-  if (!json_lines(path, content)) return read_text_lines(path);
+  if (!json_lines(path, content)) return text_lines(path, content);
   std::vector<std::string> texts;
-  std::istringstream lines(content);
-  std::string line;
-  for (int64_t number = 1; std::getline(lines, line); ++number) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    nlohmann::json record;
-    try {
-      record = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      fail("{}:{}: not a JSON object ({})", path, number, first_line(e));
-    }
+  for_each_json_line(path, content, [&](const nlohmann::json& record, int64_t number) {
     if (!record.is_object() || !record.contains(key) || !record[key].is_string()) {
       fail("{}:{}: expected an object with a string {}", path, number, quote(key));
     }
     texts.push_back(record[key].get<std::string>());
-  }
-  if (texts.empty()) fail("{}: no records, expected one JSON object a line", path);
+  });
   return texts;
 }
 
