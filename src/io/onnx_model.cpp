@@ -751,21 +751,7 @@ Tensors OnnxModel::Impl::feeds_for(const torch::Tensor& input) const {
     require_one_input();
     return {adapt(input)};
   }
-  torch::Tensor ids = input.to(torch::kLong);
-  Tensors feeds;
-  for (const auto& name : inputs) {
-    if (name == "input_ids") {
-      feeds.push_back(ids);
-    } else if (name == "attention_mask") {
-      feeds.push_back(ids.ne(pad_id).to(torch::kLong));
-    } else if (name == "token_type_ids") {
-      feeds.push_back(torch::zeros_like(ids));
-    } else {
-      fail("{}: the graph takes input_ids and {}, which kdistill cannot fill (it fills input_ids, attention_mask and "
-           "token_type_ids)", path, quote(name));
-    }
-  }
-  return feeds;
+  return models::token_id_inputs(input, inputs, pad_id, path + ": the graph");
 }
 
 void OnnxModel::Impl::parse(const std::string& output) {

@@ -33,6 +33,25 @@ void check_taps(Model& model, const std::vector<std::string>& taps) {
   }
 }
 
+std::vector<torch::Tensor> token_id_inputs(const torch::Tensor& input, const std::vector<std::string>& names,
+                                           int64_t pad_id, const std::string& what) {
+  torch::Tensor ids = input.to(torch::kLong);
+  std::vector<torch::Tensor> values;
+  for (const auto& name : names) {
+    if (name == "input_ids") {
+      values.push_back(ids);
+    } else if (name == "attention_mask") {
+      values.push_back(ids.ne(pad_id).to(torch::kLong));
+    } else if (name == "token_type_ids") {
+      values.push_back(torch::zeros_like(ids));
+    } else {
+      fail("{} takes input_ids and {}, which kdistill cannot fill (it fills input_ids, attention_mask and "
+           "token_type_ids)", what, quote(name));
+    }
+  }
+  return values;
+}
+
 TappedForward Model::forward_taps(const torch::Tensor& input, const std::vector<std::string>& taps) {
   check_taps(*this, taps);
   TappedForward result{forward(input), {}};

@@ -60,25 +60,15 @@ TorchScriptModel::TorchScriptModel(torch::jit::Module module, std::string path, 
     required.push_back(schema.arguments()[i].name());
   }
   if (std::find(required.begin(), required.end(), "input_ids") != required.end()) {
-    for (const auto& name : required) {
-      if (name != "input_ids" && name != "attention_mask" && name != "token_type_ids") {
-        fail("{}: forward takes input_ids and {}, which kdistill cannot fill (it fills input_ids, attention_mask and "
-             "token_type_ids)", path_, quote(name));
-      }
-    }
+    token_id_inputs(torch::zeros({1, 1}), required, 0, path_ + ": forward");  // refuses a name it cannot fill, now
     arguments_ = required;
   }
 }
 
 std::vector<c10::IValue> TorchScriptModel::arguments_for(const torch::Tensor& input) const {
   if (arguments_.empty()) return {input};
-  torch::Tensor ids = input.to(torch::kLong);
   std::vector<c10::IValue> values;
-  for (const auto& name : arguments_) {
-    if (name == "input_ids") values.emplace_back(ids);
-    if (name == "attention_mask") values.emplace_back(ids.ne(pad_id_).to(torch::kLong));
-    if (name == "token_type_ids") values.emplace_back(torch::zeros_like(ids));
-  }
+  for (auto& tensor : token_id_inputs(input, arguments_, pad_id_, path_ + ": forward")) values.emplace_back(std::move(tensor));
   return values;
 }
 

@@ -159,15 +159,15 @@ TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, con
     nlohmann::json evidence = nlohmann::json::array();
     for (const auto& path : spec.paths) {
       auto loaded = io::load_model(path, spec.output);
-      // A BERT-style file taking input_ids and attention_mask: the mask is where the ids are not padding.
-      if (auto* scripted = dynamic_cast<models::TorchScriptModel*>(loaded.model.get()); scripted && scripted->takes_token_ids()) {
+      // A BERT-style file (TorchScript or ONNX) taking input_ids and attention_mask: the mask is where
+      // the ids are not padding.
+      auto feed_token_ids = [&](auto* model) {
+        if (!model || !model->takes_token_ids()) return;
         if (dataset.text.vocab == 0) fail("{}: takes token ids (input_ids); use it with data.format: text", path);
-        scripted->set_pad_id(dataset.text.pad_id);
-      }
-      if (auto* graph = dynamic_cast<io::OnnxModel*>(loaded.model.get()); graph && graph->takes_token_ids()) {
-        if (dataset.text.vocab == 0) fail("{}: takes token ids (input_ids); use it with data.format: text", path);
-        graph->set_pad_id(dataset.text.pad_id);
-      }
+        model->set_pad_id(dataset.text.pad_id);
+      };
+      feed_token_ids(dynamic_cast<models::TorchScriptModel*>(loaded.model.get()));
+      feed_token_ids(dynamic_cast<io::OnnxModel*>(loaded.model.get()));
       TeacherInputOptions adapt = spec.adapt;
       if (task == Task::classification) {
         int64_t outputs = outputs_of(loaded, fold);

@@ -67,6 +67,13 @@ class Model {
 // lists them` unless every name is kOutputTap or one of model.tap_names().
 void check_taps(Model& model, const std::vector<std::string>& taps);
 
+// A BERT-style model's inputs for token ids `input` [N, L] (float32, as data.format: text gives them),
+// in the order of `names`: input_ids as int64, attention_mask 1 where the id is not `pad_id`,
+// token_type_ids zeros. kd::Error "`what` takes input_ids and NAME, which kdistill cannot fill" for any
+// other name (`what`: "model.pt: forward", "model.onnx: the graph").
+std::vector<torch::Tensor> token_id_inputs(const torch::Tensor& input, const std::vector<std::string>& names,
+                                           int64_t pad_id, const std::string& what);
+
 using ModelPtr = std::shared_ptr<Model>;
 
 // Number of parameters the optimizer sees (PyTorch's sum(p.numel() for p in m.parameters()):
