@@ -21,7 +21,7 @@ const std::vector<ExportFormat>& export_formats() {
   static const std::vector<ExportFormat> formats = {
       {"torchscript", "student.torchscript.pt", "TorchScript for torch.jit.load (normalised inputs)", write_torchscript,
        true},
-      {"onnx", "student.onnx", "ONNX opset 13 for onnxruntime (raw inputs)", export_onnx, false},
+      {"onnx", "student.onnx", "ONNX opset 13 for onnxruntime (raw inputs; token ids for text)", export_onnx, true},
       {"tfjs", "student.tfjs", "TF.js layers model folder for tf.loadLayersModel", export_tfjs, false},
   };
   return formats;
@@ -43,7 +43,12 @@ void check_exportable(const nlohmann::json& spec, const std::string& format, con
   if (!spec.is_object() || !spec.contains("arch") || !spec["arch"].is_string()) return;
   const models::ZooArch* arch = models::find_zoo_arch(spec["arch"].get<std::string>());
   if (arch && arch->text && !exporter.text) {
-    fail("{}: arch {} (token ids in) does not export to {} yet; torchscript does", field, arch->name, format);
+    std::vector<std::string> text_formats;
+    for (const auto& f : export_formats()) {
+      if (f.text) text_formats.push_back(f.name);
+    }
+    fail("{}: arch {} (token ids in) does not export to {} yet; {} do", field, arch->name, format,
+         join(text_formats, " and "));
   }
 }
 

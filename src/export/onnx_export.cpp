@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -66,10 +67,16 @@ class GraphBuilder {
 
   // The state tensor `name` as an initializer (added once).
   std::string state(const std::string& name) {
+    const torch::Tensor& value = tensor(name);
+    if (added_.insert(name).second) io::onnx_tensor::to_proto(value.to(torch::kFloat), name, graph_->add_initializer());
+    return name;
+  }
+
+  // The state tensor `name` itself, for constants derived from it.
+  const torch::Tensor& tensor(const std::string& name) const {
     auto it = state_.find(name);
     KD_CHECK(it != state_.end(), "the checked state has no tensor {}", name);
-    if (added_.insert(name).second) io::onnx_tensor::to_proto(it->second.to(torch::kFloat), name, graph_->add_initializer());
-    return name;
+    return it->second;
   }
 
   // A constant initializer under a fresh name.
@@ -111,8 +118,96 @@ std::string activation(GraphBuilder& g, const std::string& name, const std::stri
   return g.node("Mul", {times, g.constant(torch::tensor(0.5f), hint + ".half")}, hint);
 }
 
+// What the text steps share: the padding mask [N, L] (true where the id is the pad id), set by Embedding.
+struct TextGraph {
+  std::string padding;
+};
+
+std::string transpose(GraphBuilder& g, const std::string& x, const std::vector<int64_t>& perm, const std::string& hint) {
+  onnx::NodeProto* node = nullptr;
+  std::string y = g.node("Transpose", {x}, hint, &node);
+  set_ints(node, "perm", perm);
+  return y;
+}
+
+// Unsqueeze takes its axes as an input since opset 13.
+std::string unsqueeze(GraphBuilder& g, const std::string& x, const std::vector<int64_t>& axes, const std::string& hint) {
+  return g.node("Unsqueeze", {x, g.constant(torch::tensor(axes), hint + ".axes")}, hint);
+}
+
+std::string minus_infinity(GraphBuilder& g, const std::string& hint) {
+  return g.constant(torch::tensor(-std::numeric_limits<float>::infinity()), hint + ".minus_inf");
+}
+
+// x [.., in] @ weight^T + bias for a torch Linear stored under `name` (x of any rank, unlike Gemm).
+std::string linear(GraphBuilder& g, const std::string& x, const std::string& name, const std::string& hint) {
+  std::string weight = g.constant(g.tensor(name + ".weight").t().contiguous().to(torch::kFloat), name + ".weight_t");
+  return g.node("Add", {g.node("MatMul", {x, weight}, hint + ".matmul"), g.state(name + ".bias")}, hint);
+}
+
+// LayerNormalization is opset 17: (x - mean) / sqrt(var + eps) * weight + bias over the last axis.
+std::string layer_norm(GraphBuilder& g, const std::string& x, const std::string& name) {
+  onnx::NodeProto* node = nullptr;
+  auto mean = [&](const std::string& in, const std::string& hint) {
+    std::string y = g.node("ReduceMean", {in}, hint, &node);
+    set_ints(node, "axes", {-1});
+    return y;
+  };
+  std::string centred = g.node("Sub", {x, mean(x, name + ".mean")}, name + ".centred");
+  std::string variance = mean(g.node("Mul", {centred, centred}, name + ".square"), name + ".variance");
+  std::string deviation = g.node(
+      "Sqrt", {g.node("Add", {variance, g.constant(torch::tensor(static_cast<float>(models::kZooLayerNormEps)),
+                                                   name + ".eps")}, name + ".add_eps")}, name + ".deviation");
+  std::string scaled = g.node("Mul", {g.node("Div", {centred, deviation}, name + ".normed"), g.state(name + ".weight")},
+                              name + ".scaled");
+  return g.node("Add", {scaled, g.state(name + ".bias")}, name);
+}
+
+// One transformer encoder layer on x [N, L, D], as the zoo's encoder_layer computes it.
+std::string encoder_layer(GraphBuilder& g, const models::ZooStep& s, const std::string& x, const TextGraph& text,
+                          const std::string& name) {
+  int64_t head = s.out / s.heads;
+  std::string split_shape = g.constant(torch::tensor(std::vector<int64_t>{0, 0, s.heads, head}), name + ".split");
+  std::string merge_shape = g.constant(torch::tensor(std::vector<int64_t>{0, 0, s.out}), name + ".merge");
+  torch::Tensor in_weight = g.tensor(name + ".attn_in.weight"), in_bias = g.tensor(name + ".attn_in.bias");
+  auto self_attention = [&](const std::string& h) {
+    // The packed q, k, v projection as three products: [N, L, D] -> [N, heads, L, head].
+    auto project = [&](int64_t part, const std::vector<int64_t>& perm) {
+      std::string what = name + ".attn_in." + "qkv"[part];
+      std::string weight = g.constant(in_weight.chunk(3, 0)[part].t().contiguous().to(torch::kFloat), what + ".weight_t");
+      std::string bias = g.constant(in_bias.chunk(3, 0)[part].contiguous().to(torch::kFloat), what + ".bias");
+      std::string y = g.node("Add", {g.node("MatMul", {h, weight}, what + ".matmul"), bias}, what);
+      return transpose(g, g.node("Reshape", {y, split_shape}, what + ".heads"), perm, what + ".transpose");
+    };
+    std::string q = project(0, {0, 2, 1, 3}), k = project(1, {0, 2, 3, 1}), v = project(2, {0, 2, 1, 3});
+    std::string scores = g.node(
+        "Div", {g.node("MatMul", {q, k}, name + ".scores"),
+                g.constant(torch::tensor(static_cast<float>(std::sqrt(static_cast<double>(head)))), name + ".sqrt_head")},
+        name + ".scaled");
+    scores = g.node("Where", {unsqueeze(g, text.padding, {1, 2}, name + ".padding"), minus_infinity(g, name), scores},
+                    name + ".masked");
+    onnx::NodeProto* node = nullptr;
+    std::string probabilities = g.node("Softmax", {scores}, name + ".attention", &node);
+    set_int(node, "axis", -1);
+    std::string context = transpose(g, g.node("MatMul", {probabilities, v}, name + ".context"), {0, 2, 1, 3},
+                                     name + ".context_t");
+    context = g.node("Reshape", {context, merge_shape}, name + ".merged");
+    return linear(g, context, name + ".attn_out", name + ".attn_out");
+  };
+  auto feed_forward = [&](const std::string& h) {
+    std::string y = activation(g, s.op, linear(g, h, name + ".ff1", name + ".ff1"), name + ".act");
+    return linear(g, y, name + ".ff2", name + ".ff2");
+  };
+  if (s.spatial) {  // pre-norm
+    std::string y = g.node("Add", {x, self_attention(layer_norm(g, x, name + ".norm1"))}, name + ".residual1");
+    return g.node("Add", {y, feed_forward(layer_norm(g, y, name + ".norm2"))}, name);
+  }
+  std::string y = layer_norm(g, g.node("Add", {x, self_attention(x)}, name + ".residual1"), name + ".norm1");
+  return layer_norm(g, g.node("Add", {y, feed_forward(y)}, name + ".residual2"), name + ".norm2");
+}
+
 std::string emit(GraphBuilder& g, const std::vector<models::ZooStep>& steps, std::string x,
-                 const std::string& prefix) {
+                 const std::string& prefix, TextGraph& text) {
   using Kind = models::ZooStepKind;
   for (const auto& s : steps) {
     std::string name = prefix + s.name;
@@ -166,28 +261,70 @@ std::string emit(GraphBuilder& g, const std::vector<models::ZooStep>& steps, std
         set_int(node, "keepdims", 0);
         break;
       case Kind::Block: {
-        std::string y = emit(g, s.body, x, name + ".");
-        std::string side = s.shortcut.empty() ? x : emit(g, s.shortcut, x, name + ".");
+        std::string y = emit(g, s.body, x, name + ".", text);
+        std::string side = s.shortcut.empty() ? x : emit(g, s.shortcut, x, name + ".", text);
         x = activation(g, s.op, g.node("Add", {y, side}, name + ".add"), name);
         break;
       }
       case Kind::Embedding:
-      case Kind::Conv1d:
-      case Kind::TimePool:
+        // ids [N, L] -> [N, L, D] (the graph takes int64 ids); the padding mask [N, L] for the steps after.
+        text.padding = g.node("Equal", {x, g.constant(torch::tensor(s.padding, torch::kLong), name + ".pad_id")},
+                              name + ".padding");
+        x = g.node("Gather", {tensor("weight"), x}, name);
+        if (s.spatial) x = transpose(g, x, {0, 2, 1}, name + ".channels");
+        break;
       case Kind::Positions:
-      case Kind::Encoder:
+        x = g.node("Add", {x, tensor("weight")}, name);
+        break;
       case Kind::LayerNorm:
+        x = layer_norm(g, x, name);
+        break;
+      case Kind::Encoder:
+        x = encoder_layer(g, s, x, text, name);
+        break;
       case Kind::SeqPool:
-        fail("onnx export: {}: text layers do not export to ONNX", name);
+        if (s.op == "first") {
+          x = g.node("Gather", {x, g.constant(torch::tensor(int64_t{0}), name + ".first")}, name, &node);
+          set_int(node, "axis", 1);
+        } else {  // mean over the tokens: sum(x * w) / max(sum(w), 1), w = 1 where a token is
+          std::string kept = g.node("Sub", {g.constant(torch::tensor(1.0f), name + ".one"),
+                                            g.node("Cast", {text.padding}, name + ".float", &node)}, name + ".tokens");
+          set_int(node, "to", onnx::TensorProto::FLOAT);
+          std::string w = unsqueeze(g, kept, {2}, name + ".weight");
+          std::string axis = g.constant(torch::tensor(std::vector<int64_t>{1}), name + ".axis");
+          std::string sum = g.node("ReduceSum", {g.node("Mul", {x, w}, name + ".mul"), axis}, name + ".sum", &node);
+          set_int(node, "keepdims", 0);
+          std::string count = g.node("ReduceSum", {w, axis}, name + ".count", &node);
+          set_int(node, "keepdims", 0);
+          count = g.node("Clip", {count, g.constant(torch::tensor(1.0f), name + ".min")}, name + ".clip");
+          x = g.node("Div", {sum, count}, name);
+        }
+        break;
+      case Kind::Conv1d: {
+        std::vector<std::string> inputs = {x, tensor("weight")};
+        if (s.bias) inputs.push_back(tensor("bias"));
+        x = g.node("Conv", inputs, name, &node);
+        set_ints(node, "kernel_shape", {s.kernel});
+        set_ints(node, "pads", {s.padding, s.padding});
+        break;
+      }
+      case Kind::TimePool:  // max over the tokens, padding left out
+        x = g.node("Where", {unsqueeze(g, text.padding, {1}, name + ".padding"), minus_infinity(g, name), x},
+                   name + ".masked");
+        x = g.node("ReduceMax", {x}, name, &node);
+        set_ints(node, "axes", {2});
+        set_int(node, "keepdims", 0);
+        break;
     }
   }
   return x;
 }
 
-void set_tensor_type(onnx::ValueInfoProto* value, const std::string& name, const std::vector<int64_t>& dims) {
+void set_tensor_type(onnx::ValueInfoProto* value, const std::string& name, const std::vector<int64_t>& dims,
+                     onnx::TensorProto::DataType elem_type) {
   value->set_name(name);
   auto* type = value->mutable_type()->mutable_tensor_type();
-  type->set_elem_type(onnx::TensorProto::FLOAT);
+  type->set_elem_type(elem_type);
   auto* shape = type->mutable_shape();
   shape->add_dim()->set_dim_param("N");
   for (int64_t d : dims) shape->add_dim()->set_dim_value(d);
@@ -209,12 +346,8 @@ std::optional<data::Normalizer> normalizer(const nlohmann::json& preprocessing, 
 }  // namespace
 
 void export_onnx(models::Model& model, const io::ModelInfo& info, const std::string& path) {
-  std::vector<std::string> archs;  // the zoo's families that export to ONNX (not the text ones, yet)
-  for (const auto& arch : models::zoo_arch_table()) {
-    if (!arch.text) archs.push_back(arch.name);
-  }
-  if (std::find(archs.begin(), archs.end(), model.kind()) == archs.end() || info.spec.is_null()) {
-    fail("{}: onnx export: only zoo models ({}) can be exported, got a {} model", path, join(archs, ", "),
+  if (!models::find_zoo_arch(model.kind()) || info.spec.is_null()) {
+    fail("{}: onnx export: only zoo models ({}) can be exported, got a {} model", path, join(models::zoo_archs(), ", "),
          model.kind());
   }
   models::ZooSpec spec = models::zoo_spec_from_json(info.spec, path + ": spec");
@@ -244,19 +377,23 @@ void export_onnx(models::Model& model, const io::ModelInfo& info, const std::str
   onnx::GraphProto* graph = proto.mutable_graph();
   graph->set_name("kdistill_" + spec.arch());
   GraphBuilder g(graph, state);
-  std::string x = "input";
+  // Text families take the token ids as BERT exports do: input_ids, int64 [N, L].
+  const bool text = models::find_zoo_arch(spec.arch())->text;
+  std::string x = text ? "input_ids" : "input";
   if (auto n = normalizer(info.preprocessing, "normalize", path)) {
     x = g.node("Sub", {x, g.constant(n->shift(), "normalize.shift")}, "normalize.sub");
     x = g.node("Div", {x, g.constant(n->scale(), "normalize.scale")}, "normalize.div");
   }
-  x = emit(g, models::zoo_plan(spec, info.input_shape, info.outputs), x, "");
+  TextGraph text_graph;
+  x = emit(g, models::zoo_plan(spec, info.input_shape, info.outputs), x, "", text_graph);
   if (auto n = normalizer(info.preprocessing, "target_normalize", path); n && info.task == Task::regression) {
     x = g.node("Mul", {x, g.constant(n->scale(), "target.scale")}, "target.mul");
     x = g.node("Add", {x, g.constant(n->shift(), "target.shift")}, "target.add");
   }
   g.node("Identity", {x}, "output");
-  set_tensor_type(graph->add_input(), "input", info.input_shape);
-  set_tensor_type(graph->add_output(), "output", {info.outputs});
+  set_tensor_type(graph->add_input(), text ? "input_ids" : "input", info.input_shape,
+                  text ? onnx::TensorProto::INT64 : onnx::TensorProto::FLOAT);
+  set_tensor_type(graph->add_output(), "output", {info.outputs}, onnx::TensorProto::FLOAT);
 
   try {
     onnx::checker::check_model(proto);

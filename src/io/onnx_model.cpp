@@ -538,21 +538,23 @@ Tensors reduce_sum(const OpContext& c) {
   return one(x.sum(norm_axes(*axes, x.dim()), keep).to(x.scalar_type()));
 }
 
-Tensors reduce_mean(const OpContext& c) {
-  const torch::Tensor& x = c.in(0);
-  bool keep = c.i("keepdims", 1) != 0;
-  auto axes = axes_of(c, 1, 18);
-  torch::Tensor xf = integral(x) ? x.to(torch::kFloat) : x;
-  torch::Tensor y;
-  if (!axes || axes->empty()) {
-    if (c.i("noop_with_empty_axes", 0) != 0) return one(x);
-    std::vector<int64_t> all;
-    for (int64_t d = 0; d < x.dim(); ++d) all.push_back(d);
-    y = xf.mean(all, keep);
-  } else {
-    y = xf.mean(norm_axes(*axes, x.dim()), keep);
-  }
-  return one(y.to(x.scalar_type()));
+// ReduceMean and ReduceMax (axes an input since opset 18); integers go through float for the mean.
+OpFn reduce_over(bool max) {
+  return [max](const OpContext& c) {
+    const torch::Tensor& x = c.in(0);
+    bool keep = c.i("keepdims", 1) != 0;
+    auto axes = axes_of(c, 1, 18);
+    std::vector<int64_t> dims;
+    if (!axes || axes->empty()) {
+      if (c.i("noop_with_empty_axes", 0) != 0) return one(x);
+      for (int64_t d = 0; d < x.dim(); ++d) dims.push_back(d);
+    } else {
+      dims = norm_axes(*axes, x.dim());
+    }
+    if (max) return one(x.amax(dims, keep));
+    torch::Tensor xf = integral(x) ? x.to(torch::kFloat) : x;
+    return one(xf.mean(dims, keep).to(x.scalar_type()));
+  };
 }
 
 // ---- arithmetic and activations ------------------------------------------------------------------
@@ -676,7 +678,8 @@ const std::map<std::string, OpFn>& operators() {
       {"Pad", pad},
       {"Pow", binary(pow)},
       {"Reciprocal", unary(reciprocal)},
-      {"ReduceMean", reduce_mean},
+      {"ReduceMax", reduce_over(true)},
+      {"ReduceMean", reduce_over(false)},
       {"ReduceSum", reduce_sum},
       {"Relu", unary(relu)},
       {"Reshape", reshape},

@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 
 #include "data/python_helper.h"
 #include "kd/data/normalize.h"
@@ -95,9 +96,34 @@ Exported export_case(const ExportCase& c, const fs::path& dir) {
   return e;
 }
 
+const fs::path kNodeDir = fs::path(KD_SOURCE_DIR) / "tests" / "node";
+
+// Why onnxruntime (Node.js) cannot run here, or nothing.
+std::optional<std::string> onnxruntime_missing() {
+  if (std::system("node --version > /dev/null 2>&1") != 0) return "node is missing";
+  if (!fs::exists(kNodeDir / "node_modules" / "onnxruntime-node")) {
+    return "onnxruntime-node is not installed: run scripts/setup.sh";
+  }
+  return std::nullopt;
+}
+
+// The model's first output in onnxruntime on `input` (token ids as int64 when it takes input_ids);
+// an empty tensor after a failed check when node fails.
+torch::Tensor onnxruntime_outputs(const fs::path& model, const torch::Tensor& input, const fs::path& dir) {
+  fs::path in = dir / "ort.in.npy", out = dir / "ort.out.npy", log = dir / "node.log";
+  data::write_npy(in, input);
+  std::string command = "node '" + (kNodeDir / "run_onnx.js").string() + "' '" + model.string() + "' '" +
+                        in.string() + "' '" + out.string() + "' > '" + log.string() + "' 2>&1";
+  if (std::system(command.c_str()) != 0) {
+    ADD_FAILURE() << model << ": " << read_file(log);
+    return {};
+  }
+  return data::read_npy(out);
+}
+
 double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  EXPECT_EQ(a.sizes(), b.sizes());
-  if (a.sizes() != b.sizes()) return 1e9;
+  EXPECT_TRUE(a.defined() && a.sizes() == b.sizes());
+  if (!a.defined() || a.sizes() != b.sizes()) return 1e9;
   return (a - b).abs().max().item<double>();
 }
 
@@ -139,23 +165,70 @@ TEST(OnnxExport, MetadataHoldsInfoAndClassNames) {
 }
 
 TEST(OnnxExport, OnnxruntimeMatchesZooModel) {
-  const fs::path node_dir = fs::path(KD_SOURCE_DIR) / "tests" / "node";
-  if (std::system("node --version > /dev/null 2>&1") != 0) KD_PEER_MISSING("node is missing");
-  if (!fs::exists(node_dir / "node_modules" / "onnxruntime-node")) {
-    KD_PEER_MISSING("onnxruntime-node is not installed: run scripts/setup.sh");
-  }
+  if (auto missing = onnxruntime_missing()) KD_PEER_MISSING(*missing);
   TempDir dir;
   for (const auto& c : cases()) {
     Exported e = export_case(c, dir.path());
     for (const auto& raw : {e.raw1, e.raw5}) {
-      fs::path input = dir / (c.label + ".in.npy");
-      fs::path output = dir / (c.label + ".out.npy");
-      data::write_npy(input, raw);
-      std::string command = "node '" + (node_dir / "run_onnx.js").string() + "' '" + e.path.string() + "' '" +
-                            input.string() + "' '" + output.string() + "' > '" + (dir / "node.log").string() + "' 2>&1";
-      ASSERT_EQ(std::system(command.c_str()), 0) << c.label << ": " << read_file(dir / "node.log");
-      double diff = max_diff(data::read_npy(output), e.expected(raw));
+      double diff = max_diff(onnxruntime_outputs(e.path, raw, dir.path()), e.expected(raw));
       std::cout << "[ onnx     ] " << c.label << " batch " << raw.size(0) << ": onnxruntime max abs diff " << diff << "\n";
+      EXPECT_LE(diff, 1e-4) << c.label;
+    }
+  }
+}
+
+// Text families: int64 input_ids in, padding masked as the zoo masks it; kdistill's OnnxModel and
+// onnxruntime against the zoo model, on texts of several lengths (padding at the end of each).
+struct TextCase {
+  std::string label;
+  ZooSpec spec;
+};
+
+std::vector<TextCase> text_cases() {
+  return {
+      {"transformer_pre_mean", ZooSpec().arch("transformer").vocab(40).pad_id(0).embedding(16).layers(2).heads(4).ff(24)
+                                   .activation("gelu")},
+      {"transformer_post_first", ZooSpec().arch("transformer").vocab(30).pad_id(3).embedding(8).layers(1).heads(2)
+                                     .norm("post").pooling("first").activation("relu")},
+      {"textcnn", ZooSpec().arch("textcnn").vocab(25).pad_id(1).embedding(6).channels({8, 5}).kernel(3).hidden({4})},
+  };
+}
+
+// Ids [rows, length]: tokens other than the pad id, then padding (the first row unpadded).
+torch::Tensor text_ids(const ZooSpec& spec, int64_t rows, int64_t length) {
+  torch::Tensor ids = torch::randint(0, spec.vocab(), {rows, length}, torch::kLong);
+  ids.masked_fill_(ids.eq(spec.pad_id()), (spec.pad_id() + 1) % spec.vocab());
+  for (int64_t r = 1; r < rows; ++r) ids[r].slice(0, length - (r * 3) % length).fill_(spec.pad_id());
+  return ids.to(torch::kFloat);  // as data.format: text gives them
+}
+
+TEST(OnnxExport, TextModelsTakeInputIds) {
+  if (auto missing = onnxruntime_missing()) KD_PEER_MISSING(*missing);
+  TempDir dir;
+  const int64_t length = 9, outputs = 3;
+  for (const auto& c : text_cases()) {
+    torch::manual_seed(5);
+    auto model = models::build_zoo_model(c.spec, {length}, outputs);
+    model->set_training(false);
+    ModelInfo info;
+    info.input_shape = {length};
+    info.outputs = outputs;
+    info.class_names = {"a", "b", "c"};
+    info.spec = models::to_json(c.spec);
+    fs::path path = dir / (c.label + ".onnx");
+    export_onnx(*model, info, path.string());
+    OnnxModel graph(path.string());
+    EXPECT_EQ(graph.input_names(), std::vector<std::string>{"input_ids"}) << c.label;
+    LoadedModel loaded = load_model(path.string());
+    for (int64_t rows : {1, 5}) {
+      torch::Tensor ids = text_ids(c.spec, rows, length);
+      torch::Tensor expected = model->forward(ids);
+      double diff = max_diff(loaded.model->forward(ids), expected);
+      std::cout << "[ onnx     ] " << c.label << " batch " << rows << ": kdistill OnnxModel max abs diff " << diff << "\n";
+      EXPECT_LE(diff, 1e-4) << c.label;
+
+      diff = max_diff(onnxruntime_outputs(path, ids, dir.path()), expected);
+      std::cout << "[ onnx     ] " << c.label << " batch " << rows << ": onnxruntime max abs diff " << diff << "\n";
       EXPECT_LE(diff, 1e-4) << c.label;
     }
   }
@@ -196,7 +269,7 @@ TEST(OnnxExport, RefusesOtherModelsAndLeavesNoFile) {
   // A model that is not from the zoo (here: an exported graph loaded back).
   Exported e = export_case(c, dir.path());
   OnnxModel graph(e.path.string());
-  KD_EXPECT_ERROR(export_onnx(graph, e.info, path), path + ": onnx export: only zoo models (mlp, cnn, vgg, resnet, linear)");
+  KD_EXPECT_ERROR(export_onnx(graph, e.info, path), path + ": onnx export: only zoo models (mlp, cnn, vgg, resnet, linear, textcnn, transformer)");
 
   std::string unwritable = (e.path / "student.onnx").string();  // a file used as a folder
   std::string message = error_of([&] { export_onnx(*e.model, e.info, unwritable); });

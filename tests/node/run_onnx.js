@@ -3,6 +3,7 @@
 //   node run_onnx.js MODEL.onnx INPUT.npy OUTPUT.npy
 //   node run_onnx.js MODEL.onnx INPUT.f32 OUTPUT.npy 5,1,28,28   (raw little-endian float32 + shape)
 //
+// A model whose input is input_ids (kdistill's text exports) gets the array's values as int64 ids.
 // .npy files as npy.js reads and writes them. Exit status 1 with one line on error.
 'use strict';
 const fs = require('fs');
@@ -22,7 +23,12 @@ async function main() {
           shape: shapeArg.split(',').map(Number) };
   }
   const session = await ort.InferenceSession.create(model);
-  const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', x.data, x.shape) };
+  // Text models take token ids as int64 under the name BERT exports use; the array holds them as floats.
+  const name = session.inputNames[0];
+  const tensor = name === 'input_ids'
+    ? new ort.Tensor('int64', BigInt64Array.from(x.data, (v) => BigInt(Math.round(v))), x.shape)
+    : new ort.Tensor('float32', x.data, x.shape);
+  const feeds = { [name]: tensor };
   const results = await session.run(feeds);
   const y = results[session.outputNames[0]];
   writeNpy(output, y.data, y.dims);
