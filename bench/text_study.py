@@ -3,7 +3,7 @@
 of about a tenth of its parameters, on Debian package descriptions -> sections (examples/apt-sections.yaml),
 seeds 0, 1, 2.
 
-  /usr/bin/python3 bench/text_study.py [--threads 1] [--jobs 2] [--json bench/results/text_study.json]
+  /usr/bin/python3 bench/text_study.py [--threads 1] [--jobs 2] [--setups ...] [--json bench/results/text_study.json]
 
 The corpus is made first where missing (scripts/apt_corpus.py --sample 20000 --seed 0 into runs/apt/apt.csv):
 it comes from this machine's package index, so another machine's numbers differ a little. Each seed trains
@@ -34,6 +34,18 @@ SETUPS = {
                                      "teacher.path={out}/transformer/seed-{seed}/teacher.kdm",
                                      "student.model={arch: textcnn, embedding: 16, channels: [32]}"]),
 }
+# The transformer student with transformer-specific terms besides KD, on the same teacher file.
+READ_TEACHER = ["teacher.model=null", "teacher.train=null", "teacher.path={out}/transformer/seed-{seed}/teacher.kdm",
+                "student.model={arch: transformer, embedding: 16, layers: 1, heads: 2, activation: gelu}"]
+KD = "{kind: kl, weight: 0.5, temperature: 2}, {kind: ce, weight: 0.5}"
+MINILM = "{kind: attention_map, weight: 1, student: layer1.attention, teacher: layer4.attention}"
+TINYBERT = "{kind: hint, weight: 0.1, student: layer1, teacher: layer4}"
+SETUPS.update({
+    "transformer_minilm": ("transformer 1 x 16 + attention maps (MiniLM)", READ_TEACHER + [
+        f"distill.losses=[{KD}, {MINILM}]"]),
+    "transformer_tinybert": ("transformer 1 x 16 + attention maps + hidden states (TinyBERT)", READ_TEACHER + [
+        f"distill.losses=[{KD}, {MINILM}, {TINYBERT}]"]),
+})
 
 
 def run(kdistill, name, seed, out_root, threads, fresh):
@@ -89,18 +101,20 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--setups", nargs="+", choices=list(SETUPS), default=["transformer", "textcnn"])
     parser.add_argument("--fresh", action="store_true")
     parser.add_argument("--json")
     args = parser.parse_args()
     if not os.path.exists(CORPUS):
         subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "apt_corpus.py"), "--out", CORPUS,
                         "--sample", "20000", "--seed", "0"], check=True)
+    rows = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        transformer = list(pool.map(lambda s: run(args.kdistill, "transformer", s, args.out, args.threads, args.fresh),
-                                    args.seeds))
-        textcnn = list(pool.map(lambda s: run(args.kdistill, "textcnn", s, args.out, args.threads, args.fresh),
-                                args.seeds))
-    rows = {"transformer": summary(transformer), "textcnn": summary(textcnn)}
+        # The transformer setup trains each seed's teacher; the others read it.
+        for name in ["transformer"] + [n for n in args.setups if n != "transformer"]:
+            runs = list(pool.map(lambda s: run(args.kdistill, name, s, args.out, args.threads, args.fresh), args.seeds))
+            if name in args.setups:
+                rows[name] = summary(runs)
     table = markdown(rows)
     print(table)
     if args.json:

@@ -7,6 +7,7 @@
 #include <map>
 
 #include "kd/losses/attention.h"
+#include "kd/losses/attention_map.h"
 #include "kd/losses/correlation.h"
 #include "kd/losses/cosine.h"
 #include "kd/losses/cross_entropy.h"
@@ -44,7 +45,7 @@ const std::vector<Entry>& table() {
       {"dkd", factory_of<DkdLoss>()},     {"dist", factory_of<DistLoss>()},
       {"hint", factory_of<HintLoss>()},   {"attention", factory_of<AttentionLoss>()},
       {"rkd", factory_of<RkdLoss>()},     {"cosine", factory_of<CosineLoss>()},
-      {"correlation", factory_of<CorrelationLoss>()},
+      {"correlation", factory_of<CorrelationLoss>()}, {"attention_map", factory_of<AttentionMapLoss>()},
   };
   return entries;
 }

@@ -116,7 +116,7 @@ TEST_F(TextRun, PredictOnRawTextEqualsTheRunsOutputs) {
 
 // BERT-style: a transformer teacher and a one-layer student of its width, started from the teacher's
 // embeddings, positions and first layer (DistilBERT's every other layer: every: 2), with a hint from
-// its hidden states to the teacher's last layer's (TinyBERT).
+// its hidden states to the teacher's last layer's (TinyBERT) and its attention maps to that layer's (MiniLM).
 TEST_F(TextRun, TransformerTeacherAndStudentInitialisedFromEveryOtherLayer) {
   std::string text = text_recipe(corpus("apt.csv"));
   text.replace(text.find("  model: {arch: textcnn, embedding: 64"), std::string("  model: {arch: textcnn, embedding: 64, channels: [128], dropout: 0.2}").size(),
@@ -128,10 +128,15 @@ TEST_F(TextRun, TransformerTeacherAndStudentInitialisedFromEveryOtherLayer) {
   // TinyBERT's hidden-state term besides KD: the student's layer 1 onto the teacher's layer 2, token by token.
   auto r = run_kdistill("run " + recipe(text) + " --out " + out() + " --set distill.epochs=4 --set teacher.train.epochs=4" +
                         " --set 'distill.losses=[{kind: kl, weight: 0.5, temperature: 2}, {kind: ce, weight: 0.5}, "
-                        "{kind: hint, weight: 0.1, student: layer1, teacher: layer2}]'");
+                        "{kind: hint, weight: 0.1, student: layer1, teacher: layer2}, "
+                        "{kind: attention_map, weight: 0.1, student: layer1.attention, teacher: layer2.attention}]'");
   ASSERT_EQ(r.status, 0) << r.output;
   auto m = metrics();
   EXPECT_EQ(m["distill"]["loss_parameters"], 32 * 32 + 32);  // the projection: per token, 32 -> 32
+  // MiniLM's term: the teacher's attention maps cached with its outputs (float16 [4, L, L] a row).
+  EXPECT_EQ(m["distill"]["loss"][3]["kind"], "attention_map") << m["distill"]["loss"].dump();
+  EXPECT_EQ(m["distill"]["loss"][3]["measure"], "kl") << m["distill"]["loss"].dump();
+  EXPECT_GT(m["distill"]["teaching"]["taps_bytes"].get<int64_t>(), 0) << m["distill"]["teaching"].dump();
   auto init = m["distill"]["student_init_from_teacher"];
   EXPECT_EQ(init["every"], 2);
   // embed, positions, layer1 (12 tensors), the final norm, head: every student tensor has its counterpart.

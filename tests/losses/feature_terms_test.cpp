@@ -2,6 +2,8 @@
 // term its pair of tensors, and the errors of tensors that do not suit a term.
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "kd/losses/distiller.h"
 #include "kd/losses/registry.h"
 #include "loss_test_util.h"
@@ -119,6 +121,29 @@ TEST(FeatureTerms, HintOnSequencesProjectsEachToken) {
   KD_EXPECT_ERROR(hint->compute(shorter), "are sequences of different lengths; a hint pairs them token by token");
 }
 
+// attention_map: 0 for equal maps whatever the head counts; a padding position's query row (which a
+// model computes but nothing reads) does not count, a real token's does.
+TEST(FeatureTerms, AttentionMapLeavesPaddingQueriesOut) {
+  torch::Tensor scores = torch::randn({2, 4, 5, 5});
+  scores.slice(0, 1, 2).slice(3, 3, 5).fill_(-std::numeric_limits<float>::infinity());  // text 2: 3 tokens
+  LossInputs same;
+  same.teacher_feature = torch::softmax(scores, -1);
+  same.student_feature = same.teacher_feature.reshape({2, 2, 2, 5, 5}).mean(2);  // 2 heads: the pairs' mean
+  // Averaged heads agree only when both sides average (4 vs 2 heads); head by head they would not.
+  auto term = make_loss_term(Options("attention_map"));
+  EXPECT_NEAR(term->compute(same).item<double>(), 0.0, 1e-6);
+  for (const char* measure : {"kl", "mse"}) {
+    auto changed = [&](int64_t query) {
+      LossInputs moved = same;
+      moved.student_feature = same.student_feature.clone();
+      moved.student_feature[1][0][query] = torch::tensor({0.1f, 0.2f, 0.7f, 0.0f, 0.0f});
+      return make_loss_term(Options("attention_map").set("measure", measure))->compute(moved).item<double>();
+    };
+    EXPECT_NEAR(changed(4), 0.0, 1e-6) << measure;  // a padding position's row
+    EXPECT_GT(changed(1), 1e-4) << measure;         // a token's row
+  }
+}
+
 TEST(FeatureTerms, TensorsThatDoNotSuitATermAreNamed) {
   LossInputs vectors;
   vectors.student_feature = torch::randn({4, 8});
@@ -129,6 +154,15 @@ TEST(FeatureTerms, TensorsThatDoNotSuitATermAreNamed) {
                   "loss \"cosine\": student tap \"output\" [N, 8] and teacher tap \"fc2\" [N, 6] differ in size; "
                   "cosine compares features of one size (hint learns a projection)");
   KD_EXPECT_ERROR(make_loss_term(Options("hint"))->compute(vectors), "loss \"hint\": its projection (weight, bias) is not given");
+  KD_EXPECT_ERROR(make_loss_term(Options("attention_map").set("student", "layer1"))->compute(vectors),
+                  "loss \"attention_map\": student tap \"layer1\" [N, 8] is not an attention map [N, heads, L, L] "
+                  "(tap a transformer layer's attention, e.g. layer1.attention)");
+  LossInputs maps;
+  maps.student_feature = torch::softmax(torch::randn({4, 2, 6, 6}), -1);
+  maps.teacher_feature = torch::softmax(torch::randn({4, 4, 7, 7}), -1);
+  KD_EXPECT_ERROR(make_loss_term(Options("attention_map"))->compute(maps),
+                  "loss \"attention_map\": student tap \"output\" [N, 2, 6, 6] and teacher tap \"output\" [N, 4, 7, 7] "
+                  "attend over different lengths; both models must read the same tokens");
   LossInputs rows;
   rows.student_feature = torch::randn({4, 8});
   rows.teacher_feature = torch::randn({3, 8});

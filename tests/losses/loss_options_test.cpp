@@ -21,7 +21,7 @@ Distiller classification(std::vector<Options> terms) {
 TEST(LossOptions, KindsAreListedInTableOrder) {
   EXPECT_EQ(loss_term_kinds(),
             (std::vector<std::string>{"kl", "reverse_kl", "js", "mse", "huber", "ce", "dkd", "dist", "hint",
-                                      "attention", "rkd", "cosine", "correlation"}));
+                                      "attention", "rkd", "cosine", "correlation", "attention_map"}));
   for (const auto& kind : loss_term_kinds()) EXPECT_EQ(make_loss_term(Options(kind))->name(), kind);
 }
 
