@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -76,6 +77,31 @@ TEST(OnnxImport, TorchExportedModelsMatchPyTorch) {
   expect_matches(dir, "mlp");     // opset 14: Gemm, LeakyRelu, Tanh
   expect_matches(dir, "cnn_bn");  // opset 13: Conv (BN folded), MaxPool, Pad, AveragePool, GELU, BatchNormalization, Shape...
   expect_matches(dir, "tuple", "logits");
+}
+
+// A BERT-style export (Hugging Face's layout: input_ids, attention_mask, token_type_ids): kdistill feeds
+// its one input, the ids, to the three by name; the outputs equal PyTorch's and onnxruntime's to 1e-4,
+// whatever the batch and text length.
+TEST(OnnxImport, BertStyleExportMatchesPyTorchAndOnnxruntime) {
+  KD_ONNX_FIXTURES(dir);
+  expect_matches(dir, "bert");
+  const fs::path node_dir = fs::path(KD_SOURCE_DIR) / "tests" / "node";
+  if (std::system("node --version > /dev/null 2>&1") != 0) KD_PEER_MISSING("node is missing");
+  if (!fs::exists(node_dir / "node_modules" / "onnxruntime-node")) {
+    KD_PEER_MISSING("onnxruntime-node is not installed: run scripts/setup.sh");
+  }
+  OnnxModel model((dir / "bert.onnx").string());
+  EXPECT_EQ(model.input_names(), (std::vector<std::string>{"input_ids", "attention_mask", "token_type_ids"}));
+  TempDir work;
+  for (int n : {1, 5}) {
+    fs::path ids = dir / ("bert.in" + std::to_string(n) + ".npy"), out = work / "ort.npy";
+    std::string command = "node '" + (node_dir / "run_onnx.js").string() + "' '" + (dir / "bert.onnx").string() +
+                          "' '" + ids.string() + "' '" + out.string() + "' 0 > '" + (work / "node.log").string() + "' 2>&1";
+    ASSERT_EQ(std::system(command.c_str()), 0) << read_file(work / "node.log");
+    double diff = max_diff(model.forward(data::read_npy(ids)), data::read_npy(out));
+    std::cout << "[ onnx     ] bert batch " << n << ": onnxruntime max abs diff " << diff << "\n";
+    EXPECT_LE(diff, 1e-4) << "batch " << n;
+  }
 }
 
 TEST(OnnxImport, HandBuiltGraphsMatchTorch) {
