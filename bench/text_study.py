@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Text distillation study: a BERT-style transformer teacher -> a transformer student and a textcnn student
-of about a tenth of its parameters, on Debian package descriptions -> sections (examples/apt-sections.yaml),
+of about a tenth of its parameters (and a bidirectional GRU student), on Debian package descriptions -> sections (examples/apt-sections.yaml),
 seeds 0, 1, 2.
 
   /usr/bin/python3 bench/text_study.py [--threads 1] [--jobs 2] [--setups ...] [--json bench/results/text_study.json]
@@ -34,11 +34,14 @@ SETUPS = {
                                      "teacher.path={out}/transformer/seed-{seed}/teacher.kdm",
                                      "student.model={arch: textcnn, embedding: 16, channels: [32]}"]),
 }
+SETUPS["bigru"] = ("bigru 16, [32]", ["teacher.model=null", "teacher.train=null",
+                                      "teacher.path={out}/transformer/seed-{seed}/teacher.kdm",
+                                      "student.model={arch: bigru, embedding: 16, channels: [32]}"])
 # The transformer student with transformer-specific terms besides KD, on the same teacher file.
 READ_TEACHER = ["teacher.model=null", "teacher.train=null", "teacher.path={out}/transformer/seed-{seed}/teacher.kdm",
                 "student.model={arch: transformer, embedding: 16, layers: 1, heads: 2, activation: gelu}"]
 KD = "{kind: kl, weight: 0.5, temperature: 2}, {kind: ce, weight: 0.5}"
-MINILM = "{kind: attention_map, weight: 1, student: layer1.attention, teacher: layer4.attention}"
+MINILM = "{kind: attention_map, weight: 0.2, student: layer1.attention, teacher: layer4.attention}"
 TINYBERT = "{kind: hint, weight: 0.1, student: layer1, teacher: layer4}"
 SETUPS.update({
     "transformer_minilm": ("transformer 1 x 16 + attention maps (MiniLM)", READ_TEACHER + [

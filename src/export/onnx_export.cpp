@@ -206,6 +206,53 @@ std::string encoder_layer(GraphBuilder& g, const models::ZooStep& s, const std::
   return layer_norm(g, g.node("Add", {y, feed_forward(y)}, name + ".residual2"), name + ".norm2");
 }
 
+// The tokens of each text [N] as int32, for a recurrent node's sequence_lens (padding ends each text).
+std::string text_lengths(GraphBuilder& g, const TextGraph& text, const std::string& hint) {
+  onnx::NodeProto* node = nullptr;
+  std::string pads = g.node("Cast", {text.padding}, hint + ".pads", &node);
+  set_int(node, "to", onnx::TensorProto::INT32);
+  std::string axis = g.constant(torch::tensor(std::vector<int64_t>{1}), hint + ".axis");
+  std::string count = g.node("ReduceSum", {pads, axis}, hint + ".pad_count", &node);
+  set_int(node, "keepdims", 0);
+  std::string shape = g.node("Shape", {text.padding}, hint + ".shape");
+  std::string length = g.node("Gather", {shape, g.constant(torch::tensor(int64_t{1}), hint + ".length_axis")},
+                              hint + ".length");
+  std::string length32 = g.node("Cast", {length}, hint + ".length32", &node);
+  set_int(node, "to", onnx::TensorProto::INT32);
+  return g.node("Sub", {length32, count}, hint);
+}
+
+// A zoo bidirectional GRU on x [N, L, in] as ONNX's GRU: gates reordered from torch's (r, z, n) to
+// ONNX's (z, r, h), linear_before_reset as torch computes, sequence_lens so that the backward
+// direction starts at each text's last token. -> [N, L, 2 out].
+std::string bigru_layer(GraphBuilder& g, const models::ZooStep& s, const std::string& x, const TextGraph& text,
+                        const std::string& name) {
+  auto gates = [&](const torch::Tensor& t) {  // [3h, ...] r, z, n -> z, r, n
+    auto parts = t.chunk(3, 0);
+    return torch::cat({parts[1], parts[0], parts[2]}, 0);
+  };
+  auto stacked = [&](const std::string& what) {  // [2, ...]: forward, reverse
+    return torch::stack({gates(g.tensor(name + "." + what)), gates(g.tensor(name + "." + what + "_reverse"))}, 0);
+  };
+  torch::Tensor w = stacked("weight_ih_l0"), r = stacked("weight_hh_l0");
+  torch::Tensor b = torch::cat({stacked("bias_ih_l0"), stacked("bias_hh_l0")}, 1);
+  onnx::NodeProto* node = nullptr;
+  std::string y = g.node("GRU",
+                         {transpose(g, x, {1, 0, 2}, name + ".time_major"), g.constant(w.to(torch::kFloat), name + ".W"),
+                          g.constant(r.to(torch::kFloat), name + ".R"), g.constant(b.to(torch::kFloat), name + ".B"),
+                          text_lengths(g, text, name + ".lengths")},
+                         name + ".gru", &node);
+  set_int(node, "hidden_size", s.out);
+  set_int(node, "linear_before_reset", 1);
+  auto* direction = node->add_attribute();
+  direction->set_name("direction");
+  direction->set_type(onnx::AttributeProto::STRING);
+  direction->set_s("bidirectional");
+  // Y [L, 2, N, out] -> [N, L, 2, out] -> [N, L, 2 out]
+  y = transpose(g, y, {2, 0, 1, 3}, name + ".batch_major");
+  return g.node("Reshape", {y, g.constant(torch::tensor(std::vector<int64_t>{0, 0, 2 * s.out}), name + ".shape")}, name);
+}
+
 std::string emit(GraphBuilder& g, const std::vector<models::ZooStep>& steps, std::string x,
                  const std::string& prefix, TextGraph& text) {
   using Kind = models::ZooStepKind;
@@ -282,10 +329,19 @@ std::string emit(GraphBuilder& g, const std::vector<models::ZooStep>& steps, std
       case Kind::Encoder:
         x = encoder_layer(g, s, x, text, name);
         break;
+      case Kind::Recurrent:
+        x = bigru_layer(g, s, x, text, name);
+        break;
       case Kind::SeqPool:
         if (s.op == "first") {
           x = g.node("Gather", {x, g.constant(torch::tensor(int64_t{0}), name + ".first")}, name, &node);
           set_int(node, "axis", 1);
+        } else if (s.op == "max") {  // padding left out
+          x = g.node("Where", {unsqueeze(g, text.padding, {2}, name + ".padding"), minus_infinity(g, name), x},
+                     name + ".masked");
+          x = g.node("ReduceMax", {x}, name, &node);
+          set_ints(node, "axes", {1});
+          set_int(node, "keepdims", 0);
         } else {  // mean over the tokens: sum(x * w) / max(sum(w), 1), w = 1 where a token is
           std::string kept = g.node("Sub", {g.constant(torch::tensor(1.0f), name + ".one"),
                                             g.node("Cast", {text.padding}, name + ".float", &node)}, name + ".tokens");

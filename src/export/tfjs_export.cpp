@@ -182,6 +182,7 @@ class Exporter {
         case Kind::Encoder:
         case Kind::LayerNorm:
         case Kind::SeqPool:
+        case Kind::Recurrent:
           fail("tfjs export: {}: text layers do not export to TF.js", name);
       }
     }

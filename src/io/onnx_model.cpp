@@ -642,6 +642,53 @@ Tensors layer_normalization(const OpContext& c) {
   return {y, mean, inv_std};
 }
 
+// GRU (opset 7-14), step by step: X [L, N, in] (layout 1: [N, L, in]), W [dirs, 3h, in], R [dirs, 3h, h],
+// B [dirs, 6h] (gates z, r, h), sequence_lens [N] (a text's steps; the reverse direction starts at its
+// last one), initial_h [dirs, N, h]. Y [L, dirs, N, h] (zero past a text's end), Y_h [dirs, N, h]. The
+// default activations (Sigmoid, Tanh), no clip; linear_before_reset 0 (ONNX's default) or 1 (torch's).
+Tensors gru(const OpContext& c) {
+  if (c.attr("activations") || c.attr("clip")) fail("GRU with activations or clip is not supported (the defaults are)");
+  const bool batch_first = c.i("layout", 0) != 0;
+  torch::Tensor x = batch_first ? c.in(0).transpose(0, 1) : c.in(0);
+  const torch::Tensor& w = c.in(1);
+  const torch::Tensor& r = c.in(2);
+  const int64_t steps = x.size(0), n = x.size(1), dirs = w.size(0), h = r.size(2);
+  const std::string direction = c.s("direction", "forward");
+  if (direction != "forward" && direction != "reverse" && direction != "bidirectional") {
+    fail("GRU direction {} is not forward, reverse or bidirectional", quote(direction));
+  }
+  if (dirs != (direction == "bidirectional" ? 2 : 1)) fail("GRU: W has {} directions for direction {}", dirs, direction);
+  torch::Tensor b = c.has(3) ? c.inputs[3] : torch::zeros({dirs, 6 * h}, x.options());
+  torch::Tensor lengths = c.has(4) ? c.inputs[4].to(torch::kLong) : torch::full({n}, steps, torch::kLong);
+  torch::Tensor h_init = c.has(5) ? c.inputs[5] : torch::zeros({dirs, n, h}, x.options());
+  const bool reset_first = c.i("linear_before_reset", 0) == 0;
+  std::vector<torch::Tensor> ys, finals;
+  for (int64_t d = 0; d < dirs; ++d) {
+    bool backward = direction == "reverse" || d == 1;
+    auto rd = r[d].chunk(3, 0), wb = b[d].chunk(6, 0);
+    torch::Tensor xw = torch::matmul(x, w[d].t()) + torch::cat({wb[0], wb[1], wb[2]});  // [L, N, 3h]
+    torch::Tensor state = h_init[d];
+    std::vector<torch::Tensor> outputs(steps);
+    for (int64_t step = 0; step < steps; ++step) {
+      int64_t t = backward ? steps - 1 - step : step;
+      auto gates = xw[t].chunk(3, 1);
+      torch::Tensor z = torch::sigmoid(gates[0] + torch::matmul(state, rd[0].t()) + wb[3]);
+      torch::Tensor reset = torch::sigmoid(gates[1] + torch::matmul(state, rd[1].t()) + wb[4]);
+      torch::Tensor candidate =
+          reset_first ? torch::tanh(gates[2] + torch::matmul(reset * state, rd[2].t()) + wb[5])
+                      : torch::tanh(gates[2] + reset * (torch::matmul(state, rd[2].t()) + wb[5]));
+      torch::Tensor inside = (lengths > t).unsqueeze(1);  // rows whose text reaches step t
+      state = torch::where(inside, (1 - z) * candidate + z * state, state);
+      outputs[t] = torch::where(inside, state, torch::zeros_like(state));
+    }
+    ys.push_back(torch::stack(outputs, 0));  // [L, N, h]
+    finals.push_back(state);
+  }
+  torch::Tensor y = torch::stack(ys, 1), y_h = torch::stack(finals, 0);  // [L, dirs, N, h], [dirs, N, h]
+  if (batch_first) return {y.permute({2, 0, 1, 3}), y_h.transpose(0, 1)};
+  return {y, y_h};
+}
+
 // The one table of operators.
 const std::map<std::string, OpFn>& operators() {
   static const std::map<std::string, OpFn> table = {
@@ -665,6 +712,7 @@ const std::map<std::string, OpFn>& operators() {
       {"Gather", gather},
       {"Gelu", gelu},
       {"Gemm", gemm},
+      {"GRU", gru},
       {"GlobalAveragePool", global_average_pool},
       {"Identity", unary(identity)},
       {"LayerNormalization", layer_normalization},

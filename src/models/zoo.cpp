@@ -50,6 +50,7 @@ struct Step {
   torch::nn::Embedding positions{nullptr};                      // Positions: a table [L, out]
   torch::nn::Linear attn_in{nullptr}, attn_out{nullptr}, ff1{nullptr}, ff2{nullptr};  // Encoder
   torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};          // Encoder (LayerNorm steps: norm1)
+  torch::nn::GRU gru{nullptr};                                  // Recurrent
 };
 
 int64_t scaled(int64_t size, double multiplier) {
@@ -292,6 +293,30 @@ void transformer_plan(const ZooSpec& spec, const std::vector<int64_t>& input, in
   steps.push_back(linear_step("head", features, outputs, true));
 }
 
+void bigru_plan(const ZooSpec& spec, const std::vector<int64_t>&, int64_t outputs, std::vector<Step>& steps) {
+  Step embed{StepKind::Embedding, "embed"};
+  embed.in = spec.vocab();
+  embed.out = scaled(spec.embedding(), spec.width_multiplier());
+  embed.padding = spec.pad_id();
+  embed.bias = false;
+  steps.push_back(embed);
+  if (spec.dropout() > 0) steps.push_back(dropout_step("embed_drop", spec.dropout()));
+  int64_t features = embed.out;
+  for (size_t i = 0; i < spec.channels().size(); ++i) {
+    Step gru{StepKind::Recurrent, fmt::format("gru{}", i + 1)};
+    gru.in = features;
+    gru.out = scaled(spec.channels()[i], spec.width_multiplier());
+    steps.push_back(gru);
+    if (spec.dropout() > 0) steps.push_back(dropout_step(gru.name + "_drop", spec.dropout()));
+    features = 2 * gru.out;
+  }
+  Step pool{StepKind::SeqPool, "pool"};
+  pool.op = spec.pooling();
+  steps.push_back(pool);
+  features = add_hidden_layers(steps, spec, features);
+  steps.push_back(linear_step("head", features, outputs, true));
+}
+
 void no_checks(const ZooSpec&, const std::vector<int64_t>&, const std::string&) {}
 
 // cnn and vgg: at least one stage, an odd kernel, and an image that each stage can halve.
@@ -349,6 +374,12 @@ void check_transformer(const ZooSpec& spec, const std::vector<int64_t>& input, c
   check_name(field + ".pooling", "pooling", spec.pooling(), {"mean", "first"});
 }
 
+void check_bigru(const ZooSpec& spec, const std::vector<int64_t>& input, const std::string& field) {
+  check_token_input(spec, input, field);
+  if (spec.channels().empty()) fail("{}.channels: arch bigru needs at least one stage (units a direction), e.g. [64]", field);
+  check_name(field + ".pooling", "pooling", spec.pooling(), {"mean", "max"});
+}
+
 void check_resnet(const ZooSpec& spec, const std::vector<int64_t>&, const std::string& field) {
   if (spec.depth() < 8 || (spec.depth() - 2) % 6 != 0) {
     int64_t n = std::max<int64_t>(1, std::llround((spec.depth() - 2) / 6.0));
@@ -388,6 +419,9 @@ const std::vector<Family>& families() {
       {{"transformer", "token embedding + positions; encoder layers (self-attention, feed-forward); pooled; head",
         false, {"hidden", "embedding", "layers", "heads", "ff", "norm", "pooling"}, "", true},
        check_transformer, transformer_plan},
+      {{"bigru", "token embedding; per stage a bidirectional GRU; mean or max over the tokens; head", false,
+        {"hidden", "channels", "embedding", "pooling"}, "channels", true},
+       check_bigru, bigru_plan},
   };
   return table;
 }
@@ -473,6 +507,10 @@ void build_modules(torch::nn::Module& parent, std::vector<Step>& steps) {
         parent.register_module(s.name, layer);
         break;
       }
+      case StepKind::Recurrent:
+        s.gru = parent.register_module(
+            s.name, torch::nn::GRU(torch::nn::GRUOptions(s.in, s.out).bidirectional(true).batch_first(true)));
+        break;
       case StepKind::Conv1d:
         s.conv1d = parent.register_module(
             s.name, torch::nn::Conv1d(torch::nn::Conv1dOptions(s.in, s.out, s.kernel).padding(s.padding).bias(s.bias)));
@@ -559,6 +597,32 @@ torch::Tensor encoder_layer(Step& s, torch::Tensor x, const torch::Tensor& token
   return s.norm2(x + feed_forward(x));
 }
 
+// Where each position of a text reads from when the text's tokens are reversed in place: the first
+// `length` positions reversed, the padding after them kept ([N, L], for gather along dim 1).
+torch::Tensor reversed_positions(const torch::Tensor& tokens) {
+  torch::Tensor lengths = tokens.sum(1, /*keepdim=*/true);
+  torch::Tensor positions = torch::arange(tokens.size(1), lengths.options()).unsqueeze(0);
+  return torch::where(positions < lengths, lengths - 1 - positions, positions);
+}
+
+// A bidirectional GRU on x [N, L, in] whose texts end in padding: the forward direction runs as
+// torch.nn.GRU does; the backward one on each text's tokens reversed in place, so that it starts at the
+// text's last token rather than in its padding. [N, L, 2 out]; what it holds at padding positions is
+// not read (pooling leaves them out).
+torch::Tensor bigru_layer(Step& s, const torch::Tensor& x, const torch::Tensor& tokens, bool training) {
+  torch::Tensor order = reversed_positions(tokens).unsqueeze(2);
+  auto flip = [&](const torch::Tensor& t) { return t.gather(1, order.expand({-1, -1, t.size(2)})); };
+  torch::Tensor h0 = torch::zeros({1, x.size(0), s.out}, x.options());
+  const auto& p = s.gru->named_parameters(/*recurse=*/false);
+  auto direction = [&](const torch::Tensor& input, const std::string& suffix) {
+    std::vector<torch::Tensor> params = {p["weight_ih_l0" + suffix], p["weight_hh_l0" + suffix],
+                                         p["bias_ih_l0" + suffix], p["bias_hh_l0" + suffix]};
+    return std::get<0>(torch::gru(input, h0, params, /*has_biases=*/true, /*num_layers=*/1, /*dropout=*/0.0, training,
+                                  /*bidirectional=*/false, /*batch_first=*/true));
+  };
+  return torch::cat({direction(x, ""), flip(direction(flip(x), "_reverse"))}, 2);
+}
+
 torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training, const std::string& prefix = "",
                   TapMap* taps = nullptr) {
   std::string activation;
@@ -632,9 +696,14 @@ torch::Tensor run(std::vector<Step>& steps, torch::Tensor x, bool training, cons
       case StepKind::Encoder:
         x = encoder_layer(s, x, tokens, training, tapped(taps, prefix + s.name + ".attention") ? &(*taps)[prefix + s.name + ".attention"] : nullptr);
         break;
+      case StepKind::Recurrent:
+        x = bigru_layer(s, x, tokens, training);
+        break;
       case StepKind::SeqPool:
         if (s.op == "first") {
           x = x.select(1, 0);
+        } else if (s.op == "max") {
+          x = x.masked_fill(tokens.logical_not().unsqueeze(2), -std::numeric_limits<float>::infinity()).amax(1);
         } else {
           torch::Tensor weight = tokens.unsqueeze(2).to(x.scalar_type());
           x = (x * weight).sum(1) / weight.sum(1).clamp_min(1);
@@ -755,8 +824,17 @@ std::vector<int64_t> infer(const std::vector<Step>& steps, std::vector<int64_t> 
         row.macs = length * (4 * d * d + 2 * d * s.ff) + 2 * length * length * d;  // projections; scores and context
         break;
       }
+      case StepKind::Recurrent: {
+        row.kind = "BiGRU";
+        need(shape.size() == 2 && shape[1] == s.in, fmt::format("[L, {}]", s.in));
+        int64_t gates = 3 * s.out;
+        row.params = 2 * (gates * s.in + gates * s.out + 2 * gates);
+        row.macs = 2 * shape[0] * gates * (s.in + s.out);  // both directions, every position
+        shape = {shape[0], 2 * s.out};
+        break;
+      }
       case StepKind::SeqPool:
-        row.kind = s.op == "first" ? "FirstToken" : "MeanOverTokens";
+        row.kind = s.op == "first" ? "FirstToken" : s.op == "max" ? "MaxOverTokens" : "MeanOverTokens";
         need(shape.size() == 2, "[L, D]");
         shape = {shape[1]};
         break;
@@ -883,9 +961,29 @@ void emit(const std::vector<Step>& steps, const std::string& x, const std::strin
         out += s.spatial ? fmt::format("    {0} = {0} + h\n", x) : fmt::format("    {0} = {1}\n", x, norm("norm2", x + " + h"));
         break;
       }
+      case StepKind::Recurrent: {
+        // As bigru_layer: the backward direction on each text's tokens reversed in place.
+        auto params = [&](const std::string& suffix) {
+          std::vector<std::string> names;
+          for (const char* w : {"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"}) names.push_back(attr(s, w + suffix));
+          return "[" + join(names, ", ") + "]";
+        };
+        out += "    lengths = tokens.sum(1, keepdim=True)\n";
+        out += "    positions = torch.arange(tokens.size(1)).unsqueeze(0)\n";
+        out += "    order = torch.where(positions < lengths, lengths - 1 - positions, positions).unsqueeze(2)\n";
+        out += fmt::format("    h0 = torch.zeros(1, {}.size(0), {}, dtype={}.dtype)\n", x, s.out, x);
+        out += fmt::format("    f = torch.gru({}, h0, {}, True, 1, 0.0, self.training, False, True)[0]\n", x, params(""));
+        out += fmt::format("    r = torch.gather({0}, 1, order.expand(-1, -1, {0}.size(2)))\n", x);
+        out += fmt::format("    r = torch.gru(r, h0, {}, True, 1, 0.0, self.training, False, True)[0]\n", params("_reverse"));
+        out += fmt::format("    {} = torch.cat([f, torch.gather(r, 1, order.expand(-1, -1, {}))], 2)\n", x, s.out);
+        break;
+      }
       case StepKind::SeqPool:
         if (s.op == "first") {
           out += fmt::format("    {0} = {0}.select(1, 0)\n", x);
+        } else if (s.op == "max") {
+          out += fmt::format("    {0} = torch.amax(torch.masked_fill({0}, torch.logical_not(tokens).unsqueeze(2), "
+                             "float(\"-inf\")), [1])\n", x);
         } else {
           out += fmt::format("    w = tokens.unsqueeze(2).to({}.dtype)\n", x);
           out += fmt::format("    {0} = ({0} * w).sum(1) / w.sum(1).clamp_min(1.0)\n", x);
@@ -1070,7 +1168,7 @@ void validate(const ZooSpec& spec, const std::vector<int64_t>& input_shape, int6
          readers("batch_norm"));
   }
   if (!spec.channels().empty() && !family.arch.uses("channels")) {
-    fail("{}.channels: arch {} has no conv stages (got {}); use arch {}", field, arch,
+    fail("{}.channels: arch {} has no stages (channels) (got {}); use arch {}", field, arch,
          shape_text(spec.channels()), readers("channels"));
   }
 

@@ -191,6 +191,8 @@ std::vector<TextCase> text_cases() {
       {"transformer_post_first", ZooSpec().arch("transformer").vocab(30).pad_id(3).embedding(8).layers(1).heads(2)
                                      .norm("post").pooling("first").activation("relu")},
       {"textcnn", ZooSpec().arch("textcnn").vocab(25).pad_id(1).embedding(6).channels({8, 5}).kernel(3).hidden({4})},
+      {"bigru_mean", ZooSpec().arch("bigru").vocab(30).pad_id(2).embedding(6).channels({5, 4})},
+      {"bigru_max", ZooSpec().arch("bigru").vocab(30).pad_id(0).embedding(4).channels({6}).pooling("max").hidden({4})},
   };
 }
 
@@ -269,7 +271,7 @@ TEST(OnnxExport, RefusesOtherModelsAndLeavesNoFile) {
   // A model that is not from the zoo (here: an exported graph loaded back).
   Exported e = export_case(c, dir.path());
   OnnxModel graph(e.path.string());
-  KD_EXPECT_ERROR(export_onnx(graph, e.info, path), path + ": onnx export: only zoo models (mlp, cnn, vgg, resnet, linear, textcnn, transformer)");
+  KD_EXPECT_ERROR(export_onnx(graph, e.info, path), path + ": onnx export: only zoo models (mlp, cnn, vgg, resnet, linear, textcnn, transformer, bigru)");
 
   std::string unwritable = (e.path / "student.onnx").string();  // a file used as a folder
   std::string message = error_of([&] { export_onnx(*e.model, e.info, unwritable); });

@@ -59,6 +59,9 @@ std::vector<ExportCase> cases() {
        ZooSpec().arch("transformer").vocab(40).pad_id(3).embedding(8).layers(1).heads(2).norm("post").pooling("first")
            .hidden({6}),
        {7}, 2},
+      {"bigru_mean", ZooSpec().arch("bigru").vocab(30).pad_id(2).embedding(6).channels({5, 4}).dropout(0.1), {8}, 3},
+      {"bigru_max", ZooSpec().arch("bigru").vocab(30).pad_id(0).embedding(4).channels({6}).pooling("max").hidden({4}),
+       {6}, 2},
   };
 }
 
@@ -238,7 +241,7 @@ d = sys.argv[1]
 for label in sys.argv[2:]:
     extra = {"kdistill/spec.json": ""}
     m = torch.jit.load(f"{d}/{label}.pt", _extra_files=extra)
-    assert json.loads(extra["kdistill/spec.json"])["arch"] in ("mlp", "cnn", "vgg", "resnet", "linear", "textcnn", "transformer")
+    assert json.loads(extra["kdistill/spec.json"])["arch"] in ("mlp", "cnn", "vgg", "resnet", "linear", "textcnn", "transformer", "bigru")
     assert not m.training
     x = torch.load(f"{d}/{label}.input.pt")
     with torch.no_grad():

@@ -350,10 +350,10 @@ TEST(Zoo, ValidateNamesTheField) {
   };
   EXPECT_EQ(message(ZooSpec().arch("mpl")),
             "student.model.arch: unknown architecture \"mpl\"; did you mean \"mlp\"? "
-            "(expected mlp, cnn, vgg, resnet, linear, textcnn or transformer)");
+            "(expected mlp, cnn, vgg, resnet, linear, textcnn, transformer or bigru)");
   EXPECT_EQ(message(ZooSpec().arch("lstm")),
-            "student.model.arch: unknown architecture \"lstm\" (expected mlp, cnn, vgg, resnet, linear, textcnn or "
-            "transformer)");
+            "student.model.arch: unknown architecture \"lstm\" (expected mlp, cnn, vgg, resnet, linear, textcnn, "
+            "transformer or bigru)");
   EXPECT_EQ(message(ZooSpec().activation("rleu")),
             "student.model.activation: unknown activation \"rleu\"; did you mean \"relu\"? "
             "(expected relu, gelu, tanh, leaky_relu or silu)");
@@ -386,9 +386,9 @@ TEST(Zoo, ValidateNamesTheField) {
       "perfect square to view as 1 x s x s");
   EXPECT_EQ(message(ZooSpec().arch("linear").hidden({32})),
             "student.model.hidden: arch linear has no hidden layers (got [32]); use arch mlp, cnn, vgg, resnet, "
-            "textcnn or transformer");
+            "textcnn, transformer or bigru");
   EXPECT_EQ(message(ZooSpec().arch("mlp").channels({16})),
-            "student.model.channels: arch mlp has no conv stages (got [16]); use arch cnn, vgg or textcnn");
+            "student.model.channels: arch mlp has no stages (channels) (got [16]); use arch cnn, vgg, textcnn or bigru");
   EXPECT_EQ(message(ZooSpec(), {28, 28}),
             "student.model: input shape [28, 28] is neither [features] nor [channels, height, width]");
   EXPECT_EQ(message(ZooSpec(), kImage, 0), "student.model: the model needs at least 1 output, got 0");
@@ -685,6 +685,76 @@ for label, width, heads, ff, layers, pre, act, first in [('pre', 16, 4, 32, 2, T
     diff = (y - t(f'{label}.out')).abs().max().item()
     print(label, 'max difference', diff)
     assert diff < 1e-5, label
+)");
+  EXPECT_EQ(r.status, 0) << r.output;
+}
+
+}  // namespace
+}  // namespace kd::models
+
+namespace kd::models {
+namespace {
+
+// bigru: params and MACs by hand; padding does not change a text's outputs; with the same weights,
+// PyTorch's nn.GRU(bidirectional=True) on packed sequences (pack_padded_sequence: each direction reads
+// only the text's tokens) gives the same outputs, stacked two deep, pooled by mean and by max.
+TEST(ZooText, BiGruMatchesPyTorchOnPackedSequences) {
+  torch::manual_seed(14);
+  ZooSpec spec = ZooSpec().arch("bigru").vocab(30).pad_id(0).embedding(6).channels({5, 4}).hidden({3});
+  auto model = build_zoo_model(spec, {9}, 2);
+  auto longer = build_zoo_model(spec, {13}, 2);
+  longer->load_state(model->state());
+  auto summary = model->summary({9});
+  auto gru = [](int64_t in, int64_t h) { return 2 * (3 * h * in + 3 * h * h + 6 * h); };
+  EXPECT_EQ(summary.params, 30 * 6 + gru(6, 5) + gru(10, 4) + (8 * 3 + 3) + (3 * 2 + 2));
+  EXPECT_EQ(summary.macs, 2 * 9 * 15 * (6 + 5) + 2 * 9 * 12 * (10 + 4) + 8 * 3 + 3 * 2);
+  EXPECT_EQ(model->tap_names(), (std::vector<std::string>{"embed", "gru1", "gru2", "pool", "fc1", "fc1_act", "head"}));
+  KD_EXPECT_ERROR(build_zoo_model(ZooSpec().arch("bigru").vocab(30).channels({4}).pooling("first"), {9}, 2),
+                  "model.pooling: unknown pooling \"first\"");
+
+  torch::Tensor ids = torch::randint(1, 30, {4, 9}).to(torch::kFloat);
+  ids[1].slice(0, 5).fill_(0);
+  ids[2].slice(0, 1).fill_(0);  // one token
+  ids[3].slice(0, 3).fill_(0);
+  model->set_training(false);
+  longer->set_training(false);
+  torch::NoGradGuard no_grad;
+  torch::Tensor out = model->forward(ids);
+  EXPECT_LT((out - longer->forward(torch::cat({ids, torch::zeros({4, 4})}, 1))).abs().max().item<double>(), 1e-6);
+
+  test::TempDir dir;
+  auto save = [&](const torch::Tensor& t, const std::string& name) {
+    std::vector<char> bytes = torch::pickle_save(t.contiguous());
+    write_file_atomic(dir.path() / name, std::string(bytes.begin(), bytes.end()));
+  };
+  save(ids, "ids.pt");
+  save(out, "mean.out.pt");
+  auto max_model = build_zoo_model(ZooSpec(spec).pooling("max"), {9}, 2);
+  max_model->load_state(model->state());
+  max_model->set_training(false);
+  save(max_model->forward(ids), "max.out.pt");
+  for (auto& [name, tensor] : model->state()) save(tensor, name + ".pt");
+  auto r = test::run_python(R"(
+import torch
+d = ')" + dir.path().string() + R"('
+def t(name): return torch.load(f'{d}/{name}.pt')
+ids = t('ids')
+tokens = ids != 0
+lengths = tokens.sum(1)
+x = torch.nn.functional.embedding(ids.long(), t('embed.weight'))
+for i, (inp, h) in enumerate([(6, 5), (10, 4)], 1):
+    gru = torch.nn.GRU(inp, h, bidirectional=True, batch_first=True)
+    gru.load_state_dict({k: t(f'gru{i}.{k}') for k in gru.state_dict()})
+    with torch.no_grad():
+        packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        x, _ = torch.nn.utils.rnn.pad_packed_sequence(gru(packed)[0], batch_first=True, total_length=ids.size(1))
+m = tokens.unsqueeze(2)
+for pooling, pooled in [('mean', (x * m).sum(1) / m.sum(1)), ('max', x.masked_fill(~m, float('-inf')).amax(1))]:
+    y = torch.relu(torch.nn.functional.linear(pooled, t('fc1.weight'), t('fc1.bias')))
+    y = torch.nn.functional.linear(y, t('head.weight'), t('head.bias'))
+    diff = (y - t(f'{pooling}.out')).abs().max().item()
+    print(pooling, 'max difference', diff)
+    assert diff < 1e-5, pooling
 )");
   EXPECT_EQ(r.status, 0) << r.output;
 }

@@ -15,6 +15,9 @@
 //                 (multi-head self-attention over the text's tokens, padding masked; feed-forward of
 //                 width `ff`; pre- or post-norm) -> mean over the tokens or the first token
 //                 -> optional MLP head -> Linear (a BERT-style encoder; width = `embedding`)
+//   arch: bigru   token ids [N, L] -> embedding -> per stage a bidirectional GRU (`channels`: hidden
+//                 units a direction; each direction reads only the text's tokens) -> mean or max over
+//                 the tokens -> optional MLP head -> Linear (Tang et al. 2019's BiLSTM student, with GRUs)
 // The image families on flat input [F]: F must be a perfect square s*s; the input is reshaped to
 // [1, s, s] (the 8x8 digits set is 64 flat features). Any other F is a kd::Error.
 // A new family is one line of the table in zoo.cpp, its plan function and its checks: the modules,
@@ -42,7 +45,7 @@ struct ZooSpec {
   TORCH_ARG(std::string, activation) = "relu";     // relu | gelu | tanh | leaky_relu (slope 0.01) | silu
   TORCH_ARG(double, dropout) = 0.0;                // after each hidden activation, and before the head
   TORCH_ARG(bool, batch_norm) = false;             // mlp/cnn: BN before each activation (resnet: always)
-  TORCH_ARG(std::vector<int64_t>, channels) = {};  // cnn/vgg: channels per stage, e.g. {32, 64}
+  TORCH_ARG(std::vector<int64_t>, channels) = {};  // cnn/vgg/textcnn: channels per stage, e.g. {32, 64}; bigru: units a direction
   TORCH_ARG(int64_t, kernel) = 3;                  // cnn/vgg: odd kernel size ("same" padding)
   TORCH_ARG(std::string, pool) = "max";            // cnn/vgg: max | avg, 2x2 after each stage
   TORCH_ARG(int64_t, depth) = 20;                  // resnet: 6n+2 (8, 14, 20, 32, 44, 56, 110)
@@ -53,7 +56,7 @@ struct ZooSpec {
   TORCH_ARG(int64_t, heads) = 4;                   // transformer: attention heads (they divide embedding)
   TORCH_ARG(int64_t, ff) = 0;                      // transformer: feed-forward width; 0 = 4 x embedding
   TORCH_ARG(std::string, norm) = "pre";            // transformer: pre | post (layer norm before or after each block)
-  TORCH_ARG(std::string, pooling) = "mean";        // transformer: mean (over the tokens) | first (the first token)
+  TORCH_ARG(std::string, pooling) = "mean";        // transformer: mean (over the tokens) | first (the first token); bigru: mean | max
   TORCH_ARG(int64_t, vocab) = 0;                   // text families: token ids in [0, vocab) (set from the data)
   TORCH_ARG(int64_t, pad_id) = 0;                  // text families: the id that pads a text (set from the data)
 };
@@ -118,10 +121,12 @@ std::string torchscript_attribute_name(const std::string& state_name);
 // Conv1d ([in, L] -> [out, L]), TimePool (max over the positions whose id is not the pad id: [C, L] -> [C]),
 // Positions (a learned [L, out] table added), Encoder (a transformer layer on [L, out]: `heads`, feed-forward
 // width `ff`, `op` its activation, `spatial` = pre-norm, `p` its dropout), LayerNorm ([.., out]), SeqPool
-// ([L, D] -> [D]: `op` mean over the tokens, or first).
+// ([L, D] -> [D]: `op` mean or max over the tokens, or first), Recurrent (a bidirectional GRU [L, in] ->
+// [L, 2 out], torch.nn.GRU's tensors: weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0 and their
+// _reverse; the padding at the end of a text is skipped by both directions).
 enum class ZooStepKind {
   Flatten, Reshape, Linear, Conv, BatchNorm, Activation, Dropout, Pool, GlobalPool, Block, Embedding, Conv1d, TimePool,
-  Positions, Encoder, LayerNorm, SeqPool
+  Positions, Encoder, LayerNorm, SeqPool, Recurrent
 };
 
 struct ZooStep {
