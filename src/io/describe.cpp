@@ -92,6 +92,29 @@ nlohmann::json describe_model_json(const std::string& path, LoadedModel& loaded,
   return out;
 }
 
+namespace {
+
+// `value` for one line of text: long strings (a tokenizer's serialised model) and long lists (a vocab)
+// stand in by their sizes.
+nlohmann::json abridged(const nlohmann::json& value) {
+  if (value.is_string() && value.get_ref<const std::string&>().size() > 80) {
+    return fmt::format("<{} characters>", value.get_ref<const std::string&>().size());
+  }
+  if (value.is_array() && value.size() > 16) return fmt::format("<{} entries>", value.size());
+  if (!value.is_structured()) return value;
+  nlohmann::json out = value.is_array() ? nlohmann::json::array() : nlohmann::json::object();
+  for (auto it = value.begin(); it != value.end(); ++it) {
+    if (value.is_array()) {
+      out.push_back(abridged(*it));
+    } else {
+      out[it.key()] = abridged(it.value());
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string describe_model(const std::string& path, LoadedModel& loaded, std::vector<int64_t> input_shape) {
   auto d = describe_model_json(path, loaded, std::move(input_shape));
   std::ostringstream out;
@@ -105,7 +128,7 @@ std::string describe_model(const std::string& path, LoadedModel& loaded, std::ve
       std::vector<std::string> names = d["class_names"];
       out << fmt::format("classes       {}: {}\n", names.size(), join(names, ", "));
     }
-    if (!d["preprocessing"].is_null()) out << fmt::format("preprocessing {}\n", d["preprocessing"].dump());
+    if (!d["preprocessing"].is_null()) out << fmt::format("preprocessing {}\n", abridged(d["preprocessing"]).dump());
   }
   out << fmt::format("input         {} per example\n", shape_text(d["input_shape"].get<std::vector<int64_t>>()));
   out << fmt::format("output        {} per example\n", shape_text(d["output_shape"].get<std::vector<int64_t>>()));

@@ -141,7 +141,7 @@ nlohmann::json evaluate_model(models::Model& model, const data::Dataset& dataset
   std::string name = options.file().empty() ? "model" : options.file();
   auto outputs = run(model, name);
   torch::Tensor teacher_outputs = teacher ? run(*teacher, "--teacher") : torch::Tensor();
-  nlohmann::json m = size_of(model, dataset.input_shape, options.file(), options.latency_repeats());
+  nlohmann::json m = size_of(model, dataset.input_shape, options.file(), options.latency_repeats(), fold.test.x);
   m["test"] = score(task, fold, outputs, fold.test.y, teacher_outputs);
   report::TestOutputs tested{in_target_units(task, fold, fold.test.y), {{"model", in_target_units(task, fold, outputs)}}};
   m.update(report::model_analysis(task, {tested}, "model"));

@@ -64,6 +64,13 @@ TEST_F(TextRun, PackageDescriptionsToSectionsEndToEnd) {
   ASSERT_EQ(python.status, 0) << python.output;
   EXPECT_NE(python.output.find("shape (2, " + std::to_string(classes) + ")"), std::string::npos) << python.output;
 
+  // inspect shows the tokenizer by its sizes, not its serialised model.
+  auto inspect = run_kdistill("inspect " + out() + "/student.kdm");
+  ASSERT_EQ(inspect.status, 0) << inspect.output;
+  EXPECT_NE(inspect.output.find("\"tokenizer\":{\"kind\":\"sentencepiece\",\"model\":\"<"), std::string::npos)
+      << inspect.output.substr(0, 2000);
+  EXPECT_LT(inspect.output.size(), 4000u) << inspect.output.substr(0, 2000);
+
   // TF.js export of a text model is refused before anything trains.
   auto tfjs = run_kdistill("run " + recipe(text_recipe(train)) + " --out " + out() + " --set 'export=[tfjs]'");
   EXPECT_EQ(tfjs.status, 2) << tfjs.output;
@@ -111,6 +118,15 @@ TEST_F(TextRun, PredictOnRawTextEqualsTheRunsOutputs) {
                              "assert abs(a - b).max() < 1e-4\n");
       EXPECT_EQ(same.status, 0) << model << " " << input << ": " << same.output;
     }
+  }
+  // `kdistill eval` on the recipe's text scores each file as the run scored the student.
+  double accuracy = metrics()["models"]["student"]["test"]["accuracy"].get<double>();
+  for (std::string model : {"student.kdm", "student.onnx"}) {
+    auto e = run_kdistill("eval " + out() + "/" + model + " --data " + recipe(text) + " --json " +
+                          (dir_ / "eval.json").string());
+    ASSERT_EQ(e.status, 0) << model << ": " << e.output;
+    auto scored = nlohmann::json::parse(read_file(dir_ / "eval.json"));
+    EXPECT_NEAR(scored["metrics"]["test"]["accuracy"].get<double>(), accuracy, 1e-9) << model;
   }
 }
 
