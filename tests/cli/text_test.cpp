@@ -252,6 +252,17 @@ print(json.dumps({'accuracy': accuracy, 'classes': len(classes)}))
               1.0 / rows + 1e-9);
 }
 
+// `kdistill auto` on text: trials resize the textcnn student; the chosen one exports to ONNX.
+TEST_F(TextRun, AutoSearchesTextStudents) {
+  auto r = run_kdistill("auto " + recipe(text_recipe(corpus("apt.csv"))) + " --budget 5m --trials 3 --out " + out() +
+                        " --set distill.epochs=2 --set teacher.train.epochs=2 --set 'export=[onnx]'");
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto trials = kd::split(read_file(dir_ / "out/trials.csv"), '\n');
+  EXPECT_GE(trials.size(), 4u) << read_file(dir_ / "out/trials.csv");  // the header and 3 trials
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "out/student.onnx")) << r.output;
+  EXPECT_GT(metrics()["models"]["student"]["test"]["accuracy"].get<double>(), 0.0);
+}
+
 // JSON Lines in, a transfer file of unlabelled texts that only the teacher labels.
 TEST_F(TextRun, JsonLinesAndATransferFile) {
   std::string train = corpus("apt.jsonl");
