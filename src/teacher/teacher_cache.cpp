@@ -181,7 +181,13 @@ TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, con
                "needs teacher.classes (a list, or learned)", path, outputs, dataset.outputs);
         }
       }
-      auto adapted = adapt_to_fold(loaded, fold, task, adapt);
+      auto adapted = [&] {
+        try {
+          return adapt_to_fold(loaded, fold, task, adapt);
+        } catch (const Error&) {
+          rethrow_with_context(path);
+        }
+      }();
       if (spec.learned_classes) {
         adapted.evidence["class_mapping"] = "learned";
       } else if (!adapt.class_groups().empty()) {

@@ -225,6 +225,18 @@ AdaptedTeacher adapt_teacher(const io::LoadedModel& loaded, const nlohmann::json
                              const TeacherInputOptions& options, const torch::Tensor& sample_x,
                              const torch::Tensor& sample_y) {
   validate(options);
+  // A kdistill text model reads the ids of its own tokenizer: another one's ids would be other words.
+  if (loaded.has_info && loaded.info.preprocessing.is_object() && loaded.info.preprocessing.contains("text") &&
+      run_preprocessing.is_object() && run_preprocessing.contains("text")) {
+    const auto& mine = loaded.info.preprocessing["text"];
+    const auto& run = run_preprocessing["text"];
+    if (mine.value("tokenizer", nlohmann::json()) != run.value("tokenizer", nlohmann::json()) ||
+        mine.value("max_length", 0) != run.value("max_length", 0)) {
+      fail("the {} model was trained on the ids of another tokenizer or max_length ({} ids) than the run's "
+           "data.tokenizer ({} ids); give data.tokenizer the tokenizer the model was trained with",
+           loaded.model->kind(), mine.value("max_length", 0), run.value("max_length", 0));
+    }
+  }
   int64_t rows = std::min<int64_t>(kInputSampleRows, sample_x.size(0));
   torch::Tensor x = sample_x.slice(0, 0, rows);
   torch::Tensor y = sample_y.defined() ? sample_y.slice(0, 0, std::min(rows, sample_y.size(0))) : torch::Tensor();

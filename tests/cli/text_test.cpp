@@ -71,6 +71,14 @@ TEST_F(TextRun, PackageDescriptionsToSectionsEndToEnd) {
       << inspect.output.substr(0, 2000);
   EXPECT_LT(inspect.output.size(), 4000u) << inspect.output.substr(0, 2000);
 
+  // A kdistill teacher reads the ids of its own tokenizer: another tokenizer's are refused.
+  auto other = run_kdistill("run " + recipe(text_recipe(train)) + " --out " + (dir_ / "other").string() +
+                            " --set data.tokenizer.vocab_size=1000 --set teacher.model=null --set teacher.train=null" +
+                            " --set teacher.path=" + out() + "/teacher.kdm");
+  EXPECT_EQ(other.status, 2) << other.output;
+  EXPECT_NE(other.output.find("teacher.kdm: the textcnn model was trained on the ids of another tokenizer"),
+            std::string::npos) << other.output;
+
   // TF.js export of a text model is refused before anything trains.
   auto tfjs = run_kdistill("run " + recipe(text_recipe(train)) + " --out " + out() + " --set 'export=[tfjs]'");
   EXPECT_EQ(tfjs.status, 2) << tfjs.output;
