@@ -9,7 +9,7 @@ import re
 import sys
 
 # Lowest first: a folder may include the folders before it.
-LAYERS = ["util", "text", "data", "models", "io", "export", "losses", "report", "train", "teacher", "flow", "search", "recipe", "cli"]
+LAYERS = ["util", "text", "data", "models", "io", "export", "losses", "report", "dist", "train", "teacher", "flow", "search", "recipe", "cli"]
 
 repo = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".")
 include = re.compile(r'#include\s+"(?:kd/)?([a-z_]+)/')

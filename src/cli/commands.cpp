@@ -22,6 +22,16 @@ void apply_global_options(const GlobalOptions& global) {
   spdlog::debug("threads: {}, BLAS: {}", threads, global.blas_core.empty() ? "not OpenBLAS" : "OpenBLAS " + global.blas_core);
 }
 
+std::shared_ptr<dist::Group> connect_group(const GlobalOptions& global) {
+  auto group = dist::Group::connect(dist::launch_from_environment(global.launch));
+  if (group->distributed()) {
+    spdlog::set_pattern(fmt::format("[%H:%M:%S] rank {}/{}: %v", group->rank(), group->size()));
+    spdlog::info("data-parallel group of {} ranks at {}:{}", group->size(), group->options().master_addr(),
+                 group->options().master_port());
+  }
+  return group;
+}
+
 int guarded(const std::function<void()>& body) {
   try {
     body();
@@ -43,12 +53,14 @@ void register_run_command(CLI::App& app, GlobalOptions& global);
 void register_model_commands(CLI::App& app, GlobalOptions& global);
 void register_report_commands(CLI::App& app, GlobalOptions& global);
 void register_auto_command(CLI::App& app, GlobalOptions& global);
+void register_launch_command(CLI::App& app, GlobalOptions& global);
 
 void register_commands(CLI::App& app, GlobalOptions& global) {
   register_run_command(app, global);
   register_model_commands(app, global);
   register_report_commands(app, global);
   register_auto_command(app, global);
+  register_launch_command(app, global);
 }
 
 }  // namespace kd::cli

@@ -7,6 +7,8 @@
 #include <optional>
 #include <string>
 
+#include "kd/dist/group.h"
+
 namespace kd::cli {
 
 struct GlobalOptions {
@@ -16,6 +18,7 @@ struct GlobalOptions {
   std::string log_level = "info";
   int exit_status = 0;
   std::string blas_core;  // OpenBLAS's kernels in force, for the debug log ("" when not OpenBLAS)
+  dist::LaunchFlags launch;  // --rank, --world-size, ...: over RANK, WORLD_SIZE, ... (torchrun's)
 };
 
 void register_commands(CLI::App& app, GlobalOptions& global);
@@ -26,5 +29,9 @@ void apply_global_options(const GlobalOptions& global);
 // Runs `body`, turning any error into one line on stderr and an exit status:
 // 2 for bad input (kd::Error), 1 for anything else.
 int guarded(const std::function<void()>& body);
+
+// The process group the launch flags and environment describe (a group of one without them); with
+// several ranks, log lines say which rank wrote them.
+std::shared_ptr<dist::Group> connect_group(const GlobalOptions& global);
 
 }  // namespace kd::cli

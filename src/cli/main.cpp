@@ -23,6 +23,14 @@ int main(int argc, char** argv) {
   app.add_flag("-q,--quiet", global.quiet, "print only warnings and errors");
   app.add_option("--log-level", global.log_level, "trace | debug | info | warn | error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  // Data-parallel launch, as torchrun's variables (which they override): docs/distributed.md.
+  app.add_option("--rank", global.launch.rank, "this process's rank in a data-parallel group (RANK)");
+  app.add_option("--world-size", global.launch.world_size, "processes in the group (WORLD_SIZE)");
+  app.add_option("--master-addr", global.launch.master_addr, "host of rank 0's rendezvous store (MASTER_ADDR)");
+  app.add_option("--master-port", global.launch.master_port, "its TCP port (MASTER_PORT)");
+  app.add_option("--local-rank", global.launch.local_rank, "rank on this host (LOCAL_RANK)");
+  app.add_option("--dist-timeout", global.launch.timeout_seconds,
+                 "seconds to wait for the group, and for a lost rank before stopping (KD_DIST_TIMEOUT; default 60)");
 
   // Global options are accepted after the subcommand too (`kdistill run r.yaml --threads 2`): a
   // subcommand passes the options it does not know up to here.

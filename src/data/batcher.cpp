@@ -13,6 +13,8 @@ namespace kd::data {
 Batcher::Batcher(std::vector<torch::Tensor> tensors, const BatcherOptions& options)
     : tensors_(std::move(tensors)), options_(options) {
   if (options_.batch_size() < 1) fail("batch_size: {} is not a positive number", options_.batch_size());
+  KD_CHECK(options_.shard_count() >= 1 && options_.shard_rank() >= 0 && options_.shard_rank() < options_.shard_count(),
+           "Batcher shard {} of {}", options_.shard_rank(), options_.shard_count());
   KD_CHECK(!tensors_.empty(), "Batcher needs at least one tensor");
   rows_ = tensors_[0].size(0);
   for (auto& t : tensors_) {
@@ -38,12 +40,19 @@ void Batcher::prepare_epoch(int64_t epoch) {
   order_epoch_ = epoch;
 }
 
-torch::Tensor Batcher::batch_rows(int64_t epoch, int64_t index) {
+int64_t Batcher::global_batch_rows(int64_t index) const {
   KD_CHECK(index >= 0 && index < batches(), "batch {} of {}", index, batches());
+  int64_t start = index * options_.batch_size();
+  return std::min(rows_, start + options_.batch_size()) - start;
+}
+
+torch::Tensor Batcher::batch_rows(int64_t epoch, int64_t index) {
+  int64_t count = global_batch_rows(index);
   prepare_epoch(epoch);
   int64_t start = index * options_.batch_size();
-  int64_t end = std::min(rows_, start + options_.batch_size());
-  return order_.slice(0, start, end);
+  torch::Tensor rows = order_.slice(0, start, start + count);
+  if (options_.shard_count() == 1) return rows;
+  return rows.masked_select(rows.remainder(options_.shard_count()).eq(options_.shard_rank()));
 }
 
 namespace {

@@ -190,7 +190,8 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   const data::DataFold& fold = dataset.folds[fold_index];
   std::string dir = fold_dir(options.out(), fold_index, dataset.folds.size());
   std::string checkpoints = (fs::path(dir) / "checkpoints").string();
-  fs::create_directories(checkpoints);
+  const bool writes = !options.group() || options.group()->is_root();
+  if (writes) fs::create_directories(checkpoints);
   FoldRun run;
   Task task = dataset.task;
   std::string tag = dataset.folds.size() == 1 ? "" : fmt::format(" (fold {}/{})", fold_index + 1, dataset.folds.size());
@@ -200,7 +201,8 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   };
 
   TeacherCache cache = teacher::prepare_teacher(
-      spec.teacher, teacher::TeacherRun().seed(spec.seed).fingerprint(spec.teacher_fingerprint).resume(options.resume()),
+      spec.teacher,
+      teacher::TeacherRun().seed(spec.seed).fingerprint(spec.teacher_fingerprint).resume(options.resume()).group(options.group()),
       dataset, fold_index, dir);
   run.teacher.model = cache.model;
   run.teacher.info = cache.info;
@@ -227,7 +229,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
 
   int64_t rows = fold.train.size() + (fold.transfer_x.defined() ? fold.transfer_x.size(0) : 0);
   TrainOptions student_train = train::sized_for_rows(spec.distill.train, rows);
-  student_train.seed(spec.seed);
+  student_train.seed(spec.seed).group(options.group());
   int64_t views = bank_views(spec.distill, student_train.epochs());
   std::shared_ptr<const train::SoftLabelBank> earlier_bank;
   if (fold_index < options.banks().size() && options.banks()[fold_index] && options.banks()[fold_index]->views() == views &&
@@ -253,7 +255,8 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   int64_t batches = (rows + student_train.batch_size() - 1) / student_train.batch_size();
   int64_t distill_steps = 0;
   for (auto& stage : stages) {
-    stage.train = spec.distill.stages.empty() ? student_train : train::sized_for_rows(stage.train, rows).seed(spec.seed);
+    stage.train = spec.distill.stages.empty() ? student_train
+                                              : train::sized_for_rows(stage.train, rows).seed(spec.seed).group(options.group());
     distill_steps += stage.train.steps() > 0 ? stage.train.steps() : stage.train.epochs() * batches;
   }
 
@@ -283,11 +286,11 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     run.baseline.train = trainer.fit(*run.baseline.model, data, make_validate(teacher_val));
     run.baseline.info = info_for(dataset, fold, student_spec_json);
     std::string file = (fs::path(dir) / ("baseline" + model_extension(*run.baseline.model))).string();
-    io::save_model(file, *run.baseline.model, run.baseline.info);
+    if (writes) io::save_model(file, *run.baseline.model, run.baseline.info);
     auto baseline_test = predict(*run.baseline.model, fold.test.x);
     run.baseline.test = score(task, fold, baseline_test, fold.test.y, teacher_test);
     run.baseline.test_outputs = in_target_units(task, fold, baseline_test);
-    run.baseline.size = size_of(*run.baseline.model, dataset.input_shape, file, options.latency_repeats(), fold.test.x);
+    if (writes) run.baseline.size = size_of(*run.baseline.model, dataset.input_shape, file, options.latency_repeats(), fold.test.x);
     run.baseline_val = predict(*run.baseline.model, fold.val.x);
   }
 
@@ -330,6 +333,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     trained.target_reached = result.target_reached;
   }
   run.student.train = trained;
+  if (!writes) return run;  // trained alike on every rank; rank 0 scores, saves and exports
   run.student.info = info_for(dataset, fold, student_spec_json);
   std::string file = (fs::path(dir) / ("student" + model_extension(*run.student.model))).string();
   io::save_model(file, *run.student.model, run.student.info);
@@ -675,8 +679,12 @@ void write_outputs(const RunSpec& spec, const RunOptions& options, const std::ve
 
 RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
   check_spec(spec, options);
-  fs::create_directories(options.out());
-  write_file_atomic(fs::path(options.out()) / "recipe.yaml", spec.recipe_text);
+  const bool writes = !options.group() || options.group()->is_root();
+  if (options.group()) options.group()->check_same("recipe", spec.recipe_text);
+  if (writes) {
+    fs::create_directories(options.out());
+    write_file_atomic(fs::path(options.out()) / "recipe.yaml", spec.recipe_text);
+  }
 
   auto data_start = Clock::now();
   data::Dataset dataset = data::load_dataset(spec.data);
@@ -690,6 +698,7 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
   for (size_t f = 0; f < dataset.folds.size(); ++f) runs.push_back(run_fold(spec, options, dataset, f));
 
   RunResult result;
+  if (!writes) return result;
   result.metrics = metrics_json(spec, options, dataset, runs, data_seconds);
   const nlohmann::json& verdict = result.metrics["distill"]["validation"];
   if (verdict.is_object() && verdict["verdict"] == "hurt") spdlog::warn("{}", trim(verdict_line(verdict)));

@@ -75,14 +75,17 @@ TrainedTeacher train_or_reuse(const TeacherSpec& spec, const TeacherRun& run, co
   TrainOptions train = spec.train;
   train.checkpoint((fs::path(dir) / "checkpoints" / (name + ".ckpt")).string())
       .resume(run.resume())
-      .seed(run.seed() + seed_offset);
+      .seed(run.seed() + seed_offset)
+      .group(run.group());
   Trainer trainer(train, supervised, name + tag);
   TrainData data{fold.train.x, fold.train.y, {}, {}};
   auto validate = [&fold, task](models::Model& model) { return score_validation(model, task, fold, {}); };
   out.training = trainer.fit(*out.model, data, validate);
   out.info = info_for(dataset, fold, models::to_json(models::with_vocab(*spec.model, dataset.text.vocab, dataset.text.pad_id)));
-  io::save_model(out.file, *out.model, out.info);
-  write_file_atomic(fingerprint_file, fingerprint);
+  if (!run.group() || run.group()->is_root()) {
+    io::save_model(out.file, *out.model, out.info);
+    write_file_atomic(fingerprint_file, fingerprint);
+  }
   return out;
 }
 

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <set>
 #include <utility>
 
 #include "kd/data/batcher.h"
@@ -198,6 +199,59 @@ models::NamedTensors make_loss_parameters(const losses::Distiller& distiller, mo
   return distiller.make_parameters(student, teacher, seed);
 }
 
+void check_finite_loss(const std::string& name, double loss, int64_t epoch, int64_t batch, double lr) {
+  if (!std::isfinite(loss)) {
+    fail("{}: the loss became {} at epoch {} step {}; lower the learning rate ({}) or set grad_clip", name, loss,
+         epoch + 1, batch + 1, lr);
+  }
+}
+
+// One all-reduce a step: every parameter's gradient (zeros where it has none) and this rank's share of
+// the loss and its terms, summed over the ranks; the sums replace the gradients, loss and terms.
+void all_reduce_step(dist::Group& group, std::vector<torch::Tensor>& parameters, double& loss,
+                     std::vector<double>& terms) {
+  std::vector<torch::Tensor> parts;
+  parts.reserve(parameters.size() + 1);
+  for (auto& p : parameters) {
+    parts.push_back(p.grad().defined() ? p.grad().reshape(-1).to(torch::kFloat) : torch::zeros({p.numel()}));
+  }
+  std::vector<double> values = {loss};
+  values.insert(values.end(), terms.begin(), terms.end());
+  parts.push_back(torch::tensor(values, torch::kDouble).to(torch::kFloat));
+  std::vector<torch::Tensor> flat = {torch::cat(parts)};
+  group.all_reduce_sum(flat);
+  int64_t offset = 0;
+  for (auto& p : parameters) {
+    p.mutable_grad() = flat[0].slice(0, offset, offset + p.numel()).view_as(p).to(p.scalar_type()).clone();
+    offset += p.numel();
+  }
+  torch::Tensor reduced = flat[0].slice(0, offset).to(torch::kDouble);
+  loss = reduced[0].item<double>();
+  for (size_t t = 0; t < terms.size(); ++t) terms[t] = reduced[static_cast<int64_t>(t) + 1].item<double>();
+}
+
+// The model's floating-point buffers (batch norm's running mean and variance) averaged over the ranks.
+void average_buffers(dist::Group& group, models::Model& model) {
+  std::set<const void*> parameters;
+  for (const auto& p : model.parameters()) parameters.insert(p.unsafeGetTensorImpl());
+  std::vector<torch::Tensor> buffers;
+  for (auto& [name, tensor] : model.state()) {
+    if (tensor.is_floating_point() && !parameters.count(tensor.unsafeGetTensorImpl())) buffers.push_back(tensor);
+  }
+  if (buffers.empty()) return;
+  std::vector<torch::Tensor> flat;
+  for (const auto& b : buffers) flat.push_back(b.reshape(-1).to(torch::kFloat));
+  std::vector<torch::Tensor> joined = {torch::cat(flat)};
+  group.all_reduce_sum(joined);
+  joined[0].div_(static_cast<double>(group.size()));
+  torch::NoGradGuard no_grad;
+  int64_t offset = 0;
+  for (auto& b : buffers) {
+    b.copy_(joined[0].slice(0, offset, offset + b.numel()).view_as(b));
+    offset += b.numel();
+  }
+}
+
 }  // namespace
 
 void validate(const TrainOptions& options, const std::string& field) {
@@ -330,7 +384,17 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
   }
   if ((cached_teacher || bank) && augment.mixes()) fail("{}: mixup or cutmix needs a live teacher, not cached outputs", name_);
   data::Augmenter augmenter = augmenter_for(options, data);
-  data::Batcher batcher(columns, data::BatcherOptions().batch_size(options.batch_size()).seed(options.seed()));
+  dist::Group* group = options.group().get();
+  const bool parallel = group && group->distributed();
+  if (parallel && augment.mixes()) {
+    fail("{}: mixup and cutmix pair rows across a whole batch; they do not run data-parallel (WORLD_SIZE {})", name_,
+         group->size());
+  }
+  data::Batcher batcher(columns, data::BatcherOptions()
+                                     .batch_size(options.batch_size())
+                                     .seed(options.seed())
+                                     .shard_rank(parallel ? group->rank() : 0)
+                                     .shard_count(parallel ? group->size() : 1));
   int64_t batches = batcher.batches();
   int64_t total_steps = options.steps() > 0 ? options.steps() : options.epochs() * batches;
   int64_t epochs = (total_steps + batches - 1) / batches;
@@ -378,6 +442,23 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
     int64_t steps_this_epoch = 0;
     for (int64_t b = 0; b < batches && state.step < total_steps; ++b, ++state.step, ++steps_this_epoch) {
       auto batch = batcher.batch(epoch, b);
+      // This rank's part of the global batch's mean loss (all of it in one process).
+      const int64_t local_rows = batch[0].size(0);
+      const double share = parallel ? static_cast<double>(local_rows) / static_cast<double>(batcher.global_batch_rows(b)) : 1.0;
+      if (local_rows == 0) {  // a short last batch may leave a rank nothing: it adds zeros to the sums
+        for (auto& parameter : optimizer_parameters) parameter.mutable_grad() = torch::zeros_like(parameter);
+        double loss = 0.0;
+        std::vector<double> terms(term_sums.size(), 0.0);
+        all_reduce_step(*group, optimizer_parameters, loss, terms);
+        schedule.apply(*optimizer, state.step);
+        if (options.grad_clip() > 0) torch::nn::utils::clip_grad_norm_(model.parameters(), options.grad_clip());
+        optimizer->step();
+        check_finite_loss(name_, loss, epoch, b, options.optimizer().lr());
+        loss_sum += loss;
+        for (size_t t = 0; t < terms.size(); ++t) term_sums[t] += terms[t];
+        progress.update(state.step + 1);
+        continue;
+      }
       losses::LossInputs inputs;
       torch::Tensor x = batch[0];
       if (augment.per_row()) x = augmenter.view(x, batcher.batch_rows(epoch, b), view);
@@ -418,17 +499,17 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
       // gradient tensor instead of adding it into a zeroed one (two passes fewer per parameter).
       for (auto& parameter : optimizer_parameters) parameter.mutable_grad().reset();
       auto values = mixed.lambda < 1.0 ? mixed_loss(distiller_, inputs, mixed) : distiller_.compute(inputs);
-      values.total.backward();
+      (parallel ? values.total * share : values.total).backward();
+      // One host sync per step for the running mean; the loss must be read anyway to catch divergence.
+      double loss = values.total.item<double>() * share;
+      std::vector<double> terms;
+      for (const auto& term : values.terms) terms.push_back(term.item<double>() * share);
+      if (parallel) all_reduce_step(*group, optimizer_parameters, loss, terms);
+      check_finite_loss(name_, loss, epoch, b, options.optimizer().lr());
       if (options.grad_clip() > 0) torch::nn::utils::clip_grad_norm_(model.parameters(), options.grad_clip());
       optimizer->step();
-      // One host sync per step for the running mean; the loss must be read anyway to catch divergence.
-      double loss = values.total.item<double>();
-      if (!std::isfinite(loss)) {
-        fail("{}: the loss became {} at epoch {} step {}; lower the learning rate ({}) or set grad_clip", name_,
-             loss, epoch + 1, b + 1, options.optimizer().lr());
-      }
       loss_sum += loss;
-      for (size_t t = 0; t < values.terms.size(); ++t) term_sums[t] += values.terms[t].item<double>();
+      for (size_t t = 0; t < terms.size(); ++t) term_sums[t] += terms[t];
       progress.update(state.step + 1);
     }
     progress.clear();
@@ -438,6 +519,7 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
     record.train_loss = loss_sum / std::max<int64_t>(1, steps_this_epoch);
     for (double s : term_sums) record.terms.push_back(s / std::max<int64_t>(1, steps_this_epoch));
     record.lr = schedule.lr_at(std::max<int64_t>(0, state.step - 1));
+    if (parallel) average_buffers(*group, model);  // batch norm's running statistics: every rank's the same
     record.val = validate_model(model);
     double value = metric_value(record.val, metric);
     // A tie of the selection metric goes to the lower validation NLL, where there is one: on a
@@ -483,7 +565,9 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
         done = true;
       }
     }
-    if (!options.checkpoint().empty()) save_checkpoint(options.checkpoint(), model, loss_parameters, *optimizer, state);
+    if (!options.checkpoint().empty() && (!group || group->is_root())) {
+      save_checkpoint(options.checkpoint(), model, loss_parameters, *optimizer, state);
+    }
     simulate_kill_if_asked(name_, state.epoch);
   }
   if (state.result.stop_reason.empty()) state.result.stop_reason = "epochs";

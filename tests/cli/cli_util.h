@@ -20,9 +20,9 @@ struct CommandResult {
   std::string output;  // stdout and stderr together
 };
 
-// `environment`: assignments put before the command, e.g. "KD_KILL_AFTER_EPOCH=student:3".
-inline CommandResult run_kdistill_with_env(const std::string& environment, const std::string& arguments) {
-  std::string command = environment + " " + std::string(KD_CLI_PATH) + " --threads 2 " + arguments + " 2>&1";
+// A shell command line, its stdout and stderr together.
+inline CommandResult run_shell(const std::string& command_line) {
+  std::string command = command_line + " 2>&1";
   CommandResult result;
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) return result;
@@ -32,6 +32,11 @@ inline CommandResult run_kdistill_with_env(const std::string& environment, const
   int status = pclose(pipe);
   result.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return result;
+}
+
+// `environment`: assignments put before the command, e.g. "KD_KILL_AFTER_EPOCH=student:3".
+inline CommandResult run_kdistill_with_env(const std::string& environment, const std::string& arguments) {
+  return run_shell(environment + " " + std::string(KD_CLI_PATH) + " --threads 2 " + arguments);
 }
 
 inline CommandResult run_kdistill(const std::string& arguments) { return run_kdistill_with_env("", arguments); }

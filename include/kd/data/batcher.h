@@ -5,6 +5,8 @@
 //   for (int64_t b = 0; b < batcher.batches(); ++b) auto [xb, yb, tb] = batcher.batch(epoch, b);
 //
 // The order of epoch e depends only on (seed, e), so a resumed run sees the same batches.
+// Data-parallel ranks share that order: with shard(r, W), batch b holds the rows of the global batch b
+// that rank r owns (row % W == r), so W ranks together see exactly one process's batches.
 #pragma once
 
 #include <torch/arg.h>
@@ -19,6 +21,8 @@ struct BatcherOptions {
   TORCH_ARG(bool, shuffle) = true;
   TORCH_ARG(bool, drop_last) = false;
   TORCH_ARG(uint64_t, seed) = 0;
+  TORCH_ARG(int64_t, shard_rank) = 0;   // this rank ...
+  TORCH_ARG(int64_t, shard_count) = 1;  // ... of this many: it owns the rows with row % count == rank
 };
 
 class Batcher {
@@ -31,6 +35,8 @@ class Batcher {
   std::vector<torch::Tensor> batch(int64_t epoch, int64_t index);
   // The row indices of that batch (int64), e.g. to look up cached teacher outputs.
   torch::Tensor batch_rows(int64_t epoch, int64_t index);
+  // Rows in global batch `index`, over all shards (the last batch may be short).
+  int64_t global_batch_rows(int64_t index) const;
 
  private:
   void prepare_epoch(int64_t epoch);

@@ -79,10 +79,14 @@ struct RunOptions {
   // Soft-label banks made earlier for the same recipe, one per fold (null: none); a fold's bank is
   // used when its rows and views are the ones this run needs (auto's final run reuses the trials').
   TORCH_ARG(std::vector<std::shared_ptr<const train::SoftLabelBank>>, banks) = {};
+  // Data-parallel over a group of processes: teacher, baseline and student train on every rank's rows
+  // (train::TrainOptions::group); rank 0 alone writes the run folder, the others return once the
+  // student is trained (RunResult empty). Resuming and reusing a teacher read `out` on every rank.
+  TORCH_ARG(std::shared_ptr<dist::Group>, group) = nullptr;
 };
 
 struct RunResult {
-  nlohmann::json metrics;   // what metrics.json holds
+  nlohmann::json metrics;   // what metrics.json holds (null on ranks other than 0)
   std::string table;        // the summary table printed at the end
 };
 

@@ -50,6 +50,8 @@ struct TeacherRun {
   TORCH_ARG(std::string, fingerprint) = "";  // the teacher part of the recipe and the data: a saved teacher is
                                              // reused when its fingerprint file holds the same text
   TORCH_ARG(bool, resume) = false;         // resume the teacher's training from its checkpoint
+  // Data-parallel training of a teacher trained here (train::TrainOptions::group); rank 0 alone saves it.
+  TORCH_ARG(std::shared_ptr<dist::Group>, group) = nullptr;
 };
 
 struct TeacherCache {

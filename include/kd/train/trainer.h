@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "kd/data/augment.h"
+#include "kd/dist/group.h"
 #include "kd/losses/distiller.h"
 #include "kd/models/model.h"
 #include "kd/report/metrics.h"
@@ -48,6 +49,14 @@ struct TrainOptions {
   TORCH_ARG(std::string, checkpoint) = "";     // file for per-epoch checkpoints ("" = none)
   TORCH_ARG(bool, resume) = false;             // continue from `checkpoint` when it exists
   TORCH_ARG(uint64_t, seed) = 0;
+  // Data-parallel training over a group of processes (null or a group of one: this process alone).
+  // Each rank trains on its rows of every global batch (Batcher shards), the gradients of the global
+  // batch's mean loss are summed over the ranks in one all-reduce a step, and every rank steps the same
+  // optimizer with them: the ranks stay equal, and equal to one process with the same batch. Batch
+  // norm's statistics are per rank in a step; its running statistics are averaged after each epoch.
+  // Terms that are not a mean over rows (ce over the labelled rows only, rkd, correlation, dist) see
+  // each rank's rows. Rank 0 alone writes checkpoints; every rank resumes from them.
+  TORCH_ARG(std::shared_ptr<dist::Group>, group) = nullptr;
 };
 
 void validate(const TrainOptions& options, const std::string& field);

@@ -1,0 +1,134 @@
+// Data-parallel runs over several processes on one host (c10d's TCPStore and Gloo on 127.0.0.1):
+// two ranks train the student one process trains, rank 0 alone writes, a lost rank stops the other
+// within the timeout and a relaunch resumes; mismatched ranks are refused.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/cli_util.h"
+#include "data/python_helper.h"
+#include "kd/util/fs.h"
+
+namespace kd::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A port of this test process's own, so that tests running side by side do not meet.
+std::string port(int offset) { return std::to_string(20000 + (getpid() * 7 + offset) % 20000); }
+
+// Digits with a dropout-free teacher (dropout draws masks per rank): every step is the same sum on
+// one or two processes.
+std::string digits_recipe() {
+  return "task: classification\nseed: 3\n"
+         "data:\n  format: csv\n  train: /usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz\n"
+         "  target: -1\n  test_fraction: 0.2\n"
+         "teacher:\n  model: {arch: mlp, hidden: [64]}\n  train: {epochs: 4, batch_size: 32, optimizer: {name: adam, lr: 0.003}}\n"
+         "student:\n  model: {arch: mlp, hidden: [16]}\n"
+         "distill:\n  losses: [{kind: kl, weight: 0.7, temperature: 3}, {kind: ce, weight: 0.3}]\n"
+         "  epochs: 6\n  batch_size: 32\n  optimizer: {name: adam, lr: 0.01}\n"
+         "export: [torchscript]\n";
+}
+
+std::string cli() { return std::string(KD_CLI_PATH) + " --threads 1"; }
+
+class Distributed : public RunFolder {};
+
+TEST_F(Distributed, TwoRanksTrainWhatOneProcessTrains) {
+  std::string r = recipe(digits_recipe());
+  auto one = run_shell(cli() + " run " + r + " --out " + (dir_ / "one").string());
+  ASSERT_EQ(one.status, 0) << one.output;
+  auto two = run_shell(cli() + " launch --nproc 2 --master 127.0.0.1:" + port(0) + " -- run " + r + " --out " +
+                   (dir_ / "two").string());
+  ASSERT_EQ(two.status, 0) << two.output;
+  EXPECT_NE(two.output.find("rank 1/2: student epoch 6/6"), std::string::npos) << two.output;
+  auto m1 = nlohmann::json::parse(read_file(dir_ / "one/metrics.json"));
+  auto m2 = nlohmann::json::parse(read_file(dir_ / "two/metrics.json"));
+  for (const char* model : {"teacher", "baseline", "student"}) {
+    EXPECT_EQ(m1["models"][model]["test"]["accuracy"], m2["models"][model]["test"]["accuracy"]) << model;
+    EXPECT_NEAR(m1["models"][model]["test"]["nll"].get<double>(), m2["models"][model]["test"]["nll"].get<double>(), 1e-5)
+        << model;
+  }
+  EXPECT_EQ(m1["distill"]["epochs_run"], m2["distill"]["epochs_run"]);
+  // The students' parameters, from their TorchScript files.
+  auto same = run_python("import torch\n"
+                         "a = torch.jit.load('" + (dir_ / "one/student.torchscript.pt").string() + "').state_dict()\n"
+                         "b = torch.jit.load('" + (dir_ / "two/student.torchscript.pt").string() + "').state_dict()\n"
+                         "assert a.keys() == b.keys()\n"
+                         "d = max((a[k] - b[k]).abs().max().item() for k in a)\n"
+                         "print('largest parameter difference', d)\n"
+                         "assert d < 1e-5, d\n");
+  EXPECT_EQ(same.status, 0) << same.output;
+  // Rank 0 wrote the folder; rank 1 nothing of its own.
+  std::vector<std::string> files;
+  for (const auto& entry : fs::recursive_directory_iterator(dir_ / "two")) files.push_back(entry.path().filename());
+  EXPECT_EQ(std::count(files.begin(), files.end(), "metrics.json"), 1);
+}
+
+TEST_F(Distributed, RanksThatDisagreeAreRefused) {
+  std::string r = recipe(digits_recipe());
+  // Two recipes: rank 1 runs more epochs than rank 0.
+  std::string p = port(1);
+  auto recipes = run_shell("(" + cli() + " --rank 0 --world-size 2 --master-port " + p + " --dist-timeout 20 run " + r +
+                       " --out " + out() + " & " + cli() + " --rank 1 --world-size 2 --master-port " + p +
+                       " --dist-timeout 20 run " + r + " --out " + out() + " --set distill.epochs=7; wait)");
+  EXPECT_NE(recipes.output.find("rank 1 has another recipe than rank 0; every rank must run the same"),
+            std::string::npos) << recipes.output;
+  // A group size that differs between the ranks.
+  p = port(2);
+  auto sizes = run_shell("(" + cli() + " --rank 0 --world-size 2 --master-port " + p + " --dist-timeout 10 run " + r +
+                     " --out " + out() + " & " + cli() + " --rank 1 --world-size 3 --master-port " + p +
+                     " --dist-timeout 10 run " + r + " --out " + out() + "; wait)");
+  EXPECT_NE(sizes.output.find("WORLD_SIZE: rank 1 was started with 3 and rank 0 with 2"), std::string::npos)
+      << sizes.output;
+  auto rank = run_shell(cli() + " --rank 2 --world-size 2 run " + r + " --out " + out());
+  EXPECT_EQ(rank.status, 2) << rank.output;
+  EXPECT_NE(rank.output.find("RANK (or --rank): 2 is not a rank of a group of 2 (WORLD_SIZE): expected 0 to 1"),
+            std::string::npos) << rank.output;
+}
+
+// SIGKILL one of two ranks during the student's training: the other stops within the timeout, naming
+// the lost rank; launching both again with --resume finishes with the metrics of an uninterrupted run.
+TEST_F(Distributed, ALostRankStopsTheOtherAndTheGroupResumes) {
+  std::string text = digits_recipe();
+  text.replace(text.find("  epochs: 6\n"), 12, "  epochs: 40\n");
+  std::string r = recipe(text);
+  auto whole = run_shell(cli() + " launch --nproc 2 --master 127.0.0.1:" + port(3) + " -- run " + r + " --out " +
+                     (dir_ / "whole").string());
+  ASSERT_EQ(whole.status, 0) << whole.output;
+  std::string p = port(4);
+  auto killed = run_python(
+      "import json, os, signal, subprocess, time\n"
+      "d = '" + dir_.path().string() + "'\n"
+      "cmd = lambda rank: ['" KD_CLI_PATH "', '--threads', '1', '--rank', str(rank), '--world-size', '2',\n"
+      "                    '--master-port', '" + p + "', '--dist-timeout', '15', 'run', '" + r + "', '--out', d + '/out']\n"
+      "logs = [open(f'{d}/rank{r}.log', 'w') for r in (0, 1)]\n"
+      "ranks = [subprocess.Popen(cmd(r), stdout=logs[r], stderr=subprocess.STDOUT) for r in (0, 1)]\n"
+      "deadline = time.time() + 300\n"
+      "while 'student epoch 8/40' not in open(f'{d}/rank1.log').read():\n"
+      "    assert time.time() < deadline and ranks[1].poll() is None, open(f'{d}/rank1.log').read()\n"
+      "    time.sleep(0.02)\n"
+      "ranks[1].send_signal(signal.SIGKILL)\n"
+      "start = time.time()\n"
+      "status = ranks[0].wait(timeout=120)\n"
+      "print(json.dumps({'status': status, 'seconds': time.time() - start, 'log': open(f'{d}/rank0.log').read()[-600:]}))\n");
+  ASSERT_EQ(killed.status, 0) << killed.output;
+  auto report = nlohmann::json::parse(killed.output.substr(killed.output.rfind("{\"status\"")));
+  EXPECT_NE(report["status"].get<int>(), 0) << report.dump();
+  EXPECT_LT(report["seconds"].get<double>(), 30.0) << report.dump();
+  EXPECT_NE(report["log"].get<std::string>().find("lost rank 1"), std::string::npos) << report.dump();
+
+  auto resumed = run_shell(cli() + " launch --nproc 2 --master 127.0.0.1:" + port(5) + " -- run " + r + " --out " + out() +
+                       " --resume");
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("student: resuming after epoch"), std::string::npos) << resumed.output;
+  auto a = nlohmann::json::parse(read_file(dir_ / "whole/metrics.json"));
+  auto b = metrics();
+  for (const char* model : {"teacher", "baseline", "student"}) {
+    EXPECT_EQ(a["models"][model]["test"], b["models"][model]["test"]) << model;
+  }
+}
+
+}  // namespace
+}  // namespace kd::test
