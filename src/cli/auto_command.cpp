@@ -48,6 +48,7 @@ void register_auto_command(CLI::App& app, GlobalOptions& global) {
   command->callback([flags, &global] {
     global.exit_status = guarded([&] {
       apply_global_options(global);
+      require_one_process(global, "auto");
       double budget = search::parse_duration(flags->budget, "--budget");
       auto base_overrides = flags->overrides;
       if (global.seed) base_overrides.push_back("seed=" + std::to_string(*global.seed));

@@ -59,6 +59,7 @@ void register_launch_command(CLI::App& app, GlobalOptions& global) {
         if (global.threads > 0) args.insert(args.end(), {"--threads", std::to_string(global.threads)});
         if (global.seed) args.insert(args.end(), {"--seed", std::to_string(*global.seed)});
         if (global.quiet) args.push_back("--quiet");
+        if (global.log_level != "info") args.insert(args.end(), {"--log-level", global.log_level});
         args.insert(args.end(), rest.begin(), rest.end());
         pids.push_back(spawn_self(args));
       }

@@ -68,6 +68,7 @@ void register_report_commands(CLI::App& app, GlobalOptions& global) {
   eval->callback([eval_flags, &global] {
     global.exit_status = guarded([&] {
       apply_global_options(global);
+      require_one_process(global, "eval");
       if (eval_flags->fold < 1) fail("--fold: {} is not a fold number (1-based)", eval_flags->fold);
       auto overrides = eval_flags->overrides;
       if (global.seed) overrides.push_back("seed=" + std::to_string(*global.seed));

@@ -82,6 +82,11 @@ TEST_F(Distributed, RanksThatDisagreeAreRefused) {
                      " --dist-timeout 10 run " + r + " --out " + out() + "; wait)");
   EXPECT_NE(sizes.output.find("WORLD_SIZE: rank 1 was started with 3 and rank 0 with 2"), std::string::npos)
       << sizes.output;
+  // auto and eval run as one process: under a launcher they say so rather than race over one folder.
+  auto search = run_shell("WORLD_SIZE=2 RANK=0 " + cli() + " auto " + r + " --budget 1m --out " + out());
+  EXPECT_EQ(search.status, 2) << search.output;
+  EXPECT_NE(search.output.find("kdistill auto runs as one process; WORLD_SIZE (or --world-size) is 2"),
+            std::string::npos) << search.output;
   auto rank = run_shell(cli() + " --rank 2 --world-size 2 run " + r + " --out " + out());
   EXPECT_EQ(rank.status, 2) << rank.output;
   EXPECT_NE(rank.output.find("RANK (or --rank): 2 is not a rank of a group of 2 (WORLD_SIZE): expected 0 to 1"),
