@@ -66,6 +66,41 @@ TEST_F(Distributed, TwoRanksTrainWhatOneProcessTrains) {
   EXPECT_EQ(std::count(files.begin(), files.end(), "metrics.json"), 1);
 }
 
+// Two "hosts": network namespaces joined by a veth pair (10.23.0.1 and .2), one rank in each, Gloo on
+// the veth interfaces: the same student as one process. Skipped, with the reason, where this sandbox
+// may not make namespaces.
+TEST_F(Distributed, TwoHostsInNetworkNamespacesTrainWhatOneProcessTrains) {
+  std::string id = std::to_string(getpid() % 100000);
+  std::string a = "kd0-" + id, b = "kd1-" + id, va = "kdva" + id, vb = "kdvb" + id;
+  auto cleanup = [&] { run_shell("ip netns del " + a + "; ip netns del " + b); };
+  auto made = run_shell("ip netns add " + a + " && ip netns add " + b + " && ip link add " + va + " type veth peer name " +
+                        vb + " && ip link set " + va + " netns " + a + " && ip link set " + vb + " netns " + b +
+                        " && ip -n " + a + " addr add 10.23.0.1/24 dev " + va + " && ip -n " + b +
+                        " addr add 10.23.0.2/24 dev " + vb + " && ip -n " + a + " link set " + va + " up && ip -n " + b +
+                        " link set " + vb + " up && ip -n " + a + " link set lo up && ip -n " + b + " link set lo up");
+  if (made.status != 0) {
+    cleanup();
+    GTEST_SKIP() << "network namespaces are not permitted here: " << made.output;
+  }
+  std::string r = recipe(digits_recipe());
+  auto host = [&](const std::string& ns, const std::string& device, int k) {
+    return "GLOO_SOCKET_IFNAME=" + device + " ip netns exec " + ns + " " + cli() + " --rank " + std::to_string(k) +
+           " --world-size 2 --master-addr 10.23.0.1 --master-port 29500 --dist-timeout 60 run " + r + " --out " +
+           (dir_ / "hosts").string();
+  };
+  auto two = run_shell("(" + host(a, va, 0) + " & " + host(b, vb, 1) + "; wait)");
+  cleanup();
+  ASSERT_TRUE(fs::exists(dir_ / "hosts/metrics.json")) << two.output;
+  EXPECT_NE(two.output.find("rank 1/2: student epoch 6/6"), std::string::npos) << two.output;
+  auto one = run_shell(cli() + " run " + r + " --out " + (dir_ / "one").string());
+  ASSERT_EQ(one.status, 0) << one.output;
+  auto m1 = nlohmann::json::parse(read_file(dir_ / "one/metrics.json"));
+  auto m2 = nlohmann::json::parse(read_file(dir_ / "hosts/metrics.json"));
+  for (const char* model : {"teacher", "baseline", "student"}) {
+    EXPECT_EQ(m1["models"][model]["test"]["accuracy"], m2["models"][model]["test"]["accuracy"]) << model;
+  }
+}
+
 TEST_F(Distributed, RanksThatDisagreeAreRefused) {
   std::string r = recipe(digits_recipe());
   // Two recipes: rank 1 runs more epochs than rank 0.
