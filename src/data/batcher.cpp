@@ -17,8 +17,13 @@ Batcher::Batcher(std::vector<torch::Tensor> tensors, const BatcherOptions& optio
            "Batcher shard {} of {}", options_.shard_rank(), options_.shard_count());
   KD_CHECK(!tensors_.empty(), "Batcher needs at least one tensor");
   rows_ = tensors_[0].size(0);
-  for (auto& t : tensors_) {
-    KD_CHECK(t.size(0) == rows_, "Batcher tensors have {} and {} rows", rows_, t.size(0));
+  KD_CHECK(options_.sharded().empty() || options_.sharded().size() == tensors_.size(), "Batcher: {} sharded flags for {} tensors",
+           options_.sharded().size(), tensors_.size());
+  int64_t owned = (rows_ - options_.shard_rank() + options_.shard_count() - 1) / options_.shard_count();
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    auto& t = tensors_[i];
+    int64_t expected = is_sharded(i) ? owned : rows_;
+    KD_CHECK(t.size(0) == expected, "Batcher tensor {} has {} rows, expected {}", i, t.size(0), expected);
     t = t.contiguous();
   }
 }
@@ -88,11 +93,18 @@ torch::Tensor gather_rows(const torch::Tensor& t, const int64_t* rows, int64_t c
 
 std::vector<torch::Tensor> Batcher::batch(int64_t epoch, int64_t index) {
   auto rows = batch_rows(epoch, index);
+  torch::Tensor local;  // the rows' places in tensors that hold this shard's rows only
   std::vector<torch::Tensor> out;
   out.reserve(tensors_.size());
-  for (const auto& t : tensors_) {
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const auto& t = tensors_[i];
+    const torch::Tensor* at = &rows;
+    if (is_sharded(i)) {
+      if (!local.defined()) local = rows.div(options_.shard_count(), "floor");
+      at = &local;
+    }
     bool plain = t.is_cpu() && t.layout() == torch::kStrided && !t.is_quantized() && t.numel() > 0;
-    out.push_back(plain ? gather_rows(t, rows.data_ptr<int64_t>(), rows.size(0)) : t.index_select(0, rows));
+    out.push_back(plain ? gather_rows(t, at->data_ptr<int64_t>(), at->size(0)) : t.index_select(0, *at));
   }
   return out;
 }

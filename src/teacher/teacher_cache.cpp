@@ -257,8 +257,16 @@ TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, con
 
   auto cache_start = Clock::now();
   int64_t rows = inference_batch_size(*cache.model, dataset.input_shape);
-  cache.train = predict(*cache.model, fold.train.x, rows);
-  if (fold.transfer_x.defined()) cache.transfer = predict(*cache.model, fold.transfer_x, rows);
+  const dist::Group* group = run.group().get();
+  if (group && group->distributed()) {
+    torch::Tensor x = fold.transfer_x.defined() ? torch::cat({fold.train.x, fold.transfer_x}) : fold.train.x;
+    cache.train = predict(*cache.model, x.index_select(0, train::shard_rows(x.size(0), group->rank(), group->size())), rows);
+    cache.train_shards = group->size();
+    cache.train_shard = group->rank();
+  } else {
+    cache.train = predict(*cache.model, fold.train.x, rows);
+    if (fold.transfer_x.defined()) cache.transfer = predict(*cache.model, fold.transfer_x, rows);
+  }
   cache.val = predict(*cache.model, fold.val.x, rows);
   cache.test = predict(*cache.model, fold.test.x, rows);
   cache.cache_seconds = seconds_since(cache_start);
@@ -315,7 +323,7 @@ train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCac
                                            fold.train.y.dim() == 1 ? std::vector<int64_t>{rows}
                                                                    : std::vector<int64_t>{rows, fold.train.y.size(1)})});
     data.has_label = torch::cat({fold.labeled, torch::zeros({rows}, torch::kBool)});
-    data.teacher = torch::cat({cache.train, cache.transfer});
+    data.teacher = cache.train_shards > 1 ? cache.train : torch::cat({cache.train, cache.transfer});
   }
   const auto& augment = options.augment();
   teaching = Teaching();
@@ -353,17 +361,22 @@ train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCac
                    bank.mapped() ? " in a mapped file" : "", teaching.seconds);
     }
   }
+  // Cached outputs of this rank's rows only; a bank (or a live teacher) covers every row.
+  data.teacher_shards = data.teacher.defined() ? cache.train_shards : 1;
   if (data.teacher.defined()) teaching.bytes = static_cast<int64_t>(data.teacher.nbytes());
   if (data.teacher.defined() && !teacher_taps.empty()) {
     // The rows as they are: one teacher pass for the features the feature terms read.
     auto start = Clock::now();
     std::vector<int64_t> shape(data.x.sizes().begin() + 1, data.x.sizes().end());
-    data.teacher_taps = train::predict_taps(*cache.model, data.x, teacher_taps, inference_batch_size(*cache.model, shape),
+    torch::Tensor x = data.teacher_shards > 1
+                          ? data.x.index_select(0, train::shard_rows(data.x.size(0), cache.train_shard, data.teacher_shards))
+                          : data.x;
+    data.teacher_taps = train::predict_taps(*cache.model, x, teacher_taps, inference_batch_size(*cache.model, shape),
                                             storage, &teaching.taps_mapped);
     data.teacher_tap_names = teacher_taps;
     for (const auto& tap : data.teacher_taps) teaching.taps_bytes += static_cast<int64_t>(tap.nbytes());
     teaching.taps_seconds = seconds_since(start);
-    spdlog::info("teacher taps: {} of {} rows, {:.1f} MB float16{}, {:.1f}s", join(teacher_taps, ", "), data.x.size(0),
+    spdlog::info("teacher taps: {} of {} rows, {:.1f} MB float16{}, {:.1f}s", join(teacher_taps, ", "), x.size(0),
                  static_cast<double>(teaching.taps_bytes) / 1e6, teaching.taps_mapped ? " in mapped files" : "",
                  teaching.taps_seconds);
   }

@@ -254,6 +254,10 @@ void average_buffers(dist::Group& group, models::Model& model) {
 
 }  // namespace
 
+torch::Tensor shard_rows(int64_t rows, int64_t rank, int64_t count) {
+  return torch::arange(rank, rows, count, torch::kLong);
+}
+
 void validate(const TrainOptions& options, const std::string& field) {
   if (options.epochs() < 0) fail("{}.epochs: {} is negative", field, options.epochs());
   if (options.steps() < 0) fail("{}.steps: {} is negative", field, options.steps());
@@ -390,11 +394,18 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
     fail("{}: mixup and cutmix pair rows across a whole batch; they do not run data-parallel (WORLD_SIZE {})", name_,
          group->size());
   }
+  KD_CHECK(data.teacher_shards == 1 || (parallel && data.teacher_shards == group->size()),
+           "{}: teacher outputs of {} shards for a group of {}", name_, data.teacher_shards, parallel ? group->size() : 1);
+  std::vector<bool> sharded(columns.size(), false);
+  if (data.teacher_shards > 1) {
+    for (size_t c = cached_teacher ? tap_column - 1 : tap_column; c < columns.size(); ++c) sharded[c] = true;
+  }
   data::Batcher batcher(columns, data::BatcherOptions()
                                      .batch_size(options.batch_size())
                                      .seed(options.seed())
                                      .shard_rank(parallel ? group->rank() : 0)
-                                     .shard_count(parallel ? group->size() : 1));
+                                     .shard_count(parallel ? group->size() : 1)
+                                     .sharded(sharded));
   int64_t batches = batcher.batches();
   int64_t total_steps = options.steps() > 0 ? options.steps() : options.epochs() * batches;
   int64_t epochs = (total_steps + batches - 1) / batches;

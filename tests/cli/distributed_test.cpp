@@ -60,6 +60,20 @@ TEST_F(Distributed, TwoRanksTrainWhatOneProcessTrains) {
                          "print('largest parameter difference', d)\n"
                          "assert d < 1e-5, d\n");
   EXPECT_EQ(same.status, 0) << same.output;
+  // With a feature term: each rank caches the teacher's outputs and taps of its own rows only.
+  std::string hint = " --set 'distill.losses=[{kind: kl, weight: 0.7, temperature: 3}, {kind: ce, weight: 0.3}, "
+                     "{kind: hint, weight: 0.1, student: fc1, teacher: fc1}]'";
+  auto one_hint = run_shell(cli() + " run " + r + " --out " + (dir_ / "one-hint").string() + hint);
+  ASSERT_EQ(one_hint.status, 0) << one_hint.output;
+  auto two_hint = run_shell(cli() + " launch --nproc 2 --master 127.0.0.1:" + port(6) + " -- run " + r + " --out " +
+                            (dir_ / "two-hint").string() + hint);
+  ASSERT_EQ(two_hint.status, 0) << two_hint.output;
+  EXPECT_NE(two_hint.output.find("rank 1/2: teacher taps: fc1 of 647 rows"), std::string::npos) << two_hint.output;
+  auto h1 = nlohmann::json::parse(read_file(dir_ / "one-hint/metrics.json"));
+  auto h2 = nlohmann::json::parse(read_file(dir_ / "two-hint/metrics.json"));
+  EXPECT_EQ(h1["models"]["student"]["test"]["accuracy"], h2["models"]["student"]["test"]["accuracy"]);
+  EXPECT_EQ(h2["distill"]["teaching"]["bytes"].get<int64_t>() * 2, h1["distill"]["teaching"]["bytes"].get<int64_t>());
+
   // Rank 0 wrote the folder; rank 1 nothing of its own.
   std::vector<std::string> files;
   for (const auto& entry : fs::recursive_directory_iterator(dir_ / "two")) files.push_back(entry.path().filename());

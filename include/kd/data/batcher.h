@@ -23,6 +23,8 @@ struct BatcherOptions {
   TORCH_ARG(uint64_t, seed) = 0;
   TORCH_ARG(int64_t, shard_rank) = 0;   // this rank ...
   TORCH_ARG(int64_t, shard_count) = 1;  // ... of this many: it owns the rows with row % count == rank
+  // Per tensor: true when it holds only this rank's rows (row r of the data at r / count).
+  TORCH_ARG(std::vector<bool>, sharded) = {};
 };
 
 class Batcher {
@@ -40,6 +42,7 @@ class Batcher {
 
  private:
   void prepare_epoch(int64_t epoch);
+  bool is_sharded(size_t tensor) const { return tensor < options_.sharded().size() && options_.sharded()[tensor]; }
 
   std::vector<torch::Tensor> tensors_;
   BatcherOptions options_;

@@ -61,6 +61,10 @@ struct TeacherCache {
   std::vector<std::string> member_files;  // an ensemble: each member's file (`file` is the first)
   std::optional<train::TrainResult> training;  // when trained in this call
   torch::Tensor train, transfer, val, test;  // outputs per row of the fold's splits (transfer: may be undefined)
+  // With a data-parallel group (TeacherRun::group) of W ranks, `train` holds only this rank's rows of
+  // the training rows followed by the transfer rows (row % W == rank, in order; train::TrainData's
+  // teacher_shards) and `transfer` is undefined: no rank computes or keeps the whole cache.
+  int64_t train_shards = 1, train_shard = 0;  // W, and this rank
   nlohmann::json input;              // a loaded teacher: how it is fed and why (AdaptedTeacher::evidence)
   nlohmann::json combine;            // combine: correctness: {"rows", "precision": [member][class]}
   double teacher_seconds = 0.0;      // loading or training

@@ -83,7 +83,13 @@ struct TrainData {
   // `teacher`; a Distiller's teacher_taps() among them are read from here, else the live teacher runs.
   std::vector<std::string> teacher_tap_names{};
   std::vector<torch::Tensor> teacher_taps{};
+  // > 1: `teacher` and `teacher_taps` hold only this rank's rows of a data-parallel group of this many
+  // ranks (shard_rows: rank, rank + W, ...), as TrainOptions::group shards every batch.
+  int64_t teacher_shards = 1;
 };
+
+// The rows a rank of `count` owns among `rows`: rank, rank + count, ... (int64).
+torch::Tensor shard_rows(int64_t rows, int64_t rank, int64_t count);
 
 struct EpochRecord {
   int64_t epoch = 0;           // 1-based
