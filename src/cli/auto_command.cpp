@@ -48,12 +48,12 @@ void register_auto_command(CLI::App& app, GlobalOptions& global) {
   command->callback([flags, &global] {
     global.exit_status = guarded([&] {
       apply_global_options(global);
-      require_one_process(global, "auto");
       double budget = search::parse_duration(flags->budget, "--budget");
       auto base_overrides = flags->overrides;
       if (global.seed) base_overrides.push_back("seed=" + std::to_string(*global.seed));
       recipe::Recipe recipe = recipe::load_recipe(flags->recipe, base_overrides);
       seed_everything(recipe.seed);
+      auto group = connect_group(global);
       search::SpecFactory make_spec = [&](const std::vector<std::string>& sets) {
         auto all = base_overrides;
         all.insert(all.end(), sets.begin(), sets.end());
@@ -71,9 +71,10 @@ void register_auto_command(CLI::App& app, GlobalOptions& global) {
                          .workers(flags->workers)
                          .worker(flags->worker)
                          .worker_until(flags->worker_until)
-                         .search(recipe.search);
+                         .search(recipe.search)
+                         .group(group);
       auto result = search::run_auto(make_spec, options);
-      if (flags->worker > 0) return;
+      if (flags->worker > 0 || !group->is_root()) return;
       std::cout << result.table << result.final_table << "outputs: " << flags->out
                 << "/ (trials.csv, search.json, report.html, metrics.json, the chosen student)\n";
     });

@@ -35,8 +35,8 @@ std::shared_ptr<dist::Group> connect_group(const GlobalOptions& global) {
 void require_one_process(const GlobalOptions& global, const std::string& command) {
   auto launch = dist::launch_from_environment(global.launch);
   if (launch.world_size() > 1) {
-    fail("kdistill {} runs as one process; WORLD_SIZE (or --world-size) is {}: run it without a launcher{}", command,
-         launch.world_size(), command == "auto" ? " (--workers runs trials side by side)" : "");
+    fail("kdistill {} runs as one process; WORLD_SIZE (or --world-size) is {}: run it without a launcher", command,
+         launch.world_size());
   }
 }
 

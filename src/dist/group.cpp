@@ -4,6 +4,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -91,30 +92,44 @@ struct Group::Impl {
   bool stopping = false;
   int64_t gathers = 0;
 
-  // The ranks whose heartbeat stopped: their stamps, read twice a few beats apart, did not move; "rank 0"
-  // when its store no longer answers.
-  std::string lost_ranks(int64_t world, int64_t self) {
-    std::vector<std::string> lost;
+  // The ranks whose heartbeat stopped: their stamps, read twice a few beats apart, did not move; {0}
+  // when the store no longer answers.
+  std::vector<int64_t> lost(int64_t world, int64_t self) {
+    std::vector<int64_t> out;
     try {
       auto stamps = [&] {
-        std::vector<std::string> out;
+        std::vector<std::string> values;
         for (int64_t r = 0; r < world; ++r) {
           auto bytes = store->get("kd/alive/" + std::to_string(r));
-          out.emplace_back(bytes.begin(), bytes.end());
+          values.emplace_back(bytes.begin(), bytes.end());
         }
-        return out;
+        return values;
       };
       auto before = stamps();
       std::this_thread::sleep_for(std::chrono::milliseconds(3 * kBeatMilliseconds));
       auto after = stamps();
       for (int64_t r = 0; r < world; ++r) {
-        if (r != self && before[static_cast<size_t>(r)] == after[static_cast<size_t>(r)]) lost.push_back(std::to_string(r));
+        if (r != self && before[static_cast<size_t>(r)] == after[static_cast<size_t>(r)]) out.push_back(r);
       }
     } catch (const std::exception&) {
-      return "rank 0 (the master: its store no longer answers)";
+      return {0};
     }
-    if (lost.empty()) return "a connection (every rank still beats: a network split, or a rank far behind)";
-    return (lost.size() == 1 ? "rank " : "ranks ") + join(lost, ", ");
+    return out;
+  }
+
+  std::string lost_ranks(int64_t world, int64_t self) {
+    std::vector<int64_t> ranks = lost(world, self);
+    if (ranks == std::vector<int64_t>{0} && self != 0) {
+      try {
+        store->check({"kd/world/0"});
+      } catch (const std::exception&) {
+        return "rank 0 (the master: its store no longer answers)";
+      }
+    }
+    if (ranks.empty()) return "a connection (every rank still beats: a network split, or a rank far behind)";
+    std::vector<std::string> names;
+    for (int64_t r : ranks) names.push_back(std::to_string(r));
+    return (names.size() == 1 ? "rank " : "ranks ") + join(names, ", ");
   }
 };
 
@@ -252,6 +267,87 @@ std::vector<std::string> Group::all_gather_text(const std::string& key, const st
              },
              [&] { return impl_->lost_ranks(size(), rank()); });
   return values;
+}
+
+void Group::store_set(const std::string& key, const std::string& value) {
+  KD_CHECK(impl_, "store_set on a group of one");
+  collective(*this, "a store write of " + key,
+             [&] { impl_->store->set(key, std::vector<uint8_t>(value.begin(), value.end())); },
+             [&] { return impl_->lost_ranks(size(), rank()); });
+}
+
+std::string Group::store_get(const std::string& key) {
+  KD_CHECK(impl_, "store_get on a group of one");
+  std::string value;
+  collective(*this, "a store read of " + key,
+             [&] {
+               auto bytes = impl_->store->get(key);
+               value.assign(bytes.begin(), bytes.end());
+             },
+             [&] { return impl_->lost_ranks(size(), rank()); });
+  return value;
+}
+
+std::optional<std::string> Group::store_try_get(const std::string& key) {
+  KD_CHECK(impl_, "store_try_get on a group of one");
+  std::optional<std::string> value;
+  collective(*this, "a store read of " + key,
+             [&] {
+               if (!impl_->store->check({key})) return;
+               auto bytes = impl_->store->get(key);
+               value = std::string(bytes.begin(), bytes.end());
+             },
+             [&] { return impl_->lost_ranks(size(), rank()); });
+  return value;
+}
+
+bool Group::store_compare_set(const std::string& key, const std::string& expected, const std::string& desired) {
+  KD_CHECK(impl_, "store_compare_set on a group of one");
+  bool done = false;
+  collective(*this, "a store update of " + key,
+             [&] {
+               auto now = impl_->store->compareSet(key, std::vector<uint8_t>(expected.begin(), expected.end()),
+                                                   std::vector<uint8_t>(desired.begin(), desired.end()));
+               done = std::string(now.begin(), now.end()) == desired;
+             },
+             [&] { return impl_->lost_ranks(size(), rank()); });
+  return done;
+}
+
+std::vector<int64_t> Group::lost_ranks() {
+  if (!impl_) return {};
+  return impl_->lost(size(), rank());
+}
+
+StoreLock::StoreLock(Group& group, std::string key) : group_(group), key_(std::move(key)) {
+  std::string me = std::to_string(group_.rank());
+  auto start = Clock::now(), checked = Clock::now();
+  while (!group_.store_compare_set(key_, "", me)) {
+    double waited = std::chrono::duration<double>(Clock::now() - start).count();
+    std::string holder = group_.store_try_get(key_).value_or("");
+    if (waited > group_.options().timeout_seconds()) {
+      fail("rank {}: {} has been held by rank {} for more than {} s", group_.rank(), key_, holder,
+           group_.options().timeout_seconds());
+    }
+    // A lock held by a rank that died is taken over.
+    if (std::chrono::duration<double>(Clock::now() - checked).count() > 2.0 && !holder.empty()) {
+      auto lost = group_.lost_ranks();
+      if (std::find(lost.begin(), lost.end(), std::stoll(holder)) != lost.end() &&
+          group_.store_compare_set(key_, holder, me)) {
+        break;
+      }
+      checked = Clock::now();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+StoreLock::~StoreLock() {
+  try {
+    group_.store_set(key_, "");
+  } catch (const std::exception&) {
+    // The group is gone: nobody waits for the lock.
+  }
 }
 
 void Group::check_same(const std::string& what, const std::string& value) {

@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 #include "kd/losses/distiller.h"
 #include "kd/models/init.h"
@@ -107,7 +108,9 @@ std::string trials_csv(const std::vector<TrialRecord>& trials, const std::string
 }
 
 // trials.json: the search's state, shared by its worker processes. Every read-change-write holds
-// an exclusive lock on DIR/trials.lock, so that workers see each other's trials and rung scores.
+// an exclusive lock on DIR/trials.lock, so that workers see each other's trials and rung scores. In a
+// data-parallel group (AutoOptions::group) the state lives in the group's store under a store lock
+// instead, and rank 0 writes trials.json and trials.csv from it.
 struct LedgerState {
   double search_seconds = 0.0;  // time spent by earlier invocations and the lead so far
   std::vector<TrialRecord> trials;
@@ -115,15 +118,22 @@ struct LedgerState {
 
 class Ledger {
  public:
-  Ledger(const fs::path& out, std::string fingerprint)
+  Ledger(const fs::path& out, std::string fingerprint, dist::Group* group)
       : file_(out / "trials.json"), csv_(out / "trials.csv"), lock_((out / "trials.lock").string()),
-        fingerprint_(std::move(fingerprint)) {}
+        fingerprint_(std::move(fingerprint)), group_(group && group->distributed() ? group : nullptr) {}
 
   bool exists() const { return fs::exists(file_); }
 
   // Runs `change` on the state under the lock and writes the state back.
   template <typename F>
   auto update(F&& change) {
+    if (group_) {
+      dist::StoreLock lock(*group_, kStoreLock);
+      LedgerState state = parse(group_->store_get(kStoreKey));
+      auto result = change(state);
+      publish(state);
+      return result;
+    }
     FileLock lock(lock_);
     LedgerState state = read();
     auto result = change(state);
@@ -133,24 +143,49 @@ class Ledger {
 
   // The state as it is now (under the lock, not written back).
   LedgerState snapshot() const {
+    if (group_) return parse(group_->store_get(kStoreKey));
     FileLock lock(lock_);
     return read();
   }
 
-  // Starts an empty ledger (a new search), whatever the folder held.
-  void reset() {
+  // Starts the ledger of a new search, whatever the folder held, or with `state` (a resumed search's):
+  // in a group, rank 0 alone calls it, before any rank reads the ledger.
+  void reset(const LedgerState& state = LedgerState()) {
+    if (group_) {
+      publish(state);
+      return;
+    }
     FileLock lock(lock_);
-    write(LedgerState());
+    write(state);
+  }
+
+  // trials.json as it is on disk (a search to resume).
+  LedgerState saved() const {
+    FileLock lock(lock_);
+    return read();
   }
 
   void set_metric(std::string metric) { metric_ = std::move(metric); }
 
  private:
+  static constexpr const char* kStoreKey = "kd/auto/ledger";
+  static constexpr const char* kStoreLock = "kd/auto/ledger.lock";
+
+  // The state into the group's store; rank 0 also writes the files.
+  void publish(const LedgerState& state) const {
+    group_->store_set(kStoreKey, text_of(state));
+    if (group_->is_root()) write(state);
+  }
+
   LedgerState read() const {
+    if (!fs::exists(file_)) return LedgerState();
+    return parse(read_file(file_));
+  }
+
+  LedgerState parse(const std::string& text) const {
     LedgerState state;
-    if (!fs::exists(file_)) return state;
     try {
-      auto saved = nlohmann::json::parse(read_file(file_));
+      auto saved = nlohmann::json::parse(text);
       if (saved.at("fingerprint").get<std::string>() != fingerprint_) {
         fail("--resume: {} was searched with another recipe, --set values or target; resume with the same ones, or "
              "use a new --out", file_.parent_path().string());
@@ -163,19 +198,24 @@ class Ledger {
     return state;
   }
 
-  void write(const LedgerState& state) const {
+  std::string text_of(const LedgerState& state) const {
     nlohmann::json saved;
     saved["fingerprint"] = fingerprint_;
     saved["search_seconds"] = state.search_seconds;
     saved["trials"] = nlohmann::json::array();
     for (const auto& t : state.trials) saved["trials"].push_back(to_json(t));
-    write_file_atomic(file_, saved.dump(1) + "\n");
+    return saved.dump(1) + "\n";
+  }
+
+  void write(const LedgerState& state) const {
+    write_file_atomic(file_, text_of(state));
     write_file_atomic(csv_, trials_csv(state.trials, metric_));
   }
 
   fs::path file_, csv_;
   std::string lock_;
   std::string fingerprint_;
+  dist::Group* group_ = nullptr;
   std::string metric_ = "value";
 };
 
@@ -214,7 +254,9 @@ struct Search {
   Clock::time_point start = Clock::now();
   Clock::time_point deadline;
   Ledger* ledger = nullptr;
-  bool lead = true;             // the process that started the search (workers: false)
+  bool lead = true;             // the process that started the search, or rank 0 (workers, other ranks: false)
+  int64_t worker = 0;           // this process's number among the search's (--worker K, or its rank)
+  dist::Group* group = nullptr;  // a data-parallel group whose ranks run trials side by side, or null
   double spent_before = 0.0;    // search seconds of the run this one resumes
   std::string target_text;      // as given, or the default for the task
   double threshold = 0.0;       // the target's value on validation rows, from the teacher's
@@ -613,6 +655,32 @@ void open_ledger(Search& search, Ledger& ledger) {
   ledger.set_metric(search.metric);
   search.ledger = &ledger;
   search.lead = options.worker() == 0;
+  search.worker = options.worker();
+  if (search.group) {
+    // Rank 0 opens the ledger in the store and says how much budget is left; the others read it.
+    search.lead = search.group->is_root();
+    search.worker = search.group->rank();
+    double left = 0.0;
+    if (search.lead) {
+      LedgerState state;
+      if (options.resume()) {
+        if (!ledger.exists()) fail("{}: nothing to resume (no trials.json from an earlier search)", options.out());
+        state = ledger.saved();
+        search.spent_before = state.search_seconds;
+        state.trials.erase(std::remove_if(state.trials.begin(), state.trials.end(),
+                                          [](const TrialRecord& t) { return t.status == "running"; }),
+                           state.trials.end());
+        spdlog::info("search: resuming after {} trials ({} spent)", state.trials.size(), duration_text(search.spent_before));
+      }
+      ledger.reset(state);
+      left = options.budget_seconds() - search.spent_before;
+      search.group->store_set("kd/auto/left", fmt::format("{}", left));
+    } else {
+      left = std::stod(search.group->store_get("kd/auto/left"));
+    }
+    search.deadline = search.start + std::chrono::milliseconds(static_cast<int64_t>(1000 * left));
+    return;
+  }
   if (!search.lead) {
     auto until = std::chrono::system_clock::time_point(std::chrono::milliseconds(static_cast<int64_t>(1000 * options.worker_until())));
     search.deadline = search.start + std::chrono::duration_cast<Clock::duration>(until - std::chrono::system_clock::now());
@@ -643,7 +711,13 @@ void prepare_teachers(Search& search) {
   spdlog::info("{}", trim(search.dataset.summary()));
   size_t folds = search.dataset.folds.size();
   for (size_t f = 0; f < folds; ++f) {
-    auto run = teacher::TeacherRun().seed(base.seed).fingerprint(base.teacher_fingerprint).resume(search.options.resume());
+    // In a group the ranks train the teacher data-parallel; each keeps the whole cache (its trials need it).
+    auto run = teacher::TeacherRun()
+                   .seed(base.seed)
+                   .fingerprint(base.teacher_fingerprint)
+                   .resume(search.options.resume())
+                   .group(search.options.group())
+                   .shard_cache(false);
     search.caches.push_back(
         teacher::prepare_teacher(base.teacher, run, search.dataset, f, flow::fold_dir(search.options.out(), f, folds)));
     search.cache_seconds += search.caches.back().cache_seconds;
@@ -715,7 +789,7 @@ std::optional<TrialRecord> claim_trial(Search& search, TpeSampler& sampler, std:
     TrialRecord t;
     t.id = id;
     t.status = "running";
-    t.worker = options.worker();
+    t.worker = search.worker;
     bool fresh = false;
     for (uint64_t attempt = 0; attempt < 32 && !fresh; ++attempt) {
       t.unit = sampler.suggest(history, static_cast<uint64_t>(id) + attempt * 1000003);
@@ -862,7 +936,9 @@ std::string outcome_table(const Search& search, const std::vector<TrialRecord>& 
 }
 
 // The chosen student retrained by `kdistill run` with the baseline and every output.
-std::string final_run(const Search& search, const TrialRecord& chosen, const nlohmann::json& s) {
+// Data-parallel over the search's group when `group` is set.
+std::string final_run(const Search& search, const TrialRecord& chosen, const nlohmann::json& s,
+                      const std::shared_ptr<dist::Group>& group) {
   size_t folds = search.dataset.folds.size();
   double per_epoch = chosen.seconds / static_cast<double>(std::max<int64_t>(1, chosen.epochs * static_cast<int64_t>(folds)));
   spdlog::info("final: retraining trial {} with the baseline and every run output (about {})", chosen.id,
@@ -870,9 +946,51 @@ std::string final_run(const Search& search, const TrialRecord& chosen, const nlo
                              static_cast<double>(folds)));
   flow::RunSpec spec = search.make_spec(chosen.overrides);
   // The trials' banks teach the final student too when its epochs ask for as many views.
-  return flow::run_distillation(
-             spec, flow::RunOptions().out(search.options.out()).extra_metrics({{"search", s}}).banks(search.banks))
+  return flow::run_distillation(spec, flow::RunOptions()
+                                          .out(search.options.out())
+                                          .extra_metrics({{"search", s}})
+                                          .banks(search.banks)
+                                          .group(group))
       .table;
+}
+
+// Rank 0 of a group: waits until every other rank has finished its trials, or was lost (its running
+// trial is then marked failed with the others'). Whether every rank is still there.
+bool wait_for_ranks(Search& search) {
+  dist::Group& group = *search.group;
+  std::vector<bool> done(static_cast<size_t>(group.size()), false);
+  done[0] = true;
+  auto last_check = Clock::now();
+  bool whole = true;
+  while (std::find(done.begin(), done.end(), false) != done.end()) {
+    for (int64_t r = 1; r < group.size(); ++r) {
+      if (!done[static_cast<size_t>(r)] && group.store_try_get(fmt::format("kd/auto/finished/{}", r))) done[static_cast<size_t>(r)] = true;
+    }
+    if (seconds_since(last_check) > 5.0) {
+      for (int64_t r : group.lost_ranks()) {
+        if (!done[static_cast<size_t>(r)]) spdlog::warn("search: rank {} was lost; its finished trials are kept", r);
+        done[static_cast<size_t>(r)] = true;
+        whole = false;
+      }
+      last_check = Clock::now();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return whole;
+}
+
+// Another rank of a group after its trials: rank 0's choice (the overrides of the student to retrain,
+// or none: no final run, or rank 0 runs it alone because a rank was lost), and the final run trained
+// data-parallel with it.
+void follow_final_run(Search& search) {
+  dist::Group& group = *search.group;
+  group.store_set(fmt::format("kd/auto/finished/{}", group.rank()), "1");
+  std::optional<std::string> choice;
+  while (!(choice = group.store_try_get("kd/auto/final"))) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  auto decided = nlohmann::json::parse(*choice);
+  if (!decided.contains("overrides")) return;
+  flow::run_distillation(search.make_spec(decided["overrides"].get<std::vector<std::string>>()),
+                         flow::RunOptions().out(search.options.out()).banks(search.banks).group(search.options.group()));
 }
 
 }  // namespace
@@ -880,13 +998,22 @@ std::string final_run(const Search& search, const TrialRecord& chosen, const nlo
 AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
   check_flags(options);
   Search search(make_spec, options);
+  if (options.group() && options.group()->distributed()) {
+    search.group = options.group().get();
+    if (options.workers() > 1) {
+      fail("--workers: {} in a data-parallel group of {} ranks: each rank runs trials already; leave --workers out",
+           options.workers(), search.group->size());
+    }
+  }
   define_search(search);
 
   fs::path out(options.out());
-  fs::create_directories(out);
-  Ledger ledger(out, search.base.recipe_text + fmt::format("target: {}\nmax_params: {}\nmax_latency_ms: {}\n",
-                                                             search.target_text, options.max_params(),
-                                                             options.max_latency_ms()));
+  if (!search.group || search.group->is_root()) fs::create_directories(out);
+  std::string fingerprint = search.base.recipe_text + fmt::format("target: {}\nmax_params: {}\nmax_latency_ms: {}\n",
+                                                                   search.target_text, options.max_params(),
+                                                                   options.max_latency_ms());
+  if (search.group) search.group->check_same("recipe and search flags", fingerprint);
+  Ledger ledger(out, fingerprint, search.group);
   open_ledger(search, ledger);
   prepare_teachers(search);
   size_trials(search);
@@ -898,12 +1025,24 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
   }
   std::string stop = run_trials(search);
   AutoResult result;
+  if (search.group && !search.lead) {
+    follow_final_run(search);
+    return result;
+  }
   if (!search.lead) return result;
 
+  // A group that lost a rank cannot train together: rank 0 then retrains the chosen student alone.
+  std::shared_ptr<dist::Group> final_group = options.group();
+  if (search.group && !wait_for_ranks(search)) final_group = nullptr;
   std::vector<TrialRecord> trials = collect_trials(search, workers);
   std::vector<size_t> front = front_of(search, trials);
   const TrialRecord* chosen = choose(search, trials);
+  // The other ranks of a group wait for the choice: the final run trains data-parallel.
+  auto tell_ranks = [&](const nlohmann::json& decided) {
+    if (search.group) search.group->store_set("kd/auto/final", decided.dump());
+  };
   if (!chosen) {
+    tell_ranks(nlohmann::json::object());
     fail("search: no trial finished an epoch within the budget of {} ({} trials started); raise --budget",
          duration_text(options.budget_seconds()), trials.size());
   }
@@ -915,7 +1054,8 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
   auto lines = split(trim(result.table), '\n');
   spdlog::info("{}", lines.front());
   spdlog::info("{}", lines.back());
-  if (options.final_run()) result.final_table = final_run(search, *chosen, result.search);
+  tell_ranks(options.final_run() && final_group ? nlohmann::json{{"overrides", chosen->overrides}} : nlohmann::json::object());
+  if (options.final_run()) result.final_table = final_run(search, *chosen, result.search, final_group);
   return result;
 }
 

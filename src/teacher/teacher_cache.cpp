@@ -258,7 +258,7 @@ TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, con
   auto cache_start = Clock::now();
   int64_t rows = inference_batch_size(*cache.model, dataset.input_shape);
   const dist::Group* group = run.group().get();
-  if (group && group->distributed()) {
+  if (group && group->distributed() && run.shard_cache()) {
     torch::Tensor x = fold.transfer_x.defined() ? torch::cat({fold.train.x, fold.transfer_x}) : fold.train.x;
     cache.train = predict(*cache.model, x.index_select(0, train::shard_rows(x.size(0), group->rank(), group->size())), rows);
     cache.train_shards = group->size();

@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <set>
+
 #include "cli/cli_util.h"
 #include "data/python_helper.h"
 #include "kd/util/fs.h"
@@ -32,6 +34,34 @@ std::string digits_recipe() {
 }
 
 std::string cli() { return std::string(KD_CLI_PATH) + " --threads 1"; }
+
+// Starts ranks 0 and 1 of a group of two at 127.0.0.1:`port`, each running `command` (a list of Python
+// strings, e.g. "'run', 'r.yaml'"), waits until rank 1's log (after `after`, when given) shows `shown`,
+// kills rank 1 with SIGKILL and waits for rank 0: {"status": its exit status, "seconds": after the kill}.
+// The ranks' logs are DIR/rank0.log and DIR/rank1.log.
+nlohmann::json kill_rank_one(const fs::path& dir, const std::string& port, const std::string& command,
+                             const std::string& shown, const std::string& after = "") {
+  auto python = run_python(
+      "import json, signal, subprocess, time\n"
+      "d = '" + dir.string() + "'\n"
+      "cmd = lambda rank: ['" KD_CLI_PATH "', '--threads', '1', '--rank', str(rank), '--world-size', '2',\n"
+      "                    '--master-port', '" + port + "', " + command + "]\n"
+      "logs = [open(f'{d}/rank{r}.log', 'w') for r in (0, 1)]\n"
+      "ranks = [subprocess.Popen(cmd(r), stdout=logs[r], stderr=subprocess.STDOUT) for r in (0, 1)]\n"
+      "deadline = time.time() + 300\n"
+      "after = " + nlohmann::json(after).dump() + "\n"
+      "def log(): text = open(f'{d}/rank1.log').read(); return text.split(after)[-1] if after else text\n"
+      "while " + nlohmann::json(shown).dump() + " not in log():\n"
+      "    assert time.time() < deadline and ranks[1].poll() is None, open(f'{d}/rank1.log').read()\n"
+      "    time.sleep(0.02)\n"
+      "ranks[1].send_signal(signal.SIGKILL)\n"
+      "start = time.time()\n"
+      "status = ranks[0].wait(timeout=300)\n"
+      "print(json.dumps({'status': status, 'seconds': time.time() - start}))\n");
+  EXPECT_EQ(python.status, 0) << python.output;
+  if (python.status != 0) return {{"status", -1}, {"seconds", 0.0}};
+  return nlohmann::json::parse(python.output.substr(python.output.rfind("{\"status\"")));
+}
 
 class Distributed : public RunFolder {};
 
@@ -131,11 +161,11 @@ TEST_F(Distributed, RanksThatDisagreeAreRefused) {
                      " --dist-timeout 10 run " + r + " --out " + out() + "; wait)");
   EXPECT_NE(sizes.output.find("WORLD_SIZE: rank 1 was started with 3 and rank 0 with 2"), std::string::npos)
       << sizes.output;
-  // auto and eval run as one process: under a launcher they say so rather than race over one folder.
-  auto search = run_shell("WORLD_SIZE=2 RANK=0 " + cli() + " auto " + r + " --budget 1m --out " + out());
-  EXPECT_EQ(search.status, 2) << search.output;
-  EXPECT_NE(search.output.find("kdistill auto runs as one process; WORLD_SIZE (or --world-size) is 2"),
-            std::string::npos) << search.output;
+  // eval runs as one process: under a launcher it says so rather than race over one folder.
+  auto eval = run_shell("WORLD_SIZE=2 RANK=0 " + cli() + " eval x.kdm --data " + r);
+  EXPECT_EQ(eval.status, 2) << eval.output;
+  EXPECT_NE(eval.output.find("kdistill eval runs as one process; WORLD_SIZE (or --world-size) is 2"),
+            std::string::npos) << eval.output;
   auto rank = run_shell(cli() + " --rank 2 --world-size 2 run " + r + " --out " + out());
   EXPECT_EQ(rank.status, 2) << rank.output;
   EXPECT_NE(rank.output.find("RANK (or --rank): 2 is not a rank of a group of 2 (WORLD_SIZE): expected 0 to 1"),
@@ -151,27 +181,13 @@ TEST_F(Distributed, ALostRankStopsTheOtherAndTheGroupResumes) {
   auto whole = run_shell(cli() + " launch --nproc 2 --master 127.0.0.1:" + port(3) + " -- run " + r + " --out " +
                      (dir_ / "whole").string());
   ASSERT_EQ(whole.status, 0) << whole.output;
-  std::string p = port(4);
-  auto killed = run_python(
-      "import json, os, signal, subprocess, time\n"
-      "d = '" + dir_.path().string() + "'\n"
-      "cmd = lambda rank: ['" KD_CLI_PATH "', '--threads', '1', '--rank', str(rank), '--world-size', '2',\n"
-      "                    '--master-port', '" + p + "', '--dist-timeout', '15', 'run', '" + r + "', '--out', d + '/out']\n"
-      "logs = [open(f'{d}/rank{r}.log', 'w') for r in (0, 1)]\n"
-      "ranks = [subprocess.Popen(cmd(r), stdout=logs[r], stderr=subprocess.STDOUT) for r in (0, 1)]\n"
-      "deadline = time.time() + 300\n"
-      "while 'student epoch 8/40' not in open(f'{d}/rank1.log').read():\n"
-      "    assert time.time() < deadline and ranks[1].poll() is None, open(f'{d}/rank1.log').read()\n"
-      "    time.sleep(0.02)\n"
-      "ranks[1].send_signal(signal.SIGKILL)\n"
-      "start = time.time()\n"
-      "status = ranks[0].wait(timeout=120)\n"
-      "print(json.dumps({'status': status, 'seconds': time.time() - start, 'log': open(f'{d}/rank0.log').read()[-600:]}))\n");
-  ASSERT_EQ(killed.status, 0) << killed.output;
-  auto report = nlohmann::json::parse(killed.output.substr(killed.output.rfind("{\"status\"")));
+  auto report = kill_rank_one(dir_.path(), port(4),
+                              "'--dist-timeout', '15', 'run', '" + r + "', '--out', '" + out() + "'",
+                              "student epoch 8/40");
   EXPECT_NE(report["status"].get<int>(), 0) << report.dump();
   EXPECT_LT(report["seconds"].get<double>(), 30.0) << report.dump();
-  EXPECT_NE(report["log"].get<std::string>().find("lost rank 1"), std::string::npos) << report.dump();
+  std::string log = read_file(dir_ / "rank0.log");
+  EXPECT_NE(log.find("lost rank 1"), std::string::npos) << log;
 
   auto resumed = run_shell(cli() + " launch --nproc 2 --master 127.0.0.1:" + port(5) + " -- run " + r + " --out " + out() +
                        " --resume");
@@ -182,6 +198,41 @@ TEST_F(Distributed, ALostRankStopsTheOtherAndTheGroupResumes) {
   for (const char* model : {"teacher", "baseline", "student"}) {
     EXPECT_EQ(a["models"][model]["test"], b["models"][model]["test"]) << model;
   }
+}
+
+// kdistill auto over a group: both ranks run trials, sharing them through the store; rank 0 writes
+// trials.json and the outputs; the chosen student's final run trains on both ranks.
+TEST_F(Distributed, AutoRanksShareTheTrialsThroughTheStore) {
+  std::string r = KD_SOURCE_DIR "/examples/breast-cancer-auto.yaml";
+  auto two = run_shell(cli() + " launch --nproc 2 --master 127.0.0.1:" + port(7) + " -- auto " + r +
+                       " --budget 5m --trials 8 --out " + out() + " --set teacher.train.epochs=10 --set data.folds=0");
+  ASSERT_EQ(two.status, 0) << two.output;
+  auto trials = nlohmann::json::parse(read_file(dir_ / "out/trials.json"))["trials"];
+  ASSERT_EQ(trials.size(), 8u) << trials.dump();
+  std::set<int64_t> workers;
+  for (const auto& t : trials) workers.insert(t["worker"].get<int64_t>());
+  EXPECT_EQ(workers, (std::set<int64_t>{0, 1})) << trials.dump();
+  EXPECT_NE(two.output.find("rank 1/2: student epoch"), std::string::npos) << two.output;  // the final run, on both
+  EXPECT_TRUE(metrics().contains("search"));
+  size_t printed = 0;  // the table, by rank 0 alone
+  for (size_t at = two.output.find("Pareto front"); at != std::string::npos; at = two.output.find("Pareto front", at + 1)) ++printed;
+  EXPECT_EQ(printed, 1u) << two.output;
+}
+
+// A rank killed during the search loses only its running trial: rank 0 finishes the search and
+// retrains the chosen student alone.
+TEST_F(Distributed, AutoGoesOnWhenARankDies) {
+  std::string r = KD_SOURCE_DIR "/examples/breast-cancer-auto.yaml";
+  auto report = kill_rank_one(dir_.path(), port(8),
+                              "'--dist-timeout', '30', 'auto', '" + r + "', '--budget', '5m', '--trials', '10', '--out', '" +
+                                  out() + "', '--set', 'teacher.train.epochs=10', '--set', 'data.folds=0'",
+                              "trial ", "search: budget");
+  EXPECT_EQ(report["status"].get<int>(), 0) << read_file(dir_ / "rank0.log");
+  std::string log = read_file(dir_ / "rank0.log");
+  EXPECT_NE(log.find("search: rank 1 was lost; its finished trials are kept"), std::string::npos) << log;
+  auto trials = nlohmann::json::parse(read_file(dir_ / "out/trials.json"))["trials"];
+  EXPECT_EQ(trials.size(), 10u) << trials.dump();
+  EXPECT_TRUE(metrics().contains("search"));
 }
 
 }  // namespace

@@ -65,11 +65,36 @@ class Group {
   void check_same(const std::string& what, const std::string& value);
   void barrier();
 
+  // The group's key-value store (rank 0's TCPStore), for what ranks share beside tensors: store_get
+  // waits up to the timeout for the key, store_try_get answers at once (nothing when it is not set),
+  // store_compare_set sets `desired` only where the value is `expected` ("" also matches a key not set).
+  void store_set(const std::string& key, const std::string& value);
+  std::string store_get(const std::string& key);
+  std::optional<std::string> store_try_get(const std::string& key);
+  bool store_compare_set(const std::string& key, const std::string& expected, const std::string& desired);
+  // The ranks whose heartbeat stopped (its stamp read twice, a few beats apart); {0} when rank 0's
+  // store no longer answers.
+  std::vector<int64_t> lost_ranks();
+
  private:
   struct Impl;
   explicit Group(LaunchOptions options);
   LaunchOptions options_;
   std::unique_ptr<Impl> impl_;
+};
+
+// An exclusive lock of the group held while the object lives: `key` in the store holds the rank that
+// has it. kd::Error when it cannot be had within the timeout (naming the rank that holds it).
+class StoreLock {
+ public:
+  StoreLock(Group& group, std::string key);
+  ~StoreLock();
+  StoreLock(const StoreLock&) = delete;
+  StoreLock& operator=(const StoreLock&) = delete;
+
+ private:
+  Group& group_;
+  std::string key_;
 };
 
 }  // namespace kd::dist

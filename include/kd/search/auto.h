@@ -37,6 +37,11 @@ struct AutoOptions {
   TORCH_ARG(int64_t, workers) = 1;           // processes running trials side by side, threads split between them
   TORCH_ARG(int64_t, worker) = 0;            // > 0: this process is worker K of a search (started by the lead)
   TORCH_ARG(double, worker_until) = 0.0;     // a worker's deadline, in seconds since the Unix epoch
+  // A data-parallel group (kd/dist/group.h): every rank runs trials side by side on its own threads,
+  // sharing the trials through the group's store (rank 0 writes trials.json, search.json and the
+  // outputs); the teacher and the chosen student's final run train data-parallel. A rank that dies
+  // loses only its running trial.
+  TORCH_ARG(std::shared_ptr<dist::Group>, group) = nullptr;
   TORCH_ARG(SearchOptions, search);
 };
 

@@ -52,6 +52,9 @@ struct TeacherRun {
   TORCH_ARG(bool, resume) = false;         // resume the teacher's training from its checkpoint
   // Data-parallel training of a teacher trained here (train::TrainOptions::group); rank 0 alone saves it.
   TORCH_ARG(std::shared_ptr<dist::Group>, group) = nullptr;
+  // With a group: each rank caches the outputs of its own training rows only (TeacherCache::train_shards);
+  // false: every rank the whole cache (a search, whose trials each run in one process).
+  TORCH_ARG(bool, shard_cache) = true;
 };
 
 struct TeacherCache {
