@@ -4,7 +4,11 @@ rows), the MLP and CNN setups of examples/, with a fixed teacher file, on 1 rank
 with 1 thread each (kdistill launch --nproc 2, c10d Gloo over 127.0.0.1), and 1 rank with 2 threads
 (the same two cores used by one process).
 
-  /usr/bin/python3 bench/distributed.py [--epochs 3] [--json bench/results/distributed.json]
+  /usr/bin/python3 bench/distributed.py [--epochs 3] [--auto-budget 90] [--json bench/results/distributed.json]
+
+Also `kdistill auto` trials per minute on examples/breast-cancer-auto.yaml (--no-final, one fold): 1 rank of
+1 thread, 2 ranks of 1 thread (trials shared through the group's store), and one process with --workers 2
+(trials shared through a locked file) for comparison.
 
 Samples/s = training rows / the median distillation epoch's seconds (metrics.json timing), or / the
 teacher's training seconds for one epoch (the *_teacher setups); scaling efficiency = 2-rank samples/s /
@@ -53,11 +57,31 @@ def run(kdistill, setup, ranks, threads, epochs, out, port):
             "student_test_accuracy": m["models"]["student"]["test"]["accuracy"]}
 
 
+AUTO_LAYOUTS = [("1 rank", ["--threads", "1"], []), ("2 ranks", ["--threads", "1", "launch", "--nproc", "2",
+                                                                  "--master", "127.0.0.1:29610", "--"], []),
+                ("1 process, --workers 2", ["--threads", "2"], ["--workers", "2"])]
+
+
+def auto_rate(kdistill, budget, out, prefix, extra):
+    cmd = [kdistill, "--quiet"] + prefix + ["auto", os.path.join(ROOT, "examples", "breast-cancer-auto.yaml"),
+                                            "--budget", f"{budget}s", "--no-final", "--out", out,
+                                            "--set", "data.folds=0"] + extra
+    print("[distributed] " + " ".join(cmd), file=sys.stderr)
+    subprocess.run(cmd, check=True)
+    with open(os.path.join(out, "search.json")) as f:
+        s = json.load(f)
+    with open(os.path.join(out, "trials.json")) as f:
+        trials = json.load(f)["trials"]
+    seconds = s.get("search_seconds") or budget
+    return {"trials": len(trials), "search_seconds": seconds, "trials_per_minute": 60.0 * len(trials) / seconds}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kdistill", default=os.path.join(ROOT, "build", "kdistill"))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--setups", nargs="+", choices=list(SETUPS), default=list(SETUPS))
+    parser.add_argument("--auto-budget", type=float, default=90.0, help="seconds of each auto search")
     parser.add_argument("--json")
     args = parser.parse_args()
     rows = {}
@@ -75,10 +99,18 @@ def main():
         r["efficiency"] = efficiency
         lines.append(f"| {SETUPS[setup][0]} | {one['samples_per_second']:,.0f} | {two['samples_per_second']:,.0f} | "
                      f"{efficiency:.0%} | {threads['samples_per_second']:,.0f} |")
+    auto = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for i, (name, prefix, extra) in enumerate(AUTO_LAYOUTS):
+            auto[name] = auto_rate(args.kdistill, args.auto_budget, os.path.join(scratch, f"auto-{i}"), prefix, extra)
+    lines += ["", "| kdistill auto, breast cancer, " + f"{args.auto_budget:.0f} s budget | trials | trials per minute |",
+              "|---|---|---|"]
+    for name, r in auto.items():
+        lines.append(f"| {name} | {r['trials']} | {r['trials_per_minute']:.1f} |")
     table = "\n".join(lines)
     print(table)
     if args.json:
-        result = {"command": " ".join(sys.argv), "epochs": args.epochs, "rows": rows, "markdown": table}
+        result = {"command": " ".join(sys.argv), "epochs": args.epochs, "rows": rows, "auto": auto, "markdown": table}
         folder = os.path.dirname(os.path.abspath(args.json))
         with tempfile.NamedTemporaryFile("w", dir=folder, delete=False) as f:
             json.dump(result, f, indent=2)

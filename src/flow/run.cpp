@@ -197,7 +197,9 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   std::string tag = dataset.folds.size() == 1 ? "" : fmt::format(" (fold {}/{})", fold_index + 1, dataset.folds.size());
 
   auto make_validate = [&](const torch::Tensor& teacher_val) {
-    return [&fold, task, teacher_val](models::Model& model) { return score_validation(model, task, fold, teacher_val); };
+    return [&fold, task, teacher_val, group = options.group().get()](models::Model& model) {
+      return score_validation(model, task, fold, teacher_val, group);
+    };
   };
 
   TeacherCache cache = teacher::prepare_teacher(

@@ -79,7 +79,9 @@ TrainedTeacher train_or_reuse(const TeacherSpec& spec, const TeacherRun& run, co
       .group(run.group());
   Trainer trainer(train, supervised, name + tag);
   TrainData data{fold.train.x, fold.train.y, {}, {}};
-  auto validate = [&fold, task](models::Model& model) { return score_validation(model, task, fold, {}); };
+  auto validate = [&fold, task, group = run.group().get()](models::Model& model) {
+    return score_validation(model, task, fold, {}, group);
+  };
   out.training = trainer.fit(*out.model, data, validate);
   out.info = info_for(dataset, fold, models::to_json(models::with_vocab(*spec.model, dataset.text.vocab, dataset.text.pad_id)));
   if (!run.group() || run.group()->is_root()) {

@@ -99,8 +99,20 @@ report::Metrics score(Task task, const data::DataFold& fold, const torch::Tensor
 }
 
 report::Metrics score_validation(models::Model& model, Task task, const data::DataFold& fold,
-                                 const torch::Tensor& teacher_val) {
-  return score(task, fold, predict(model, fold.val.x), fold.val.y, teacher_val);
+                                 const torch::Tensor& teacher_val, dist::Group* group) {
+  return score(task, fold, predict_shared(model, fold.val.x, group), fold.val.y, teacher_val);
+}
+
+torch::Tensor predict_shared(models::Model& model, const torch::Tensor& x, dist::Group* group) {
+  if (!group || !group->distributed()) return predict(model, x);
+  torch::Tensor rows = shard_rows(x.size(0), group->rank(), group->size());
+  torch::Tensor part = predict(model, x.index_select(0, rows));
+  std::vector<int64_t> shape = part.sizes().vec();
+  shape[0] = x.size(0);
+  std::vector<torch::Tensor> whole = {torch::zeros(shape, part.options())};
+  whole[0].index_copy_(0, rows, part);
+  group->all_reduce_sum(whole);
+  return whole[0];
 }
 
 nlohmann::json size_of(models::Model& model, const std::vector<int64_t>& input_shape, const std::string& file,

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "kd/data/dataset.h"
+#include "kd/dist/group.h"
 #include "kd/io/model_file.h"
 #include "kd/losses/loss_term.h"
 #include "kd/models/model.h"
@@ -43,7 +44,12 @@ report::Metrics score(Task task, const data::DataFold& fold, const torch::Tensor
 // score() of the model's outputs on the fold's validation rows: the validation of every Trainer::fit
 // (teacher, baseline, student, search trials). `teacher_val`: the teacher's outputs on them, or undefined.
 report::Metrics score_validation(models::Model& model, Task task, const data::DataFold& fold,
-                                 const torch::Tensor& teacher_val);
+                                 const torch::Tensor& teacher_val, dist::Group* group = nullptr);
+
+// The model's outputs on `x` shared out over a data-parallel group: each rank runs its rows (row % W ==
+// rank) and the outputs are summed over the ranks into every rank's whole [N, outputs] (plain predict
+// without a group). Validation in a group costs each rank 1/W of the rows.
+torch::Tensor predict_shared(models::Model& model, const torch::Tensor& x, dist::Group* group);
 
 // {params, macs, bytes (of `file`, 0 if none), file, latency_ms: {batch1, batch256, threads}}: latency is
 // the median of `repeats` forward passes at batch 1 (a quarter as many at 256) after 3 warm-up passes, on
