@@ -6,9 +6,13 @@ with 1 thread each (kdistill launch --nproc 2, c10d Gloo over 127.0.0.1), and 1 
 
   /usr/bin/python3 bench/distributed.py [--epochs 3] [--auto-budget 90] [--json bench/results/distributed.json]
 
-Also `kdistill auto` trials per minute on examples/breast-cancer-auto.yaml (--no-final, one fold): 1 rank of
-1 thread, 2 ranks of 1 thread (trials shared through the group's store), and one process with --workers 2
-(trials shared through a locked file) for comparison.
+Also `kdistill auto` trials per minute on examples/fashion-mnist-cnn.yaml (10,000 training rows, the study's
+teacher file, no augmentation, the student's size fixed (the example's 8-16-32) and its training searched,
+9 epochs a trial with rungs at 3 and 9, a target no student reaches so
+that the budget ends the search, --no-final; trial epochs per minute counts the epochs the trials trained, which pruning makes differ
+from trials): 1 rank of 1 thread, 2 ranks of 1 thread (trials shared through
+the group's store), and one process of 2 threads with --workers 2 (trials shared through a locked file).
+--parts auto reruns only that part and keeps the scaling rows of the --json file.
 
 Samples/s = training rows / the median distillation epoch's seconds (metrics.json timing), or / the
 teacher's training seconds for one epoch (the *_teacher setups); scaling efficiency = 2-rank samples/s /
@@ -63,9 +67,15 @@ AUTO_LAYOUTS = [("1 rank", ["--threads", "1"], []), ("2 ranks", ["--threads", "1
 
 
 def auto_rate(kdistill, budget, out, prefix, extra):
-    cmd = [kdistill, "--quiet"] + prefix + ["auto", os.path.join(ROOT, "examples", "breast-cancer-auto.yaml"),
+    teacher = os.path.join(ROOT, SETUPS["cnn"][2])
+    cmd = [kdistill, "--quiet"] + prefix + ["auto", os.path.join(ROOT, "examples", "fashion-mnist-cnn.yaml"),
                                             "--budget", f"{budget}s", "--no-final", "--out", out,
-                                            "--set", "data.folds=0"] + extra
+                                            "--target", "accuracy >= 100",
+                                            "--set", "search={width: 1, depth: 3, min_epochs: 3}",
+                                            "--set", "data.train_limit=10000", "--set", "distill.epochs=9",
+                                            "--set", "distill.augment=null",
+                                            "--set", "teacher.model=null", "--set", "teacher.train=null",
+                                            "--set", f"teacher.path={teacher}"] + extra
     print("[distributed] " + " ".join(cmd), file=sys.stderr)
     subprocess.run(cmd, check=True)
     with open(os.path.join(out, "search.json")) as f:
@@ -73,7 +83,9 @@ def auto_rate(kdistill, budget, out, prefix, extra):
     with open(os.path.join(out, "trials.json")) as f:
         trials = json.load(f)["trials"]
     seconds = s.get("search_seconds") or budget
-    return {"trials": len(trials), "search_seconds": seconds, "trials_per_minute": 60.0 * len(trials) / seconds}
+    epochs = sum(t["epochs"] for t in trials)
+    return {"trials": len(trials), "epochs": epochs, "search_seconds": seconds,
+            "trials_per_minute": 60.0 * len(trials) / seconds, "epochs_per_minute": 60.0 * epochs / seconds}
 
 
 def main():
@@ -81,12 +93,16 @@ def main():
     parser.add_argument("--kdistill", default=os.path.join(ROOT, "build", "kdistill"))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--setups", nargs="+", choices=list(SETUPS), default=list(SETUPS))
-    parser.add_argument("--auto-budget", type=float, default=90.0, help="seconds of each auto search")
+    parser.add_argument("--auto-budget", type=float, default=120.0, help="seconds of each auto search")
+    parser.add_argument("--parts", nargs="+", choices=["scaling", "auto"], default=["scaling", "auto"])
     parser.add_argument("--json")
     args = parser.parse_args()
     rows = {}
+    if "scaling" not in args.parts:
+        with open(args.json) as f:
+            rows = json.load(f)["rows"]
     with tempfile.TemporaryDirectory() as scratch:
-        for setup in args.setups:
+        for setup in (args.setups if "scaling" in args.parts else []):
             rows[setup] = {}
             for i, (ranks, threads) in enumerate(LAYOUTS):
                 out = os.path.join(scratch, f"{setup}-{ranks}x{threads}")
@@ -103,10 +119,10 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         for i, (name, prefix, extra) in enumerate(AUTO_LAYOUTS):
             auto[name] = auto_rate(args.kdistill, args.auto_budget, os.path.join(scratch, f"auto-{i}"), prefix, extra)
-    lines += ["", "| kdistill auto, breast cancer, " + f"{args.auto_budget:.0f} s budget | trials | trials per minute |",
-              "|---|---|---|"]
+    lines += ["", "| kdistill auto, Fashion-MNIST CNN student (10k rows), " + f"{args.auto_budget:.0f} s budget | trials | "
+              "trials per minute | trial epochs per minute |", "|---|---|---|---|"]
     for name, r in auto.items():
-        lines.append(f"| {name} | {r['trials']} | {r['trials_per_minute']:.1f} |")
+        lines.append(f"| {name} | {r['trials']} | {r['trials_per_minute']:.1f} | {r['epochs_per_minute']:.0f} |")
     table = "\n".join(lines)
     print(table)
     if args.json:

@@ -954,9 +954,9 @@ std::string final_run(const Search& search, const TrialRecord& chosen, const nlo
       .table;
 }
 
-// Rank 0 of a group: waits until every other rank has finished its trials, or was lost (its running
-// trial is then marked failed with the others'). Whether every rank is still there.
-bool wait_for_ranks(Search& search) {
+// Rank 0 of a group: waits until every other rank has set DONE/<rank> in the store, or was lost (a
+// rank lost after its trials is marked failed with the others'). Whether every rank is still there.
+bool wait_for_ranks(Search& search, const std::string& done_key) {
   dist::Group& group = *search.group;
   std::vector<bool> done(static_cast<size_t>(group.size()), false);
   done[0] = true;
@@ -964,7 +964,7 @@ bool wait_for_ranks(Search& search) {
   bool whole = true;
   while (std::find(done.begin(), done.end(), false) != done.end()) {
     for (int64_t r = 1; r < group.size(); ++r) {
-      if (!done[static_cast<size_t>(r)] && group.store_try_get(fmt::format("kd/auto/finished/{}", r))) done[static_cast<size_t>(r)] = true;
+      if (!done[static_cast<size_t>(r)] && group.store_try_get(fmt::format("{}/{}", done_key, r))) done[static_cast<size_t>(r)] = true;
     }
     if (seconds_since(last_check) > 5.0) {
       for (int64_t r : group.lost_ranks()) {
@@ -987,6 +987,7 @@ void follow_final_run(Search& search) {
   group.store_set(fmt::format("kd/auto/finished/{}", group.rank()), "1");
   std::optional<std::string> choice;
   while (!(choice = group.store_try_get("kd/auto/final"))) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  group.store_set(fmt::format("kd/auto/told/{}", group.rank()), "1");  // rank 0 may end now: its store is read
   auto decided = nlohmann::json::parse(*choice);
   if (!decided.contains("overrides")) return;
   flow::run_distillation(search.make_spec(decided["overrides"].get<std::vector<std::string>>()),
@@ -1033,13 +1034,16 @@ AutoResult run_auto(const SpecFactory& make_spec, const AutoOptions& options) {
 
   // A group that lost a rank cannot train together: rank 0 then retrains the chosen student alone.
   std::shared_ptr<dist::Group> final_group = options.group();
-  if (search.group && !wait_for_ranks(search)) final_group = nullptr;
+  if (search.group && !wait_for_ranks(search, "kd/auto/finished")) final_group = nullptr;
   std::vector<TrialRecord> trials = collect_trials(search, workers);
   std::vector<size_t> front = front_of(search, trials);
   const TrialRecord* chosen = choose(search, trials);
   // The other ranks of a group wait for the choice: the final run trains data-parallel.
+  // It serves the store they read it from: it waits until each has read it (or is lost).
   auto tell_ranks = [&](const nlohmann::json& decided) {
-    if (search.group) search.group->store_set("kd/auto/final", decided.dump());
+    if (!search.group) return;
+    search.group->store_set("kd/auto/final", decided.dump());
+    wait_for_ranks(search, "kd/auto/told");
   };
   if (!chosen) {
     tell_ranks(nlohmann::json::object());

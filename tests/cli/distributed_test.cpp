@@ -217,6 +217,12 @@ TEST_F(Distributed, AutoRanksShareTheTrialsThroughTheStore) {
   size_t printed = 0;  // the table, by rank 0 alone
   for (size_t at = two.output.find("Pareto front"); at != std::string::npos; at = two.output.find("Pareto front", at + 1)) ++printed;
   EXPECT_EQ(printed, 1u) << two.output;
+  // Without the final run every rank ends once rank 0 has chosen (rank 0 waits until they have read it).
+  auto search_only = run_shell(cli() + " launch --nproc 2 --master 127.0.0.1:" + port(9) + " -- auto " + r +
+                               " --budget 5m --trials 6 --no-final --out " + (dir_ / "search-only").string() +
+                               " --set teacher.train.epochs=10 --set data.folds=0");
+  EXPECT_EQ(search_only.status, 0) << search_only.output;
+  EXPECT_TRUE(fs::exists(dir_ / "search-only/search.json")) << search_only.output;
 }
 
 // A rank killed during the search loses only its running trial: rank 0 finishes the search and
