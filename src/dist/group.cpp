@@ -151,10 +151,12 @@ std::shared_ptr<Group> Group::connect(const LaunchOptions& options) {
   auto impl = std::make_unique<Impl>();
   const auto timeout = std::chrono::milliseconds(milliseconds(options.timeout_seconds()));
   std::string where = fmt::format("{}:{}", options.master_addr(), options.master_port());
+  // Under torchrun the agent serves the store at MASTER_PORT already, and says so: rank 0 joins it.
+  const bool agent_store = environment("TORCHELASTIC_USE_AGENT_STORE").value_or("") == "True";
   try {
     c10d::TCPStoreOptions store_options;
     store_options.port = static_cast<uint16_t>(options.master_port());
-    store_options.isServer = options.rank() == 0;
+    store_options.isServer = options.rank() == 0 && !agent_store;
     store_options.numWorkers = static_cast<size_t>(options.world_size());
     store_options.waitWorkers = false;
     store_options.timeout = timeout;
@@ -163,7 +165,7 @@ std::shared_ptr<Group> Group::connect(const LaunchOptions& options) {
     impl->beat_store = c10::make_intrusive<c10d::TCPStore>(options.master_addr(), store_options);
   } catch (const std::exception& e) {
     fail("rank {}: cannot {} the group's store at {} (MASTER_ADDR, MASTER_PORT) within {} s: {}", options.rank(),
-         options.rank() == 0 ? "serve" : "reach", where, options.timeout_seconds(), message_of(e));
+         options.rank() == 0 && !agent_store ? "serve" : "reach", where, options.timeout_seconds(), message_of(e));
   }
   // Each rank claims its number once, and all agree on the group's size before Gloo connects.
   auto text = [](const std::vector<uint8_t>& bytes) { return std::string(bytes.begin(), bytes.end()); };

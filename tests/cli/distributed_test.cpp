@@ -145,6 +145,26 @@ TEST_F(Distributed, TwoHostsInNetworkNamespacesTrainWhatOneProcessTrains) {
   }
 }
 
+// Under torchrun the agent serves the store at MASTER_PORT and sets TORCHELASTIC_USE_AGENT_STORE: rank 0
+// joins that store (here one a Python TCPStore serves, as torchrun's agent does) instead of serving its own.
+TEST_F(Distributed, UnderTorchrunRankZeroJoinsTheAgentsStore) {
+  std::string r = recipe(digits_recipe());
+  auto python = run_python(
+      "import datetime, os, subprocess\n"
+      "import torch.distributed as dist\n"
+      "port = " + port(10) + "\n"
+      "store = dist.TCPStore('127.0.0.1', port, 3, True, timeout=datetime.timedelta(seconds=60), wait_for_workers=False)\n"
+      "env = dict(os.environ, TORCHELASTIC_USE_AGENT_STORE='True', WORLD_SIZE='2', MASTER_ADDR='127.0.0.1',\n"
+      "           MASTER_PORT=str(port))\n"
+      "cmd = ['" KD_CLI_PATH "', '--threads', '1', 'run', '" + r + "', '--out', '" + out() + "']\n"
+      "ranks = [subprocess.Popen(cmd, env=dict(env, RANK=str(k), LOCAL_RANK=str(k)), stdout=subprocess.DEVNULL,\n"
+      "                          stderr=subprocess.DEVNULL) for k in (0, 1)]\n"
+      "print('statuses', [p.wait(timeout=300) for p in ranks])\n");
+  ASSERT_EQ(python.status, 0) << python.output;
+  EXPECT_NE(python.output.find("statuses [0, 0]"), std::string::npos) << python.output;
+  EXPECT_TRUE(fs::exists(dir_ / "out/metrics.json"));
+}
+
 TEST_F(Distributed, RanksThatDisagreeAreRefused) {
   std::string r = recipe(digits_recipe());
   // Two recipes: rank 1 runs more epochs than rank 0.
