@@ -243,6 +243,13 @@ TEST_F(Distributed, AutoRanksShareTheTrialsThroughTheStore) {
                                " --set teacher.train.epochs=10 --set data.folds=0");
   EXPECT_EQ(search_only.status, 0) << search_only.output;
   EXPECT_TRUE(fs::exists(dir_ / "search-only/search.json")) << search_only.output;
+  // --resume: rank 0 reads trials.json into the store; the group goes on to the new trial limit.
+  auto resumed = run_shell(cli() + " launch --nproc 2 --master 127.0.0.1:" + port(11) + " -- auto " + r +
+                           " --budget 5m --trials 8 --no-final --resume --out " + (dir_ / "search-only").string() +
+                           " --set teacher.train.epochs=10 --set data.folds=0");
+  EXPECT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("rank 0/2: search: resuming after 6 trials"), std::string::npos) << resumed.output;
+  EXPECT_EQ(nlohmann::json::parse(read_file(dir_ / "search-only/trials.json"))["trials"].size(), 8u);
 }
 
 // A rank killed during the search loses only its running trial: rank 0 finishes the search and
