@@ -292,19 +292,22 @@ nlohmann::json Teaching::to_json() const {
 
 std::shared_ptr<train::SoftLabelBank> soft_label_bank(models::Model& teacher, const torch::Tensor& x,
                                                       const data::Augmenter& augmenter, int64_t views,
-                                                      int64_t batch_size, const train::BankStorage& storage) {
+                                                      int64_t batch_size, const train::BankStorage& storage,
+                                                      int64_t shard, int64_t shards) {
   torch::NoGradGuard no_grad;
   teacher.set_training(false);
   std::shared_ptr<train::SoftLabelBank> bank;
-  int64_t rows = x.size(0);
+  // The rows this shard holds, in order; a view is keyed by the row's place in all of `x`.
+  torch::Tensor owned = train::shard_rows(x.size(0), shard, shards);
+  int64_t rows = owned.size(0);
   Progress progress("teacher bank", views * rows, "rows");
   for (int64_t v = 0; v < views; ++v) {
     for (int64_t start = 0; start < rows; start += batch_size) {
       int64_t end = std::min(rows, start + batch_size);
-      auto indices = torch::arange(start, end, torch::kLong);
-      auto out = teacher.forward(augmenter.view(x.slice(0, start, end), indices, v)).to(torch::kFloat);
+      auto global = owned.slice(0, start, end);
+      auto out = teacher.forward(augmenter.view(x.index_select(0, global), global, v)).to(torch::kFloat);
       if (!bank) bank = std::make_shared<train::SoftLabelBank>(rows, views, out.numel() / out.size(0), storage);
-      bank->store(indices, v, out);
+      bank->store(torch::arange(start, end, torch::kLong), v, out);
       progress.update(v * rows + end);
     }
   }
@@ -344,8 +347,10 @@ train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCac
     } else {
       auto augmenter = train::augmenter_for(options, data);
       std::vector<int64_t> shape(data.x.sizes().begin() + 1, data.x.sizes().end());
+      // In a data-parallel group each rank holds the views of its own rows only.
       data.bank = soft_label_bank(*cache.model, data.x, augmenter, views, inference_batch_size(*cache.model, shape),
-                                  storage);
+                                  storage, cache.train_shard, cache.train_shards);
+      data.bank_shards = cache.train_shards;
       teaching.seconds = seconds_since(start);
     }
     const auto& bank = *data.bank;

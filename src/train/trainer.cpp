@@ -199,6 +199,8 @@ models::NamedTensors make_loss_parameters(const losses::Distiller& distiller, mo
   return distiller.make_parameters(student, teacher, seed);
 }
 
+bool parallel_group(const TrainOptions& options) { return options.group() && options.group()->distributed(); }
+
 void check_finite_loss(const std::string& name, double loss, int64_t epoch, int64_t batch, double lr) {
   if (!std::isfinite(loss)) {
     fail("{}: the loss became {} at epoch {} step {}; lower the learning rate ({}) or set grad_clip", name, loss,
@@ -380,8 +382,13 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
   }
   const data::AugmentOptions& augment = options.augment();
   data::validate(augment, std::vector<int64_t>(data.x.sizes().begin() + 1, data.x.sizes().end()), name_ + ".augment");
-  KD_CHECK(!bank || (!cached_teacher && bank->rows() == data.x.size(0)), "{}: a bank of {} rows for {} rows", name_,
-           bank ? bank->rows() : 0, data.x.size(0));
+  KD_CHECK(data.bank_shards == 1 || (parallel_group(options) && data.bank_shards == options.group()->size()),
+           "{}: a bank of {} shards for a group of {}", name_, data.bank_shards,
+           options.group() ? options.group()->size() : 1);
+  const int64_t bank_rows = (data.x.size(0) + data.bank_shards - 1 -
+                             (data.bank_shards > 1 ? options.group()->rank() : 0)) / data.bank_shards;
+  KD_CHECK(!bank || (!cached_teacher && bank->rows() == bank_rows), "{}: a bank of {} rows for {} rows", name_,
+           bank ? bank->rows() : 0, bank_rows);
   // Outputs of the rows as they are cannot teach their augmented views; a bank cannot hold mixtures.
   if (cached_teacher && augment.per_row()) {
     fail("{}: per-row augmentation with teacher outputs of unaugmented rows: give a bank of views or a live teacher", name_);
@@ -491,7 +498,8 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
           for (size_t t = tap_column; t < batch.size(); ++t) inputs.teacher_taps.push_back(batch[t].to(torch::kFloat));
         } else if (bank) {
           // Only this view's rows are read: a bank of many views (or a mapped one) costs no more per step.
-          inputs.teacher = bank->gather(batcher.batch_rows(epoch, b), view);
+          torch::Tensor rows = batcher.batch_rows(epoch, b);
+          inputs.teacher = bank->gather(data.bank_shards > 1 ? rows.div(data.bank_shards, "floor") : rows, view);
         } else if (live_teacher && distiller_.needs_teacher()) {
           torch::NoGradGuard no_grad;
           inputs.teacher = live_teacher->forward(x).to(torch::kFloat);

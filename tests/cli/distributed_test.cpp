@@ -104,6 +104,19 @@ TEST_F(Distributed, TwoRanksTrainWhatOneProcessTrains) {
   EXPECT_EQ(h1["models"]["student"]["test"]["accuracy"], h2["models"]["student"]["test"]["accuracy"]);
   EXPECT_EQ(h2["distill"]["teaching"]["bytes"].get<int64_t>() * 2, h1["distill"]["teaching"]["bytes"].get<int64_t>());
 
+  // With a soft-label bank of augmented views: each rank holds the views of its own rows only.
+  std::string bank = " --set distill.augment=noise --set distill.views=4";
+  auto one_bank = run_shell(cli() + " run " + r + " --out " + (dir_ / "one-bank").string() + bank);
+  ASSERT_EQ(one_bank.status, 0) << one_bank.output;
+  auto two_bank = run_shell(cli() + " launch --nproc 2 --master 127.0.0.1:" + port(12) + " -- run " + r + " --out " +
+                            (dir_ / "two-bank").string() + bank);
+  ASSERT_EQ(two_bank.status, 0) << two_bank.output;
+  auto b1 = nlohmann::json::parse(read_file(dir_ / "one-bank/metrics.json"));
+  auto b2 = nlohmann::json::parse(read_file(dir_ / "two-bank/metrics.json"));
+  EXPECT_EQ(b1["models"]["student"]["test"]["accuracy"], b2["models"]["student"]["test"]["accuracy"]);
+  EXPECT_EQ(b2["distill"]["teaching"]["mode"], "bank");
+  EXPECT_EQ(b2["distill"]["teaching"]["bytes"].get<int64_t>() * 2, b1["distill"]["teaching"]["bytes"].get<int64_t>());
+
   // Rank 0 wrote the folder; rank 1 nothing of its own.
   std::vector<std::string> files;
   for (const auto& entry : fs::recursive_directory_iterator(dir_ / "two")) files.push_back(entry.path().filename());

@@ -114,9 +114,11 @@ train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCac
                                     std::shared_ptr<const train::SoftLabelBank> shared = nullptr,
                                     const std::vector<std::string>& teacher_taps = {});
 
-// The teacher's outputs on views 0 .. views - 1 of every row of `x`, as `augmenter` draws them.
+// The teacher's outputs on views 0 .. views - 1 of every row of `x`, as `augmenter` draws them; with
+// `shards` > 1, of the rows shard `shard` owns only (train::shard_rows), stored in that order.
 std::shared_ptr<train::SoftLabelBank> soft_label_bank(models::Model& teacher, const torch::Tensor& x,
                                                       const data::Augmenter& augmenter, int64_t views,
-                                                      int64_t batch_size, const train::BankStorage& storage);
+                                                      int64_t batch_size, const train::BankStorage& storage,
+                                                      int64_t shard = 0, int64_t shards = 1);
 
 }  // namespace kd::teacher

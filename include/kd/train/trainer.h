@@ -86,6 +86,7 @@ struct TrainData {
   // > 1: `teacher` and `teacher_taps` hold only this rank's rows of a data-parallel group of this many
   // ranks (shard_rows: rank, rank + W, ...), as TrainOptions::group shards every batch.
   int64_t teacher_shards = 1;
+  int64_t bank_shards = 1;  // > 1: `bank` holds this rank's rows only, likewise (row r at r / W)
 };
 
 // The rows a rank of `count` owns among `rows`: rank, rank + count, ... (int64).
