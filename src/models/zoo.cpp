@@ -119,6 +119,18 @@ Step activation_step(const std::string& name, const std::string& activation) {
   return s;
 }
 
+// The token embedding the text families start with: vocab ids -> `embedding` x width_multiplier wide,
+// the pad id's row zero; [out, L] when `channels_first` (for convolutions), else [L, out].
+Step embedding_step(const ZooSpec& spec, bool channels_first) {
+  Step embed{StepKind::Embedding, "embed"};
+  embed.in = spec.vocab();
+  embed.out = scaled(spec.embedding(), spec.width_multiplier());
+  embed.padding = spec.pad_id();
+  embed.bias = false;
+  embed.spatial = channels_first;
+  return embed;
+}
+
 Step dropout_step(const std::string& name, double p) {
   Step s{StepKind::Dropout, name};
   s.p = p;
@@ -231,12 +243,7 @@ void resnet_plan(const ZooSpec& spec, const std::vector<int64_t>& image, int64_t
 }
 
 void textcnn_plan(const ZooSpec& spec, const std::vector<int64_t>&, int64_t outputs, std::vector<Step>& steps) {
-  Step embed{StepKind::Embedding, "embed"};
-  embed.in = spec.vocab();
-  embed.out = scaled(spec.embedding(), spec.width_multiplier());
-  embed.padding = spec.pad_id();
-  embed.bias = false;
-  embed.spatial = true;  // [E, L]: channels first, for the convolutions
+  Step embed = embedding_step(spec, /*channels_first=*/true);  // [E, L], for the convolutions
   steps.push_back(embed);
   if (spec.dropout() > 0) steps.push_back(dropout_step("embed_drop", spec.dropout()));
   int64_t channels = embed.out;
@@ -258,12 +265,8 @@ void textcnn_plan(const ZooSpec& spec, const std::vector<int64_t>&, int64_t outp
 }
 
 void transformer_plan(const ZooSpec& spec, const std::vector<int64_t>& input, int64_t outputs, std::vector<Step>& steps) {
-  int64_t width = scaled(spec.embedding(), spec.width_multiplier());
-  Step embed{StepKind::Embedding, "embed"};
-  embed.in = spec.vocab();
-  embed.out = width;
-  embed.padding = spec.pad_id();
-  embed.bias = false;
+  Step embed = embedding_step(spec, /*channels_first=*/false);
+  int64_t width = embed.out;
   steps.push_back(embed);
   Step positions{StepKind::Positions, "positions"};
   positions.in = input[0];
@@ -294,11 +297,7 @@ void transformer_plan(const ZooSpec& spec, const std::vector<int64_t>& input, in
 }
 
 void bigru_plan(const ZooSpec& spec, const std::vector<int64_t>&, int64_t outputs, std::vector<Step>& steps) {
-  Step embed{StepKind::Embedding, "embed"};
-  embed.in = spec.vocab();
-  embed.out = scaled(spec.embedding(), spec.width_multiplier());
-  embed.padding = spec.pad_id();
-  embed.bias = false;
+  Step embed = embedding_step(spec, /*channels_first=*/false);
   steps.push_back(embed);
   if (spec.dropout() > 0) steps.push_back(dropout_step("embed_drop", spec.dropout()));
   int64_t features = embed.out;
