@@ -625,6 +625,12 @@ TEST(ZooText, TextCnnLearnsWhichWordsMatter) {
 namespace kd::models {
 namespace {
 
+// A tensor as torch.save writes it, for torch.load in the reference scripts below.
+void save_pickled(const torch::Tensor& tensor, const std::filesystem::path& path) {
+  std::vector<char> bytes = torch::pickle_save(tensor.contiguous());
+  write_file_atomic(path, std::string(bytes.begin(), bytes.end()));
+}
+
 // The transformer family against PyTorch's own nn.TransformerEncoderLayer (pre- and post-norm, GELU
 // and ReLU, a key padding mask): the same weights give the same outputs. Weights go to Python as
 // pickled tensors; the reference network is written with torch.nn in the script below.
@@ -642,10 +648,7 @@ TEST(ZooText, TransformerMatchesPyTorchsEncoderLayers) {
   torch::Tensor ids = torch::randint(1, 30, {4, 9}).to(torch::kFloat);
   ids[1].slice(0, 5).fill_(0);
   ids[2].slice(0, 2).fill_(0);
-  auto save = [&](const torch::Tensor& t, const std::string& name) {
-    std::vector<char> bytes = torch::pickle_save(t.contiguous());
-    write_file_atomic(dir.path() / name, std::string(bytes.begin(), bytes.end()));
-  };
+  auto save = [&](const torch::Tensor& t, const std::string& name) { save_pickled(t, dir.path() / name); };
   save(ids, "ids.pt");
   for (const auto& c : cases) {
     auto model = build_zoo_model(c.spec, {9}, 3);
@@ -689,12 +692,6 @@ for label, width, heads, ff, layers, pre, act, first in [('pre', 16, 4, 32, 2, T
   EXPECT_EQ(r.status, 0) << r.output;
 }
 
-}  // namespace
-}  // namespace kd::models
-
-namespace kd::models {
-namespace {
-
 // bigru: params and MACs by hand; padding does not change a text's outputs; with the same weights,
 // PyTorch's nn.GRU(bidirectional=True) on packed sequences (pack_padded_sequence: each direction reads
 // only the text's tokens) gives the same outputs, stacked two deep, pooled by mean and by max.
@@ -723,10 +720,7 @@ TEST(ZooText, BiGruMatchesPyTorchOnPackedSequences) {
   EXPECT_LT((out - longer->forward(torch::cat({ids, torch::zeros({4, 4})}, 1))).abs().max().item<double>(), 1e-6);
 
   test::TempDir dir;
-  auto save = [&](const torch::Tensor& t, const std::string& name) {
-    std::vector<char> bytes = torch::pickle_save(t.contiguous());
-    write_file_atomic(dir.path() / name, std::string(bytes.begin(), bytes.end()));
-  };
+  auto save = [&](const torch::Tensor& t, const std::string& name) { save_pickled(t, dir.path() / name); };
   save(ids, "ids.pt");
   save(out, "mean.out.pt");
   auto max_model = build_zoo_model(ZooSpec(spec).pooling("max"), {9}, 2);
