@@ -463,18 +463,21 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
       // This rank's part of the global batch's mean loss (all of it in one process).
       const int64_t local_rows = batch[0].size(0);
       const double share = parallel ? static_cast<double>(local_rows) / static_cast<double>(batcher.global_batch_rows(b)) : 1.0;
-      if (local_rows == 0) {  // a short last batch may leave a rank nothing: it adds zeros to the sums
-        for (auto& parameter : optimizer_parameters) parameter.mutable_grad() = torch::zeros_like(parameter);
-        double loss = 0.0;
-        std::vector<double> terms(term_sums.size(), 0.0);
-        all_reduce_step(*group, optimizer_parameters, loss, terms);
-        schedule.apply(*optimizer, state.step);
+      // After the gradients: their sum over the ranks, then the step; `loss` and `terms` are this rank's
+      // shares and become the batch's.
+      auto finish_step = [&](double loss, std::vector<double> terms) {
+        if (parallel) all_reduce_step(*group, optimizer_parameters, loss, terms);
+        check_finite_loss(name_, loss, epoch, b, options.optimizer().lr());
         if (options.grad_clip() > 0) torch::nn::utils::clip_grad_norm_(model.parameters(), options.grad_clip());
         optimizer->step();
-        check_finite_loss(name_, loss, epoch, b, options.optimizer().lr());
         loss_sum += loss;
         for (size_t t = 0; t < terms.size(); ++t) term_sums[t] += terms[t];
         progress.update(state.step + 1);
+      };
+      if (local_rows == 0) {  // a short last batch may leave a rank nothing: it adds zeros to the sums
+        for (auto& parameter : optimizer_parameters) parameter.mutable_grad() = torch::zeros_like(parameter);
+        schedule.apply(*optimizer, state.step);
+        finish_step(0.0, std::vector<double>(term_sums.size(), 0.0));
         continue;
       }
       losses::LossInputs inputs;
@@ -520,16 +523,9 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
       auto values = mixed.lambda < 1.0 ? mixed_loss(distiller_, inputs, mixed) : distiller_.compute(inputs);
       (parallel ? values.total * share : values.total).backward();
       // One host sync per step for the running mean; the loss must be read anyway to catch divergence.
-      double loss = values.total.item<double>() * share;
       std::vector<double> terms;
       for (const auto& term : values.terms) terms.push_back(term.item<double>() * share);
-      if (parallel) all_reduce_step(*group, optimizer_parameters, loss, terms);
-      check_finite_loss(name_, loss, epoch, b, options.optimizer().lr());
-      if (options.grad_clip() > 0) torch::nn::utils::clip_grad_norm_(model.parameters(), options.grad_clip());
-      optimizer->step();
-      loss_sum += loss;
-      for (size_t t = 0; t < terms.size(); ++t) term_sums[t] += terms[t];
-      progress.update(state.step + 1);
+      finish_step(values.total.item<double>() * share, std::move(terms));
     }
     progress.clear();
     EpochRecord record;
