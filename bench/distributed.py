@@ -27,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 
+from results_file import write_json
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name: (label, recipe, teacher file or None: the teacher's own training is timed, one epoch)
 SETUPS = {
@@ -127,10 +129,7 @@ def main():
     print(table)
     if args.json:
         result = {"command": " ".join(sys.argv), "epochs": args.epochs, "rows": rows, "auto": auto, "markdown": table}
-        folder = os.path.dirname(os.path.abspath(args.json))
-        with tempfile.NamedTemporaryFile("w", dir=folder, delete=False) as f:
-            json.dump(result, f, indent=2)
-        os.replace(f.name, args.json)
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

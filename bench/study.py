@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from results_file import write_json
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # name -> (recipe, one-line description for the table)
@@ -293,11 +295,7 @@ def main():
         if methods:
             result["methods"] = methods
             result["methods_markdown"] = methods_markdown(methods)
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, args.json)
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":

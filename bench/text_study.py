@@ -19,7 +19,8 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
+
+from results_file import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "examples", "apt-sections.yaml")
@@ -122,10 +123,7 @@ def main():
     print(table)
     if args.json:
         result = {"command": " ".join(sys.argv), "rows": rows, "markdown": table}
-        folder = os.path.dirname(os.path.abspath(args.json))
-        with tempfile.NamedTemporaryFile("w", dir=folder, delete=False) as f:
-            json.dump(result, f, indent=2)
-        os.replace(f.name, args.json)
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":
