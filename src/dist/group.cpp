@@ -222,97 +222,80 @@ std::shared_ptr<Group> Group::connect(const LaunchOptions& options) {
   return group;
 }
 
-namespace {
-
-template <typename Fn>
-void collective(Group& group, const std::string& what, Fn&& fn, const std::function<std::string()>& lost) {
+void Group::guard(const std::string& what, const std::function<void()>& fn) {
   try {
     fn();
   } catch (const std::exception& e) {
-    fail("rank {}: the group of {} lost {} during {} (timeout {} s): {}", group.rank(), group.size(), lost(), what,
-         group.options().timeout_seconds(), message_of(e));
+    fail("rank {}: the group of {} lost {} during {} (timeout {} s): {}", rank(), size(), impl_->lost_ranks(size(), rank()),
+         what, options_.timeout_seconds(), message_of(e));
   }
 }
 
-}  // namespace
-
 void Group::all_reduce_sum(std::vector<torch::Tensor>& tensors) {
   if (!impl_ || tensors.empty()) return;
-  collective(*this, "an all-reduce", [&] { impl_->group->allreduce(tensors)->wait(); },
-             [&] { return impl_->lost_ranks(size(), rank()); });
+  guard("an all-reduce", [&] { impl_->group->allreduce(tensors)->wait(); });
 }
 
 void Group::broadcast(std::vector<torch::Tensor>& tensors, int64_t root) {
   if (!impl_ || tensors.empty()) return;
   c10d::BroadcastOptions options;
   options.rootRank = static_cast<int>(root);
-  collective(*this, "a broadcast", [&] { impl_->group->broadcast(tensors, options)->wait(); },
-             [&] { return impl_->lost_ranks(size(), rank()); });
+  guard("a broadcast", [&] { impl_->group->broadcast(tensors, options)->wait(); });
 }
 
 void Group::barrier() {
   if (!impl_) return;
-  collective(*this, "a barrier", [&] { impl_->group->barrier()->wait(); }, [&] { return impl_->lost_ranks(size(), rank()); });
+  guard("a barrier", [&] { impl_->group->barrier()->wait(); });
 }
 
 std::vector<std::string> Group::all_gather_text(const std::string& key, const std::string& value) {
   if (!impl_) return {value};
   std::vector<std::string> values;
   std::string prefix = fmt::format("kd/gather/{}/{}/", impl_->gathers++, key);
-  collective(*this, "a gather of " + key,
-             [&] {
-               impl_->store->set(prefix + std::to_string(rank()), std::vector<uint8_t>(value.begin(), value.end()));
-               for (int64_t r = 0; r < size(); ++r) {
-                 auto bytes = impl_->store->get(prefix + std::to_string(r));
-                 values.emplace_back(bytes.begin(), bytes.end());
-               }
-             },
-             [&] { return impl_->lost_ranks(size(), rank()); });
+  guard("a gather of " + key, [&] {
+    impl_->store->set(prefix + std::to_string(rank()), std::vector<uint8_t>(value.begin(), value.end()));
+    for (int64_t r = 0; r < size(); ++r) {
+      auto bytes = impl_->store->get(prefix + std::to_string(r));
+      values.emplace_back(bytes.begin(), bytes.end());
+    }
+  });
   return values;
 }
 
 void Group::store_set(const std::string& key, const std::string& value) {
   KD_CHECK(impl_, "store_set on a group of one");
-  collective(*this, "a store write of " + key,
-             [&] { impl_->store->set(key, std::vector<uint8_t>(value.begin(), value.end())); },
-             [&] { return impl_->lost_ranks(size(), rank()); });
+  guard("a store write of " + key, [&] { impl_->store->set(key, std::vector<uint8_t>(value.begin(), value.end())); });
 }
 
 std::string Group::store_get(const std::string& key) {
   KD_CHECK(impl_, "store_get on a group of one");
   std::string value;
-  collective(*this, "a store read of " + key,
-             [&] {
-               auto bytes = impl_->store->get(key);
-               value.assign(bytes.begin(), bytes.end());
-             },
-             [&] { return impl_->lost_ranks(size(), rank()); });
+  guard("a store read of " + key, [&] {
+    auto bytes = impl_->store->get(key);
+    value.assign(bytes.begin(), bytes.end());
+  });
   return value;
 }
 
 std::optional<std::string> Group::store_try_get(const std::string& key) {
   KD_CHECK(impl_, "store_try_get on a group of one");
   std::optional<std::string> value;
-  collective(*this, "a store read of " + key,
-             [&] {
-               if (!impl_->store->check({key})) return;
-               auto bytes = impl_->store->get(key);
-               value = std::string(bytes.begin(), bytes.end());
-             },
-             [&] { return impl_->lost_ranks(size(), rank()); });
+  guard("a store read of " + key, [&] {
+    if (!impl_->store->check({key})) return;
+    auto bytes = impl_->store->get(key);
+    value = std::string(bytes.begin(), bytes.end());
+  });
   return value;
 }
 
 bool Group::store_compare_set(const std::string& key, const std::string& expected, const std::string& desired) {
   KD_CHECK(impl_, "store_compare_set on a group of one");
   bool done = false;
-  collective(*this, "a store update of " + key,
-             [&] {
-               auto now = impl_->store->compareSet(key, std::vector<uint8_t>(expected.begin(), expected.end()),
-                                                   std::vector<uint8_t>(desired.begin(), desired.end()));
-               done = std::string(now.begin(), now.end()) == desired;
-             },
-             [&] { return impl_->lost_ranks(size(), rank()); });
+  guard("a store update of " + key, [&] {
+    auto now = impl_->store->compareSet(key, std::vector<uint8_t>(expected.begin(), expected.end()),
+                                        std::vector<uint8_t>(desired.begin(), desired.end()));
+    done = std::string(now.begin(), now.end()) == desired;
+  });
   return done;
 }
 

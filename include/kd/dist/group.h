@@ -13,6 +13,7 @@
 #include <torch/arg.h>
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -79,6 +80,8 @@ class Group {
  private:
   struct Impl;
   explicit Group(LaunchOptions options);
+  // Runs `fn` (a collective or a store operation); its failure becomes a kd::Error naming the lost ranks.
+  void guard(const std::string& what, const std::function<void()>& fn);
   LaunchOptions options_;
   std::unique_ptr<Impl> impl_;
 };
