@@ -32,14 +32,6 @@ std::shared_ptr<dist::Group> connect_group(const GlobalOptions& global) {
   return group;
 }
 
-void require_one_process(const GlobalOptions& global, const std::string& command) {
-  auto launch = dist::launch_from_environment(global.launch);
-  if (launch.world_size() > 1) {
-    fail("kdistill {} runs as one process; WORLD_SIZE (or --world-size) is {}: run it without a launcher", command,
-         launch.world_size());
-  }
-}
-
 int guarded(const std::function<void()>& body) {
   try {
     body();

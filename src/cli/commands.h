@@ -34,8 +34,4 @@ int guarded(const std::function<void()>& body);
 // several ranks, log lines say which rank wrote them.
 std::shared_ptr<dist::Group> connect_group(const GlobalOptions& global);
 
-// kd::Error when the launch flags or environment describe a group of several ranks: `command` runs as
-// one process only (a launcher would start it several times over the same folder).
-void require_one_process(const GlobalOptions& global, const std::string& command);
-
 }  // namespace kd::cli

@@ -68,7 +68,7 @@ void register_report_commands(CLI::App& app, GlobalOptions& global) {
   eval->callback([eval_flags, &global] {
     global.exit_status = guarded([&] {
       apply_global_options(global);
-      require_one_process(global, "eval");
+      auto group = connect_group(global);
       if (eval_flags->fold < 1) fail("--fold: {} is not a fold number (1-based)", eval_flags->fold);
       auto overrides = eval_flags->overrides;
       if (global.seed) overrides.push_back("seed=" + std::to_string(*global.seed));
@@ -90,7 +90,8 @@ void register_report_commands(CLI::App& app, GlobalOptions& global) {
         teacher_model = adapted.model;
       }
       auto m = train::evaluate_model(*model.model, dataset, eval_flags->fold - 1, teacher_model.get(),
-                                     train::EvalOptions().file(eval_flags->model));
+                                     train::EvalOptions().file(eval_flags->model).group(group));
+      if (!group->is_root()) return;  // rank 0 prints and writes what the ranks scored together
       nlohmann::json out = {{"task", to_string(dataset.task)}, {"model", eval_flags->model}, {"data", recipe.file},
                             {"fold", eval_flags->fold}, {"input", model.evidence}, {"metrics", m}};
       if (!eval_flags->json.empty()) write_file_atomic(eval_flags->json, out.dump(2) + "\n");

@@ -191,13 +191,14 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   std::string dir = fold_dir(options.out(), fold_index, dataset.folds.size());
   std::string checkpoints = (fs::path(dir) / "checkpoints").string();
   const bool writes = !options.group() || options.group()->is_root();
+  dist::Group* group = options.group().get();  // scoring is shared out over its ranks
   if (writes) fs::create_directories(checkpoints);
   FoldRun run;
   Task task = dataset.task;
   std::string tag = dataset.folds.size() == 1 ? "" : fmt::format(" (fold {}/{})", fold_index + 1, dataset.folds.size());
 
   auto make_validate = [&](const torch::Tensor& teacher_val) {
-    return [&fold, task, teacher_val, group = options.group().get()](models::Model& model) {
+    return [&fold, task, teacher_val, group](models::Model& model) {
       return score_validation(model, task, fold, teacher_val, group);
     };
   };
@@ -217,7 +218,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   const torch::Tensor& teacher_test = cache.test;
   run.teacher.test = score(task, fold, teacher_test, fold.test.y, {});
   run.teacher.test_outputs = in_target_units(task, fold, teacher_test);
-  run.teacher.size = size_of(*run.teacher.model, dataset.input_shape, cache.file, options.latency_repeats(), fold.test.x);
+  if (writes) run.teacher.size = size_of(*run.teacher.model, dataset.input_shape, cache.file, options.latency_repeats(), fold.test.x);
   if (auto* ensemble = dynamic_cast<models::EnsembleModel*>(run.teacher.model.get())) {  // every member's file
     int64_t bytes = 0;
     for (const auto& path : cache.member_files) bytes += io::model_bytes(path);
@@ -225,7 +226,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     run.teacher.size["file"] = fmt::format("{} files", cache.member_files.size());
     run.member_files = cache.member_files;
     for (const auto& member : ensemble->members()) {
-      run.member_tests.push_back(score(task, fold, train::predict(*member, fold.test.x), fold.test.y, {}));
+      run.member_tests.push_back(score(task, fold, predict_shared(*member, fold.test.x, group), fold.test.y, {}));
     }
   }
 
@@ -289,11 +290,11 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     run.baseline.info = info_for(dataset, fold, student_spec_json);
     std::string file = (fs::path(dir) / ("baseline" + model_extension(*run.baseline.model))).string();
     if (writes) io::save_model(file, *run.baseline.model, run.baseline.info);
-    auto baseline_test = predict(*run.baseline.model, fold.test.x);
+    auto baseline_test = predict_shared(*run.baseline.model, fold.test.x, group);
     run.baseline.test = score(task, fold, baseline_test, fold.test.y, teacher_test);
     run.baseline.test_outputs = in_target_units(task, fold, baseline_test);
     if (writes) run.baseline.size = size_of(*run.baseline.model, dataset.input_shape, file, options.latency_repeats(), fold.test.x);
-    run.baseline_val = predict(*run.baseline.model, fold.val.x);
+    run.baseline_val = predict_shared(*run.baseline.model, fold.val.x, group);
   }
 
   // The distilled student, from the same initial weights as the baseline.
@@ -335,12 +336,12 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     trained.target_reached = result.target_reached;
   }
   run.student.train = trained;
-  if (!writes) return run;  // trained alike on every rank; rank 0 scores, saves and exports
+  auto student_test = predict_shared(*run.student.model, fold.test.x, group);
+  run.student_val = predict_shared(*run.student.model, fold.val.x, group);
+  if (!writes) return run;  // trained alike on every rank, scored together; rank 0 saves and exports
   run.student.info = info_for(dataset, fold, student_spec_json);
   std::string file = (fs::path(dir) / ("student" + model_extension(*run.student.model))).string();
   io::save_model(file, *run.student.model, run.student.info);
-  auto student_test = predict(*run.student.model, fold.test.x);
-  run.student_val = predict(*run.student.model, fold.val.x);
   run.student.test = score(task, fold, student_test, fold.test.y, teacher_test);
   run.student.test_outputs = in_target_units(task, fold, student_test);
   run.outputs.labels = in_target_units(task, fold, fold.test.y);

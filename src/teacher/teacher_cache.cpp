@@ -259,7 +259,7 @@ TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, con
 
   auto cache_start = Clock::now();
   int64_t rows = inference_batch_size(*cache.model, dataset.input_shape);
-  const dist::Group* group = run.group().get();
+  dist::Group* group = run.group().get();
   if (group && group->distributed() && run.shard_cache()) {
     torch::Tensor x = fold.transfer_x.defined() ? torch::cat({fold.train.x, fold.transfer_x}) : fold.train.x;
     cache.train = predict(*cache.model, x.index_select(0, train::shard_rows(x.size(0), group->rank(), group->size())), rows);
@@ -269,8 +269,8 @@ TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, con
     cache.train = predict(*cache.model, fold.train.x, rows);
     if (fold.transfer_x.defined()) cache.transfer = predict(*cache.model, fold.transfer_x, rows);
   }
-  cache.val = predict(*cache.model, fold.val.x, rows);
-  cache.test = predict(*cache.model, fold.test.x, rows);
+  cache.val = train::predict_shared(*cache.model, fold.val.x, group, rows);
+  cache.test = train::predict_shared(*cache.model, fold.test.x, group, rows);
   cache.cache_seconds = seconds_since(cache_start);
   if (!spec.paths.empty()) warn_if_near_chance(task, fold, dataset.outputs, cache.val, tag);
   return cache;

@@ -103,10 +103,10 @@ report::Metrics score_validation(models::Model& model, Task task, const data::Da
   return score(task, fold, predict_shared(model, fold.val.x, group), fold.val.y, teacher_val);
 }
 
-torch::Tensor predict_shared(models::Model& model, const torch::Tensor& x, dist::Group* group) {
-  if (!group || !group->distributed()) return predict(model, x);
+torch::Tensor predict_shared(models::Model& model, const torch::Tensor& x, dist::Group* group, int64_t batch_size) {
+  if (!group || !group->distributed()) return predict(model, x, batch_size);
   torch::Tensor rows = shard_rows(x.size(0), group->rank(), group->size());
-  torch::Tensor part = predict(model, x.index_select(0, rows));
+  torch::Tensor part = predict(model, x.index_select(0, rows), batch_size);
   std::vector<int64_t> shape = part.sizes().vec();
   shape[0] = x.size(0);
   std::vector<torch::Tensor> whole = {torch::zeros(shape, part.options())};
@@ -140,7 +140,7 @@ nlohmann::json evaluate_model(models::Model& model, const data::Dataset& dataset
   auto run = [&](models::Model& m, const std::string& what) {
     torch::Tensor out;
     try {
-      out = predict(m, fold.test.x);
+      out = predict_shared(m, fold.test.x, options.group().get());
     } catch (const c10::Error& e) {
       fail("{}: does not run on inputs of shape {}: {}", what, shape_text(dataset.input_shape), first_line(e));
     }
@@ -153,7 +153,9 @@ nlohmann::json evaluate_model(models::Model& model, const data::Dataset& dataset
   std::string name = options.file().empty() ? "model" : options.file();
   auto outputs = run(model, name);
   torch::Tensor teacher_outputs = teacher ? run(*teacher, "--teacher") : torch::Tensor();
-  nlohmann::json m = size_of(model, dataset.input_shape, options.file(), options.latency_repeats(), fold.test.x);
+  const bool root = !options.group() || options.group()->is_root();
+  nlohmann::json m = root ? size_of(model, dataset.input_shape, options.file(), options.latency_repeats(), fold.test.x)
+                          : nlohmann::json::object();
   m["test"] = score(task, fold, outputs, fold.test.y, teacher_outputs);
   report::TestOutputs tested{in_target_units(task, fold, fold.test.y), {{"model", in_target_units(task, fold, outputs)}}};
   m.update(report::model_analysis(task, {tested}, "model"));

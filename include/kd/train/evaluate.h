@@ -48,8 +48,9 @@ report::Metrics score_validation(models::Model& model, Task task, const data::Da
 
 // The model's outputs on `x` shared out over a data-parallel group: each rank runs its rows (row % W ==
 // rank) and the outputs are summed over the ranks into every rank's whole [N, outputs] (plain predict
-// without a group). Validation in a group costs each rank 1/W of the rows.
-torch::Tensor predict_shared(models::Model& model, const torch::Tensor& x, dist::Group* group);
+// without a group). Validation and test scoring in a group cost each rank 1/W of the rows.
+torch::Tensor predict_shared(models::Model& model, const torch::Tensor& x, dist::Group* group,
+                             int64_t batch_size = 256);
 
 // {params, macs, bytes (of `file`, 0 if none), file, latency_ms: {batch1, batch256, threads}}: latency is
 // the median of `repeats` forward passes at batch 1 (a quarter as many at 256) after 3 warm-up passes, on
@@ -60,6 +61,9 @@ nlohmann::json size_of(models::Model& model, const std::vector<int64_t>& input_s
 struct EvalOptions {
   TORCH_ARG(std::string, file) = "";           // the model's file, for its size in bytes
   TORCH_ARG(int64_t, latency_repeats) = 20;
+  // A data-parallel group: each rank scores its share of the test rows; the size and latency are measured
+  // on rank 0 alone (the other ranks' entries leave them out).
+  TORCH_ARG(std::shared_ptr<dist::Group>, group) = nullptr;
 };
 
 // dataset.folds[fold_index] (0-based), or kd::Error naming --fold when the data has fewer folds.
