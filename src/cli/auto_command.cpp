@@ -53,6 +53,7 @@ void register_auto_command(CLI::App& app, GlobalOptions& global) {
       if (global.seed) base_overrides.push_back("seed=" + std::to_string(*global.seed));
       recipe::Recipe recipe = recipe::load_recipe(flags->recipe, base_overrides);
       seed_everything(recipe.seed);
+      torch::Device device = chosen_device(global);
       auto group = connect_group(global);
       search::SpecFactory make_spec = [&](const std::vector<std::string>& sets) {
         auto all = base_overrides;
@@ -72,7 +73,8 @@ void register_auto_command(CLI::App& app, GlobalOptions& global) {
                          .worker(flags->worker)
                          .worker_until(flags->worker_until)
                          .search(recipe.search)
-                         .group(group);
+                         .group(group)
+                         .device(device);
       auto result = search::run_auto(make_spec, options);
       if (flags->worker > 0 || !group->is_root()) return;
       std::cout << result.table << result.final_table << "outputs: " << flags->out

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "kd/util/error.h"
+#include "kd/util/strings.h"
 #include "kd/util/runtime.h"
 
 namespace kd::cli {
@@ -30,6 +31,26 @@ std::shared_ptr<dist::Group> connect_group(const GlobalOptions& global) {
                  group->options().master_port());
   }
   return group;
+}
+
+torch::Device chosen_device(const GlobalOptions& global) {
+  std::string name = global.device;
+  if (name == "cuda") name += ":" + std::to_string(dist::launch_from_environment(global.launch).local_rank());
+  std::optional<torch::Device> device;
+  try {
+    device = torch::Device(name);
+  } catch (const c10::Error&) {
+  }
+  if (!device || !(device->is_cpu() || device->is_cuda())) {
+    fail("--device: {} is not a device kdistill runs on: expected cpu, cuda or cuda:N", quote(global.device));
+  }
+  if (device->is_cuda()) {
+    int64_t count = torch::cuda::is_available() ? static_cast<int64_t>(torch::cuda::device_count()) : 0;
+    if (count == 0) fail("--device {}: this build of libtorch sees no CUDA device; use --device cpu", name);
+    if (device->index() >= count) fail("--device {}: there {} {} CUDA device{} (cuda:0 to cuda:{})", name,
+                                       count == 1 ? "is" : "are", count, count == 1 ? "" : "s", count - 1);
+  }
+  return *device;
 }
 
 int guarded(const std::function<void()>& body) {

@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
   global.blas_core = blas_core;
   app.add_option("--threads", global.threads, "intra-op threads (default: all cores)");
   app.add_option("--seed", global.seed, "random seed (overrides the recipe's)");
+  app.add_option("--device", global.device,
+                 "where models train and run: cpu (default), cuda (cuda:LOCAL_RANK) or cuda:N");
   app.add_flag("-q,--quiet", global.quiet, "print only warnings and errors");
   app.add_option("--log-level", global.log_level, "trace | debug | info | warn | error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));

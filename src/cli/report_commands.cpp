@@ -68,6 +68,7 @@ void register_report_commands(CLI::App& app, GlobalOptions& global) {
   eval->callback([eval_flags, &global] {
     global.exit_status = guarded([&] {
       apply_global_options(global);
+      torch::Device device = chosen_device(global);
       auto group = connect_group(global);
       if (eval_flags->fold < 1) fail("--fold: {} is not a fold number (1-based)", eval_flags->fold);
       auto overrides = eval_flags->overrides;
@@ -90,7 +91,7 @@ void register_report_commands(CLI::App& app, GlobalOptions& global) {
         teacher_model = adapted.model;
       }
       auto m = train::evaluate_model(*model.model, dataset, eval_flags->fold - 1, teacher_model.get(),
-                                     train::EvalOptions().file(eval_flags->model).group(group));
+                                     train::EvalOptions().file(eval_flags->model).group(group).device(device));
       if (!group->is_root()) return;  // rank 0 prints and writes what the ranks scored together
       nlohmann::json out = {{"task", to_string(dataset.task)}, {"model", eval_flags->model}, {"data", recipe.file},
                             {"fold", eval_flags->fold}, {"input", model.evidence}, {"metrics", m}};

@@ -205,7 +205,8 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
 
   TeacherCache cache = teacher::prepare_teacher(
       spec.teacher,
-      teacher::TeacherRun().seed(spec.seed).fingerprint(spec.teacher_fingerprint).resume(options.resume()).group(options.group()),
+      teacher::TeacherRun().seed(spec.seed).fingerprint(spec.teacher_fingerprint).resume(options.resume()).group(options.group())
+          .device(options.device()),
       dataset, fold_index, dir);
   run.teacher.model = cache.model;
   run.teacher.info = cache.info;
@@ -232,7 +233,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
 
   int64_t rows = fold.train.size() + (fold.transfer_x.defined() ? fold.transfer_x.size(0) : 0);
   TrainOptions student_train = train::sized_for_rows(spec.distill.train, rows);
-  student_train.seed(spec.seed).group(options.group());
+  student_train.seed(spec.seed).group(options.group()).device(options.device());
   int64_t views = bank_views(spec.distill, student_train.epochs());
   std::shared_ptr<const train::SoftLabelBank> earlier_bank;
   if (fold_index < options.banks().size() && options.banks()[fold_index] && options.banks()[fold_index]->views() == views &&
@@ -259,7 +260,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   int64_t distill_steps = 0;
   for (auto& stage : stages) {
     stage.train = spec.distill.stages.empty() ? student_train
-                                              : train::sized_for_rows(stage.train, rows).seed(spec.seed).group(options.group());
+                                              : train::sized_for_rows(stage.train, rows).seed(spec.seed).group(options.group()).device(options.device());
     distill_steps += stage.train.steps() > 0 ? stage.train.steps() : stage.train.epochs() * batches;
   }
 

@@ -19,6 +19,21 @@ int64_t count_params(Model& model) {
   return total;
 }
 
+torch::Device device_of(Model& model) {
+  auto parameters = model.parameters();
+  return parameters.empty() ? torch::Device(torch::kCPU) : parameters.front().device();
+}
+
+DeviceScope::DeviceScope(Model* model, torch::Device device) {
+  if (model == nullptr || device.is_cpu()) return;
+  model->to(device);
+  model_ = model;
+}
+
+DeviceScope::~DeviceScope() {
+  if (model_) model_->to(torch::kCPU);
+}
+
 void check_taps(Model& model, const std::vector<std::string>& taps) {
   std::vector<std::string> names;
   for (const auto& tap : taps) {

@@ -396,7 +396,8 @@ TrialRecord run_trial(Search& search, TrialRecord t) {
       }
       auto model = new_student(search, spec, f);
       train::TrainOptions train = spec.distill.train;
-      train.seed(spec.seed).checkpoint("").resume(false).target(std::nullopt).selection_metric(search.metric);
+      train.seed(spec.seed).checkpoint("").resume(false).target(std::nullopt).selection_metric(search.metric)
+          .device(search.options.device());
       train::Trainer trainer(train, distiller, folds == 1 ? fmt::format("trial {}", id)
                                                            : fmt::format("trial {} (fold {}/{})", id, f + 1, folds));
       if (f == 0) {
@@ -519,7 +520,7 @@ double probe_seconds_per_step(Search& search, int64_t steps) {
   auto model = new_student(search, spec, 0);
   losses::Distiller distiller(spec.distill.losses, search.dataset.task);
   train::TrainOptions train = spec.distill.train;
-  train.steps(steps).checkpoint("").resume(false).seed(spec.seed);
+  train.steps(steps).checkpoint("").resume(false).seed(spec.seed).device(search.options.device());
   train::Trainer trainer(train, distiller, "timing");
   auto data = trial_data(search, spec, 0, train);
   QuietLog quiet;
@@ -717,7 +718,8 @@ void prepare_teachers(Search& search) {
                    .fingerprint(base.teacher_fingerprint)
                    .resume(search.options.resume())
                    .group(search.options.group())
-                   .shard_cache(false);
+                   .shard_cache(false)
+                   .device(search.options.device());
     search.caches.push_back(
         teacher::prepare_teacher(base.teacher, run, search.dataset, f, flow::fold_dir(search.options.out(), f, folds)));
     search.cache_seconds += search.caches.back().cache_seconds;
@@ -950,7 +952,8 @@ std::string final_run(const Search& search, const TrialRecord& chosen, const nlo
                                           .out(search.options.out())
                                           .extra_metrics({{"search", s}})
                                           .banks(search.banks)
-                                          .group(group))
+                                          .group(group)
+                                          .device(search.options.device()))
       .table;
 }
 
@@ -991,7 +994,8 @@ void follow_final_run(Search& search) {
   auto decided = nlohmann::json::parse(*choice);
   if (!decided.contains("overrides")) return;
   flow::run_distillation(search.make_spec(decided["overrides"].get<std::vector<std::string>>()),
-                         flow::RunOptions().out(search.options.out()).banks(search.banks).group(search.options.group()));
+                         flow::RunOptions().out(search.options.out()).banks(search.banks).group(search.options.group())
+                             .device(search.options.device()));
 }
 
 }  // namespace

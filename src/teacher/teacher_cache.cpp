@@ -76,7 +76,8 @@ TrainedTeacher train_or_reuse(const TeacherSpec& spec, const TeacherRun& run, co
   train.checkpoint((fs::path(dir) / "checkpoints" / (name + ".ckpt")).string())
       .resume(run.resume())
       .seed(run.seed() + seed_offset)
-      .group(run.group());
+      .group(run.group())
+      .device(run.device());
   Trainer trainer(train, supervised, name + tag);
   TrainData data{fold.train.x, fold.train.y, {}, {}};
   auto validate = [&fold, task, group = run.group().get()](models::Model& model) {
@@ -260,6 +261,7 @@ TeacherCache prepare_teacher(const TeacherSpec& spec, const TeacherRun& run, con
   auto cache_start = Clock::now();
   int64_t rows = inference_batch_size(*cache.model, dataset.input_shape);
   dist::Group* group = run.group().get();
+  models::DeviceScope on_device(cache.model.get(), run.device());
   if (group && group->distributed() && run.shard_cache()) {
     torch::Tensor x = fold.transfer_x.defined() ? torch::cat({fold.train.x, fold.transfer_x}) : fold.train.x;
     cache.train = predict(*cache.model, x.index_select(0, train::shard_rows(x.size(0), group->rank(), group->size())), rows);
@@ -300,12 +302,13 @@ std::shared_ptr<train::SoftLabelBank> soft_label_bank(models::Model& teacher, co
   // The rows this shard holds, in order; a view is keyed by the row's place in all of `x`.
   torch::Tensor owned = train::shard_rows(x.size(0), shard, shards);
   int64_t rows = owned.size(0);
+  const torch::Device device = models::device_of(teacher);
   Progress progress("teacher bank", views * rows, "rows");
   for (int64_t v = 0; v < views; ++v) {
     for (int64_t start = 0; start < rows; start += batch_size) {
       int64_t end = std::min(rows, start + batch_size);
       auto global = owned.slice(0, start, end);
-      auto out = teacher.forward(augmenter.view(x.index_select(0, global), global, v)).to(torch::kFloat);
+      auto out = teacher.forward(augmenter.view(x.index_select(0, global), global, v).to(device)).to(torch::kCPU, torch::kFloat);
       if (!bank) bank = std::make_shared<train::SoftLabelBank>(rows, views, out.numel() / out.size(0), storage);
       bank->store(torch::arange(start, end, torch::kLong), v, out);
       progress.update(v * rows + end);
@@ -332,6 +335,7 @@ train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCac
   }
   const auto& augment = options.augment();
   teaching = Teaching();
+  models::DeviceScope teacher_on_device(cache.model.get(), options.device());  // its bank and taps
   if (views < 0 || augment.mixes() || (augment.per_row() && views == 0)) {
     // Mixtures (and views: online) are new every step, and feature terms read the teacher's taps:
     // the teacher runs live on each batch.

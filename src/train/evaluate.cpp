@@ -140,6 +140,7 @@ nlohmann::json evaluate_model(models::Model& model, const data::Dataset& dataset
   auto run = [&](models::Model& m, const std::string& what) {
     torch::Tensor out;
     try {
+      models::DeviceScope on_device(&m, options.device());
       out = predict_shared(m, fold.test.x, options.group().get());
     } catch (const c10::Error& e) {
       fail("{}: does not run on inputs of shape {}: {}", what, shape_text(dataset.input_shape), first_line(e));

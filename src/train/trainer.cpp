@@ -215,11 +215,12 @@ void all_reduce_step(dist::Group& group, std::vector<torch::Tensor>& parameters,
   std::vector<torch::Tensor> parts;
   parts.reserve(parameters.size() + 1);
   for (auto& p : parameters) {
-    parts.push_back(p.grad().defined() ? p.grad().reshape(-1).to(torch::kFloat) : torch::zeros({p.numel()}));
+    parts.push_back(p.grad().defined() ? p.grad().reshape(-1).to(torch::kFloat)
+                                       : torch::zeros({p.numel()}, p.options().dtype(torch::kFloat)));
   }
   std::vector<double> values = {loss};
   values.insert(values.end(), terms.begin(), terms.end());
-  parts.push_back(torch::tensor(values, torch::kDouble).to(torch::kFloat));
+  parts.push_back(torch::tensor(values, torch::kDouble).to(parts.front().device(), torch::kFloat));
   std::vector<torch::Tensor> flat = {torch::cat(parts)};
   group.all_reduce_sum(flat);
   int64_t offset = 0;
@@ -277,16 +278,17 @@ void validate(const TrainOptions& options, const std::string& field) {
 torch::Tensor predict(models::Model& model, const torch::Tensor& x, int64_t batch_size) {
   torch::NoGradGuard no_grad;
   model.set_training(false);
+  const torch::Device device = models::device_of(model);  // rows go where the model is; outputs come back
   // One output tensor filled batch by batch: small per-batch results kept between the large
   // activations would fragment the heap (measured: +170 MB RSS over Fashion-MNIST).
   torch::Tensor outputs;
   for (int64_t start = 0; start < x.size(0); start += batch_size) {
     int64_t end = std::min(x.size(0), start + batch_size);
-    torch::Tensor y = model.forward(x.slice(0, start, end));
+    torch::Tensor y = model.forward(x.slice(0, start, end).to(device));
     if (!outputs.defined()) {
       std::vector<int64_t> shape = y.sizes().vec();
       shape[0] = x.size(0);
-      outputs = torch::empty(shape, y.options().dtype(torch::kFloat));
+      outputs = torch::empty(shape, torch::TensorOptions().dtype(torch::kFloat));
     }
     outputs.slice(0, start, end).copy_(y);
   }
@@ -298,9 +300,10 @@ std::vector<torch::Tensor> predict_taps(models::Model& model, const torch::Tenso
   torch::NoGradGuard no_grad;
   model.set_training(false);
   std::vector<torch::Tensor> out(taps.size());
+  const torch::Device device = models::device_of(model);
   for (int64_t start = 0; start < x.size(0); start += batch_size) {
     int64_t end = std::min(x.size(0), start + batch_size);
-    auto tapped = model.forward_taps(x.slice(0, start, end), taps);
+    auto tapped = model.forward_taps(x.slice(0, start, end).to(device), taps);
     if (start == 0) {
       // The shapes are known now: all the taps in memory, or all in mapped files.
       std::vector<std::vector<int64_t>> shapes;
@@ -429,6 +432,11 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
   }
   models::NamedTensors loss_parameters;
   if (features) loss_parameters = make_loss_parameters(distiller_, model, live_teacher, data, cached, options.seed());
+  const torch::Device device = options.device();
+  models::DeviceScope student_on_device(&model, device), teacher_on_device(live_teacher, device);
+  for (auto& item : loss_parameters) {
+    if (!device.is_cpu()) item.second = item.second.detach().to(device).requires_grad_(true);
+  }
   std::vector<torch::Tensor> optimizer_parameters = model.parameters();
   for (const auto& item : loss_parameters) optimizer_parameters.push_back(item.second);
   auto optimizer = make_optimizer(optimizer_parameters, options.optimizer());
@@ -484,7 +492,9 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
       torch::Tensor x = batch[0];
       if (augment.per_row()) x = augmenter.view(x, batcher.batch_rows(epoch, b), view);
       auto mixed = augmenter.mix(x, epoch, b);
-      x = mixed.x;
+      x = mixed.x.to(device);
+      if (mixed.partner.defined()) mixed.partner = mixed.partner.to(device);
+      for (size_t c = 1; c < batch.size(); ++c) batch[c] = batch[c].to(device);
       inputs.labels = batch[1];
       size_t next = 2;
       if (masked) inputs.has_label = batch[next++];
@@ -502,7 +512,7 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
         } else if (bank) {
           // Only this view's rows are read: a bank of many views (or a mapped one) costs no more per step.
           torch::Tensor rows = batcher.batch_rows(epoch, b);
-          inputs.teacher = bank->gather(data.bank_shards > 1 ? rows.div(data.bank_shards, "floor") : rows, view);
+          inputs.teacher = bank->gather(data.bank_shards > 1 ? rows.div(data.bank_shards, "floor") : rows, view).to(device);
         } else if (live_teacher && distiller_.needs_teacher()) {
           torch::NoGradGuard no_grad;
           inputs.teacher = live_teacher->forward(x).to(torch::kFloat);

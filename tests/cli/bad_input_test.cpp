@@ -1,6 +1,8 @@
 // Every bad input is one line on stderr naming the file and field, and exit status 2.
 #include <gtest/gtest.h>
 
+#include <torch/torch.h>
+
 #include <fstream>
 
 #include "cli/cli_util.h"
@@ -143,6 +145,22 @@ TEST_F(BadInput, AutoWithoutABudgetSaysWhatIsMissing) {
   auto r = run_kdistill("auto x.yaml");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.output.find("--budget is required"), std::string::npos) << r.output;
+}
+
+// --device names a device of this libtorch: an unknown name, and CUDA where this build has none (as
+// Debian's), are refused by name before any data is read; cpu runs.
+TEST_F(BadInput, DeviceThatIsNotThere) {
+  std::string recipe = recipe_with_data("  format: csv\n  train: " + kIris + "\n  target: -1\n");
+  expect_bad_input(run_recipe(recipe, "--device tpu"),
+                   "--device: \"tpu\" is not a device kdistill runs on: expected cpu, cuda or cuda:N");
+  if (!torch::cuda::is_available()) {
+    expect_bad_input(run_recipe(recipe, "--device cuda"),
+                     "--device cuda:0: this build of libtorch sees no CUDA device; use --device cpu");
+    expect_bad_input(run_kdistill("--local-rank 1 --device cuda eval x.kdm --data " + write("r.yaml", recipe)),
+                     "--device cuda:1: this build of libtorch sees no CUDA device");
+  }
+  auto cpu = run_recipe(recipe, "--device cpu");
+  EXPECT_EQ(cpu.status, 0) << cpu.output;
 }
 
 }  // namespace

@@ -83,6 +83,9 @@ struct RunOptions {
   // (train::TrainOptions::group); rank 0 alone writes the run folder, the others return once the
   // student is trained (RunResult empty). Resuming and reusing a teacher read `out` on every rank.
   TORCH_ARG(std::shared_ptr<dist::Group>, group) = nullptr;
+  // Where teacher, baseline and student train and the teacher computes its outputs
+  // (train::TrainOptions::device); the test rows are scored on the CPU.
+  TORCH_ARG(torch::Device, device) = torch::kCPU;
 };
 
 struct RunResult {

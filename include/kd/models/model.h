@@ -76,6 +76,22 @@ std::vector<torch::Tensor> token_id_inputs(const torch::Tensor& input, const std
 
 using ModelPtr = std::shared_ptr<Model>;
 
+// Where the model's parameters live: the CPU for a model without any (an ONNX graph kdistill runs).
+torch::Device device_of(Model& model);
+
+// `model` on `device` for the scope, back on the CPU after it (files, exports and scores read it
+// there); does nothing for the CPU.
+class DeviceScope {
+ public:
+  DeviceScope(Model* model, torch::Device device);
+  ~DeviceScope();
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  Model* model_ = nullptr;  // null when nothing moved
+};
+
 // Number of parameters the optimizer sees (PyTorch's sum(p.numel() for p in m.parameters()):
 // batch-norm running statistics are buffers and do not count).
 int64_t count_params(Model& model);

@@ -42,6 +42,7 @@ struct AutoOptions {
   // outputs); the teacher and the chosen student's final run train data-parallel. A rank that dies
   // loses only its running trial.
   TORCH_ARG(std::shared_ptr<dist::Group>, group) = nullptr;
+  TORCH_ARG(torch::Device, device) = torch::kCPU;  // where the teacher, the trials and the final run train
   TORCH_ARG(SearchOptions, search);
 };
 

@@ -55,6 +55,8 @@ struct TeacherRun {
   // With a group: each rank caches the outputs of its own training rows only (TeacherCache::train_shards);
   // false: every rank the whole cache (a search, whose trials each run in one process).
   TORCH_ARG(bool, shard_cache) = true;
+  // Where a teacher trained here trains and where the teacher computes its outputs (train::TrainOptions::device).
+  TORCH_ARG(torch::Device, device) = torch::kCPU;
 };
 
 struct TeacherCache {

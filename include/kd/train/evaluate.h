@@ -64,6 +64,7 @@ struct EvalOptions {
   // A data-parallel group: each rank scores its share of the test rows; the size and latency are measured
   // on rank 0 alone (the other ranks' entries leave them out).
   TORCH_ARG(std::shared_ptr<dist::Group>, group) = nullptr;
+  TORCH_ARG(torch::Device, device) = torch::kCPU;  // where the test rows run (latency is timed on the CPU)
 };
 
 // dataset.folds[fold_index] (0-based), or kd::Error naming --fold when the data has fewer folds.

@@ -57,6 +57,10 @@ struct TrainOptions {
   // Terms that are not a mean over rows (ce over the labelled rows only, rkd, correlation, dist) see
   // each rank's rows. Rank 0 alone writes checkpoints; every rank resumes from them.
   TORCH_ARG(std::shared_ptr<dist::Group>, group) = nullptr;
+  // Where the model (and a live teacher) train: rows, teacher outputs and the loss's own parameters are
+  // moved there a batch at a time; the model is back on the CPU when fit returns. Augmentation runs on
+  // the CPU before the move.
+  TORCH_ARG(torch::Device, device) = torch::kCPU;
 };
 
 void validate(const TrainOptions& options, const std::string& field);
