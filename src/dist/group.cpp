@@ -236,6 +236,13 @@ void Group::all_reduce_sum(std::vector<torch::Tensor>& tensors) {
   guard("an all-reduce", [&] { impl_->group->allreduce(tensors)->wait(); });
 }
 
+std::function<void()> Group::start_all_reduce_sum(std::vector<torch::Tensor>& tensors) {
+  if (!impl_ || tensors.empty()) return [] {};
+  c10::intrusive_ptr<c10d::Work> work;
+  guard("an all-reduce", [&] { work = impl_->group->allreduce(tensors); });
+  return [this, work] { guard("an all-reduce", [&] { work->wait(); }); };
+}
+
 void Group::broadcast(std::vector<torch::Tensor>& tensors, int64_t root) {
   if (!impl_ || tensors.empty()) return;
   c10d::BroadcastOptions options;

@@ -57,6 +57,10 @@ class Group {
 
   // Element-wise sums over the ranks, in place, bitwise equal on every rank.
   void all_reduce_sum(std::vector<torch::Tensor>& tensors);
+  // all_reduce_sum started on the group's communication thread; returns at once with a function that
+  // waits for the sums (and fails as all_reduce_sum does). Every rank starts the same collectives in
+  // the same order; they finish in that order.
+  std::function<void()> start_all_reduce_sum(std::vector<torch::Tensor>& tensors);
   // Rank `root`'s tensors copied into every rank's (same shapes and types).
   void broadcast(std::vector<torch::Tensor>& tensors, int64_t root = 0);
   // Every rank's `value`, in rank order (through the store).
