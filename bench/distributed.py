@@ -99,10 +99,12 @@ def main():
     parser.add_argument("--parts", nargs="+", choices=["scaling", "auto"], default=["scaling", "auto"])
     parser.add_argument("--json")
     args = parser.parse_args()
-    rows = {}
-    if "scaling" not in args.parts:
+    rows, auto = {}, {}
+    if set(args.parts) != {"scaling", "auto"}:  # the part not run comes from the earlier results
         with open(args.json) as f:
-            rows = json.load(f)["rows"]
+            earlier = json.load(f)
+        rows = earlier["rows"] if "scaling" not in args.parts else {}
+        auto = earlier["auto"] if "auto" not in args.parts else {}
     with tempfile.TemporaryDirectory() as scratch:
         for setup in (args.setups if "scaling" in args.parts else []):
             rows[setup] = {}
@@ -117,9 +119,8 @@ def main():
         r["efficiency"] = efficiency
         lines.append(f"| {SETUPS[setup][0]} | {one['samples_per_second']:,.0f} | {two['samples_per_second']:,.0f} | "
                      f"{efficiency:.0%} | {threads['samples_per_second']:,.0f} |")
-    auto = {}
     with tempfile.TemporaryDirectory() as scratch:
-        for i, (name, prefix, extra) in enumerate(AUTO_LAYOUTS):
+        for i, (name, prefix, extra) in enumerate(AUTO_LAYOUTS if "auto" in args.parts else []):
             auto[name] = auto_rate(args.kdistill, args.auto_budget, os.path.join(scratch, f"auto-{i}"), prefix, extra)
     lines += ["", "| kdistill auto, Fashion-MNIST CNN student (10k rows), " + f"{args.auto_budget:.0f} s budget | trials | "
               "trials per minute | trial epochs per minute |", "|---|---|---|---|"]
