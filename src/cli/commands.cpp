@@ -7,8 +7,9 @@
 #include <iostream>
 
 #include "kd/util/error.h"
-#include "kd/util/strings.h"
+#include "kd/util/process.h"
 #include "kd/util/runtime.h"
+#include "kd/util/strings.h"
 
 namespace kd::cli {
 
@@ -17,6 +18,7 @@ void apply_global_options(const GlobalOptions& global) {
   spdlog::set_default_logger(logger);
   spdlog::set_pattern("[%H:%M:%S] %v");
   spdlog::set_level(global.quiet ? spdlog::level::warn : spdlog::level::from_str(global.log_level));
+  install_stop_handlers();
   configure_allocator();
   configure_torchscript();
   int threads = configure_threads(global.threads);
@@ -60,6 +62,9 @@ int guarded(const std::function<void()>& body) {
   } catch (const kd::Error& e) {
     std::cerr << "kdistill: error: " << e.what() << "\n";
     return 2;
+  } catch (const kd::Interrupted& e) {
+    std::cerr << "kdistill: " << e.what() << "\n";
+    return 128 + e.signal();
   } catch (const c10::Error& e) {
     std::cerr << "kdistill: error: " << first_line(e) << "\n";
     return 1;
@@ -68,7 +73,6 @@ int guarded(const std::function<void()>& body) {
     return 1;
   }
 }
-
 
 void register_run_command(CLI::App& app, GlobalOptions& global);
 void register_model_commands(CLI::App& app, GlobalOptions& global);

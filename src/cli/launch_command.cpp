@@ -62,12 +62,11 @@ void register_launch_command(CLI::App& app, GlobalOptions& global) {
         if (global.quiet) args.push_back("--quiet");
         if (global.log_level != "info") args.insert(args.end(), {"--log-level", global.log_level});
         args.insert(args.end(), rest.begin(), rest.end());
-        pids.push_back(spawn_self(args));
+        pids.push_back(spawn_self(args, true));  // a Ctrl-C reaches the ranks once, through wait_for_all
       }
       spdlog::info("launch: ranks {} to {} of {} started, rendezvous at {}", flags->node_rank * flags->nproc,
                    flags->node_rank * flags->nproc + flags->nproc - 1, world, flags->master);
-      for (int pid : pids) {
-        int s = wait_for(pid);
+      for (int s : wait_for_all(pids)) {
         if (s != 0 && status == 0) status = s;
       }
     });

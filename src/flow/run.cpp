@@ -329,6 +329,10 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
       record.epoch += offset;
       trained.history.push_back(record);
     }
+    for (auto divergence : result.divergences) {
+      divergence.epoch += offset;
+      trained.divergences.push_back(divergence);
+    }
     trained.steps += result.steps;
     trained.loss_params += result.loss_params;
     trained.best_epoch = result.best_epoch + offset;
@@ -381,9 +385,13 @@ nlohmann::json model_json(const std::vector<const Trained*>& per_fold) {
   if (per_fold[0]->train) {
     nlohmann::json epochs;
     for (const auto* t : per_fold) {
+      nlohmann::json divergences = nlohmann::json::array();
+      for (const auto& d : t->train->divergences) {
+        divergences.push_back({{"epoch", d.epoch}, {"step", d.step}, {"what", d.what}, {"lr", d.lr}, {"lr_after", d.lr_after}});
+      }
       epochs.push_back({{"epochs_run", t->train->history.size()}, {"best_epoch", t->train->best_epoch},
                         {"stop_reason", t->train->stop_reason}, {"target_reached", t->train->target_reached},
-                        {"steps", t->train->steps}});
+                        {"steps", t->train->steps}, {"divergences", divergences}});
     }
     m["training"] = per_fold.size() == 1 ? epochs[0] : epochs;
   }

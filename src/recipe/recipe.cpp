@@ -267,6 +267,7 @@ train::TrainOptions parse_train_options(YamlSection& section, train::TrainOption
   options.optimizer(parse_optimizer(section, options.optimizer()));
   options.schedule(parse_schedule(section, options.schedule()));
   options.grad_clip(section.get<double>("grad_clip", options.grad_clip()));
+  options.divergence_retries(section.get<int64_t>("divergence_retries", options.divergence_retries()));
   options.precision(section.get<std::string>("precision", options.precision()));
   options.augment(parse_augment(section, options.augment()));
   options.patience(section.get<int64_t>("patience", options.patience()));

@@ -186,6 +186,19 @@ std::string summary(const nlohmann::json& metrics, bool classification) {
     }
     o << "</p>\n";
   }
+  for (const auto& name : present_models(metrics)) {  // training that diverged and went back (metrics.json)
+    const auto& m = models.at(name);
+    if (!m.contains("training")) continue;
+    const auto& training = m["training"];
+    for (const auto& fold : training.is_array() ? training : nlohmann::json::array({training})) {
+      for (const auto& d : fold.value("divergences", nlohmann::json::array())) {
+        o << fmt::format("<p class=\"note\">The {} diverged at epoch {} step {} ({}): training went back to its last "
+                         "good state with the learning rate {:g} instead of {:g}.</p>\n",
+                         name, d.value("epoch", 0), d.value("step", 0), h(d.value("what", "")),
+                         d.value("lr_after", 0.0), d.value("lr", 0.0));
+      }
+    }
+  }
   if (models.contains("baseline")) {
     std::string key = classification ? "accuracy" : "rmse";
     double teacher = number(models["teacher"]["test"][key]), baseline = number(models["baseline"]["test"][key]);

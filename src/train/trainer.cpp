@@ -4,18 +4,23 @@
 #include <ATen/autocast_mode.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <zlib.h>
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <set>
+#include <sstream>
 #include <utility>
 
 #include "gradient_buckets.h"
 #include "kd/data/batcher.h"
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
+#include "kd/util/process.h"
 #include "kd/util/progress.h"
 #include "kd/util/shape.h"
 #include "kd/util/strings.h"
@@ -54,6 +59,26 @@ models::NamedTensors clone_state(models::Model& model) {
   return copy;
 }
 
+// The learning rate's factor after each divergence (TrainOptions::divergence_retries).
+constexpr double kDivergenceLrFactor = 0.1;
+
+bool parameters_finite(models::Model& model) {
+  torch::NoGradGuard no_grad;
+  auto parameters = model.parameters();
+  if (parameters.empty()) return true;
+  std::vector<torch::Tensor> sums;
+  for (const auto& p : parameters) sums.push_back(p.sum().to(torch::kDouble));
+  return std::isfinite(torch::stack(sums).sum().item<double>());
+}
+
+nlohmann::json divergence_to_json(const Divergence& d) {
+  return {{"epoch", d.epoch}, {"step", d.step}, {"what", d.what}, {"lr", d.lr}, {"lr_after", d.lr_after}};
+}
+
+Divergence divergence_from_json(const nlohmann::json& j) {
+  return {j.at("epoch"), j.at("step"), j.at("what"), j.at("lr"), j.at("lr_after")};
+}
+
 nlohmann::json record_to_json(const EpochRecord& r) {
   return {{"epoch", r.epoch}, {"train_loss", r.train_loss}, {"terms", r.terms},
           {"lr", r.lr},       {"val", r.val},               {"seconds", r.seconds}};
@@ -77,7 +102,90 @@ struct LoopState {
   int64_t stale_epochs = 0;
   TrainResult result;
   models::NamedTensors best_state;
+  // Stopped within an epoch (a stop signal): the batches of the next epoch done, and its running sums.
+  int64_t batch = 0;
+  double loss_sum = 0.0;
+  std::vector<double> term_sums;
 };
+
+// The last good state, to go back to when training diverges: before the first epoch, and after each
+// epoch that bettered the validation metric. The model, the loss's own parameters, the random state
+// and the loop's state (epochs, history, best so far). The optimizer's state (momentum, Adam's
+// moments) is not kept: it starts afresh, since the moments that led to the divergence are often
+// already large at the last good epoch (measured: iris, SGD at lr 100, restarting from its momentum
+// diverged again at every lower rate down to 0.1).
+class GoodState {
+ public:
+  GoodState(models::Model& model, const models::NamedTensors& loss_parameters, const LoopState& loop)
+      : model_(clone_state(model)), rng_(at::detail::getDefaultCPUGenerator().get_state()), loop_(loop) {
+    for (const auto& [name, tensor] : loss_parameters) loss_.emplace_back(name, tensor.detach().clone());
+  }
+  // Puts it all back, keeping the divergences recorded since, and clears the optimizer's state.
+  void restore(models::Model& model, models::NamedTensors& loss_parameters, torch::optim::Optimizer& optimizer,
+               LoopState& loop) const {
+    model.load_state(model_);
+    torch::NoGradGuard no_grad;
+    for (size_t k = 0; k < loss_parameters.size(); ++k) loss_parameters[k].second.copy_(loss_[k].second);
+    optimizer.state().clear();
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    generator.set_state(rng_);
+    auto divergences = loop.result.divergences;
+    loop = loop_;
+    loop.result.divergences = divergences;
+  }
+
+ private:
+  models::NamedTensors model_, loss_;
+  torch::Tensor rng_;
+  LoopState loop_;
+};
+
+// A checkpoint file: libtorch's archive, then a trailer of kCheckpointMagic, the archive's length (8
+// bytes) and its CRC-32 (4 bytes), little-endian. The one before it is kept as PATH.prev.
+constexpr char kCheckpointMagic[8] = {'K', 'D', 'C', 'K', 'P', 'T', '0', '1'};
+constexpr size_t kTrailerBytes = sizeof(kCheckpointMagic) + 8 + 4;
+
+std::string previous_checkpoint(const std::string& path) { return path + ".prev"; }
+
+std::string with_checksum(std::string payload) {
+  uint64_t length = payload.size();
+  auto crc = static_cast<uint32_t>(crc32_z(0, reinterpret_cast<const Bytef*>(payload.data()), payload.size()));
+  payload.append(kCheckpointMagic, sizeof(kCheckpointMagic));
+  for (int i = 0; i < 8; ++i) payload.push_back(static_cast<char>((length >> (8 * i)) & 0xff));
+  for (int i = 0; i < 4; ++i) payload.push_back(static_cast<char>((crc >> (8 * i)) & 0xff));
+  return payload;
+}
+
+// The archive of a checkpoint file whose trailer checks out; nothing, with `why`, when the file is
+// missing, truncated or corrupt.
+std::optional<std::string> checked_checkpoint(const std::string& path, std::string& why) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    why = "it does not exist";
+    return std::nullopt;
+  }
+  std::string bytes = read_file(path);
+  if (bytes.size() < kTrailerBytes ||
+      bytes.compare(bytes.size() - kTrailerBytes, sizeof(kCheckpointMagic), kCheckpointMagic, sizeof(kCheckpointMagic)) != 0) {
+    why = "it is truncated or not a kdistill checkpoint (no trailer)";
+    return std::nullopt;
+  }
+  const auto* trailer = reinterpret_cast<const unsigned char*>(bytes.data() + bytes.size() - 12);
+  uint64_t length = 0;
+  uint32_t crc = 0;
+  for (int i = 0; i < 8; ++i) length |= static_cast<uint64_t>(trailer[i]) << (8 * i);
+  for (int i = 0; i < 4; ++i) crc |= static_cast<uint32_t>(trailer[8 + i]) << (8 * i);
+  if (length != bytes.size() - kTrailerBytes) {
+    why = fmt::format("it is truncated ({} bytes of the {} its trailer gives)", bytes.size() - kTrailerBytes, length);
+    return std::nullopt;
+  }
+  bytes.resize(length);
+  if (static_cast<uint32_t>(crc32_z(0, reinterpret_cast<const Bytef*>(bytes.data()), bytes.size())) != crc) {
+    why = "its checksum does not match (the file is corrupt)";
+    return std::nullopt;
+  }
+  return bytes;
+}
 
 void save_checkpoint(const std::string& path, models::Model& model, const models::NamedTensors& loss_parameters,
                      torch::optim::Optimizer& optimizer, const LoopState& state) {
@@ -97,10 +205,17 @@ void save_checkpoint(const std::string& path, models::Model& model, const models
                          {"best_value", state.result.best_value},
                          {"stop_reason", state.result.stop_reason},
                          {"target_reached", state.result.target_reached},
-                         {"history", history}};
+                         {"history", history},
+                         {"divergences", nlohmann::json::array()},
+                         {"batch", state.batch},
+                         {"loss_sum", state.loss_sum},
+                         {"term_sums", state.term_sums}};
+  for (const auto& d : state.result.divergences) meta["divergences"].push_back(divergence_to_json(d));
   archive.write("meta", c10::IValue(meta.dump()));
   archive.write("rng", at::detail::getDefaultCPUGenerator().get_state());
-  write_atomic_with(path, [&](const std::filesystem::path& temporary) { archive.save_to(temporary.string()); });
+  std::ostringstream bytes;
+  archive.save_to(bytes);
+  write_file_durable(path, with_checksum(bytes.str()), previous_checkpoint(path));
 }
 
 models::NamedTensors read_named(torch::serialize::InputArchive& archive, const std::string& prefix,
@@ -117,9 +232,23 @@ models::NamedTensors read_named(torch::serialize::InputArchive& archive, const s
 LoopState load_checkpoint(const std::string& path, models::Model& model, models::NamedTensors& loss_parameters,
                           torch::optim::Optimizer& optimizer) {
   LoopState state;
+  std::string why;
+  std::optional<std::string> bytes = checked_checkpoint(path, why);
+  std::string used = path;
+  if (!bytes) {  // the one before it, with a warning
+    std::string previous = previous_checkpoint(path), why_previous;
+    bytes = checked_checkpoint(previous, why_previous);
+    if (!bytes) {
+      fail("{}: cannot resume from it: {}; nor from {}: {}; run without --resume to start again", path, why, previous,
+           why_previous);
+    }
+    spdlog::warn("{}: {}; resuming from the checkpoint before it, {}", path, why, previous);
+    used = previous;
+  }
   try {
     torch::serialize::InputArchive archive;
-    archive.load_from(path);
+    std::istringstream stream(*bytes);
+    archive.load_from(stream);
     model.load_state(read_named(archive, "model/", model));
     for (auto& [name, tensor] : loss_parameters) {
       torch::Tensor value;
@@ -142,6 +271,12 @@ LoopState load_checkpoint(const std::string& path, models::Model& model, models:
     state.result.stop_reason = meta.at("stop_reason");
     state.result.target_reached = meta.at("target_reached");
     for (const auto& r : meta.at("history")) state.result.history.push_back(record_from_json(r));
+    for (const auto& d : meta.value("divergences", nlohmann::json::array())) {
+      state.result.divergences.push_back(divergence_from_json(d));
+    }
+    state.batch = meta.value("batch", int64_t{0});
+    state.loss_sum = meta.value("loss_sum", 0.0);
+    state.term_sums = meta.value("term_sums", std::vector<double>{});
     torch::Tensor rng;
     archive.read("rng", rng);
     at::Generator generator = at::detail::getDefaultCPUGenerator();
@@ -149,7 +284,7 @@ LoopState load_checkpoint(const std::string& path, models::Model& model, models:
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
-    fail("{}: not a usable checkpoint of this model ({}); remove it or run without --resume", path, first_line(e));
+    fail("{}: not a usable checkpoint of this model ({}); remove it or run without --resume", used, first_line(e));
   }
   return state;
 }
@@ -208,13 +343,6 @@ models::NamedTensors make_loss_parameters(const losses::Distiller& distiller, mo
 
 bool parallel_group(const TrainOptions& options) { return options.group() && options.group()->distributed(); }
 
-void check_finite_loss(const std::string& name, double loss, int64_t epoch, int64_t batch, double lr) {
-  if (!std::isfinite(loss)) {
-    fail("{}: the loss became {} at epoch {} step {}; lower the learning rate ({}) or set grad_clip", name, loss,
-         epoch + 1, batch + 1, lr);
-  }
-}
-
 // The model's floating-point buffers (batch norm's running mean and variance) averaged over the ranks.
 void average_buffers(dist::Group& group, models::Model& model) {
   std::set<const void*> parameters;
@@ -253,6 +381,9 @@ void validate(const TrainOptions& options, const std::string& field) {
   }
   data::validate(options.augment(), {}, field + ".augment");
   if (options.patience() < 0) fail("{}.patience: {} is negative", field, options.patience());
+  if (options.divergence_retries() < 0) {
+    fail("{}.divergence_retries: {} is negative", field, options.divergence_retries());
+  }
   train::validate(options.optimizer(), field + ".optimizer");
   train::validate(options.schedule(), field + ".schedule");
 }
@@ -265,6 +396,10 @@ torch::Tensor predict(models::Model& model, const torch::Tensor& x, int64_t batc
   // activations would fragment the heap (measured: +170 MB RSS over Fashion-MNIST).
   torch::Tensor outputs;
   for (int64_t start = 0; start < x.size(0); start += batch_size) {
+    if (int signal = stop_signal()) {
+      throw Interrupted(signal, fmt::format("stopped by {} while computing outputs; what is done is kept for --resume",
+                                            signal == SIGTERM ? "SIGTERM" : "SIGINT"));
+    }
     int64_t end = std::min(x.size(0), start + batch_size);
     torch::Tensor y = model.forward(x.slice(0, start, end).to(device));
     if (!outputs.defined()) {
@@ -422,61 +557,106 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
   std::vector<torch::Tensor> optimizer_parameters = model.parameters();
   for (const auto& item : loss_parameters) optimizer_parameters.push_back(item.second);
   auto optimizer = make_optimizer(optimizer_parameters, options.optimizer());
-  // In a group the gradients, loss and terms are summed over the ranks in buckets that start during
-  // backward.
+  // In a group the gradients, the loss, its terms and the stop flag are summed over the ranks in
+  // buckets that start during backward.
   std::optional<GradientBuckets> buckets;
-  if (parallel) buckets.emplace(optimizer_parameters, distiller_.term_names().size() + 1, *group, kBucketBytes);
-  LrSchedule schedule(options.schedule(), options.optimizer().lr(), total_steps, batches);
+  if (parallel) buckets.emplace(optimizer_parameters, distiller_.term_names().size() + 2, *group, kBucketBytes);
   std::string metric = options.selection_metric();
   if (metric.empty()) metric = options.target() ? options.target()->metric()
                                : distiller_.task() == Task::classification ? "accuracy" : "rmse";
   bool higher = higher_is_better(metric);
 
   LoopState state;
-  if (options.resume() && !options.checkpoint().empty() && std::filesystem::exists(options.checkpoint())) {
+  if (options.resume() && !options.checkpoint().empty() &&
+      (std::filesystem::exists(options.checkpoint()) || std::filesystem::exists(previous_checkpoint(options.checkpoint())))) {
     state = load_checkpoint(options.checkpoint(), model, loss_parameters, *optimizer);
-    spdlog::info("{}: resuming after epoch {}", name_, state.epoch);
+    if (state.batch > 0) {
+      spdlog::info("{}: resuming at epoch {} step {}", name_, state.epoch + 1, state.batch + 1);
+    } else {
+      spdlog::info("{}: resuming after epoch {}", name_, state.epoch);
+    }
   }
+  // The learning rate, a tenth of it for each divergence so far.
+  auto base_lr = [&] {
+    return options.optimizer().lr() * std::pow(kDivergenceLrFactor, static_cast<double>(state.result.divergences.size()));
+  };
+  LrSchedule schedule(options.schedule(), base_lr(), total_steps, batches);
   bool done = !state.result.stop_reason.empty();
   // A checkpoint written after the last epoch finished: nothing left but restoring the best state.
   if (state.epoch >= epochs) done = true;
   bool bf16 = options.precision() == "bf16";
   Progress progress(name_, total_steps, "steps");
+  std::optional<GoodState> good;  // where a divergence goes back to
+  if (options.divergence_retries() > 0) good.emplace(model, loss_parameters, state);
 
   for (int64_t epoch = state.epoch; epoch < epochs && !done; ++epoch) {
+    std::string diverged;  // what stopped being finite, at step `diverged_step` of the epoch
+    int64_t diverged_step = 0;
     auto start = Clock::now();
     model.set_training(true);
     if (live_teacher) live_teacher->set_training(false);
     // Epoch e trains on view e of each row; with a bank of V views, on view e mod V and its outputs.
     int64_t view = bank ? epoch % bank->views() : epoch;
-    double loss_sum = 0.0;
-    std::vector<double> term_sums(distiller_.term_names().size(), 0.0);
-    int64_t steps_this_epoch = 0;
-    for (int64_t b = 0; b < batches && state.step < total_steps; ++b, ++state.step, ++steps_this_epoch) {
+    // From the first batch, or where a stop signal left the epoch.
+    const int64_t first_batch = std::exchange(state.batch, 0);
+    double loss_sum = first_batch > 0 ? state.loss_sum : 0.0;
+    std::vector<double> term_sums = first_batch > 0 ? state.term_sums : std::vector<double>(distiller_.term_names().size(), 0.0);
+    int64_t steps_this_epoch = first_batch;
+    // A stop signal: after batch b's step, a checkpoint of where the epoch is (rank 0 writes it), then
+    // kd::Interrupted.
+    auto stop_after_step = [&](int64_t epoch, int64_t b) {
+      progress.clear();
+      LoopState paused = state;
+      paused.step = state.step + 1;
+      paused.batch = b + 1;
+      paused.loss_sum = loss_sum;
+      paused.term_sums = term_sums;
+      const bool saved = !options.checkpoint().empty();
+      if (saved && (!group || group->is_root())) save_checkpoint(options.checkpoint(), model, loss_parameters, *optimizer, paused);
+      const int signal = stop_signal() != 0 ? stop_signal() : SIGINT;  // another rank's signal: as Ctrl-C
+      throw Interrupted(signal, fmt::format("{}{}: stopped by {} after epoch {} step {}{}",
+                                            parallel ? fmt::format("rank {}/{}: ", group->rank(), group->size()) : "", name_,
+                                            signal == SIGTERM ? "SIGTERM" : "SIGINT", epoch + 1, b + 1,
+                                            saved ? "; checkpoint written: the same command with --resume goes on" : ""));
+    };
+    for (int64_t b = first_batch; b < batches && state.step < total_steps; ++b, ++state.step, ++steps_this_epoch) {
       auto batch = batcher.batch(epoch, b);
       // This rank's part of the global batch's mean loss (all of it in one process).
       const int64_t local_rows = batch[0].size(0);
       const double share = parallel ? static_cast<double>(local_rows) / static_cast<double>(batcher.global_batch_rows(b)) : 1.0;
-      // After the gradients: their sum over the ranks, then the step; `loss` and `terms` are this rank's
-      // shares and become the batch's.
-      // In a group the loss and terms ride with the gradients: `values` is {loss, terms...}.
+      // After the gradients: their sum over the ranks, then the step. `values` is {loss, terms..., stop},
+      // this rank's shares and whether it was asked to stop, summed with the gradients into the batch's
+      // (every rank sees the same). False, and no step, when the loss or the gradient norm is not finite;
+      // kd::Interrupted after the step when a rank was asked to stop.
       auto finish_step = [&](std::vector<double> values) {
         if (parallel) buckets->finish(values);
+        const bool stop = values.back() > 0;
+        values.pop_back();
         const double loss = values[0];
         const std::vector<double> terms(values.begin() + 1, values.end());
-        check_finite_loss(name_, loss, epoch, b, options.optimizer().lr());
-        if (options.grad_clip() > 0) torch::nn::utils::clip_grad_norm_(model.parameters(), options.grad_clip());
+        if (!std::isfinite(loss)) diverged = fmt::format("the loss became {}", loss);
+        if (diverged.empty() && options.grad_clip() > 0) {
+          double norm = torch::nn::utils::clip_grad_norm_(model.parameters(), options.grad_clip());
+          if (!std::isfinite(norm)) diverged = fmt::format("the gradient norm became {}", norm);
+        }
+        if (!diverged.empty()) {
+          diverged_step = b + 1;
+          return false;
+        }
         optimizer->step();
         loss_sum += loss;
         for (size_t t = 0; t < terms.size(); ++t) term_sums[t] += terms[t];
         progress.update(state.step + 1);
+        if (stop) stop_after_step(epoch, b);
+        return true;
       };
       if (local_rows == 0) {  // a short last batch may leave a rank nothing: it adds zeros to the sums
         for (auto& parameter : optimizer_parameters) parameter.mutable_grad().reset();
         std::vector<double> zeros(term_sums.size() + 1, 0.0);
+        zeros.push_back(stop_signal() != 0 ? 1.0 : 0.0);
         buckets->begin(zeros);
         schedule.apply(*optimizer, state.step);
-        finish_step(zeros);
+        if (!finish_step(zeros)) break;
         continue;
       }
       losses::LossInputs inputs;
@@ -525,11 +705,35 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
       // One host sync per step for the running mean; the loss must be read anyway to catch divergence.
       std::vector<double> step_values = {values.total.item<double>() * share};
       for (const auto& term : values.terms) step_values.push_back(term.item<double>() * share);
+      step_values.push_back(stop_signal() != 0 ? 1.0 : 0.0);
       if (parallel) buckets->begin(step_values);
       (parallel ? values.total * share : values.total).backward();
-      finish_step(std::move(step_values));
+      if (!finish_step(std::move(step_values))) break;
     }
     progress.clear();
+    // A step on an infinite gradient leaves parameters that are not finite (without grad_clip the
+    // gradient is not read).
+    if (diverged.empty() && !parameters_finite(model)) {
+      diverged = "the parameters stopped being finite";
+      diverged_step = steps_this_epoch;
+    }
+    if (!diverged.empty()) {
+      const double lr = base_lr();
+      const auto retries = static_cast<size_t>(options.divergence_retries());
+      if (state.result.divergences.size() >= retries) {
+        fail("{}: {} at epoch {} step {} (learning rate {:g}{}); lower the learning rate or set grad_clip", name_, diverged,
+             epoch + 1, diverged_step, lr,
+             retries == 0 ? "" : fmt::format(", after {} restart{} with a tenth of it", retries, retries == 1 ? "" : "s"));
+      }
+      state.result.divergences.push_back({epoch + 1, diverged_step, diverged, lr, lr * kDivergenceLrFactor});
+      good->restore(model, loss_parameters, *optimizer, state);
+      schedule = LrSchedule(options.schedule(), base_lr(), total_steps, batches);
+      spdlog::warn("{}: {} at epoch {} step {}; back to {} with the learning rate {:g} (was {:g})", name_, diverged,
+                   epoch + 1, diverged_step, state.epoch == 0 ? "the start" : fmt::format("the state after epoch {}", state.epoch),
+                   base_lr(), lr);
+      epoch = state.epoch - 1;  // the loop's ++ makes it the epoch after the good state
+      continue;
+    }
     EpochRecord record;
     record.epoch = epoch + 1;
     record.seconds = seconds_since(start);
@@ -557,6 +761,7 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
       state.result.best_value = value;
       state.best_state = clone_state(model);
       state.stale_epochs = 0;
+      if (good) good.emplace(model, loss_parameters, state);
     } else {
       ++state.stale_epochs;
     }

@@ -1,6 +1,11 @@
 #include "kd/util/fs.h"
 
+#include <fcntl.h>
+#include <unistd.h>
 #include <zlib.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <fstream>
@@ -115,6 +120,48 @@ void write_file_atomic(const fs::path& path, const std::string& bytes) {
     out.flush();
     if (!out) fail("{}: write failed (disk full?)", temporary.string());
   });
+}
+
+namespace {
+
+void sync_or_fail(int fd, const fs::path& path) {
+  if (::fsync(fd) != 0) {
+    std::string why = std::strerror(errno);
+    ::close(fd);
+    fail("{}: cannot sync to disk: {}", path.string(), why);
+  }
+}
+
+}  // namespace
+
+void write_file_durable(const fs::path& path, const std::string& bytes, const fs::path& keep) {
+  write_atomic_with(path, [&](const fs::path& temporary) {
+    int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) fail("{}: cannot open for writing: {}", temporary.string(), std::strerror(errno));
+    for (size_t done = 0; done < bytes.size();) {
+      ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        std::string why = n < 0 ? std::strerror(errno) : "no space written";
+        ::close(fd);
+        fail("{}: write failed ({}): the earlier {} is left as it was", path.string(), why, path.filename().string());
+      }
+      done += static_cast<size_t>(n);
+    }
+    sync_or_fail(fd, path);
+    ::close(fd);
+    std::error_code ec;
+    if (!keep.empty() && fs::exists(path, ec)) {
+      fs::rename(path, keep, ec);
+      if (ec) fail("{}: cannot keep it as {}: {}", path.string(), keep.string(), ec.message());
+    }
+  });
+  fs::path folder = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+  int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    sync_or_fail(dir, folder);
+    ::close(dir);
+  }
 }
 
 }  // namespace kd

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "data/python_helper.h"
 #include "kd/util/fs.h"
 #include "test_util.h"
 
@@ -53,5 +54,24 @@ class RunFolder : public ::testing::Test {
   nlohmann::json metrics() const { return nlohmann::json::parse(read_file(dir_ / "out/metrics.json")); }
   TempDir dir_;
 };
+
+// Starts `kdistill ARGS`, waits until its log shows `shown`, sends `signal` and waits: {"status", "log"}.
+inline nlohmann::json signal_when(const std::string& args, const std::string& shown, int signal, const std::string& log) {
+  auto python = run_python(
+      "import json, shlex, subprocess, time\n"
+      "log = open('" + log + "', 'w')\n"
+      "p = subprocess.Popen(['" KD_CLI_PATH "', '--threads', '1'] + shlex.split(" + nlohmann::json(args).dump() + "),\n"
+      "                     stdout=log, stderr=subprocess.STDOUT)\n"
+      "deadline = time.time() + 120\n"
+      "while " + nlohmann::json(shown).dump() + " not in open('" + log + "').read():\n"
+      "    assert time.time() < deadline and p.poll() is None, open('" + log + "').read()\n"
+      "    time.sleep(0.01)\n"
+      "p.send_signal(" + std::to_string(signal) + ")\n"
+      "status = p.wait(timeout=120)\n"
+      "print(json.dumps({'status': status, 'log': open('" + log + "').read()}))\n");
+  EXPECT_EQ(python.status, 0) << python.output;
+  if (python.status != 0) return {{"status", -1}, {"log", python.output}};
+  return nlohmann::json::parse(python.output.substr(python.output.rfind("{\"status\"")));
+}
 
 }  // namespace kd::test

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <csignal>
 #include <set>
 
 #include "cli/cli_util.h"
@@ -22,18 +23,30 @@ std::string port(int offset) { return std::to_string(20000 + (getpid() * 7 + off
 
 // Digits with a dropout-free teacher (dropout draws masks per rank): every step is the same sum on
 // one or two processes.
-std::string digits_recipe() {
+std::string digits_recipe(int student_epochs = 6) {
   return "task: classification\nseed: 3\n"
          "data:\n  format: csv\n  train: /usr/lib/python3/dist-packages/sklearn/datasets/data/digits.csv.gz\n"
          "  target: -1\n  test_fraction: 0.2\n"
          "teacher:\n  model: {arch: mlp, hidden: [64]}\n  train: {epochs: 4, batch_size: 32, optimizer: {name: adam, lr: 0.003}}\n"
          "student:\n  model: {arch: mlp, hidden: [16]}\n"
          "distill:\n  losses: [{kind: kl, weight: 0.7, temperature: 3}, {kind: ce, weight: 0.3}]\n"
-         "  epochs: 6\n  batch_size: 32\n  optimizer: {name: adam, lr: 0.01}\n"
+         "  epochs: " + std::to_string(student_epochs) + "\n  batch_size: 32\n  optimizer: {name: adam, lr: 0.01}\n"
          "export: [torchscript]\n";
 }
 
 std::string cli() { return std::string(KD_CLI_PATH) + " --threads 1"; }
+
+// `kdistill launch --nproc 2` of `command` with its rendezvous at 127.0.0.1:`port`.
+CommandResult launch_two(const std::string& port, const std::string& command) {
+  return run_shell(cli() + " launch --nproc 2 --master 127.0.0.1:" + port + " -- " + command);
+}
+
+// The teacher's, baseline's and student's test metrics are the same in both metrics.json.
+void expect_same_test_metrics(const nlohmann::json& a, const nlohmann::json& b) {
+  for (const char* model : {"teacher", "baseline", "student"}) {
+    EXPECT_EQ(a["models"][model]["test"], b["models"][model]["test"]) << model;
+  }
+}
 
 // Starts ranks 0 and 1 of a group of two at 127.0.0.1:`port`, each running `command` (a list of Python
 // strings, e.g. "'run', 'r.yaml'"), waits until rank 1's log (after `after`, when given) shows `shown`,
@@ -218,11 +231,8 @@ TEST_F(Distributed, RanksThatDisagreeAreRefused) {
 // SIGKILL one of two ranks during the student's training: the other stops within the timeout, naming
 // the lost rank; launching both again with --resume finishes with the metrics of an uninterrupted run.
 TEST_F(Distributed, ALostRankStopsTheOtherAndTheGroupResumes) {
-  std::string text = digits_recipe();
-  text.replace(text.find("  epochs: 6\n"), 12, "  epochs: 40\n");
-  std::string r = recipe(text);
-  auto whole = run_shell(cli() + " launch --nproc 2 --master 127.0.0.1:" + port(3) + " -- run " + r + " --out " +
-                     (dir_ / "whole").string());
+  std::string r = recipe(digits_recipe(40));
+  auto whole = launch_two(port(3), "run " + r + " --out " + (dir_ / "whole").string());
   ASSERT_EQ(whole.status, 0) << whole.output;
   auto report = kill_rank_one(dir_.path(), port(4),
                               "'--dist-timeout', '15', 'run', '" + r + "', '--out', '" + out() + "'",
@@ -232,15 +242,34 @@ TEST_F(Distributed, ALostRankStopsTheOtherAndTheGroupResumes) {
   std::string log = read_file(dir_ / "rank0.log");
   EXPECT_NE(log.find("lost rank 1"), std::string::npos) << log;
 
-  auto resumed = run_shell(cli() + " launch --nproc 2 --master 127.0.0.1:" + port(5) + " -- run " + r + " --out " + out() +
-                       " --resume");
+  auto resumed = launch_two(port(5), "run " + r + " --out " + out() + " --resume");
   ASSERT_EQ(resumed.status, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("student: resuming after epoch"), std::string::npos) << resumed.output;
-  auto a = nlohmann::json::parse(read_file(dir_ / "whole/metrics.json"));
-  auto b = metrics();
-  for (const char* model : {"teacher", "baseline", "student"}) {
-    EXPECT_EQ(a["models"][model]["test"], b["models"][model]["test"]) << model;
-  }
+  expect_same_test_metrics(nlohmann::json::parse(read_file(dir_ / "whole/metrics.json")), metrics());
+}
+
+// Ctrl-C to the launcher: it passes the signal on to its ranks (in a process group of their own), the
+// ranks agree in the step's all-reduce to stop after the same step, rank 0 writes the checkpoint and
+// all exit 130; launching again with --resume ends with the metrics of an uninterrupted run.
+TEST_F(Distributed, CtrlCStopsTheGroupAfterOneStepAndItResumes) {
+  std::string r = recipe(digits_recipe(60));
+  auto whole = launch_two(port(14), "run " + r + " --out " + (dir_ / "whole").string());
+  ASSERT_EQ(whole.status, 0) << whole.output;
+  auto stopped = signal_when("launch --nproc 2 --master 127.0.0.1:" + port(15) + " -- run " + r + " --out " + out(),
+                             "rank 1/2: student epoch 12/60", SIGINT, (dir_ / "launch.log").string());
+  std::string log = stopped["log"];
+  EXPECT_EQ(stopped["status"], 130) << log;
+  // Both ranks stopped after the same step, rank 1 without a signal of its own being needed.
+  auto stopped_at = [&](const std::string& rank) {
+    auto at = log.find(rank + ": student: stopped by SIGINT after epoch ");
+    return at == std::string::npos ? std::string("none") : log.substr(at + rank.size(), log.find(';', at) - at - rank.size());
+  };
+  EXPECT_NE(stopped_at("rank 0/2"), "none") << log;
+  EXPECT_EQ(stopped_at("rank 0/2"), stopped_at("rank 1/2")) << log;
+  auto resumed = launch_two(port(16), "run " + r + " --out " + out() + " --resume");
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("rank 1/2: student: resuming at epoch"), std::string::npos) << resumed.output;
+  expect_same_test_metrics(nlohmann::json::parse(read_file(dir_ / "whole/metrics.json")), metrics());
 }
 
 // kdistill auto over a group: both ranks run trials, sharing them through the store; rank 0 writes

@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <csignal>
 #include <filesystem>
 
 #include "cli/cli_util.h"
@@ -98,6 +99,62 @@ TEST_F(Run, ResumeAfterAKillGivesTheSameResult) {
   EXPECT_NE(resumed.output.find("student: resuming after epoch 3"), std::string::npos) << resumed.output;
   EXPECT_EQ(metrics()["models"]["student"]["test"], uninterrupted["student"]["test"]);
   EXPECT_EQ(metrics()["models"]["baseline"]["test"], uninterrupted["baseline"]["test"]);
+}
+
+// An absurd learning rate: baseline and student go back to their last good state with a tenth of it
+// until the loss stays finite; metrics.json and the report say so. Without restarts it is an error.
+TEST_F(Run, DivergenceGoesBackWithALowerLearningRate) {
+  std::string text = "task: classification\nseed: 1\n"
+                     "data: {format: csv, train: " + kSklearn + "iris.csv, target: -1, test_fraction: 0.3}\n"
+                     "teacher:\n  model: {arch: mlp, hidden: [16]}\n  train: {epochs: 20}\n"
+                     "student:\n  model: {arch: mlp, hidden: [8]}\n"
+                     "distill:\n  epochs: 20\n  optimizer: {name: sgd, lr: 100}\n";
+  auto path = recipe(text);
+  auto run = run_kdistill("run " + path + " --out " + out());
+  ASSERT_EQ(run.status, 0) << run.output;
+  EXPECT_NE(run.output.find("student: the loss became nan at epoch"), std::string::npos) << run.output;
+  for (const char* model : {"baseline", "student"}) {
+    auto divergences = metrics()["models"][model]["training"]["divergences"];
+    ASSERT_FALSE(divergences.empty()) << model;
+    EXPECT_EQ(divergences[0]["lr"], 100.0);
+    EXPECT_EQ(divergences[0]["lr_after"], 10.0);
+    EXPECT_GT(metrics()["models"][model]["test"]["accuracy"].get<double>(), 0.5) << model;
+  }
+  EXPECT_TRUE(metrics()["models"]["teacher"]["training"]["divergences"].empty());
+  EXPECT_NE(read_file(dir_ / "out/report.html").find("The student diverged at epoch"), std::string::npos);
+  auto strict = run_kdistill("run " + path + " --out " + (dir_ / "strict").string() +
+                             " --set distill.divergence_retries=0");
+  EXPECT_EQ(strict.status, 2) << strict.output;
+  EXPECT_NE(strict.output.find("(learning rate 100); lower the learning rate or set grad_clip"), std::string::npos)
+      << strict.output;
+}
+
+// Ctrl-C in the student's training: the step finishes, a checkpoint of the place in the epoch is
+// written and the exit status is 130; --resume then ends with the metrics of an uninterrupted run.
+// SIGTERM: the same with 143.
+TEST_F(Run, CtrlCWritesACheckpointAndResumeFinishesTheRun) {
+  auto path = recipe(digits_recipe());
+  const std::string longer = " --set distill.epochs=200 --set 'export=[]'";
+  ASSERT_EQ(run_kdistill("run " + path + " --out " + (dir_ / "whole").string() + longer).status, 0);
+  auto whole = nlohmann::json::parse(read_file(dir_ / "whole/metrics.json"))["models"];
+  auto stopped = signal_when("run " + path + " --out " + out() + longer, "student epoch 40/200", SIGINT,
+                             (dir_ / "int.log").string());
+  ASSERT_EQ(stopped["status"], 130) << stopped["log"];
+  std::string log = stopped["log"];
+  EXPECT_NE(log.find("kdistill: student: stopped by SIGINT after epoch "), std::string::npos) << log;
+  EXPECT_NE(log.find("; checkpoint written: the same command with --resume goes on"), std::string::npos) << log;
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "out/metrics.json"));
+  auto resumed = run_kdistill("run " + path + " --out " + out() + longer + " --resume");
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("student: resuming at epoch "), std::string::npos) << resumed.output;
+  EXPECT_EQ(metrics()["models"]["student"]["test"], whole["student"]["test"]);
+  EXPECT_EQ(metrics()["models"]["baseline"]["test"], whole["baseline"]["test"]);
+  EXPECT_EQ(metrics()["models"]["student"]["training"]["steps"], whole["student"]["training"]["steps"]);
+
+  auto terminated = signal_when("run " + path + " --out " + (dir_ / "term").string() + longer, "student epoch 20/200",
+                                SIGTERM, (dir_ / "term.log").string());
+  EXPECT_EQ(terminated["status"], 143) << terminated["log"];
+  EXPECT_NE(terminated["log"].get<std::string>().find("stopped by SIGTERM"), std::string::npos) << terminated["log"];
 }
 
 TEST_F(Run, ResumeWithAChangedRecipeIsRefused) {

@@ -4,6 +4,7 @@
 
 #include "kd/data/batcher.h"
 #include "kd/models/zoo.h"
+#include "kd/util/fs.h"
 #include "test_util.h"
 
 namespace kd::train {
@@ -267,7 +268,67 @@ TEST(Trainer, DivergenceIsAnErrorThatNamesTheLearningRate) {
   losses::Distiller mse({losses::LossTermOptions("mse").target("labels")}, Task::regression);
   auto options = quick(20).optimizer(OptimizerOptions().name("sgd").lr(1e6));
   auto validate = [&](models::Model& m) { return report::regression_metrics(predict(m, x), y); };
-  KD_EXPECT_ERROR(Trainer(options, mse, "student").fit(*model, rows(x, y), validate), "lower the learning rate");
+  // Three restarts, each with a tenth of the learning rate, all diverge: then an error.
+  KD_EXPECT_ERROR(Trainer(options, mse, "student").fit(*model, rows(x, y), validate),
+                  "student: the loss became inf at epoch 1 step 2 (learning rate 1000, after 3 restarts with a tenth "
+                  "of it); lower the learning rate or set grad_clip");
+  KD_EXPECT_ERROR(Trainer(options.divergence_retries(0), mse, "student").fit(*model, rows(x, y), validate),
+                  "at epoch 1 step 1 (learning rate 1e+06); lower the learning rate");
+}
+
+// An absurd learning rate: the trainer goes back to the epoch's start with a tenth of it until the
+// loss stays finite, records each restart, and does the same again from the same seed.
+TEST(Trainer, DivergenceRestartsTheEpochWithATenthOfTheLearningRate) {
+  auto train = quadrant_images(256, 1), val = quadrant_images(64, 2);
+  losses::Distiller ce({losses::LossTermOptions("ce")}, Task::classification);
+  auto options = quick(4).optimizer(OptimizerOptions().name("sgd").lr(100)).schedule(ScheduleOptions().name("none"));
+  auto fit = [&] {
+    auto model = small_net();
+    auto result = Trainer(options, ce, "student").fit(*model, rows(train.x, train.y), validate_on(val));
+    return std::make_pair(result, accuracy_on(*model, val).at("accuracy"));
+  };
+  auto [result, accuracy] = fit();
+  ASSERT_FALSE(result.divergences.empty());
+  ASSERT_LE(result.divergences.size(), 3u);
+  EXPECT_EQ(result.divergences[0].lr, 100);
+  EXPECT_DOUBLE_EQ(result.divergences[0].lr_after, 10);
+  ASSERT_EQ(result.history.size(), 4u);
+  for (const auto& r : result.history) EXPECT_TRUE(std::isfinite(r.train_loss)) << r.epoch;
+  EXPECT_DOUBLE_EQ(result.history.back().lr, 100 * std::pow(0.1, static_cast<double>(result.divergences.size())));
+  EXPECT_GT(accuracy, 0.5);
+  auto [again, accuracy_again] = fit();
+  ASSERT_EQ(again.divergences.size(), result.divergences.size());
+  EXPECT_EQ(again.divergences.back().step, result.divergences.back().step);
+  EXPECT_EQ(again.history.back().train_loss, result.history.back().train_loss);
+  EXPECT_EQ(accuracy_again, accuracy);
+}
+
+// Checkpoints carry a checksum and keep the one before them: a corrupt latest checkpoint is detected
+// and --resume goes on from the previous one (to the same result); with both bad it is an error.
+TEST(Trainer, ACorruptCheckpointFallsBackToThePreviousOne) {
+  auto train = quadrant_images(128, 1), val = quadrant_images(64, 2);
+  losses::Distiller ce({losses::LossTermOptions("ce")}, Task::classification);
+  test::TempDir dir;
+  std::string path = (dir / "student.ckpt").string();
+  auto options = quick(3).checkpoint(path);
+  auto model = small_net();
+  auto whole = Trainer(options, ce, "student").fit(*model, rows(train.x, train.y), validate_on(val));
+  ASSERT_TRUE(std::filesystem::exists(path + ".prev"));
+  std::string bytes = read_file(path);
+  bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x5a);
+  write_file_atomic(path, bytes);
+  auto resumed_model = small_net();
+  auto resumed = Trainer(options.resume(true), ce, "student").fit(*resumed_model, rows(train.x, train.y), validate_on(val));
+  ASSERT_EQ(resumed.history.size(), 3u);
+  EXPECT_EQ(resumed.history.back().train_loss, whole.history.back().train_loss);
+  EXPECT_EQ(accuracy_on(*resumed_model, val).at("accuracy"), accuracy_on(*model, val).at("accuracy"));
+  // The latest truncated and the one before it corrupt: an error naming both.
+  bytes = read_file(path);
+  write_file_atomic(path, bytes.substr(0, bytes.size() - 5));
+  write_file_atomic(path + ".prev", "not a checkpoint");
+  KD_EXPECT_ERROR(Trainer(options.resume(true), ce, "student").fit(*small_net(), rows(train.x, train.y), validate_on(val)),
+                  "student.ckpt: cannot resume from it: it is truncated or not a kdistill checkpoint (no trailer); nor "
+                  "from " + path + ".prev: it is truncated or not a kdistill checkpoint (no trailer)");
 }
 
 TEST(Trainer, TeacherTermsWithoutATeacherAreAnError) {

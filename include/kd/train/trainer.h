@@ -39,6 +39,10 @@ struct TrainOptions {
   TORCH_ARG(OptimizerOptions, optimizer);
   TORCH_ARG(ScheduleOptions, schedule);
   TORCH_ARG(double, grad_clip) = 0.0;          // max global gradient norm; 0 = off
+  // A loss (or, with grad_clip, a gradient norm) that is not finite, or parameters that are not at an
+  // epoch's end: back to the last good state (Divergence) with a tenth of the learning rate, at most
+  // this many times a fit; then kd::Error. 0: kd::Error at once.
+  TORCH_ARG(int64_t, divergence_retries) = 3;
   TORCH_ARG(std::string, precision) = "fp32";  // fp32 | bf16 (CPU autocast for the forward passes)
   TORCH_ARG(data::AugmentOptions, augment);   // views of the rows (kd/data/augment.h); default none
   TORCH_ARG(int64_t, patience) = 0;            // stop after this many epochs without improvement; 0 = off
@@ -105,8 +109,21 @@ struct EpochRecord {
   double seconds = 0.0;        // training time of the epoch, without validation
 };
 
+// A divergence the trainer recovered from: the loss, the gradient norm or the parameters stopped being
+// finite; training went back to the last good state (before the first epoch, or after the last epoch
+// that bettered the validation metric) with a tenth of the learning rate and the optimizer's state
+// (momentum, moments) afresh.
+struct Divergence {
+  int64_t epoch = 0;  // 1-based
+  int64_t step = 0;   // 1-based, within the epoch
+  std::string what;   // "the loss became nan", ...
+  double lr = 0.0;    // the base learning rate before, and after
+  double lr_after = 0.0;
+};
+
 struct TrainResult {
   std::vector<EpochRecord> history;
+  std::vector<Divergence> divergences;
   int64_t best_epoch = 0;      // 1-based; the model holds this epoch's state after fit
   double best_value = 0.0;     // selection metric at best_epoch
   bool target_reached = false;

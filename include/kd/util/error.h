@@ -21,6 +21,17 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Work stopped by a signal (kd::stop_signal) once what resumes it is written: the CLI prints the
+// message and exits with 128 + the signal (130 for Ctrl-C, 143 for SIGTERM).
+class Interrupted : public std::runtime_error {
+ public:
+  Interrupted(int signal, const std::string& message) : std::runtime_error(message), signal_(signal) {}
+  int signal() const { return signal_; }
+
+ private:
+  int signal_;
+};
+
 // Throws kd::Error with a fmt-formatted message.
 template <typename... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> format, Args&&... args) {

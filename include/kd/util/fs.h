@@ -25,4 +25,11 @@ void write_file_atomic(const std::filesystem::path& path, const std::string& byt
 void write_atomic_with(const std::filesystem::path& path,
                        const std::function<void(const std::filesystem::path& temporary)>& write);
 
+// `bytes` under `path` so that it survives a crash of the machine too: a temporary beside it, fsync,
+// the file now at `path` renamed to `keep` (when `keep` is given and `path` exists), the temporary
+// renamed to `path`, and the folder fsynced. kd::Error naming the path on any failure (a full disk),
+// with the earlier files left as they were.
+void write_file_durable(const std::filesystem::path& path, const std::string& bytes,
+                        const std::filesystem::path& keep = {});
+
 }  // namespace kd

@@ -1,5 +1,5 @@
-// Child processes of kdistill itself (the search's parallel workers) and an exclusive file
-// lock for the files they share.
+// Child processes of kdistill itself (the search's parallel workers), an exclusive file lock for the
+// files they share, and stopping on Ctrl-C.
 //
 //   std::vector<std::string> args = own_arguments();          // as this process was started
 //   int pid = spawn_self(args);                               // same program, gets SIGTERM if we die
@@ -16,11 +16,22 @@ namespace kd {
 std::vector<std::string> own_arguments();
 
 // Starts /proc/self/exe with `arguments` (argv[1..]) in a child process that is sent SIGTERM when
-// this process ends. Returns its pid; kd::Error when it cannot start.
-int spawn_self(const std::vector<std::string>& arguments);
+// this process ends; with `own_group`, in a process group of its own, so that a Ctrl-C at the terminal
+// reaches it only through this process (wait_for_all). Returns its pid; kd::Error when it cannot start.
+int spawn_self(const std::vector<std::string>& arguments, bool own_group = false);
 
 // Waits for the child and returns its exit status (128 + signal when it was killed).
 int wait_for(int pid);
+// Waits for every child, their exit statuses in order; passes a stop signal this process receives
+// (install_stop_handlers) on to the children still running, once.
+std::vector<int> wait_for_all(const std::vector<int>& pids);
+
+// Ctrl-C (SIGINT) and SIGTERM: the first sets a flag that training reads after each step (it writes a
+// checkpoint and throws kd::Interrupted); a second of either ends the process at once with status
+// 128 + its number. Call once, at the start of a command.
+void install_stop_handlers();
+// The signal that asked this process to stop (SIGINT or SIGTERM), or 0.
+int stop_signal();
 
 // An exclusive flock(2) on `path` (created if missing), held while the object lives.
 class FileLock {
