@@ -54,7 +54,10 @@ std::string model_extension(models::Model& model) { return model.kind() == "torc
 void check_resume(const RunSpec& spec, const RunOptions& options) {
   fs::path recorded = fs::path(options.out()) / "recipe.yaml";
   if (!options.resume()) return;
-  if (!fs::exists(recorded)) fail("{}: nothing to resume (no recipe.yaml from an earlier run)", options.out());
+  if (!fs::exists(recorded)) {  // killed before it wrote anything (recipe.yaml comes first): start afresh
+    spdlog::warn("{}: nothing to resume (no recipe.yaml from an earlier run); starting from the beginning", options.out());
+    return;
+  }
   std::string before = read_file(recorded);
   if (before == spec.recipe_text) return;
   auto a = split(before, '\n');

@@ -650,6 +650,11 @@ void define_search(Search& search) {
   }
 }
 
+// --resume in a folder without trials.json: the search was killed before it began one.
+void warn_nothing_to_resume(const std::string& out) {
+  spdlog::warn("{}: nothing to resume (no trials.json from an earlier search); starting from the beginning", out);
+}
+
 // The ledger of trials (trials.json, file-locked: workers share it), fresh or resumed, and the deadline.
 void open_ledger(Search& search, Ledger& ledger) {
   const AutoOptions& options = search.options;
@@ -665,8 +670,8 @@ void open_ledger(Search& search, Ledger& ledger) {
     if (search.lead) {
       LedgerState state;
       if (options.resume()) {
-        if (!ledger.exists()) fail("{}: nothing to resume (no trials.json from an earlier search)", options.out());
-        state = ledger.saved();
+        if (ledger.exists()) state = ledger.saved();
+        else warn_nothing_to_resume(options.out());
         search.spent_before = state.search_seconds;
         state.trials.erase(std::remove_if(state.trials.begin(), state.trials.end(),
                                           [](const TrialRecord& t) { return t.status == "running"; }),
@@ -687,8 +692,10 @@ void open_ledger(Search& search, Ledger& ledger) {
     search.deadline = search.start + std::chrono::duration_cast<Clock::duration>(until - std::chrono::system_clock::now());
     return;
   }
-  if (options.resume()) {
-    if (!ledger.exists()) fail("{}: nothing to resume (no trials.json from an earlier search)", options.out());
+  if (options.resume() && !ledger.exists()) {
+    warn_nothing_to_resume(options.out());
+    ledger.reset();
+  } else if (options.resume()) {
     // Trials a killed search left running are run again; the finished ones are kept.
     auto kept = ledger.update([&](LedgerState& state) {
       search.spent_before = state.search_seconds;

@@ -60,10 +60,12 @@ TrainedTeacher train_or_reuse(const TeacherSpec& spec, const TeacherRun& run, co
   std::string fingerprint_file = out.file + ".fingerprint";
   std::string fingerprint = seed_offset == 0 ? run.fingerprint() : fmt::format("{}\nmember: {}", run.fingerprint(), seed_offset);
   bool reuse = fs::exists(out.file) && fs::exists(fingerprint_file) && read_file(fingerprint_file) == fingerprint;
+  std::string checkpoint = (fs::path(dir) / "checkpoints" / (name + ".ckpt")).string();
   if (reuse) {
     auto loaded = io::load_model(out.file);
     out.model = loaded.model;
     out.info = loaded.info;
+    out.training = train::finished_training(checkpoint);  // as when it was trained, if its checkpoint is there
     spdlog::info("teacher{}: reusing {} (same teacher recipe and data)", tag, out.file);
     return out;
   }
@@ -73,7 +75,7 @@ TrainedTeacher train_or_reuse(const TeacherSpec& spec, const TeacherRun& run, co
                                       dataset.input_shape, dataset.outputs, "teacher.model");
   losses::Distiller supervised(train::supervised_losses(task), task);
   TrainOptions train = spec.train;
-  train.checkpoint((fs::path(dir) / "checkpoints" / (name + ".ckpt")).string())
+  train.checkpoint(checkpoint)
       .resume(run.resume())
       .seed(run.seed() + seed_offset)
       .group(run.group())

@@ -229,6 +229,27 @@ models::NamedTensors read_named(torch::serialize::InputArchive& archive, const s
   return out;
 }
 
+// The loop's state from a checkpoint's "meta" (not the tensors).
+void read_meta(torch::serialize::InputArchive& archive, LoopState& state) {
+  c10::IValue meta_value;
+  archive.read("meta", meta_value);
+  auto meta = nlohmann::json::parse(meta_value.toStringRef());
+  state.epoch = meta.at("epoch");
+  state.step = meta.at("step");
+  state.stale_epochs = meta.at("stale_epochs");
+  state.result.best_epoch = meta.at("best_epoch");
+  state.result.best_value = meta.at("best_value");
+  state.result.stop_reason = meta.at("stop_reason");
+  state.result.target_reached = meta.at("target_reached");
+  for (const auto& r : meta.at("history")) state.result.history.push_back(record_from_json(r));
+  for (const auto& d : meta.value("divergences", nlohmann::json::array())) {
+    state.result.divergences.push_back(divergence_from_json(d));
+  }
+  state.batch = meta.value("batch", int64_t{0});
+  state.loss_sum = meta.value("loss_sum", 0.0);
+  state.term_sums = meta.value("term_sums", std::vector<double>{});
+}
+
 LoopState load_checkpoint(const std::string& path, models::Model& model, models::NamedTensors& loss_parameters,
                           torch::optim::Optimizer& optimizer) {
   LoopState state;
@@ -260,23 +281,7 @@ LoopState load_checkpoint(const std::string& path, models::Model& model, models:
     torch::serialize::InputArchive optimizer_archive;
     archive.read("optimizer", optimizer_archive);
     optimizer.load(optimizer_archive);
-    c10::IValue meta_value;
-    archive.read("meta", meta_value);
-    auto meta = nlohmann::json::parse(meta_value.toStringRef());
-    state.epoch = meta.at("epoch");
-    state.step = meta.at("step");
-    state.stale_epochs = meta.at("stale_epochs");
-    state.result.best_epoch = meta.at("best_epoch");
-    state.result.best_value = meta.at("best_value");
-    state.result.stop_reason = meta.at("stop_reason");
-    state.result.target_reached = meta.at("target_reached");
-    for (const auto& r : meta.at("history")) state.result.history.push_back(record_from_json(r));
-    for (const auto& d : meta.value("divergences", nlohmann::json::array())) {
-      state.result.divergences.push_back(divergence_from_json(d));
-    }
-    state.batch = meta.value("batch", int64_t{0});
-    state.loss_sum = meta.value("loss_sum", 0.0);
-    state.term_sums = meta.value("term_sums", std::vector<double>{});
+    read_meta(archive, state);
     torch::Tensor rng;
     archive.read("rng", rng);
     at::Generator generator = at::detail::getDefaultCPUGenerator();
@@ -366,6 +371,25 @@ void average_buffers(dist::Group& group, models::Model& model) {
 }
 
 }  // namespace
+
+std::optional<TrainResult> finished_training(const std::string& checkpoint) {
+  std::string why;
+  std::optional<std::string> bytes = checked_checkpoint(checkpoint, why);
+  if (!bytes) return std::nullopt;
+  LoopState state;
+  try {
+    torch::serialize::InputArchive archive;
+    std::istringstream stream(*bytes);
+    archive.load_from(stream);
+    read_meta(archive, state);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (state.batch > 0 || state.result.history.empty()) return std::nullopt;  // stopped within an epoch: not finished
+  if (state.result.stop_reason.empty()) state.result.stop_reason = "epochs";
+  state.result.steps = state.step;
+  return state.result;
+}
 
 torch::Tensor shard_rows(int64_t rows, int64_t rank, int64_t count) {
   return torch::arange(rank, rows, count, torch::kLong);

@@ -241,9 +241,6 @@ TEST_F(Auto, BadInputIsOneLineNamingTheProblem) {
   r = run_kdistill("auto " + recipe(cancer_recipe("  width: [4, 2]\n"), "bad.yaml") + " --budget 1m --out " + out());
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.output.find("search.width: the range [4, 2] is empty"), std::string::npos) << r.output;
-  r = run_kdistill("auto " + path + " --budget 1m --resume --out " + (dir_ / "nothing").string());
-  EXPECT_EQ(r.status, 2);
-  EXPECT_NE(r.output.find("nothing to resume"), std::string::npos) << r.output;
 }
 
 }  // namespace

@@ -132,6 +132,11 @@ struct TrainResult {
   int64_t loss_params = 0;     // elements of the loss terms' own parameters (a hint's projection)
 };
 
+// The training record (history, best epoch, stop reason, steps, divergences) of a fit that ended with
+// `checkpoint` as its last: what a reused model (a teacher trained in an earlier, interrupted run)
+// reports. Nothing when the file is missing, damaged or from within an epoch.
+std::optional<TrainResult> finished_training(const std::string& checkpoint);
+
 // Validation of the model in its current state (the trainer switches train/eval around it).
 using ValidateFn = std::function<report::Metrics(models::Model&)>;
 // Called after each epoch's validation: "" goes on; any other text stops training with that stop
