@@ -454,15 +454,23 @@ std::string size_and_cost(const nlohmann::json& metrics, bool classification) {
     auto latency = m.value("latency_ms", nlohmann::json::object());
     auto speedup = m.value("speedup_vs_teacher", nlohmann::json::object());
     auto throughput = m.value("throughput_per_s", nlohmann::json::object());
-    o << fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3f}</td><td>{:.3f}</td><td>{:.0f}</td>"
+    // The median, and the 10th to 90th percentiles where measured.
+    auto ms = [&latency](const std::string& batch) {
+      double median = latency.value(batch, NAN);
+      if (!latency.contains(batch + "_p10")) return fmt::format("{:.3f}", median);
+      return fmt::format("{:.3f} <span class=\"note\">({:.3f}–{:.3f})</span>", median, latency.value(batch + "_p10", NAN),
+                         latency.value(batch + "_p90", NAN));
+    };
+    o << fmt::format("<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0f}</td>"
                      "<td>{:.2f}×</td><td>{:.2f}×</td><td>{:.2f}×</td></tr>\n",
                      name, m.value("params", int64_t{0}), m.value("bytes", int64_t{0}), m.value("macs", int64_t{0}),
-                     latency.value("batch1", NAN), latency.value("batch256", NAN), throughput.value("batch256", NAN),
+                     ms("batch1"), ms("batch256"), throughput.value("batch256", NAN),
                      m.value("compression_vs_teacher", NAN), speedup.value("batch1", NAN), speedup.value("batch256", NAN));
     points.push_back(Series{name, {m.value("params", 0.0)}, {number(m["test"][key]) * (classification ? 100 : 1)}, "points", "", {name}});
   }
   o << "</table></div>\n";
-  o << fmt::format("<p class=\"note\">Latency: median of repeated forward passes on random inputs, {} thread{}. "
+  o << fmt::format("<p class=\"note\">Latency: the median (in brackets the 10th to 90th percentiles) of repeated "
+                   "forward passes on test rows after a warm-up, at least 20 at batch 1 and 30 ms of them, {} thread{}. "
                    "Compression and speed-up: the teacher's parameters or latency over the model's.</p>\n",
                    threads, threads == 1 ? "" : "s");
   o << "<div class=\"charts\"><div>"

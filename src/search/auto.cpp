@@ -359,7 +359,7 @@ TrialRecord run_trial(Search& search, TrialRecord t) {
       t.params = summary.params;
       t.macs = summary.macs;
       t.latency_ms = train::size_of(*probe, search.dataset.input_shape, "", search.options.latency_repeats(),
-                                   search.dataset.folds[0].test.x)
+                                   search.dataset.folds[0].test.x, 0.0)  // a trial's: `repeats` passes alone
                          .at("latency_ms").at("batch1").get<double>();
     }
     if (search.options.max_params() > 0 && t.params > search.options.max_params()) {

@@ -10,6 +10,7 @@
 #include "kd/text/tokenizer.h"
 #include "kd/train/trainer.h"
 #include "kd/util/error.h"
+#include "kd/util/progress.h"
 #include "kd/util/shape.h"
 #include "kd/util/strings.h"
 
@@ -19,15 +20,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 
-double median_ms(std::vector<double> samples) {
-  std::sort(samples.begin(), samples.end());
-  return samples[samples.size() / 2] * 1000.0;
+// The q-quantile (nearest rank) of sorted seconds, in milliseconds.
+double quantile_ms(const std::vector<double>& sorted, double q) {
+  auto at = static_cast<size_t>(q * static_cast<double>(sorted.size() - 1) + 0.5);
+  return sorted[std::min(at, sorted.size() - 1)] * 1000.0;
 }
 
 nlohmann::json measure_latency(models::Model& model, const std::vector<int64_t>& input_shape, int64_t repeats,
-                               const torch::Tensor& rows) {
+                               const torch::Tensor& rows, double min_seconds) {
   torch::NoGradGuard no_grad;
   model.set_training(false);
   nlohmann::json out;
@@ -37,15 +38,21 @@ nlohmann::json measure_latency(models::Model& model, const std::vector<int64_t>&
     // Real rows where given (token ids must be ids), repeated to the batch; random numbers otherwise.
     auto x = rows.defined() && rows.size(0) > 0 ? rows.index_select(0, torch::arange(batch) % rows.size(0))
                                                 : torch::randn(shape);
-    for (int i = 0; i < 3; ++i) model.forward(x);
-    int64_t runs = batch == 1 ? repeats : std::max<int64_t>(3, repeats / 4);
+    auto warm_up = Clock::now();
+    for (int i = 0; i < 3 || seconds_since(warm_up) < min_seconds / 3; ++i) model.forward(x);
+    const auto runs = static_cast<size_t>(batch == 1 ? repeats : std::max<int64_t>(3, repeats / 4));
     std::vector<double> samples;
-    for (int64_t r = 0; r < runs; ++r) {
+    for (auto first = Clock::now(); samples.size() < runs || (seconds_since(first) < min_seconds && samples.size() < 10000);) {
       auto start = Clock::now();
       model.forward(x);
-      samples.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+      samples.push_back(seconds_since(start));
     }
-    out["batch" + std::to_string(batch)] = median_ms(samples);
+    std::sort(samples.begin(), samples.end());
+    std::string key = "batch" + std::to_string(batch);
+    out[key] = quantile_ms(samples, 0.5);
+    out[key + "_p10"] = quantile_ms(samples, 0.1);
+    out[key + "_p90"] = quantile_ms(samples, 0.9);
+    out[key + "_samples"] = samples.size();
   }
   out["threads"] = torch::get_num_threads();
   return out;
@@ -116,13 +123,13 @@ torch::Tensor predict_shared(models::Model& model, const torch::Tensor& x, dist:
 }
 
 nlohmann::json size_of(models::Model& model, const std::vector<int64_t>& input_shape, const std::string& file,
-                       int64_t repeats, const torch::Tensor& rows) {
+                       int64_t repeats, const torch::Tensor& rows, double min_seconds) {
   auto summary = model.summary(input_shape);
   nlohmann::json size = {{"params", summary.params}, {"macs", summary.macs}};
   std::error_code ec;
   size["bytes"] = !file.empty() && fs::exists(file, ec) ? io::model_bytes(file) : 0;  // TF.js: with its shards
   size["file"] = fs::path(file).filename().string();
-  size["latency_ms"] = measure_latency(model, input_shape, repeats, rows);
+  size["latency_ms"] = measure_latency(model, input_shape, repeats, rows, min_seconds);
   return size;
 }
 

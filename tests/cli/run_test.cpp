@@ -41,6 +41,17 @@ TEST_F(Run, DigitsEndToEnd) {
   for (const char* name : {"teacher", "baseline", "student"}) {
     const auto& model = m["models"][name];
     for (const char* key : {"params", "bytes", "macs", "latency_ms"}) EXPECT_TRUE(model.contains(key)) << name << key;
+    // Latency: a median within its spread, of at least 20 passes at batch 1 (5 at 256) and 30 ms of them.
+    for (const std::string batch : {"batch1", "batch256"}) {
+      const auto& latency = model["latency_ms"];
+      EXPECT_LE(latency[batch + "_p10"].get<double>(), latency[batch].get<double>()) << name << batch;
+      EXPECT_LE(latency[batch].get<double>(), latency[batch + "_p90"].get<double>()) << name << batch;
+      EXPECT_GE(latency[batch + "_samples"].get<int64_t>(), batch == "batch1" ? 20 : 5) << name;
+    }
+    // A model of microseconds a pass: many more passes than 20 fill the 30 ms.
+    if (std::string(name) == "student") {
+      EXPECT_GT(model["latency_ms"]["batch1_samples"].get<int64_t>(), 200);
+    }
     for (const char* key : {"accuracy", "errors", "macro_f1", "ece", "nll"}) EXPECT_TRUE(model["test"].contains(key));
     // 10 classes: chance is 10%; every model must have learned far beyond it.
     EXPECT_GT(model["test"]["accuracy"].get<double>(), 0.6) << name;

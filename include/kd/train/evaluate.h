@@ -52,11 +52,14 @@ report::Metrics score_validation(models::Model& model, Task task, const data::Da
 torch::Tensor predict_shared(models::Model& model, const torch::Tensor& x, dist::Group* group,
                              int64_t batch_size = 256);
 
-// {params, macs, bytes (of `file`, 0 if none), file, latency_ms: {batch1, batch256, threads}}: latency is
-// the median of `repeats` forward passes at batch 1 (a quarter as many at 256) after 3 warm-up passes, on
-// `rows` (real inputs, repeated to the batch; token ids must be ids) or, without them, random numbers.
+// {params, macs, bytes (of `file`, 0 if none), file, latency_ms: {batch1, batch256, and for each its
+// _p10, _p90 and _samples, threads}}: on `rows` (real inputs, repeated to the batch; token ids must be
+// ids) or, without them, random numbers, after a warm-up of at least 3 passes and `min_seconds` / 3,
+// the median (and 10th and 90th percentiles) of at least `repeats` passes at batch 1 (a quarter as
+// many at 256) and of `min_seconds` of them (at most 10,000), so that a burst of other work on the
+// machine moves the median little and shows in the spread.
 nlohmann::json size_of(models::Model& model, const std::vector<int64_t>& input_shape, const std::string& file,
-                       int64_t repeats, const torch::Tensor& rows = torch::Tensor());
+                       int64_t repeats, const torch::Tensor& rows = torch::Tensor(), double min_seconds = 0.03);
 
 struct EvalOptions {
   TORCH_ARG(std::string, file) = "";           // the model's file, for its size in bytes
