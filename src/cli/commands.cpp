@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <csignal>
 #include <iostream>
 
 #include "kd/util/error.h"
@@ -19,6 +20,9 @@ void apply_global_options(const GlobalOptions& global) {
   spdlog::set_pattern("[%H:%M:%S] %v");
   spdlog::set_level(global.quiet ? spdlog::level::warn : spdlog::level::from_str(global.log_level));
   install_stop_handlers();
+  // Past a file-size limit (RLIMIT_FSIZE) a write fails with EFBIG and is reported like a full disk,
+  // rather than the process being killed half-way through a file.
+  std::signal(SIGXFSZ, SIG_IGN);
   configure_allocator();
   configure_torchscript();
   int threads = configure_threads(global.threads);

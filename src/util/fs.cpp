@@ -87,6 +87,36 @@ std::string read_file_maybe_gz(const fs::path& path) {
   return out;
 }
 
+namespace {
+
+// `bytes` into a new file `temporary` (for `path`); returns its open descriptor. kd::Error naming `path`
+// and the reason (a full disk, a file-size limit), with the descriptor closed.
+int write_all(const fs::path& temporary, const std::string& bytes, const fs::path& path) {
+  int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail("{}: cannot open {} for writing: {}", path.string(), temporary.string(), std::strerror(errno));
+  for (size_t done = 0; done < bytes.size();) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      std::string why = n < 0 ? std::strerror(errno) : "no space written";
+      ::close(fd);
+      fail("{}: write failed ({}); the earlier {} is left as it was", path.string(), why, path.filename().string());
+    }
+    done += static_cast<size_t>(n);
+  }
+  return fd;
+}
+
+void sync_or_fail(int fd, const fs::path& path) {
+  if (::fsync(fd) != 0) {
+    std::string why = std::strerror(errno);
+    ::close(fd);
+    fail("{}: cannot sync to disk: {}", path.string(), why);
+  }
+}
+
+}  // namespace
+
 void write_atomic_with(const fs::path& path, const std::function<void(const fs::path&)>& write) {
   fs::path parent = path.parent_path();
   if (!parent.empty()) {
@@ -99,10 +129,15 @@ void write_atomic_with(const fs::path& path, const std::function<void(const fs::
   temporary += ".tmp" + std::to_string(device() % 1000000);
   try {
     write(temporary);
-  } catch (...) {
+  } catch (const Error&) {
     std::error_code ec;
     fs::remove(temporary, ec);
     throw;
+  } catch (const std::exception& e) {  // a library's writer (libtorch's archive, protobuf): name the file
+    std::error_code ec;
+    fs::remove(temporary, ec);
+    fail("{}: cannot write it ({}); the earlier {} is left as it was", path.string(), first_line(e),
+         path.filename().string());
   }
   std::error_code ec;
   fs::rename(temporary, path, ec);
@@ -114,40 +149,14 @@ void write_atomic_with(const fs::path& path, const std::function<void(const fs::
 
 void write_file_atomic(const fs::path& path, const std::string& bytes) {
   write_atomic_with(path, [&](const fs::path& temporary) {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    if (!out) fail("{}: cannot open for writing", temporary.string());
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    out.flush();
-    if (!out) fail("{}: write failed (disk full?)", temporary.string());
+    if (::close(write_all(temporary, bytes, path)) != 0) fail("{}: write failed ({})", path.string(), std::strerror(errno));
   });
 }
 
-namespace {
-
-void sync_or_fail(int fd, const fs::path& path) {
-  if (::fsync(fd) != 0) {
-    std::string why = std::strerror(errno);
-    ::close(fd);
-    fail("{}: cannot sync to disk: {}", path.string(), why);
-  }
-}
-
-}  // namespace
 
 void write_file_durable(const fs::path& path, const std::string& bytes, const fs::path& keep) {
   write_atomic_with(path, [&](const fs::path& temporary) {
-    int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) fail("{}: cannot open for writing: {}", temporary.string(), std::strerror(errno));
-    for (size_t done = 0; done < bytes.size();) {
-      ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        std::string why = n < 0 ? std::strerror(errno) : "no space written";
-        ::close(fd);
-        fail("{}: write failed ({}): the earlier {} is left as it was", path.string(), why, path.filename().string());
-      }
-      done += static_cast<size_t>(n);
-    }
+    int fd = write_all(temporary, bytes, path);
     sync_or_fail(fd, path);
     ::close(fd);
     std::error_code ec;

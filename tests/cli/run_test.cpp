@@ -168,6 +168,30 @@ TEST_F(Run, CtrlCWritesACheckpointAndResumeFinishesTheRun) {
   EXPECT_NE(terminated["log"].get<std::string>().find("stopped by SIGTERM"), std::string::npos) << terminated["log"];
 }
 
+// A full disk (here a file-size limit, RLIMIT_FSIZE) is a one-line error naming the file and the
+// reason; the files of the earlier run in the folder are left whole.
+TEST_F(Run, AFullDiskIsAnErrorAndTheEarlierFilesStay) {
+  auto path = recipe(digits_recipe());
+  ASSERT_EQ(run_kdistill("run " + path + " --out " + out()).status, 0);
+  std::string before = read_file(dir_ / "out/metrics.json");
+  for (int kilobytes : {4, 20, 60}) {
+    auto full = run_shell("ulimit -f " + std::to_string(kilobytes) + "; " KD_CLI_PATH " --threads 1 run " + path +
+                          " --out " + out() + " --set distill.epochs=9 2>&1");
+    EXPECT_EQ(full.status, 2) << full.output;
+    auto error = full.output.find("kdistill: error: " + out() + "/");
+    ASSERT_NE(error, std::string::npos) << full.output;
+    EXPECT_NE(full.output.find("(File too large)", error), std::string::npos) << full.output;
+    EXPECT_NE(full.output.find("is left as it was", error), std::string::npos) << full.output;
+    EXPECT_EQ(full.output.find('\n', error), full.output.size() - 1) << full.output;
+  }
+  EXPECT_EQ(read_file(dir_ / "out/metrics.json"), before);
+  for (const char* model : {"teacher.kdm", "baseline.kdm", "student.kdm"}) {
+    auto inspected = run_kdistill("inspect " + (dir_ / "out" / model).string());
+    EXPECT_EQ(inspected.status, 0) << model << inspected.output;
+  }
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "out/student.onnx"));
+}
+
 TEST_F(Run, ResumeWithAChangedRecipeIsRefused) {
   ASSERT_EQ(run_kdistill("run " + recipe(digits_recipe()) + " --out " + out()).status, 0);
   auto before = read_file(dir_ / "out/metrics.json");
