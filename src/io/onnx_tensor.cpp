@@ -58,11 +58,7 @@ torch::Tensor from_proto(const onnx::TensorProto& proto, const std::string& wher
   }
   torch::ScalarType type = to_torch(proto.data_type(), where + ": tensor " + proto.name());
   std::vector<int64_t> dims(proto.dims().begin(), proto.dims().end());
-  int64_t count = 1;
-  for (int64_t d : dims) {
-    if (d < 0) fail("{}: tensor {} has a negative dimension in {}", where, proto.name(), shape_text(dims));
-    count *= d;
-  }
+  const int64_t count = checked_element_count(dims, fmt::format("{}: tensor {}", where, proto.name()));
   auto wrong_size = [&](int64_t got) {
     fail("{}: tensor {} of shape {} holds {} values, expected {}", where, proto.name(), shape_text(dims), got,
          count);

@@ -496,7 +496,12 @@ models::NamedTensors read_weights(const json& manifest, const fs::path& model_js
     std::vector<std::string> names;
     for (const auto& path : group["paths"]) {
       if (!path.is_string()) fail("{}: weightsManifest[{}].paths holds {}, not a file name", file, g, path.dump());
-      fs::path shard = model_json.parent_path() / path.get<std::string>();
+      // A shard is a file of the model's folder: no absolute path, no "..", nothing outside it.
+      fs::path relative = fs::path(path.get<std::string>()).lexically_normal();
+      if (relative.empty() || relative.is_absolute() || *relative.begin() == "..") {
+        fail("{}: weightsManifest[{}].paths: {} leaves the model's folder", file, g, quote(path.get<std::string>()));
+      }
+      fs::path shard = model_json.parent_path() / relative;
       if (!fs::is_regular_file(shard)) fail("{}: weight shard {} is missing", file, shard.string());
       bytes += read_file(shard);
       names.push_back(path.get<std::string>());
@@ -515,11 +520,7 @@ models::NamedTensors read_weights(const json& manifest, const fs::path& model_js
       } catch (const json::exception&) {
         fail("{}: shape {} is not a list of sizes", where, entry["shape"].dump());
       }
-      int64_t count = 1;
-      for (int64_t d : shape) {
-        if (d < 0) fail("{}: shape {} has a negative size", where, shape_text(shape));
-        count *= d;
-      }
+      const int64_t count = checked_element_count(shape, where);
       WeightEncoding encoding = encoding_of(entry, where + " (" + entry["name"].get<std::string>() + ")");
       expected += count * encoding.bytes;
       entries.emplace_back(entry["name"].get<std::string>(), shape, encoding);

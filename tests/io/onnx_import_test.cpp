@@ -199,6 +199,29 @@ TEST(OnnxImport, BadFilesAreOneLineErrorsNamingTheFile) {
   KD_EXPECT_ERROR(load_model((tmp / "absent.onnx").string()), "absent.onnx");
 }
 
+// A tensor's shape is checked before anything is allocated for it: negative sizes, and more elements
+// than any real file holds, are refused by name.
+TEST(OnnxImport, HugeOrNegativeShapesAreRefusedBeforeAllocating) {
+  TempDir tmp;
+  for (const std::string dims : {"[2**20, 2**21]", "[4, -3]"}) {
+    std::string path = (tmp / "w.onnx").string();
+    auto made = test::run_python(
+        "import onnx\nfrom onnx import helper, TensorProto\n"
+        "w = TensorProto(name='w', data_type=TensorProto.FLOAT, raw_data=bytes(4))\n"
+        "w.dims.extend(" + dims + ")\n"
+        "graph = helper.make_graph([helper.make_node('Add', ['x', 'w'], ['y'])], 'g',\n"
+        "    [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 4])],\n"
+        "    [helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 4])], [w])\n"
+        "onnx.save(helper.make_model(graph), '" + path + "')\n");
+    ASSERT_EQ(made.status, 0) << made.output;
+    std::string message = error_of([&] { OnnxModel model(path); });
+    EXPECT_EQ(message.rfind(path + ": ", 0), 0u) << message;
+    EXPECT_NE(message.find(dims == "[4, -3]" ? "tensor w: shape [4, -3] has a negative size"
+                                             : "tensor w: shape [1048576, 2097152] has more than 2^40 elements"),
+              std::string::npos) << message;
+  }
+}
+
 // ONNX's backend node tests (Debian's libonnx-testdata): every test whose operators the importer
 // claims runs, and matches the reference outputs.
 TEST(OnnxImport, BackendNodeTests) {

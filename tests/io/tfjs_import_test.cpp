@@ -234,6 +234,29 @@ TEST_F(TfjsImport, RefusesBadFiles) {
   EXPECT_NE(message.find(dtype.string()), std::string::npos) << message;
 
   messages.push_back(message);
+
+  // Shard paths stay in the model's folder; shapes are checked before the bytes are counted.
+  for (const std::string escape : {"../outside.bin", "/etc/hostname", "a/../../outside.bin"}) {
+    fs::path escaping = edited_copy(good, dir / "escaping", [&](std::string s) {
+      auto at = s.find("group1-shard1of1.bin");
+      EXPECT_NE(at, std::string::npos);
+      return s.replace(at, 20, escape);
+    });
+    message = error_of([&] { TfjsModel m(escaping.string()); });
+    messages.push_back(message);
+    EXPECT_NE(message.find("weightsManifest[0].paths: \"" + escape + "\" leaves the model's folder"), std::string::npos)
+        << message;
+    fs::remove_all(dir / "escaping");
+  }
+  fs::path huge = edited_copy(good, dir / "huge", [](std::string s) {
+    auto manifest = s.find("weightsManifest");
+    auto at = s.find("\"shape\":[", manifest);
+    EXPECT_NE(at, std::string::npos);
+    return s.insert(at + 9, "4294967296,4294967296,");
+  });
+  message = error_of([&] { TfjsModel m(huge.string()); });
+  messages.push_back(message);
+  EXPECT_NE(message.find("has more than 2^40 elements"), std::string::npos) << message;
   for (const auto& m : messages) EXPECT_EQ(m.find('\n'), std::string::npos) << m;
 }
 

@@ -16,4 +16,9 @@ inline int64_t element_count(c10::IntArrayRef shape) {
   return n;
 }
 
+// element_count of a shape read from a file: kd::Error "`what`: shape [..] has a negative size" or
+// "... has more than 2^40 elements" (more than any model file holds), checked before anything is
+// allocated for it.
+int64_t checked_element_count(c10::IntArrayRef shape, const std::string& what);
+
 }  // namespace kd
