@@ -117,8 +117,10 @@ struct LoopState {
 class GoodState {
  public:
   GoodState(models::Model& model, const models::NamedTensors& loss_parameters, const LoopState& loop)
-      : model_(clone_state(model)), rng_(at::detail::getDefaultCPUGenerator().get_state()), loop_(loop) {
+      : model_(clone_state(model)), rng_(at::detail::getDefaultCPUGenerator().get_state()), loop_(loop),
+        epochs_(loop.result.history.size()) {
     for (const auto& [name, tensor] : loss_parameters) loss_.emplace_back(name, tensor.detach().clone());
+    loop_.result.history.clear();  // the history only grows until a restore: its first epochs_ records are kept
   }
   // Puts it all back, keeping the divergences recorded since, and clears the optimizer's state.
   void restore(models::Model& model, models::NamedTensors& loss_parameters, torch::optim::Optimizer& optimizer,
@@ -129,15 +131,19 @@ class GoodState {
     optimizer.state().clear();
     at::Generator generator = at::detail::getDefaultCPUGenerator();
     generator.set_state(rng_);
-    auto divergences = loop.result.divergences;
+    auto divergences = std::move(loop.result.divergences);
+    auto history = std::move(loop.result.history);
+    history.resize(epochs_);
     loop = loop_;
-    loop.result.divergences = divergences;
+    loop.result.divergences = std::move(divergences);
+    loop.result.history = std::move(history);
   }
 
  private:
   models::NamedTensors model_, loss_;
   torch::Tensor rng_;
-  LoopState loop_;
+  LoopState loop_;  // without its history
+  size_t epochs_;   // the history's length
 };
 
 // A checkpoint file: libtorch's archive, then a trailer of kCheckpointMagic, the archive's length (8
