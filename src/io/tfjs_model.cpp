@@ -494,6 +494,7 @@ models::NamedTensors read_weights(const json& manifest, const fs::path& model_js
     }
     std::string bytes;
     std::vector<std::string> names;
+    std::vector<fs::path> shards;
     for (const auto& path : group["paths"]) {
       if (!path.is_string()) fail("{}: weightsManifest[{}].paths holds {}, not a file name", file, g, path.dump());
       // A shard is a file of the model's folder: no absolute path, no "..", nothing outside it.
@@ -503,7 +504,7 @@ models::NamedTensors read_weights(const json& manifest, const fs::path& model_js
       }
       fs::path shard = model_json.parent_path() / relative;
       if (!fs::is_regular_file(shard)) fail("{}: weight shard {} is missing", file, shard.string());
-      bytes += read_file(shard);
+      shards.push_back(shard);
       names.push_back(path.get<std::string>());
     }
     std::vector<std::tuple<std::string, std::vector<int64_t>, WeightEncoding>> entries;
@@ -525,16 +526,18 @@ models::NamedTensors read_weights(const json& manifest, const fs::path& model_js
       expected += count * encoding.bytes;
       entries.emplace_back(entry["name"].get<std::string>(), shape, encoding);
     }
-    if (static_cast<int64_t>(bytes.size()) != expected) {
+    // The shards' sizes against the manifest before any is read.
+    uintmax_t found = 0;
+    for (const auto& shard : shards) found += fs::file_size(shard);
+    if (found != static_cast<uintmax_t>(expected)) {
       fail("{}: weight shards {} hold {} bytes, but the manifest's weights need {}: expected {} bytes, found {}",
-           file, join(names, ", "), bytes.size(), expected, expected, bytes.size());
+           file, join(names, ", "), found, expected, expected, found);
     }
+    for (const auto& shard : shards) bytes += read_file(shard);
     int64_t offset = 0;
     for (const auto& [name, shape, encoding] : entries) {
       weights.emplace_back(name, decode(bytes.data() + offset, shape, encoding));
-      int64_t count = 1;
-      for (int64_t d : shape) count *= d;
-      offset += count * encoding.bytes;
+      offset += element_count(shape) * encoding.bytes;
     }
   }
   return weights;
@@ -604,6 +607,13 @@ TfjsModel::TfjsModel(const std::string& model_json) : impl_(std::make_unique<Imp
   Impl& m = *impl_;
   m.file = model_json;
   require_file(model_json, "TF.js model.json");
+  // The topology is text of kilobytes to a few megabytes (the weights are in the shards): a larger file
+  // is not read into memory.
+  constexpr uintmax_t kMaxJsonBytes = uintmax_t{64} << 20;
+  if (fs::file_size(model_json) > kMaxJsonBytes) {
+    fail("{}: {} bytes, not a TF.js model.json (at most 64 MB: the weights belong in the shards)", model_json,
+         fs::file_size(model_json));
+  }
   json root;
   try {
     root = json::parse(read_file(model_json));

@@ -197,6 +197,11 @@ TEST(OnnxImport, BadFilesAreOneLineErrorsNamingTheFile) {
   EXPECT_NE(message.find("declared input [1, 4]"), std::string::npos) << message;
   EXPECT_EQ(message.find('\n'), std::string::npos) << message;
   KD_EXPECT_ERROR(load_model((tmp / "absent.onnx").string()), "absent.onnx");
+  // A file past protobuf's 2 GiB is refused by its size, before it is read (a sparse file here).
+  std::string big = (tmp / "big.onnx").string();
+  write_file_atomic(big, bytes);
+  std::filesystem::resize_file(big, uint64_t{1} << 31);
+  KD_EXPECT_ERROR(OnnxModel model(big), big + ": 2147483648 bytes, more than a protobuf file can hold (2 GiB)");
 }
 
 // A tensor's shape is checked before anything is allocated for it: negative sizes, and more elements

@@ -257,6 +257,13 @@ TEST_F(TfjsImport, RefusesBadFiles) {
   message = error_of([&] { TfjsModel m(huge.string()); });
   messages.push_back(message);
   EXPECT_NE(message.find("has more than 2^40 elements"), std::string::npos) << message;
+  // A model.json of more than 64 MB is refused by its size (a sparse file here), not read.
+  fs::path large = edited_copy(good, dir / "large", [](const std::string& s) { return s; });
+  fs::resize_file(large, uintmax_t{65} << 20);
+  message = error_of([&] { TfjsModel m(large.string()); });
+  messages.push_back(message);
+  EXPECT_NE(message.find(large.string() + ": 68157440 bytes, not a TF.js model.json (at most 64 MB"), std::string::npos)
+      << message;
   for (const auto& m : messages) EXPECT_EQ(m.find('\n'), std::string::npos) << m;
 }
 
