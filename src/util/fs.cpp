@@ -153,7 +153,6 @@ void write_file_atomic(const fs::path& path, const std::string& bytes) {
   });
 }
 
-
 void write_file_durable(const fs::path& path, const std::string& bytes, const fs::path& keep) {
   write_atomic_with(path, [&](const fs::path& temporary) {
     int fd = write_all(temporary, bytes, path);
