@@ -616,8 +616,14 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
   if (state.epoch >= epochs) done = true;
   bool bf16 = options.precision() == "bf16";
   Progress progress(name_, total_steps, "steps");
-  std::optional<GoodState> good;  // where a divergence goes back to
-  if (options.divergence_retries() > 0) good.emplace(model, loss_parameters, state);
+  // Where a divergence goes back to: the last good state, or the start when that one diverged again
+  // before a single step (its weights, though they validated well, already overflow on some rows).
+  std::optional<GoodState> good, start_state;
+  bool stepped = true;  // a step succeeded since the last going back
+  if (options.divergence_retries() > 0) {
+    good.emplace(model, loss_parameters, state);
+    start_state.emplace(model, loss_parameters, state);
+  }
 
   for (int64_t epoch = state.epoch; epoch < epochs && !done; ++epoch) {
     std::string diverged;  // what stopped being finite, at step `diverged_step` of the epoch
@@ -674,6 +680,7 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
           return false;
         }
         optimizer->step();
+        stepped = true;
         loss_sum += loss;
         for (size_t t = 0; t < terms.size(); ++t) term_sums[t] += terms[t];
         progress.update(state.step + 1);
@@ -756,7 +763,9 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
              retries == 0 ? "" : fmt::format(", after {} restart{} with a tenth of it", retries, retries == 1 ? "" : "s"));
       }
       state.result.divergences.push_back({epoch + 1, diverged_step, diverged, lr, lr * kDivergenceLrFactor});
+      if (!stepped) good = start_state;
       good->restore(model, loss_parameters, *optimizer, state);
+      stepped = false;
       schedule = LrSchedule(options.schedule(), base_lr(), total_steps, batches);
       spdlog::warn("{}: {} at epoch {} step {}; back to {} with the learning rate {:g} (was {:g})", name_, diverged,
                    epoch + 1, diverged_step, state.epoch == 0 ? "the start" : fmt::format("the state after epoch {}", state.epoch),
@@ -791,7 +800,9 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
       state.result.best_value = value;
       state.best_state = clone_state(model);
       state.stale_epochs = 0;
-      if (good) good.emplace(model, loss_parameters, state);
+      // A good state validates to finite numbers (huge logits can be accurate and still overflow).
+      bool finite = std::all_of(record.val.begin(), record.val.end(), [](const auto& kv) { return std::isfinite(kv.second); });
+      if (good && finite) good.emplace(model, loss_parameters, state);
     } else {
       ++state.stale_epochs;
     }
