@@ -388,13 +388,9 @@ nlohmann::json model_json(const std::vector<const Trained*>& per_fold) {
   if (per_fold[0]->train) {
     nlohmann::json epochs;
     for (const auto* t : per_fold) {
-      nlohmann::json divergences = nlohmann::json::array();
-      for (const auto& d : t->train->divergences) {
-        divergences.push_back({{"epoch", d.epoch}, {"step", d.step}, {"what", d.what}, {"lr", d.lr}, {"lr_after", d.lr_after}});
-      }
       epochs.push_back({{"epochs_run", t->train->history.size()}, {"best_epoch", t->train->best_epoch},
                         {"stop_reason", t->train->stop_reason}, {"target_reached", t->train->target_reached},
-                        {"steps", t->train->steps}, {"divergences", divergences}});
+                        {"steps", t->train->steps}, {"divergences", t->train->divergences}});
     }
     m["training"] = per_fold.size() == 1 ? epochs[0] : epochs;
   }

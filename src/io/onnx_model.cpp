@@ -808,9 +808,9 @@ Tensors OnnxModel::Impl::feeds_for(const torch::Tensor& input) const {
 void OnnxModel::Impl::parse(const std::string& output) {
   require_file(path, "ONNX model");
   // Protobuf reads at most 2 GiB: larger ONNX files keep their weights in external files (refused).
-  if (std::filesystem::file_size(path) >= (uint64_t{1} << 31)) {
+  if (const auto size = std::filesystem::file_size(path); size >= (uint64_t{1} << 31)) {
     fail("{}: {} bytes, more than a protobuf file can hold (2 GiB); such models keep their weights in external "
-         "files, which kdistill does not read", path, std::filesystem::file_size(path));
+         "files, which kdistill does not read", path, size);
   }
   std::string bytes = read_file(path);
   if (!model.ParseFromString(bytes)) {

@@ -610,9 +610,8 @@ TfjsModel::TfjsModel(const std::string& model_json) : impl_(std::make_unique<Imp
   // The topology is text of kilobytes to a few megabytes (the weights are in the shards): a larger file
   // is not read into memory.
   constexpr uintmax_t kMaxJsonBytes = uintmax_t{64} << 20;
-  if (fs::file_size(model_json) > kMaxJsonBytes) {
-    fail("{}: {} bytes, not a TF.js model.json (at most 64 MB: the weights belong in the shards)", model_json,
-         fs::file_size(model_json));
+  if (const auto size = fs::file_size(model_json); size > kMaxJsonBytes) {
+    fail("{}: {} bytes, not a TF.js model.json (at most 64 MB: the weights belong in the shards)", model_json, size);
   }
   json root;
   try {

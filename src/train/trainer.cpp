@@ -71,14 +71,6 @@ bool parameters_finite(models::Model& model) {
   return std::isfinite(torch::stack(sums).sum().item<double>());
 }
 
-nlohmann::json divergence_to_json(const Divergence& d) {
-  return {{"epoch", d.epoch}, {"step", d.step}, {"what", d.what}, {"lr", d.lr}, {"lr_after", d.lr_after}};
-}
-
-Divergence divergence_from_json(const nlohmann::json& j) {
-  return {j.at("epoch"), j.at("step"), j.at("what"), j.at("lr"), j.at("lr_after")};
-}
-
 nlohmann::json record_to_json(const EpochRecord& r) {
   return {{"epoch", r.epoch}, {"train_loss", r.train_loss}, {"terms", r.terms},
           {"lr", r.lr},       {"val", r.val},               {"seconds", r.seconds}};
@@ -212,11 +204,10 @@ void save_checkpoint(const std::string& path, models::Model& model, const models
                          {"stop_reason", state.result.stop_reason},
                          {"target_reached", state.result.target_reached},
                          {"history", history},
-                         {"divergences", nlohmann::json::array()},
+                         {"divergences", state.result.divergences},
                          {"batch", state.batch},
                          {"loss_sum", state.loss_sum},
                          {"term_sums", state.term_sums}};
-  for (const auto& d : state.result.divergences) meta["divergences"].push_back(divergence_to_json(d));
   archive.write("meta", c10::IValue(meta.dump()));
   archive.write("rng", at::detail::getDefaultCPUGenerator().get_state());
   std::ostringstream bytes;
@@ -248,9 +239,7 @@ void read_meta(torch::serialize::InputArchive& archive, LoopState& state) {
   state.result.stop_reason = meta.at("stop_reason");
   state.result.target_reached = meta.at("target_reached");
   for (const auto& r : meta.at("history")) state.result.history.push_back(record_from_json(r));
-  for (const auto& d : meta.value("divergences", nlohmann::json::array())) {
-    state.result.divergences.push_back(divergence_from_json(d));
-  }
+  state.result.divergences = meta.value("divergences", std::vector<Divergence>{});
   state.batch = meta.value("batch", int64_t{0});
   state.loss_sum = meta.value("loss_sum", 0.0);
   state.term_sums = meta.value("term_sums", std::vector<double>{});
@@ -428,7 +417,7 @@ torch::Tensor predict(models::Model& model, const torch::Tensor& x, int64_t batc
   for (int64_t start = 0; start < x.size(0); start += batch_size) {
     if (int signal = stop_signal()) {
       throw Interrupted(signal, fmt::format("stopped by {} while computing outputs; what is done is kept for --resume",
-                                            signal == SIGTERM ? "SIGTERM" : "SIGINT"));
+                                            stop_signal_name(signal)));
     }
     int64_t end = std::min(x.size(0), start + batch_size);
     torch::Tensor y = model.forward(x.slice(0, start, end).to(device));
@@ -652,7 +641,7 @@ TrainResult Trainer::fit(models::Model& model, const TrainData& data, const Vali
       const int signal = stop_signal() != 0 ? stop_signal() : SIGINT;  // another rank's signal: as Ctrl-C
       throw Interrupted(signal, fmt::format("{}{}: stopped by {} after epoch {} step {}{}",
                                             parallel ? fmt::format("rank {}/{}: ", group->rank(), group->size()) : "", name_,
-                                            signal == SIGTERM ? "SIGTERM" : "SIGINT", epoch + 1, b + 1,
+                                            stop_signal_name(signal), epoch + 1, b + 1,
                                             saved ? "; checkpoint written: the same command with --resume goes on" : ""));
     };
     for (int64_t b = first_batch; b < batches && state.step < total_steps; ++b, ++state.step, ++steps_this_epoch) {

@@ -12,6 +12,7 @@
 //   TrainResult r = trainer.fit(model, data, validate);
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <torch/arg.h>
 #include <torch/torch.h>
 
@@ -120,6 +121,8 @@ struct Divergence {
   double lr = 0.0;    // the base learning rate before, and after
   double lr_after = 0.0;
 };
+// {epoch, step, what, lr, lr_after}: as checkpoints and metrics.json hold it.
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(Divergence, epoch, step, what, lr, lr_after)
 
 struct TrainResult {
   std::vector<EpochRecord> history;

@@ -32,6 +32,8 @@ std::vector<int> wait_for_all(const std::vector<int>& pids);
 void install_stop_handlers();
 // The signal that asked this process to stop (SIGINT or SIGTERM), or 0.
 int stop_signal();
+// "SIGTERM" or "SIGINT", for messages.
+const char* stop_signal_name(int signal);
 
 // An exclusive flock(2) on `path` (created if missing), held while the object lives.
 class FileLock {
