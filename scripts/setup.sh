@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what kdistill needs to build, run and test, from Debian's packages.
 # Idempotent: installs only what is missing, so a second run costs a second.
+#   scripts/setup.sh [PACKAGE...]   also these (scripts/sanitize.sh: Clang and its runtimes)
 set -euo pipefail
 
 packages=(
@@ -13,6 +14,7 @@ packages=(
   dataset-fashion-mnist
   python3-torch python3-sklearn python3-numpy python3-onnx libonnx-testdata
   python3-scipy python3-protobuf python3-sentencepiece chromium
+  "$@"
 )
 
 missing=()
