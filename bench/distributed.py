@@ -48,7 +48,7 @@ def run(kdistill, setup, ranks, threads, epochs, out, port):
     else:  # the teacher's training, one epoch (without augmentation), then one short student epoch
         sets = ["teacher.train.epochs=1", "teacher.train.augment=null", "distill.epochs=1", "distill.baseline=false",
                 "export=[]"]
-    args = ["run", os.path.join(ROOT, recipe), "--out", out]
+    args = ["run", os.path.join(ROOT, recipe), "--out", out, "--force"]
     for s in sets:
         args += ["--set", s]
     cmd = [kdistill, "--quiet", "--threads", str(threads)]
@@ -71,7 +71,7 @@ AUTO_LAYOUTS = [("1 rank", ["--threads", "1"], []), ("2 ranks", ["--threads", "1
 def auto_rate(kdistill, budget, out, prefix, extra):
     teacher = os.path.join(ROOT, SETUPS["cnn"][2])
     cmd = [kdistill, "--quiet"] + prefix + ["auto", os.path.join(ROOT, "examples", "fashion-mnist-cnn.yaml"),
-                                            "--budget", f"{budget}s", "--no-final", "--out", out,
+                                            "--budget", f"{budget}s", "--no-final", "--out", out, "--force",
                                             "--target", "accuracy >= 100",
                                             "--set", "search={width: 1, depth: 3, min_epochs: 3}",
                                             "--set", "data.train_limit=10000", "--set", "distill.epochs=9",

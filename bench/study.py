@@ -112,7 +112,7 @@ def run_setup(kdistill, name, seed, out_root, threads, fresh, sets=(), tag=None)
         if metrics.get("seed") == seed:
             print(f"[study] {name} seed {seed}: reusing {metrics_file}", file=sys.stderr)
             return metrics, None
-    cmd = [kdistill, "--quiet", "--threads", str(threads), "--seed", str(seed), "run", recipe, "--out", out]
+    cmd = [kdistill, "--quiet", "--threads", str(threads), "--seed", str(seed), "run", recipe, "--out", out, "--force"]
     for value in sets:
         cmd += ["--set", value]
     print("[study] " + " ".join(cmd), file=sys.stderr)

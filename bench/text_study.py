@@ -58,7 +58,7 @@ def run(kdistill, name, seed, out_root, threads, fresh):
     if not fresh and os.path.exists(metrics_file):
         with open(metrics_file) as f:
             return json.load(f)
-    cmd = [kdistill, "--quiet", "--threads", str(threads), "--seed", str(seed), "run", RECIPE, "--out", out]
+    cmd = [kdistill, "--quiet", "--threads", str(threads), "--seed", str(seed), "run", RECIPE, "--out", out, "--force"]
     for value in SETUPS[name][1]:
         cmd += ["--set", value.replace("{out}", out_root).replace("{seed}", str(seed))]
     print("[text-study] " + " ".join(cmd), file=sys.stderr)

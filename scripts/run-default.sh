@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh kdistill
-build/kdistill run examples/fashion-mnist-cnn.yaml --out runs/fashion-mnist-cnn "$@"
+# --force: the job may be run again; a teacher trained by an earlier run of it is reused.
+build/kdistill run examples/fashion-mnist-cnn.yaml --out runs/fashion-mnist-cnn --force "$@"

@@ -21,6 +21,7 @@ struct AutoFlags {
   double max_latency_ms = 0;
   int64_t trials = 0;
   bool resume = false;
+  bool force = false;
   bool no_final = false;
   int64_t workers = 1;
   int64_t worker = 0;
@@ -41,6 +42,7 @@ void register_auto_command(CLI::App& app, GlobalOptions& global) {
   command->add_option("--out", flags->out, "output folder");
   command->add_option("--set", flags->overrides, "override a recipe key: --set distill.epochs=5");
   command->add_flag("--resume", flags->resume, "continue an interrupted search in --out");
+  command->add_flag("--force", flags->force, "overwrite the outputs of an earlier search or run in --out");
   command->add_flag("--no-final", flags->no_final, "stop after the search: no retraining of the chosen student");
   command->add_option("--workers", flags->workers, "run trials in this many processes side by side (threads split between them)");
   command->add_option("--worker", flags->worker)->group("");  // set by the lead for the processes it starts
@@ -58,7 +60,9 @@ void register_auto_command(CLI::App& app, GlobalOptions& global) {
       search::SpecFactory make_spec = [&](const std::vector<std::string>& sets) {
         auto all = base_overrides;
         all.insert(all.end(), sets.begin(), sets.end());
-        return recipe::load_recipe(flags->recipe, all).run;
+        flow::RunSpec spec = recipe::load_recipe(flags->recipe, all).run;
+        spec.data.max_memory(memory_limit(global));
+        return spec;
       };
       auto options = search::AutoOptions()
                          .out(flags->out)
@@ -68,6 +72,7 @@ void register_auto_command(CLI::App& app, GlobalOptions& global) {
                          .max_latency_ms(flags->max_latency_ms)
                          .trials(flags->trials)
                          .resume(flags->resume)
+                         .force(flags->force)
                          .final_run(!flags->no_final)
                          .workers(flags->workers)
                          .worker(flags->worker)

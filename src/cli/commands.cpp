@@ -29,6 +29,13 @@ void apply_global_options(const GlobalOptions& global) {
   spdlog::debug("threads: {}, BLAS: {}", threads, global.blas_core.empty() ? "not OpenBLAS" : "OpenBLAS " + global.blas_core);
 }
 
+int64_t memory_limit(const GlobalOptions& global) {
+  if (global.max_memory.empty()) return default_memory_limit();
+  auto bytes = parse_bytes(global.max_memory);
+  if (!bytes) fail("--max-memory: {} is not a size, expected e.g. 8G, 512M or 0 (no limit)", quote(global.max_memory));
+  return *bytes;
+}
+
 std::shared_ptr<dist::Group> connect_group(const GlobalOptions& global) {
   auto group = dist::Group::connect(dist::launch_from_environment(global.launch));
   if (group->distributed()) {

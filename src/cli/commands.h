@@ -20,6 +20,7 @@ struct GlobalOptions {
   std::string blas_core;  // OpenBLAS's kernels in force, for the debug log ("" when not OpenBLAS)
   dist::LaunchFlags launch;  // --rank, --world-size, ...: over RANK, WORLD_SIZE, ... (torchrun's)
   std::string device = "cpu";  // --device: cpu, cuda (this rank's LOCAL_RANK) or cuda:N
+  std::string max_memory;      // --max-memory: "" = default_memory_limit(), "0" = no limit
 };
 
 void register_commands(CLI::App& app, GlobalOptions& global);
@@ -34,6 +35,10 @@ int guarded(const std::function<void()>& body);
 // The process group the launch flags and environment describe (a group of one without them); with
 // several ranks, log lines say which rank wrote them.
 std::shared_ptr<dist::Group> connect_group(const GlobalOptions& global);
+
+// The bytes --max-memory allows a data set (data::DataSpec::max_memory); kd::Error naming the flag for
+// text that is not a size.
+int64_t memory_limit(const GlobalOptions& global);
 
 // The device --device names: `cuda` alone is cuda:LOCAL_RANK (one GPU a rank on each host). kd::Error
 // naming --device for another name, or for CUDA where this libtorch has none or fewer devices.

@@ -59,6 +59,7 @@ void register_launch_command(CLI::App& app, GlobalOptions& global) {
         if (global.threads > 0) args.insert(args.end(), {"--threads", std::to_string(global.threads)});
         if (global.seed) args.insert(args.end(), {"--seed", std::to_string(*global.seed)});
         if (global.device != "cpu") args.insert(args.end(), {"--device", global.device});
+        if (!global.max_memory.empty()) args.insert(args.end(), {"--max-memory", global.max_memory});
         if (global.quiet) args.push_back("--quiet");
         if (global.log_level != "info") args.insert(args.end(), {"--log-level", global.log_level});
         args.insert(args.end(), rest.begin(), rest.end());

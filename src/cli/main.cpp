@@ -22,6 +22,8 @@ int main(int argc, char** argv) {
   app.add_option("--seed", global.seed, "random seed (overrides the recipe's)");
   app.add_option("--device", global.device,
                  "where models train and run: cpu (default), cuda (cuda:LOCAL_RANK) or cuda:N");
+  app.add_option("--max-memory", global.max_memory,
+                 "refuse data sets that need more memory: 8G, 512M, 0 = no limit (default: 80 % of RAM or the cgroup's limit)");
   app.add_flag("-q,--quiet", global.quiet, "print only warnings and errors");
   app.add_option("--log-level", global.log_level, "trace | debug | info | warn | error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));

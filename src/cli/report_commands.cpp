@@ -78,7 +78,7 @@ void register_report_commands(CLI::App& app, GlobalOptions& global) {
       auto loaded = io::load_model(eval_flags->model, eval_flags->output);
       io::LoadedModel teacher;
       if (!eval_flags->teacher.empty()) teacher = io::load_model(eval_flags->teacher);
-      auto dataset = data::load_dataset(recipe.data);
+      auto dataset = data::load_dataset(recipe.data.max_memory(memory_limit(global)));
       // Each file fed as `run` feeds a teacher file: its own preprocessing, or the better of raw and normalised.
       const auto& fold = train::eval_fold(dataset, eval_flags->fold - 1);
       auto input = teacher::TeacherInputOptions().input(eval_flags->input);

@@ -1,5 +1,7 @@
 #include "kd/data/dataset.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -12,6 +14,8 @@
 #include "kd/data/npy.h"
 #include "kd/data/split.h"
 #include "kd/util/error.h"
+#include "kd/util/fs.h"
+#include "kd/util/runtime.h"
 #include "kd/util/shape.h"
 #include "kd/util/strings.h"
 
@@ -269,6 +273,13 @@ std::vector<int64_t> limit_rows(const Pool& pool, const std::vector<int64_t>& ro
   return pick(rows, subsample(static_cast<int64_t>(rows.size()), y, limit, seed));
 }
 
+void fail_over_memory(const DataSpec& spec, int64_t bytes, const std::string& what) {
+  fail("{}: the data set needs about {} in memory ({}), more than --max-memory {}; read fewer rows "
+       "(data.train_limit), use fewer folds, or raise --max-memory",
+       spec.train().path.empty() ? spec.train().inputs : spec.train().path, bytes_text(static_cast<double>(bytes)), what,
+       bytes_text(static_cast<double>(spec.max_memory())));
+}
+
 DataFold make_fold(const Pool& pool, const DataSpec& spec, const std::vector<int64_t>& train,
                    const std::vector<int64_t>& val, const std::vector<int64_t>& test,
                    torch::Tensor transfer_raw, const std::vector<std::string>& transfer_texts, uint64_t seed) {
@@ -289,6 +300,15 @@ DataFold make_fold(const Pool& pool, const DataSpec& spec, const std::vector<int
     normalize.mode("none");  // token ids are not numbers to scale
   } else if (pool.tabular) {
     auto encoder = TabularEncoder::fit(pool.table, train, spec.tabular());
+    // One-hot columns of many categories can make a small file a large matrix: checked exactly here.
+    auto features = static_cast<int64_t>(encoder.feature_names().size());
+    auto rows = static_cast<int64_t>(pool.table.table.num_rows());
+    int64_t folds = std::max<int64_t>(1, spec.folds());
+    if (spec.max_memory() > 0 && rows * features * 4 * folds > spec.max_memory()) {
+      fail_over_memory(spec, rows * features * 4 * folds,
+                       fmt::format("{} rows x {} features once encoded, as float32 in each of {} fold{}", rows, features,
+                                   folds, folds > 1 ? "s" : ""));
+    }
     x_all = encoder.transform(pool.table);
     preprocessing["tabular"] = encoder.to_json();
   } else {
@@ -421,15 +441,111 @@ const DataReader& detect_format(const DataSpec& spec) {
        quote(train.inputs.empty() ? train.path : train.inputs), format_list());
 }
 
+// What one file adds to the memory a data set takes: its bytes as read, and the values each fold
+// holds of it as float32.
+struct FileMemory {
+  std::string file;
+  int64_t read_bytes = 0;
+  int64_t values = 0;
+  std::string what;  // "60000 x 784 uint8 values"
+};
+
+FileMemory array_memory(const std::string& file, const ArrayHeader& header) {
+  std::vector<std::string> dims;
+  for (int64_t d : header.shape) dims.push_back(std::to_string(d));
+  return {file, header.elements() * header.itemsize, header.elements(),
+          fmt::format("{} values of {} bytes", join(dims, " x "), header.itemsize)};
+}
+
+// A table or text file: its bytes, and about 8 bytes a cell of index (a cell and its delimiter take
+// 4 bytes or more in a numeric table) and a float a cell. Tables encoded one-hot are checked again,
+// exactly, once encoded (read_tabular).
+FileMemory text_memory(const std::string& file) {
+  int64_t bytes = size_maybe_gz(file);
+  return {file, 3 * bytes, bytes / 4, fmt::format("{} of text", bytes_text(static_cast<double>(bytes)))};
+}
+
+FileMemory image_memory(const std::string& folder, const ImageFolderOptions& options) {
+  int64_t images = 0;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(folder, ec); !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_regular_file(ec) && has_image_extension(it->path())) ++images;
+  }
+  int64_t channels = options.channels() > 0 ? options.channels() : 3;
+  int64_t values = images * channels * options.height() * options.width();
+  return {folder, values, values, fmt::format("{} images of {} x {} x {}", images, channels, options.height(), options.width())};
+}
+
+// A file the estimate leaves to the reader: none given, or not there (the reader says which, and how).
+bool missing(const std::string& path) {
+  std::error_code ec;
+  return path.empty() || !fs::exists(path, ec);
+}
+
+std::vector<FileMemory> files_memory(const DataSpec& spec, const std::string& format, const DataFiles& files) {
+  if (files.empty() || missing(files.inputs.empty() ? files.path : files.inputs)) return {};
+  if (format == "idx" || format == "npy") {
+    auto header = format == "idx" ? read_idx_header : read_npy_header;
+    std::vector<FileMemory> out = {array_memory(files.inputs, header(files.inputs))};
+    if (!missing(files.labels)) out.push_back(array_memory(files.labels, header(files.labels)));
+    return out;
+  }
+  if (format == "npz") {
+    std::vector<FileMemory> out;
+    for (const auto& [key, header] : read_npz_headers(files.path)) out.push_back(array_memory(files.path + ":" + key, header));
+    return out;
+  }
+  if (format == "images") return {image_memory(files.path, spec.images())};
+  std::vector<FileMemory> out = {text_memory(files.path)};
+  if (!missing(files.labels)) out.push_back(text_memory(files.labels));
+  return out;
+}
+
+
 }  // namespace
+
+int64_t estimate_memory(const DataSpec& spec, std::string* what) {
+  std::string format = detect_format(spec).name;
+  std::vector<FileMemory> files = files_memory(spec, format, spec.train());
+  for (auto& f : files_memory(spec, format, spec.test())) files.push_back(f);
+  if (!missing(spec.transfer())) {
+    std::string name = to_lower(spec.transfer());
+    if (format == "text" || format == "csv") files.push_back(text_memory(spec.transfer()));
+    else if (ends_with(name, ".npy")) files.push_back(array_memory(spec.transfer(), read_npy_header(spec.transfer())));
+    else files.push_back(array_memory(spec.transfer(), read_idx_header(spec.transfer())));
+  }
+  const int64_t folds = std::max<int64_t>(1, spec.folds());
+  int64_t read = 0, values = 0;
+  std::vector<std::string> parts;
+  for (const auto& f : files) {
+    read += f.read_bytes;
+    values += f.values;
+    parts.push_back(fmt::format("{}: {}", fs::path(f.file).filename().string(), f.what));
+  }
+  // The pool as read, then each fold's float32 copy of every row (train, validation, test, transfer).
+  int64_t bytes = read + folds * values * 4;
+  if (what) {
+    *what = fmt::format("{}; as read, then as float32 in each of {} fold{}", join(parts, ", "), folds, folds > 1 ? "s" : "");
+  }
+  return bytes;
+}
 
 torch::Tensor float_inputs(const torch::Tensor& x) {
   if (x.scalar_type() == torch::kByte) return x.to(torch::kFloat).div_(255.0);
   return x.to(torch::kFloat);
 }
 
+void check_memory(const DataSpec& spec) {
+  if (spec.max_memory() <= 0) return;
+  std::string what;
+  int64_t bytes = estimate_memory(spec, &what);
+  spdlog::debug("data: about {} in memory ({})", bytes_text(static_cast<double>(bytes)), what);
+  if (bytes > spec.max_memory()) fail_over_memory(spec, bytes, what);
+}
+
 Dataset load_dataset(const DataSpec& spec) {
   const DataReader& reader = detect_format(spec);
+  check_memory(spec);
   std::string format = reader.name;
   Pool pool = reader.read(spec);
   Dataset dataset;

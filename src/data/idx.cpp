@@ -71,10 +71,15 @@ std::string gzip(const std::string& raw, const fs::path& path) {
   return out;
 }
 
-// The tensor is a view of the decompressed buffer (no copy of the data): its deleter owns `holder`.
-torch::Tensor parse_idx(const std::shared_ptr<std::string>& holder, const fs::path& path) {
-  std::string& bytes = *holder;
-  const std::string name = path.string();
+// The header at the start of `bytes`: the type, the dims and the data's size in bytes (-1 past 2^63).
+struct IdxLayout {
+  const IdxType* type;
+  std::vector<int64_t> dims;
+  size_t header_size;
+  int64_t data_size;
+};
+
+IdxLayout parse_idx_header(const std::string& bytes, const std::string& name) {
   if (bytes.empty()) fail("{}: empty file, expected an IDX header (magic 00 00 <type> <ndims>)", name);
   if (bytes.size() < 4 || bytes[0] != 0 || bytes[1] != 0) {
     fail("{}: not an IDX file: expected magic 00 00 <type> <ndims>, found {}", name, hex_bytes(bytes, 4));
@@ -103,6 +108,15 @@ torch::Tensor parse_idx(const std::shared_ptr<std::string>& holder, const fs::pa
     dims[i] = read_big_endian_u32(bytes, 4 + 4 * i);
     overflow = overflow || __builtin_mul_overflow(data_size, dims[i], &data_size);
   }
+  return {type, dims, header_size, overflow ? -1 : data_size};
+}
+
+// The tensor is a view of the decompressed buffer (no copy of the data): its deleter owns `holder`.
+torch::Tensor parse_idx(const std::shared_ptr<std::string>& holder, const fs::path& path) {
+  std::string& bytes = *holder;
+  const std::string name = path.string();
+  const auto [type, dims, header_size, data_size] = parse_idx_header(bytes, name);
+  const bool overflow = data_size < 0;
   const auto found = static_cast<int64_t>(bytes.size() - header_size);
   if (overflow || data_size > found) {
     fail("{}: truncated IDX data: expected {} bytes of {} for dims [{}], found {}", name,
@@ -122,6 +136,12 @@ torch::Tensor parse_idx(const std::shared_ptr<std::string>& holder, const fs::pa
 
 torch::Tensor read_idx(const fs::path& path) {
   return parse_idx(std::make_shared<std::string>(read_file_maybe_gz(path)), path);
+}
+
+ArrayHeader read_idx_header(const fs::path& path) {
+  IdxLayout layout = parse_idx_header(read_head_maybe_gz(path, 4 + 4 * 255), path.string());
+  if (layout.data_size < 0) fail("{}: IDX dims [{}] hold more than 2^63 bytes", path.string(), fmt::join(layout.dims, ", "));
+  return {layout.dims, static_cast<int64_t>(layout.type->width)};
 }
 
 void write_idx(const fs::path& path, const torch::Tensor& tensor) {

@@ -14,14 +14,14 @@ namespace kd::data {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-bool is_hidden(const fs::path& path) { return starts_with(path.filename().string(), "."); }
-
 bool has_image_extension(const fs::path& path) {
   const std::string extension = to_lower(path.extension().string());
   return extension == ".png" || extension == ".jpg" || extension == ".jpeg" || extension == ".bmp";
 }
+
+namespace {
+
+bool is_hidden(const fs::path& path) { return starts_with(path.filename().string(), "."); }
 
 // Sorted image files under `folder` (recursively); counts the other files in `skipped`.
 std::vector<fs::path> list_images(const fs::path& folder, int64_t& skipped) {

@@ -5,8 +5,11 @@
 
 #include <cctype>
 #include <cstring>
+#include <fstream>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <vector>
 
 #include "byte_order.h"
@@ -167,8 +170,16 @@ std::string shape_text(const std::vector<int64_t>& shape) {
   return "(" + join(parts, ", ") + (shape.size() == 1 ? ",)" : ")");
 }
 
-// The array in `bytes` (a whole .npy file); `context` names it in messages.
-torch::Tensor parse_npy(const std::string& bytes, const std::string& context) {
+// What a .npy header says: the array's type and shape, and where its data starts in the file.
+struct NpyLayout {
+  const NpyType* type;
+  std::string descr;
+  std::vector<int64_t> shape;
+  size_t offset;
+};
+
+// The header at the start of `bytes` (a .npy file, or its first bytes); `context` names it in messages.
+NpyLayout parse_npy_header(const std::string& bytes, const std::string& context) {
   if (bytes.size() < kMagic.size() + 2 || bytes.compare(0, kMagic.size(), kMagic) != 0) {
     std::string found;
     for (size_t i = 0; i < std::min<size_t>(bytes.size(), 6); ++i) {
@@ -243,6 +254,12 @@ torch::Tensor parse_npy(const std::string& bytes, const std::string& context) {
         "np.save(path, np.ascontiguousarray(a))",
         context);
   }
+  return {type, descr, shape, prefix + header_length};
+}
+
+// The array in `bytes` (a whole .npy file); `context` names it in messages.
+torch::Tensor parse_npy(const std::string& bytes, const std::string& context) {
+  const auto [type, descr, shape, offset] = parse_npy_header(bytes, context);
   // '|' (not applicable) and '=' (native) need no swap on the little-endian hosts libtorch runs on.
   const bool big_endian = descr[0] == '>';
   const bool swap = type->width > 1 && big_endian == detail::host_is_little_endian();
@@ -250,7 +267,6 @@ torch::Tensor parse_npy(const std::string& bytes, const std::string& context) {
   int64_t data_size = static_cast<int64_t>(type->width);
   bool overflow = false;
   for (int64_t d : shape) overflow = overflow || __builtin_mul_overflow(data_size, d, &data_size);
-  const size_t offset = prefix + header_length;
   const auto found = static_cast<int64_t>(bytes.size() - offset);
   if (overflow || data_size > found) {
     fail("{}: data shorter than the shape needs: shape {} of '{}' needs {} bytes, found {}", context,
@@ -313,6 +329,27 @@ std::string zip_message(int code) {
 
 torch::Tensor read_npy(const fs::path& path) { return parse_npy(read_file(path), path.string()); }
 
+namespace {
+
+// A header's bytes: the first MiB of the file or entry is more than any header holds.
+constexpr size_t kHeaderBytes = size_t{1} << 20;
+
+ArrayHeader header_of(const std::string& first_bytes, const std::string& context) {
+  NpyLayout layout = parse_npy_header(first_bytes, context);
+  return {layout.shape, static_cast<int64_t>(layout.type->width)};
+}
+
+}  // namespace
+
+ArrayHeader read_npy_header(const fs::path& path) {
+  require_file(path, ".npy file");
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes(kHeaderBytes, '\0');
+  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  bytes.resize(static_cast<size_t>(in.gcount()));
+  return header_of(bytes, path.string());
+}
+
 void write_npy(const fs::path& path, const torch::Tensor& tensor) {
   const std::string descr = npy_descr(tensor.scalar_type(), path);
   if (!detail::host_is_little_endian()) fail("{}: writing .npy needs a little-endian host", path.string());
@@ -335,7 +372,12 @@ void write_npy(const fs::path& path, const torch::Tensor& tensor) {
   write_file_atomic(path, out);
 }
 
-std::map<std::string, torch::Tensor> read_npz(const fs::path& path) {
+namespace {
+
+// Calls `use(key, context, bytes)` for each .npy entry of the archive, with its first `limit` bytes
+// (all of them when 0); kd::Error for an archive or entry that cannot be read.
+void for_each_npy_entry(const fs::path& path, size_t limit,
+                        const std::function<void(const std::string&, const std::string&, const std::string&)>& use) {
   require_file(path, ".npz archive");
   const std::string name = path.string();
   int code = 0;
@@ -343,7 +385,7 @@ std::map<std::string, torch::Tensor> read_npz(const fs::path& path) {
                                                          &zip_discard);
   if (!archive) fail("{}: cannot open as a .npz (zip) archive: {}", name, zip_message(code));
 
-  std::map<std::string, torch::Tensor> arrays;
+  std::set<std::string> keys;
   const zip_int64_t count = zip_get_num_entries(archive.get(), 0);
   for (zip_int64_t index = 0; index < count; ++index) {
     zip_stat_t stat;
@@ -357,27 +399,50 @@ std::map<std::string, torch::Tensor> read_npz(const fs::path& path) {
       fail("{}: entry {} is not a .npy array, expected only .npy entries (as np.savez writes)", name,
            quote(entry));
     }
+    if (!(stat.valid & ZIP_STAT_SIZE)) fail("{}: the archive does not give the entry's size", context);
+    const std::string key = entry.substr(0, entry.size() - 4);
+    if (!keys.insert(key).second) fail("{}: array {} appears twice in the archive", name, quote(key));
     std::unique_ptr<zip_file_t, decltype(&zip_fclose)> file(zip_fopen_index(archive.get(), index, 0),
                                                             &zip_fclose);
     if (!file) fail("{}: cannot open entry: {}", context, zip_strerror(archive.get()));
-    std::string bytes(stat.size, '\0');
-    zip_uint64_t done = 0;
-    while (done < stat.size) {
-      const zip_int64_t got = zip_fread(file.get(), bytes.data() + done, stat.size - done);
+    const zip_uint64_t wanted = limit > 0 ? std::min<zip_uint64_t>(stat.size, limit) : stat.size;
+    // The declared size is read in pieces, so that an entry claiming more than it holds fails at its
+    // end rather than allocating the claim up front.
+    std::string bytes;
+    constexpr zip_uint64_t kPiece = zip_uint64_t{1} << 24;
+    while (bytes.size() < wanted) {
+      size_t done = bytes.size();
+      bytes.resize(done + std::min<zip_uint64_t>(wanted - done, kPiece));
+      const zip_int64_t got = zip_fread(file.get(), bytes.data() + done, bytes.size() - done);
       if (got < 0) fail("{}: corrupt entry: {}", context, zip_file_strerror(file.get()));
       if (got == 0) fail("{}: entry ends after {} of {} bytes", context, done, stat.size);
-      done += static_cast<zip_uint64_t>(got);
+      bytes.resize(done + static_cast<size_t>(got));
     }
     // libzip checks the CRC when the entry is read to its end, so one more read reports corruption.
     char extra;
-    if (zip_fread(file.get(), &extra, 1) != 0) {
+    if (wanted == stat.size && zip_fread(file.get(), &extra, 1) != 0) {
       fail("{}: corrupt entry: {}", context, zip_file_strerror(file.get()));
     }
-    const std::string key = entry.substr(0, entry.size() - 4);
-    if (arrays.count(key)) fail("{}: array {} appears twice in the archive", name, quote(key));
-    arrays.emplace(key, parse_npy(bytes, context));
+    use(key, context, bytes);
   }
+}
+
+}  // namespace
+
+std::map<std::string, torch::Tensor> read_npz(const fs::path& path) {
+  std::map<std::string, torch::Tensor> arrays;
+  for_each_npy_entry(path, 0, [&](const std::string& key, const std::string& context, const std::string& bytes) {
+    arrays.emplace(key, parse_npy(bytes, context));
+  });
   return arrays;
+}
+
+std::map<std::string, ArrayHeader> read_npz_headers(const fs::path& path) {
+  std::map<std::string, ArrayHeader> headers;
+  for_each_npy_entry(path, kHeaderBytes, [&](const std::string& key, const std::string& context, const std::string& bytes) {
+    headers.emplace(key, header_of(bytes, context));
+  });
+  return headers;
 }
 
 }  // namespace kd::data

@@ -50,8 +50,10 @@ struct Trained {
 
 std::string model_extension(models::Model& model) { return model.kind() == "torchscript" ? ".pt" : ".kdm"; }
 
-// What the checkpoints were written for; a resumed run must match it.
+// What the checkpoints were written for; a resumed run must match it. Rank 0 alone checks the folder
+// for an earlier run's outputs: it writes recipe.yaml as soon as it has checked.
 void check_resume(const RunSpec& spec, const RunOptions& options) {
+  if (!options.group() || options.group()->is_root()) check_out_folder(options.out(), options.resume(), options.force());
   fs::path recorded = fs::path(options.out()) / "recipe.yaml";
   if (!options.resume()) return;
   if (!fs::exists(recorded)) {  // killed before it wrote anything (recipe.yaml comes first): start afresh
@@ -68,6 +70,23 @@ void check_resume(const RunSpec& spec, const RunOptions& options) {
        "same recipe and --set values, or use a new --out",
        options.out(), line + 1, line < a.size() ? quote(a[line]) : "(end)", line < b.size() ? quote(b[line]) : "(end)");
 }
+
+}  // namespace
+
+void check_out_folder(const std::string& out, bool resume, bool force) {
+  if (resume || force) return;
+  std::vector<std::string> found;
+  for (const char* name : {"metrics.json", "search.json"}) {
+    std::error_code ec;
+    if (fs::exists(fs::path(out) / name, ec)) found.push_back(name);
+  }
+  if (found.empty()) return;
+  fail("{}: holds the outputs of an earlier run ({}); --resume to finish it, --force to overwrite it (a saved teacher "
+       "with the same teacher part is still reused), or a new --out",
+       out, join(found, ", "));
+}
+
+namespace {
 
 struct FoldRun {
   Trained teacher, baseline, student;
@@ -505,6 +524,7 @@ namespace {
 // Bad recipe settings fail here, before any data is read or any model trained.
 void check_spec(const RunSpec& spec, const RunOptions& options) {
   check_resume(spec, options);
+  data::check_memory(spec.data);
   if (spec.student.init != "random" && spec.student.init != "teacher") {
     fail("student.init: {} is not random or teacher", quote(spec.student.init));
   }

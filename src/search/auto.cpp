@@ -668,6 +668,7 @@ void open_ledger(Search& search, Ledger& ledger) {
     search.worker = search.group->rank();
     double left = 0.0;
     if (search.lead) {
+      flow::check_out_folder(options.out(), options.resume(), options.force());
       LedgerState state;
       if (options.resume()) {
         if (ledger.exists()) state = ledger.saved();
@@ -692,6 +693,7 @@ void open_ledger(Search& search, Ledger& ledger) {
     search.deadline = search.start + std::chrono::duration_cast<Clock::duration>(until - std::chrono::system_clock::now());
     return;
   }
+  flow::check_out_folder(options.out(), options.resume(), options.force());
   if (options.resume() && !ledger.exists()) {
     warn_nothing_to_resume(options.out());
     ledger.reset();
@@ -955,8 +957,10 @@ std::string final_run(const Search& search, const TrialRecord& chosen, const nlo
                              static_cast<double>(folds)));
   flow::RunSpec spec = search.make_spec(chosen.overrides);
   // The trials' banks teach the final student too when its epochs ask for as many views.
+  // The search checked the folder when it began (open_ledger): the final run may write over its own.
   return flow::run_distillation(spec, flow::RunOptions()
                                           .out(search.options.out())
+                                          .force(true)
                                           .extra_metrics({{"search", s}})
                                           .banks(search.banks)
                                           .group(group)
@@ -1001,7 +1005,7 @@ void follow_final_run(Search& search) {
   auto decided = nlohmann::json::parse(*choice);
   if (!decided.contains("overrides")) return;
   flow::run_distillation(search.make_spec(decided["overrides"].get<std::vector<std::string>>()),
-                         flow::RunOptions().out(search.options.out()).banks(search.banks).group(search.options.group())
+                         flow::RunOptions().out(search.options.out()).force(true).banks(search.banks).group(search.options.group())
                              .device(search.options.device()));
 }
 

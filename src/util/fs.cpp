@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <memory>
 #include <random>
 
 #include "kd/util/error.h"
@@ -42,6 +43,39 @@ std::string read_file(const fs::path& path) {
   while (in.read(chunk, sizeof(chunk)) || in.gcount() > 0) out.append(chunk, static_cast<size_t>(in.gcount()));
   if (in.bad()) fail("{}: read error", path.string());
   return out;
+}
+
+std::string read_head_maybe_gz(const fs::path& path, size_t count) {
+  require_file(path, "file");
+  std::unique_ptr<gzFile_s, decltype(&gzclose)> file(gzopen(path.c_str(), "rb"), &gzclose);
+  if (!file) fail("{}: cannot open: {}", path.string(), std::strerror(errno));
+  std::string bytes(count, '\0');
+  size_t done = 0;
+  while (done < count) {  // gzread reads a file without the gzip magic as it is
+    int got = gzread(file.get(), bytes.data() + done, static_cast<unsigned>(std::min<size_t>(count - done, 1u << 30)));
+    if (got < 0) fail("{}: corrupt or truncated gzip data", path.string());
+    if (got == 0) break;
+    done += static_cast<size_t>(got);
+  }
+  bytes.resize(done);
+  return bytes;
+}
+
+int64_t size_maybe_gz(const fs::path& path) {
+  require_file(path, "file");
+  std::error_code ec;
+  auto size = static_cast<int64_t>(fs::file_size(path, ec));
+  if (ec) fail("{}: cannot read its size: {}", path.string(), ec.message());
+  std::ifstream in(path, std::ios::binary);
+  unsigned char magic[2] = {0, 0};
+  in.read(reinterpret_cast<char*>(magic), 2);
+  if (size < 18 || magic[0] != 0x1f || magic[1] != 0x8b) return size;
+  unsigned char trailer[4];
+  in.seekg(size - 4);
+  in.read(reinterpret_cast<char*>(trailer), 4);
+  int64_t inflated = 0;
+  for (int i = 3; i >= 0; --i) inflated = (inflated << 8) | trailer[i];
+  return std::max(size, inflated);
 }
 
 std::string read_file_maybe_gz(const fs::path& path) {

@@ -9,11 +9,18 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
+
 #include <cctype>
+#include <cmath>
 #include <cstdlib>
+#include <fstream>
+#include <limits>
 #include <torch/torch.h>
 
 #include <thread>
+
+#include "kd/util/strings.h"
 
 namespace kd {
 
@@ -123,6 +130,54 @@ std::string use_fitting_blas_kernels() {
   quit();
   init();
   return corename();
+}
+
+int64_t memory_available() {
+  int64_t total = 0;
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  int64_t kib = 0;
+  while (meminfo >> key >> kib) {
+    if (key == "MemTotal:") {
+      total = kib * 1024;
+      break;
+    }
+    meminfo.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  for (const char* file : {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"}) {
+    std::ifstream in(file);
+    std::string value;
+    if (!(in >> value)) continue;
+    auto limit = parse_int(value);  // "max" (v2) is no limit; v1 writes a huge number for none
+    if (limit && *limit > 0 && (total == 0 || *limit < total)) total = *limit;
+  }
+  return total;
+}
+
+int64_t default_memory_limit() { return memory_available() / 10 * 8; }
+
+std::optional<int64_t> parse_bytes(const std::string& text) {
+  std::string t = to_lower(trim(text));
+  if (ends_with(t, "ib")) t.erase(t.size() - 2, 1);  // "GiB" as "GB"
+  if (ends_with(t, "b")) t.pop_back();
+  double scale = 1;
+  if (!t.empty() && std::string("kmgt").find(t.back()) != std::string::npos) {
+    scale = std::pow(1024.0, static_cast<double>(std::string("kmgt").find(t.back()) + 1));
+    t.pop_back();
+  }
+  auto value = parse_double(trim(t));
+  if (!value || *value < 0 || !std::isfinite(*value * scale) || *value * scale > 9e18) return std::nullopt;
+  return static_cast<int64_t>(*value * scale);
+}
+
+std::string bytes_text(double bytes) {
+  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  int unit = 0;
+  while (bytes >= 1024 && unit < 5) {
+    bytes /= 1024;
+    ++unit;
+  }
+  return unit == 0 ? fmt::format("{:.0f} bytes", bytes) : fmt::format("{:.1f} {}", bytes, units[unit]);
 }
 
 void seed_everything(uint64_t seed) { torch::manual_seed(seed); }

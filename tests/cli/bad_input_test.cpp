@@ -163,5 +163,50 @@ TEST_F(BadInput, DeviceThatIsNotThere) {
   EXPECT_EQ(cpu.status, 0) << cpu.output;
 }
 
+// A data set that would not fit --max-memory is refused before it is read, with the figure and what
+// it is made of; a table whose one-hot encoding would not fit, once its columns are known.
+TEST_F(BadInput, DataOverMaxMemoryIsRefusedUpFront) {
+  // 2,000 images of 28 x 28 (1.5 MiB as read, 6 MiB as float32): over a limit of 4M, under 0 (none).
+  std::string images("\x00\x00\x08\x03\x00\x00\x07\xd0\x00\x00\x00\x1c\x00\x00\x00\x1c", 16);
+  images += std::string(2000 * 28 * 28, '\x07');
+  std::string labels("\x00\x00\x08\x01\x00\x00\x07\xd0", 8);
+  for (int i = 0; i < 2000; ++i) labels.push_back(static_cast<char>(i % 2));
+  auto images_path = write("big-idx3-ubyte", images);
+  auto labels_path = write("big-idx1-ubyte", labels);
+  std::string recipe = recipe_with_data("  train: {images: " + images_path + ", labels: " + labels_path + "}\n");
+  auto refused = run_recipe(recipe, "--max-memory 4M");
+  expect_bad_input(refused, "big-idx3-ubyte: the data set needs about 7.5 MiB in memory (big-idx3-ubyte: 2000 x 28 x 28 "
+                            "values of 1 bytes, big-idx1-ubyte: 2000 values of 1 bytes; as read, then as float32 in "
+                            "each of 1 fold), more than --max-memory 4.0 MiB");
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "out" / "recipe.yaml"));
+  expect_bad_input(run_recipe(recipe, "--max-memory lots"), "--max-memory: \"lots\" is not a size, expected e.g. 8G");
+
+  // 3,000 rows with an id column of 3,000 names: 36 MB once one-hot encoded, from a file of 30 KB.
+  std::string csv = "id,x,y\n";
+  for (int i = 0; i < 3000; ++i) csv += "n" + std::to_string(i) + "," + std::to_string(i % 7) + "," + std::to_string(i % 2) + "\n";
+  auto table = write("ids.csv", csv);
+  expect_bad_input(run_recipe(recipe_with_data("  train: " + table + "\n"), "--max-memory 8M"),
+                   "more than --max-memory 8.0 MiB");
+  auto none = run_recipe(recipe_with_data("  train: " + table + "\n  drop: [id]\n"), "--max-memory 8M");
+  EXPECT_EQ(none.status, 0) << none.output;
+}
+
+// A finished run's folder is not written over unasked: --resume finishes it, --force overwrites it
+// (the teacher still reused), another --out starts afresh.
+TEST_F(BadInput, AnEarlierRunIsOverwrittenOnlyWithForce) {
+  std::string recipe = recipe_with_data("  format: csv\n  train: " + kIris + "\n  target: -1\n");
+  auto first = run_recipe(recipe);
+  ASSERT_EQ(first.status, 0) << first.output;
+  auto metrics = read_file(dir_ / "out" / "metrics.json");
+  expect_bad_input(run_recipe(recipe), (dir_ / "out").string() + ": holds the outputs of an earlier run (metrics.json); "
+                                       "--resume to finish it, --force to overwrite it");
+  EXPECT_EQ(read_file(dir_ / "out" / "metrics.json"), metrics);
+  auto forced = run_recipe(recipe, "--force");
+  ASSERT_EQ(forced.status, 0) << forced.output;
+  EXPECT_NE(forced.output.find("reusing"), std::string::npos) << forced.output;
+  auto resumed = run_recipe(recipe, "--resume");
+  EXPECT_EQ(resumed.status, 0) << resumed.output;
+}
+
 }  // namespace
 }  // namespace kd::test

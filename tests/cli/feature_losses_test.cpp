@@ -41,7 +41,7 @@ class FeatureLosses : public RunFolder {
   void expect_resume_after_a_kill(const std::string& path, const std::string& trainer, const nlohmann::json& uninterrupted,
                                   double relative = 0) {
     std::filesystem::remove_all(dir_ / "out");
-    auto killed = run_kdistill_with_env("KD_KILL_AFTER_EPOCH='" + trainer + ":3'", "run " + path + " --out " + out());
+    auto killed = run_kdistill_with_env("KD_KILL_AFTER_EPOCH='" + trainer + ":3'", "run " + path + " --out " + out() + " --force");
     ASSERT_EQ(killed.status, 137) << killed.output;
     auto resumed = run_kdistill("run " + path + " --out " + out() + " --resume");
     ASSERT_EQ(resumed.status, 0) << resumed.output;
@@ -60,7 +60,7 @@ class FeatureLosses : public RunFolder {
 
 TEST_F(FeatureLosses, HintAndAttentionTeachFromTheTeachersLayersAndResume) {
   auto path = recipe(feature_recipe(kHintAndAttention));
-  auto r = run_kdistill("run " + path + " --out " + out());
+  auto r = run_kdistill("run " + path + " --out " + out() + " --force");
   ASSERT_EQ(r.status, 0) << r.output;
   auto m = metrics();
   // Unaugmented rows: the teacher's tensors at its two taps are cached with its outputs, float16:
@@ -109,21 +109,21 @@ TEST_F(FeatureLosses, HintAndAttentionTeachFromTheTeachersLayersAndResume) {
 
 TEST_F(FeatureLosses, AugmentedViewsRunTheTeacherLiveAndBadTapsAreRefused) {
   auto bad_tap = run_kdistill("run " + recipe(feature_recipe(
-      "    - {kind: ce}\n    - {kind: hint, student: conv2_pol, teacher: conv2_pool}\n")) + " --out " + out());
+      "    - {kind: ce}\n    - {kind: hint, student: conv2_pol, teacher: conv2_pool}\n")) + " --out " + out() + " --force");
   EXPECT_EQ(bad_tap.status, 2) << bad_tap.output;
   EXPECT_NE(bad_tap.output.find("distill.losses[1].student: tap \"conv2_pol\": the cnn model has no such tap (did you "
                                 "mean \"conv2_pool\"?)"), std::string::npos) << bad_tap.output;
   EXPECT_FALSE(std::filesystem::exists(dir_ / "out/metrics.json"));
   auto teacher_tap = run_kdistill("run " + recipe(feature_recipe("    - {kind: rkd, student: gap, teacher: gapp}\n")) +
-                                  " --out " + out());
+                                  " --out " + out() + " --force");
   EXPECT_NE(teacher_tap.output.find("distill.losses[0].teacher: tap \"gapp\""), std::string::npos) << teacher_tap.output;
   // With augmentation the teacher runs on every batch, on the student's view.
-  auto live = run_kdistill("run " + recipe(feature_recipe(kHintAndAttention, "  augment: {noise: 0.1}\n")) + " --out " + out());
+  auto live = run_kdistill("run " + recipe(feature_recipe(kHintAndAttention, "  augment: {noise: 0.1}\n")) + " --out " + out() + " --force");
   ASSERT_EQ(live.status, 0) << live.output;
   EXPECT_EQ(metrics()["distill"]["teaching"]["mode"], "online");
   EXPECT_FALSE(metrics()["distill"]["teaching"].contains("taps_bytes"));
   auto bank = run_kdistill("run " + recipe(feature_recipe(kHintAndAttention, "  augment: {noise: 0.1}\n  views: 4\n")) +
-                           " --out " + out());
+                           " --out " + out() + " --force");
   EXPECT_EQ(bank.status, 2) << bank.output;
   EXPECT_NE(bank.output.find("distill.views: a bank of 4 views holds the teacher's outputs, not its tap \"conv2_pool\""),
             std::string::npos) << bank.output;
@@ -135,7 +135,7 @@ TEST_F(FeatureLosses, AnEnsembleTeachersMemberLayerIsATap) {
   std::string text = feature_recipe("    - {kind: kl, weight: 0.5, temperature: 2}\n    - {kind: ce, weight: 0.5}\n"
                                     "    - {kind: hint, weight: 1, student: conv2_pool, teacher: m1.conv2_pool}\n");
   text.replace(text.find("  train: {epochs: 8"), 0, "  members: 2\n");
-  auto r = run_kdistill("run " + recipe(text) + " --out " + out());
+  auto r = run_kdistill("run " + recipe(text) + " --out " + out() + " --force");
   ASSERT_EQ(r.status, 0) << r.output;
   auto m = metrics();
   EXPECT_EQ(m["distill"]["loss"][2]["teacher"], "m1.conv2_pool");
@@ -143,7 +143,7 @@ TEST_F(FeatureLosses, AnEnsembleTeachersMemberLayerIsATap) {
   EXPECT_GT(m["models"]["student"]["test"]["accuracy"].get<double>(), 0.5);
   auto unprefixed = text;
   unprefixed.replace(unprefixed.find("teacher: m1.conv2_pool"), 22, "teacher: conv2_pool");
-  auto bad = run_kdistill("run " + recipe(unprefixed) + " --out " + out());
+  auto bad = run_kdistill("run " + recipe(unprefixed) + " --out " + out() + " --force");
   EXPECT_EQ(bad.status, 2) << bad.output;
   EXPECT_NE(bad.output.find("tap \"conv2_pool\": the ensemble model has no such tap"), std::string::npos) << bad.output;
   EXPECT_NE(bad.output.find("m0.conv2_pool"), std::string::npos) << bad.output;
@@ -157,7 +157,7 @@ TEST_F(FeatureLosses, StagesTrainOneAfterTheOtherAndResume) {
                                     "    - {epochs: 4, losses: [{kind: hint, student: conv2_pool, teacher: conv2_pool}]}\n"
                                     "    - {epochs: 8}\n");
   auto path = recipe(text);
-  auto r = run_kdistill("run " + path + " --out " + out());
+  auto r = run_kdistill("run " + path + " --out " + out() + " --force");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("student stage 1/2 epoch 4/4"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("student stage 2/2 epoch 8/8"), std::string::npos) << r.output;
@@ -173,7 +173,7 @@ TEST_F(FeatureLosses, StagesTrainOneAfterTheOtherAndResume) {
   expect_resume_after_a_kill(path, "student stage 2/2", m["models"]["student"]["test"], 1e-6);
 
   auto bad = run_kdistill("run " + recipe(feature_recipe("    - {kind: ce}\n", "  stages:\n    - {epochs: 0}\n")) +
-                          " --out " + out());
+                          " --out " + out() + " --force");
   EXPECT_EQ(bad.status, 2) << bad.output;
   EXPECT_NE(bad.output.find("distill.stages[0].epochs: 0 is not a number of epochs (1 or more)"), std::string::npos)
       << bad.output;
@@ -199,7 +199,7 @@ torch.jit.script(Teacher().eval()).save(")" + teacher + "\")\n");
   std::string text = feature_recipe("    - {kind: ce}\n    - {kind: hint, student: conv1_pool, teacher: features}\n");
   auto at = text.find("teacher:\n");
   text = text.substr(0, at) + "teacher:\n  path: " + teacher + "\n" + text.substr(text.find("student:\n"));
-  auto r = run_kdistill("run " + recipe(text) + " --out " + out());
+  auto r = run_kdistill("run " + recipe(text) + " --out " + out() + " --force");
   ASSERT_EQ(r.status, 0) << r.output;
   auto m = metrics();
   EXPECT_EQ(m["distill"]["loss_parameters"], 16 * 4 + 16);  // 1x1 projection 4 -> 16 channels

@@ -31,7 +31,7 @@ std::string digits_recipe(const std::string& extra_distill = "") {
 class Run : public RunFolder {};
 
 TEST_F(Run, DigitsEndToEnd) {
-  auto r = run_kdistill("run " + recipe(digits_recipe()) + " --out " + out());
+  auto r = run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --force");
   ASSERT_EQ(r.status, 0) << r.output;
   // The summary table names the three models.
   EXPECT_NE(r.output.find("teacher"), std::string::npos);
@@ -90,7 +90,7 @@ TEST_F(Run, DigitsEndToEnd) {
 
   // A second run with the same teacher part reuses the saved teacher, and the same seed gives
   // the same numbers.
-  auto again = run_kdistill("run " + recipe(digits_recipe()) + " --out " + out());
+  auto again = run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --force");
   ASSERT_EQ(again.status, 0) << again.output;
   EXPECT_NE(again.output.find("reusing"), std::string::npos) << again.output;
   EXPECT_EQ(metrics()["models"]["student"]["test"], m["models"]["student"]["test"]);
@@ -98,11 +98,11 @@ TEST_F(Run, DigitsEndToEnd) {
 
 TEST_F(Run, ResumeAfterAKillGivesTheSameResult) {
   auto path = recipe(digits_recipe());
-  ASSERT_EQ(run_kdistill("run " + path + " --out " + out()).status, 0);
+  ASSERT_EQ(run_kdistill("run " + path + " --out " + out() + " --force").status, 0);
   auto uninterrupted = metrics()["models"];
   std::filesystem::remove_all(dir_ / "out");
   // Killed abruptly after the student's third epoch (see KD_KILL_AFTER_EPOCH in the trainer).
-  auto killed = run_kdistill_with_env("KD_KILL_AFTER_EPOCH=student:3", "run " + path + " --out " + out());
+  auto killed = run_kdistill_with_env("KD_KILL_AFTER_EPOCH=student:3", "run " + path + " --out " + out() + " --force");
   ASSERT_EQ(killed.status, 137) << killed.output;
   EXPECT_FALSE(std::filesystem::exists(dir_ / "out/metrics.json"));
   auto resumed = run_kdistill("run " + path + " --out " + out() + " --resume");
@@ -121,7 +121,7 @@ TEST_F(Run, DivergenceGoesBackWithALowerLearningRate) {
                      "student:\n  model: {arch: mlp, hidden: [8]}\n"
                      "distill:\n  epochs: 20\n  optimizer: {name: sgd, lr: 100}\n";
   auto path = recipe(text);
-  auto run = run_kdistill("run " + path + " --out " + out());
+  auto run = run_kdistill("run " + path + " --out " + out() + " --force");
   ASSERT_EQ(run.status, 0) << run.output;
   EXPECT_NE(run.output.find("student: the loss became nan at epoch"), std::string::npos) << run.output;
   for (const char* model : {"baseline", "student"}) {
@@ -148,14 +148,14 @@ TEST_F(Run, CtrlCWritesACheckpointAndResumeFinishesTheRun) {
   const std::string longer = " --set distill.epochs=200 --set 'export=[]'";
   ASSERT_EQ(run_kdistill("run " + path + " --out " + (dir_ / "whole").string() + longer).status, 0);
   auto whole = nlohmann::json::parse(read_file(dir_ / "whole/metrics.json"))["models"];
-  auto stopped = signal_when("run " + path + " --out " + out() + longer, "student epoch 40/200", SIGINT,
+  auto stopped = signal_when("run " + path + " --out " + out() + " --force" + longer, "student epoch 40/200", SIGINT,
                              (dir_ / "int.log").string());
   ASSERT_EQ(stopped["status"], 130) << stopped["log"];
   std::string log = stopped["log"];
   EXPECT_NE(log.find("kdistill: student: stopped by SIGINT after epoch "), std::string::npos) << log;
   EXPECT_NE(log.find("; checkpoint written: the same command with --resume goes on"), std::string::npos) << log;
   EXPECT_FALSE(std::filesystem::exists(dir_ / "out/metrics.json"));
-  auto resumed = run_kdistill("run " + path + " --out " + out() + longer + " --resume");
+  auto resumed = run_kdistill("run " + path + " --out " + out() + " --force" + longer + " --resume");
   ASSERT_EQ(resumed.status, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("student: resuming at epoch "), std::string::npos) << resumed.output;
   EXPECT_EQ(metrics()["models"]["student"]["test"], whole["student"]["test"]);
@@ -172,11 +172,11 @@ TEST_F(Run, CtrlCWritesACheckpointAndResumeFinishesTheRun) {
 // reason; the files of the earlier run in the folder are left whole.
 TEST_F(Run, AFullDiskIsAnErrorAndTheEarlierFilesStay) {
   auto path = recipe(digits_recipe());
-  ASSERT_EQ(run_kdistill("run " + path + " --out " + out()).status, 0);
+  ASSERT_EQ(run_kdistill("run " + path + " --out " + out() + " --force").status, 0);
   std::string before = read_file(dir_ / "out/metrics.json");
   for (int kilobytes : {4, 20, 60}) {
     auto full = run_shell("ulimit -f " + std::to_string(kilobytes) + "; " KD_CLI_PATH " --threads 1 run " + path +
-                          " --out " + out() + " --set distill.epochs=9 2>&1");
+                          " --out " + out() + " --force" + " --set distill.epochs=9 2>&1");
     EXPECT_EQ(full.status, 2) << full.output;
     auto error = full.output.find("kdistill: error: " + out() + "/");
     ASSERT_NE(error, std::string::npos) << full.output;
@@ -193,9 +193,9 @@ TEST_F(Run, AFullDiskIsAnErrorAndTheEarlierFilesStay) {
 }
 
 TEST_F(Run, ResumeWithAChangedRecipeIsRefused) {
-  ASSERT_EQ(run_kdistill("run " + recipe(digits_recipe()) + " --out " + out()).status, 0);
+  ASSERT_EQ(run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --force").status, 0);
   auto before = read_file(dir_ / "out/metrics.json");
-  auto r = run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --resume --set distill.epochs=9");
+  auto r = run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --force" + " --resume --set distill.epochs=9");
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("--resume: the recipe differs"), std::string::npos) << r.output;
   EXPECT_EQ(read_file(dir_ / "out/metrics.json"), before);  // nothing written over
@@ -207,7 +207,7 @@ TEST_F(Run, StudentInitFromTheTeachersMostImportantUnits) {
   std::string text = digits_recipe();
   const std::string student = "student:\n  model: {arch: mlp, hidden: [8]}\n";
   text.replace(text.find(student), student.size(), student + "  init: {from: teacher, units: importance}\n");
-  auto r = run_kdistill("run " + recipe(text) + " --out " + out());
+  auto r = run_kdistill("run " + recipe(text) + " --out " + out() + " --force");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("student init: fc1: 8 of 64 units by importance"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("before training: val accuracy"), std::string::npos) << r.output;
@@ -217,13 +217,13 @@ TEST_F(Run, StudentInitFromTheTeachersMostImportantUnits) {
   EXPECT_EQ(init["layers"], nlohmann::json::array({"fc1: 8 of 64 units by importance"}));
   EXPECT_TRUE(init["val"].contains("accuracy"));
 
-  auto bad = run_kdistill("run " + recipe(text) + " --out " + out() + " --set student.init.units=largest");
+  auto bad = run_kdistill("run " + recipe(text) + " --out " + out() + " --force" + " --set student.init.units=largest");
   EXPECT_EQ(bad.status, 2) << bad.output;
   EXPECT_NE(bad.output.find("student.init.units: \"largest\" is not leading, importance, variance or svd"),
             std::string::npos) << bad.output;
 
   // By the variance of the teacher's activations on training rows, into the teacher's fc1 by name.
-  auto variance = run_kdistill("run " + recipe(text) + " --out " + out() +
+  auto variance = run_kdistill("run " + recipe(text) + " --out " + out() + " --force" +
                                " --set student.init.units=variance --set 'student.init.layers={fc1: fc1}'");
   ASSERT_EQ(variance.status, 0) << variance.output;
   EXPECT_NE(variance.output.find("student init: fc1: 8 of 64 units by activation variance"), std::string::npos)
@@ -231,17 +231,17 @@ TEST_F(Run, StudentInitFromTheTeachersMostImportantUnits) {
   init = metrics()["distill"]["student_init_from_teacher"];
   EXPECT_EQ(init["units"], "variance");
   EXPECT_EQ(init["layer_map"], nlohmann::json::parse(R"({"fc1": "fc1"})"));
-  auto svd = run_kdistill("run " + recipe(text) + " --out " + out() + " --set student.init.units=svd");
+  auto svd = run_kdistill("run " + recipe(text) + " --out " + out() + " --force" + " --set student.init.units=svd");
   ASSERT_EQ(svd.status, 0) << svd.output;
   EXPECT_NE(svd.output.find("student init: fc1: 8 of 64 units as a truncated SVD ("), std::string::npos) << svd.output;
-  auto unknown = run_kdistill("run " + recipe(text) + " --out " + out() + " --set 'student.init.layers={fc1: fc7}'");
+  auto unknown = run_kdistill("run " + recipe(text) + " --out " + out() + " --force" + " --set 'student.init.layers={fc1: fc7}'");
   EXPECT_EQ(unknown.status, 2) << unknown.output;
   EXPECT_NE(unknown.output.find("student.init.layers: \"fc7\" is not a layer of the teacher"), std::string::npos)
       << unknown.output;
 }
 
 TEST_F(Run, TargetStopsTrainingEarly) {
-  auto r = run_kdistill("run " + recipe(digits_recipe("  target: \"accuracy >= 30\"\n")) + " --out " + out());
+  auto r = run_kdistill("run " + recipe(digits_recipe("  target: \"accuracy >= 30\"\n")) + " --out " + out() + " --force");
   ASSERT_EQ(r.status, 0) << r.output;
   auto m = metrics();
   EXPECT_TRUE(m["distill"]["target_reached"].get<bool>());
@@ -255,18 +255,18 @@ void expect_refused(const CommandResult& r, const std::string& message) {
 }
 
 TEST_F(Run, BadRecipes) {
-  expect_refused(run_kdistill("run " + recipe(digits_recipe("  losses: [{kind: kl, temperature: 0}]\n")) + " --out " + out()),
+  expect_refused(run_kdistill("run " + recipe(digits_recipe("  losses: [{kind: kl, temperature: 0}]\n")) + " --out " + out() + " --force"),
                  "losses[0].temperature");
   expect_refused(run_kdistill("run " + recipe(digits_recipe("  losses: [{kind: kl, weight: 0}, {kind: ce, weight: 0}]\n")) +
-                              " --out " + out()),
+                              " --out " + out() + " --force"),
                  "weight");
-  expect_refused(run_kdistill("run " + recipe(digits_recipe("  target: \"accuracy >= teachr\"\n")) + " --out " + out()),
+  expect_refused(run_kdistill("run " + recipe(digits_recipe("  target: \"accuracy >= teachr\"\n")) + " --out " + out() + " --force"),
                  "distill.target");
   std::string missing_teacher = digits_recipe();
   missing_teacher.replace(missing_teacher.find("model: {arch: mlp, hidden: [64]}"),
                           std::string("model: {arch: mlp, hidden: [64]}").size(), "path: " + (dir_ / "t.pt").string());
   missing_teacher.replace(missing_teacher.find("  train: {epochs: 8"), missing_teacher.find("student:") - missing_teacher.find("  train: {epochs: 8"), "");
-  expect_refused(run_kdistill("run " + recipe(missing_teacher) + " --out " + out()), "t.pt: model file does not exist");
+  expect_refused(run_kdistill("run " + recipe(missing_teacher) + " --out " + out() + " --force"), "t.pt: model file does not exist");
   EXPECT_FALSE(std::filesystem::exists(dir_ / "out/metrics.json"));
 }
 
@@ -278,7 +278,7 @@ TEST_F(Run, DefaultsFitASmallTable) {
                      "data:\n  train: " + kSklearn + "wine_data.csv\n  target: -1\n  test_fraction: 0.2\n"
                      "teacher:\n  model: {arch: mlp, hidden: [64, 64]}\n"
                      "student:\n  model: {arch: mlp, hidden: [4]}\n";
-  auto r = run_kdistill("run " + recipe(text) + " --out " + out());
+  auto r = run_kdistill("run " + recipe(text) + " --out " + out() + " --force");
   ASSERT_EQ(r.status, 0) << r.output;
   auto m = metrics();
   EXPECT_EQ(m["models"]["student"]["params"], 71);
@@ -298,7 +298,7 @@ TEST_F(Run, AListOfTeacherFilesIsAnEnsemble) {
   for (int seed : {1, 2}) {
     auto text = digits_recipe();
     text.replace(text.find("seed: 1"), 7, "seed: " + std::to_string(seed));
-    auto r = run_kdistill("run " + recipe(text) + " --out " + out() + " --set distill.epochs=1 --set export=[]");
+    auto r = run_kdistill("run " + recipe(text) + " --out " + out() + " --force" + " --set distill.epochs=1 --set export=[]");
     ASSERT_EQ(r.status, 0) << r.output;
     accuracy.push_back(metrics()["models"]["teacher"]["test"]["accuracy"].get<double>());
     files.push_back((dir_ / ("teacher-" + std::to_string(seed) + ".kdm")).string());
@@ -306,7 +306,7 @@ TEST_F(Run, AListOfTeacherFilesIsAnEnsemble) {
   }
   auto text = digits_recipe();
   text.replace(text.find("  model: {arch: mlp, hidden: [64]}\n"), 0, "  path: [" + files[0] + ", " + files[1] + "]\n");
-  auto r = run_kdistill("run " + recipe(text) + " --out " + out() + " --set teacher.model=null --set teacher.train=null");
+  auto r = run_kdistill("run " + recipe(text) + " --out " + out() + " --force" + " --set teacher.model=null --set teacher.train=null");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("an ensemble of 2 teachers, probabilities averaged"), std::string::npos) << r.output;
   auto m = metrics();
@@ -325,7 +325,7 @@ TEST_F(Run, AListOfTeacherFilesIsAnEnsemble) {
   EXPECT_DOUBLE_EQ(teacher["members"][0]["test"]["accuracy"].get<double>(), accuracy[0]);
   EXPECT_NE(read_file(dir_ / "out/report.html").find("On their own, in test accuracy:"), std::string::npos);
   // Weights per file, and each row weighted by the members' confidence.
-  auto weighted = run_kdistill("run " + recipe(text) + " --out " + out() + " --set teacher.model=null --set teacher.train=null" +
+  auto weighted = run_kdistill("run " + recipe(text) + " --out " + out() + " --force" + " --set teacher.model=null --set teacher.train=null" +
                                " --set teacher.weights=[3,1] --set teacher.combine=confidence");
   ASSERT_EQ(weighted.status, 0) << weighted.output;
   m = metrics();
@@ -333,7 +333,7 @@ TEST_F(Run, AListOfTeacherFilesIsAnEnsemble) {
   EXPECT_EQ(m["models"]["teacher"]["members"][0]["weight"], 3.0);
   EXPECT_EQ(m["models"]["teacher"]["members"][1]["weight"], 1.0);
   // Each row weighted by the members' precision for what they predict, measured on labelled rows.
-  auto correct = run_kdistill("run " + recipe(text) + " --out " + out() + " --set teacher.model=null --set teacher.train=null" +
+  auto correct = run_kdistill("run " + recipe(text) + " --out " + out() + " --force" + " --set teacher.model=null --set teacher.train=null" +
                               " --set teacher.combine=correctness");
   ASSERT_EQ(correct.status, 0) << correct.output;
   EXPECT_NE(correct.output.find("weighted per row by its precision for the class it predicts"), std::string::npos)
@@ -349,17 +349,17 @@ TEST_F(Run, AListOfTeacherFilesIsAnEnsemble) {
   }
   EXPECT_GE(m["models"]["teacher"]["test"]["accuracy"].get<double>(), std::min(accuracy[0], accuracy[1]) - 0.02);
   EXPECT_NE(read_file(dir_ / "out/report.html").find("by each member's precision"), std::string::npos);
-  expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() +
+  expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() + " --force" +
                               " --set teacher.model=null --set teacher.train=null --set teacher.weights=[1]"),
                  "teacher.weights: 1 weights for 2 teachers; give one per teacher");
-  expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() +
+  expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() + " --force" +
                               " --set teacher.model=null --set teacher.train=null --set teacher.weights=[1,-2]"),
                  "teacher.weights: -2 is not a positive weight");
-  expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() +
+  expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() + " --force" +
                               " --set teacher.model=null --set teacher.train=null --set teacher.combine=vote"),
                  "teacher.combine: \"vote\" is not a way to combine teachers, expected probabilities, logits, "
                  "confidence or correctness");
-  expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() +
+  expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() + " --force" +
                               " --set teacher.model=null --set teacher.train=null --set teacher.path=[]"),
                  "teacher.path: an empty list");
 }
@@ -367,7 +367,7 @@ TEST_F(Run, AListOfTeacherFilesIsAnEnsemble) {
 // teacher.members: N trains N zoo teachers (seed, seed + 1, ...) and teaches with their ensemble;
 // a second run reuses every member.
 TEST_F(Run, TeacherMembersTrainsAnEnsembleHere) {
-  auto r = run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --set teacher.members=2 --set export=[]");
+  auto r = run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --force" + " --set teacher.members=2 --set export=[]");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("an ensemble of 2 teachers trained here, probabilities combined"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("(seed + 1, as teacher-2)"), std::string::npos) << r.output;
@@ -379,20 +379,20 @@ TEST_F(Run, TeacherMembersTrainsAnEnsembleHere) {
   ASSERT_EQ(teacher["members"].size(), 2u);
   EXPECT_NE(teacher["members"][0]["test"]["accuracy"], teacher["members"][1]["test"]["accuracy"]);
   EXPECT_NE(read_file(dir_ / "out/report.html").find("The teacher is an ensemble of 2 models"), std::string::npos);
-  auto again = run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --set teacher.members=2 --set export=[]");
+  auto again = run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --force" + " --set teacher.members=2 --set export=[]");
   ASSERT_EQ(again.status, 0) << again.output;
   EXPECT_NE(again.output.find("reusing " + (dir_ / "out/teacher-2.kdm").string()), std::string::npos) << again.output;
   EXPECT_EQ(metrics()["models"]["teacher"]["test"], teacher["test"]);
   // Three members: the first two are reused, only the third trains.
-  auto three = run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --set teacher.members=3 --set export=[]" +
+  auto three = run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --force" + " --set teacher.members=3 --set export=[]" +
                             " --set teacher.combine=logits");
   ASSERT_EQ(three.status, 0) << three.output;
   EXPECT_NE(three.output.find("reusing " + (dir_ / "out/teacher.kdm").string()), std::string::npos) << three.output;
   EXPECT_NE(three.output.find("reusing " + (dir_ / "out/teacher-2.kdm").string()), std::string::npos) << three.output;
   EXPECT_NE(three.output.find("(seed + 2, as teacher-3)"), std::string::npos) << three.output;
-  expect_refused(run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --set teacher.members=0"),
+  expect_refused(run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --force" + " --set teacher.members=0"),
                  "teacher.members: 0 is not a number of teachers (1 or more)");
-  expect_refused(run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --set teacher.members=3" +
+  expect_refused(run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --force" + " --set teacher.members=3" +
                               " --set teacher.weights=[1,2]"),
                  "teacher.weights: 2 weights for 3 teachers; give one per teacher");
 }
@@ -400,7 +400,7 @@ TEST_F(Run, TeacherMembersTrainsAnEnsembleHere) {
 // Augmented rows are taught by a soft-label bank of views, or by the live teacher when batches mix.
 TEST_F(Run, AugmentationTeachesFromABankOrALiveTeacher) {
   auto banked = run_kdistill("run " + recipe(digits_recipe("  augment: {noise: 0.1, feature_dropout: 0.05}\n  views: 3\n")) +
-                             " --out " + out());
+                             " --out " + out() + " --force");
   ASSERT_EQ(banked.status, 0) << banked.output;
   auto m = metrics();
   EXPECT_EQ(m["distill"]["augment"], "noise 0.1, feature_dropout 0.05");
@@ -416,7 +416,7 @@ TEST_F(Run, AugmentationTeachesFromABankOrALiveTeacher) {
   // The same bank as the 3 largest logits of each view and the rest's mass, over a memory limit of
   // 0 MB: in a mapped file in the run's folder, unlinked at once.
   auto topk = run_kdistill("run " + recipe(digits_recipe("  augment: {noise: 0.1, feature_dropout: 0.05}\n  views: 3\n"
-                                                          "  bank: {top_k: 3, memory_mb: 0}\n")) + " --out " + out());
+                                                          "  bank: {top_k: 3, memory_mb: 0}\n")) + " --out " + out() + " --force");
   ASSERT_EQ(topk.status, 0) << topk.output;
   m = metrics();
   const auto& compact = m["distill"]["teaching"];
@@ -436,23 +436,23 @@ TEST_F(Run, AugmentationTeachesFromABankOrALiveTeacher) {
                               out() + "-topk"),
                  "distill.bank.top_k: 10 is not below the teacher's 10 outputs");
   EXPECT_FALSE(std::filesystem::exists(out() + "-topk/teacher.kdm"));
-  expect_refused(run_kdistill("run " + recipe(digits_recipe("  bank: {top_k: -2}\n")) + " --out " + out()),
+  expect_refused(run_kdistill("run " + recipe(digits_recipe("  bank: {top_k: -2}\n")) + " --out " + out() + " --force"),
                  "distill.bank.top_k");
-  expect_refused(run_kdistill("run " + recipe(digits_recipe("  bank: {topk: 2}\n")) + " --out " + out()),
+  expect_refused(run_kdistill("run " + recipe(digits_recipe("  bank: {topk: 2}\n")) + " --out " + out() + " --force"),
                  "topk");
 
-  auto mixed = run_kdistill("run " + recipe(digits_recipe("  augment: mixup\n")) + " --out " + out());
+  auto mixed = run_kdistill("run " + recipe(digits_recipe("  augment: mixup\n")) + " --out " + out() + " --force");
   ASSERT_EQ(mixed.status, 0) << mixed.output;
   EXPECT_EQ(metrics()["distill"]["teaching"]["mode"], "online");
   EXPECT_EQ(metrics()["distill"]["augment"], "mixup 0.2");
 
-  expect_refused(run_kdistill("run " + recipe(digits_recipe("  augment: shift\n")) + " --out " + out()),
+  expect_refused(run_kdistill("run " + recipe(digits_recipe("  augment: shift\n")) + " --out " + out() + " --force"),
                  "distill.augment.shift: needs images [C, H, W]; the rows here are [64]");
-  expect_refused(run_kdistill("run " + recipe(digits_recipe("  augment: shift+twist\n")) + " --out " + out()),
+  expect_refused(run_kdistill("run " + recipe(digits_recipe("  augment: shift+twist\n")) + " --out " + out() + " --force"),
                  "distill.augment: \"twist\" is not one of none, shift, flip, cutout, noise, mixup, cutmix");
-  expect_refused(run_kdistill("run " + recipe(digits_recipe("  augment: mixup\n  views: 4\n")) + " --out " + out()),
+  expect_refused(run_kdistill("run " + recipe(digits_recipe("  augment: mixup\n  views: 4\n")) + " --out " + out() + " --force"),
                  "distill.views: a bank of 4 views cannot hold mixup or cutmix mixtures; use views: online");
-  expect_refused(run_kdistill("run " + recipe(digits_recipe("  views: 0\n")) + " --out " + out()),
+  expect_refused(run_kdistill("run " + recipe(digits_recipe("  views: 0\n")) + " --out " + out() + " --force"),
                  "distill.views");
 }
 
@@ -464,7 +464,7 @@ TEST_F(Run, SaysWhetherDistillationHelpedOnValidation) {
   helped_recipe.replace(helped_recipe.find("  test_fraction: 0.25\n"), std::string("  test_fraction: 0.25\n").size(),
                         "  test_fraction: 0.25\n  val_fraction: 0.25\n  labeled: 60\n");
   helped_recipe.replace(helped_recipe.find("epochs: 8, batch_size: 64"), std::string("epochs: 8").size(), "epochs: 30");
-  auto helped = run_kdistill("run " + recipe(helped_recipe) + " --out " + out());
+  auto helped = run_kdistill("run " + recipe(helped_recipe) + " --out " + out() + " --force");
   ASSERT_EQ(helped.status, 0) << helped.output;
   auto v = metrics()["distill"]["validation"];
   EXPECT_EQ(v["verdict"], "helped") << v.dump();
@@ -495,7 +495,7 @@ TEST_F(Run, SaysWhetherDistillationHelpedOnValidation) {
 // Regression: a paired bootstrap of the RMSE difference over the validation rows of every fold, pooled.
 TEST_F(Run, RegressionVerdictIsAPairedBootstrapOverEveryFold) {
   std::string recipe_file = std::string(KD_SOURCE_DIR) + "/examples/diabetes-regression.yaml";
-  auto r = run_kdistill("run " + recipe_file + " --out " + out() +
+  auto r = run_kdistill("run " + recipe_file + " --out " + out() + " --force" +
                         " --set teacher.train.epochs=20 --set distill.epochs=20 --set data.folds=3");
   ASSERT_EQ(r.status, 0) << r.output;
   auto m = metrics();
@@ -521,7 +521,7 @@ TEST_F(Run, TeacherWithTheWrongOutputWidth) {
   std::string text = digits_recipe();
   auto start = text.find("teacher:");
   text.replace(start, text.find("student:") - start, "teacher:\n  path: " + teacher + "\n");
-  expect_refused(run_kdistill("run " + recipe(text) + " --out " + out()),
+  expect_refused(run_kdistill("run " + recipe(text) + " --out " + out() + " --force"),
                  "outputs have shape [2, 7], expected [N, 10] (classes in the data); a teacher of other classes needs "
                  "teacher.classes (a list, or learned)");
 }
@@ -529,7 +529,7 @@ TEST_F(Run, TeacherWithTheWrongOutputWidth) {
 // A teacher of all ten digits teaching a student of three of them: the teacher's file names its
 // classes, so they are mapped by name; or teacher.classes maps them (merging where a list says so).
 TEST_F(Run, ATeacherOfOtherClassesIsMappedOntoTheData) {
-  ASSERT_EQ(run_kdistill("run " + recipe(digits_recipe()) + " --out " + out()).status, 0);
+  ASSERT_EQ(run_kdistill("run " + recipe(digits_recipe()) + " --out " + out() + " --force").status, 0);
   auto teacher = (dir_ / "teacher10.kdm").string();
   std::filesystem::copy_file(dir_ / "out/teacher.kdm", teacher);
   auto subset = (dir_ / "three.csv").string();
@@ -545,7 +545,7 @@ TEST_F(Run, ATeacherOfOtherClassesIsMappedOntoTheData) {
   auto three = text;
   three.replace(start, text.find("student:") - start, "teacher:\n  path: " + teacher + "\n");
   std::filesystem::remove_all(dir_ / "out");
-  auto r = run_kdistill("run " + recipe(three) + " --out " + out());
+  auto r = run_kdistill("run " + recipe(three) + " --out " + out() + " --force");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("10 classes mapped onto the data's 3"), std::string::npos) << r.output;
   auto m = metrics();
@@ -556,7 +556,7 @@ TEST_F(Run, ATeacherOfOtherClassesIsMappedOntoTheData) {
   auto mapped = three;
   mapped.replace(mapped.find("student:"), 0, "  classes: [\"3\", 5, [8, 9]]\n");
   std::filesystem::remove_all(dir_ / "out");
-  ASSERT_EQ(run_kdistill("run " + recipe(mapped) + " --out " + out()).status, 0);
+  ASSERT_EQ(run_kdistill("run " + recipe(mapped) + " --out " + out() + " --force").status, 0);
   EXPECT_EQ(metrics()["teacher_input"]["classes"], nlohmann::json::parse("[[3], [5], [8, 9]]"));
   EXPECT_EQ(metrics()["teacher_input"]["class_mapping"], "recipe");
 
@@ -564,7 +564,7 @@ TEST_F(Run, ATeacherOfOtherClassesIsMappedOntoTheData) {
   auto learned = three;
   learned.replace(learned.find("student:"), 0, "  classes: learned\n");
   std::filesystem::remove_all(dir_ / "out");
-  r = run_kdistill("run " + recipe(learned) + " --out " + out());
+  r = run_kdistill("run " + recipe(learned) + " --out " + out() + " --force");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("its 10 classes mapped onto the run's 3 by a projection learned on"), std::string::npos)
       << r.output;
@@ -576,15 +576,15 @@ TEST_F(Run, ATeacherOfOtherClassesIsMappedOntoTheData) {
 
   auto too_few = three;
   too_few.replace(too_few.find("student:"), 0, "  classes: [3, 5]\n");
-  expect_refused(run_kdistill("run " + recipe(too_few) + " --out " + out()),
+  expect_refused(run_kdistill("run " + recipe(too_few) + " --out " + out() + " --force"),
                  "teacher.classes: 2 entries, expected one for each of the data's 3 classes (3, 5, 8)");
   auto unknown = three;
   unknown.replace(unknown.find("student:"), 0, "  classes: [3, five, 8]\n");
-  expect_refused(run_kdistill("run " + recipe(unknown) + " --out " + out()),
+  expect_refused(run_kdistill("run " + recipe(unknown) + " --out " + out() + " --force"),
                  "teacher.classes[1]: \"five\" is not a class of " + teacher);
   auto out_of_range = three;
   out_of_range.replace(out_of_range.find("student:"), 0, "  classes: [3, 5, 10]\n");
-  expect_refused(run_kdistill("run " + recipe(out_of_range) + " --out " + out()),
+  expect_refused(run_kdistill("run " + recipe(out_of_range) + " --out " + out() + " --force"),
                  "teacher.classes[2]: 10 is not an output of " + teacher + ", which has 10 (0..9)");
 }
 

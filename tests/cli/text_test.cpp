@@ -44,7 +44,7 @@ class TextRun : public RunFolder {
 
 TEST_F(TextRun, PackageDescriptionsToSectionsEndToEnd) {
   std::string train = corpus("apt.csv");
-  auto r = run_kdistill("run " + recipe(text_recipe(train)) + " --out " + out());
+  auto r = run_kdistill("run " + recipe(text_recipe(train)) + " --out " + out() + " --force");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("token ids (sentencepiece tokenizer, "), std::string::npos) << r.output;
   auto m = metrics();
@@ -80,12 +80,12 @@ TEST_F(TextRun, PackageDescriptionsToSectionsEndToEnd) {
             std::string::npos) << other.output;
 
   // TF.js export of a text model is refused before anything trains.
-  auto tfjs = run_kdistill("run " + recipe(text_recipe(train)) + " --out " + out() + " --set 'export=[tfjs]'");
+  auto tfjs = run_kdistill("run " + recipe(text_recipe(train)) + " --out " + out() + " --force" + " --set 'export=[tfjs]'");
   EXPECT_EQ(tfjs.status, 2) << tfjs.output;
   EXPECT_NE(tfjs.output.find("export[0]: arch textcnn (token ids in) does not export to tfjs yet; torchscript and onnx do"),
             std::string::npos) << tfjs.output;
   // A student of the image zoo cannot read token ids.
-  auto mlp = run_kdistill("run " + recipe(text_recipe(train)) + " --out " + out() +
+  auto mlp = run_kdistill("run " + recipe(text_recipe(train)) + " --out " + out() + " --force" +
                           " --set 'student.model={arch: textcnn, channels: []}'");
   EXPECT_EQ(mlp.status, 2) << mlp.output;
   EXPECT_NE(mlp.output.find("student.model.channels: arch textcnn needs at least one stage"), std::string::npos)
@@ -105,7 +105,7 @@ TEST_F(TextRun, PredictOnRawTextEqualsTheRunsOutputs) {
   write_file_atomic(dir_ / "train.csv", train);
   write_file_atomic(dir_ / "test.csv", test);
   std::string text = text_recipe((dir_ / "train.csv").string(), "  test: " + (dir_ / "test.csv").string() + "\n");
-  auto r = run_kdistill("run " + recipe(text) + " --out " + out() + " --set distill.epochs=3 --set teacher.train.epochs=2" +
+  auto r = run_kdistill("run " + recipe(text) + " --out " + out() + " --force" + " --set distill.epochs=3 --set teacher.train.epochs=2" +
                         " --set 'export=[torchscript, onnx]'");
   ASSERT_EQ(r.status, 0) << r.output;
   auto texts = run_python("import csv, json\n"
@@ -150,7 +150,7 @@ TEST_F(TextRun, TransformerTeacherAndStudentInitialisedFromEveryOtherLayer) {
                "  model: {arch: transformer, embedding: 32, layers: 1, heads: 4, activation: gelu}\n"
                "  init: {from: teacher, every: 2}");
   // TinyBERT's hidden-state term besides KD: the student's layer 1 onto the teacher's layer 2, token by token.
-  auto r = run_kdistill("run " + recipe(text) + " --out " + out() + " --set distill.epochs=4 --set teacher.train.epochs=4" +
+  auto r = run_kdistill("run " + recipe(text) + " --out " + out() + " --force" + " --set distill.epochs=4 --set teacher.train.epochs=4" +
                         " --set 'distill.losses=[{kind: kl, weight: 0.5, temperature: 2}, {kind: ce, weight: 0.5}, "
                         "{kind: hint, weight: 0.1, student: layer1, teacher: layer2}, "
                         "{kind: attention_map, weight: 0.1, student: layer1.attention, teacher: layer2.attention}]'");
@@ -241,7 +241,7 @@ print(json.dumps({'accuracy': accuracy, 'classes': len(classes)}))
                      "student:\n  model: {arch: textcnn, embedding: 16, channels: [24]}\n"
                      "distill:\n  epochs: 4\n  batch_size: 64\n  optimizer: {name: adamw, lr: 0.005}\n"
                      "export: []\n";
-  auto r = run_kdistill("run " + recipe(text) + " --out " + out());
+  auto r = run_kdistill("run " + recipe(text) + " --out " + out() + " --force");
   ASSERT_EQ(r.status, 0) << r.output;
   auto m = metrics();
   EXPECT_NEAR(m["models"]["teacher"]["test"]["accuracy"].get<double>(), expected["accuracy"].get<double>(), 1e-9);
@@ -253,7 +253,7 @@ print(json.dumps({'accuracy': accuracy, 'classes': len(classes)}))
   // PyTorch's, where a near tie can fall the other way).
   std::string onnx = text;
   onnx.replace(onnx.find("bert.pt"), 7, "bert.onnx");
-  auto o = run_kdistill("run " + recipe(onnx) + " --out " + out() + " --set distill.epochs=1");
+  auto o = run_kdistill("run " + recipe(onnx) + " --out " + out() + " --force" + " --set distill.epochs=1");
   ASSERT_EQ(o.status, 0) << o.output;
   double rows = metrics()["data"]["test"].get<double>();
   EXPECT_NEAR(metrics()["models"]["teacher"]["test"]["accuracy"].get<double>(), expected["accuracy"].get<double>(),
@@ -282,7 +282,7 @@ TEST_F(TextRun, JsonLinesAndATransferFile) {
   }
   write_file_atomic(dir_ / "more.txt", transfer);
   auto r = run_kdistill("run " + recipe(text_recipe(train, "  transfer: " + (dir_ / "more.txt").string() + "\n")) +
-                        " --out " + out() + " --set distill.epochs=2 --set teacher.train.epochs=2");
+                        " --out " + out() + " --force" + " --set distill.epochs=2 --set teacher.train.epochs=2");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("transfer 200"), std::string::npos) << r.output;
   EXPECT_EQ(metrics()["data"]["text"]["tokenizer"], "sentencepiece");

@@ -57,6 +57,9 @@ struct DataSpec {
   TORCH_ARG(ImageFolderOptions, images);
   TORCH_ARG(TextOptions, text);
   TORCH_ARG(uint64_t, seed) = 0;
+  // > 0: load_dataset refuses, before reading, a data set it estimates (estimate_memory) to need more
+  // bytes than this in memory; the CLI's --max-memory, by default 80 % of the machine's or cgroup's.
+  TORCH_ARG(int64_t, max_memory) = 0;
 };
 
 struct Examples {
@@ -99,6 +102,14 @@ struct Dataset {
 };
 
 Dataset load_dataset(const DataSpec& spec);
+
+// The bytes load_dataset will take in memory, from the files' headers and sizes before reading them:
+// the arrays as read, then a float32 copy of every row in each fold. `what`, when given, says what the
+// figure is made of. kd::Error for a file that cannot be read.
+int64_t estimate_memory(const DataSpec& spec, std::string* what = nullptr);
+// kd::Error, with the figure and what it is made of, when estimate_memory is over spec.max_memory()
+// (> 0); load_dataset checks it first, and a run before it writes anything.
+void check_memory(const DataSpec& spec);
 
 // Model inputs from stored ones: uint8 pixels become float32 in [0, 1], anything else float32 (the
 // same tensor when it is float32 already).

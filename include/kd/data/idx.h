@@ -11,11 +11,16 @@
 
 #include <filesystem>
 
+#include "kd/data/array_header.h"
+
 namespace kd::data {
 
 // Reads an IDX file, gunzipping it when it starts with the gzip magic. kd::Error
 // naming the file on a wrong magic, an unknown type code, truncated or trailing data.
 torch::Tensor read_idx(const std::filesystem::path& path);
+
+// The shape and value size of an IDX file (gzipped or not) from its header alone.
+ArrayHeader read_idx_header(const std::filesystem::path& path);
 
 // Writes `tensor` (uint8, int8, int16, int32, float32 or float64) as IDX, atomically;
 // gzipped when the name ends in ".gz".

@@ -40,6 +40,9 @@ struct ImageFolder {
 
 // kd::Error naming the path when the folder has no class sub-folders, a class has
 // no images, or an image cannot be decoded.
+// A file read_image_folder reads: a .png, .jpg, .jpeg or .bmp name (any case).
+bool has_image_extension(const std::filesystem::path& path);
+
 ImageFolder read_image_folder(const std::filesystem::path& root,
                               const ImageFolderOptions& options = ImageFolderOptions());
 

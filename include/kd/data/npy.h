@@ -15,6 +15,8 @@
 #include <map>
 #include <string>
 
+#include "kd/data/array_header.h"
+
 namespace kd::data {
 
 // Reads a .npy file into a CPU tensor of the matching dtype and shape. kd::Error naming
@@ -29,5 +31,10 @@ void write_npy(const std::filesystem::path& path, const torch::Tensor& tensor);
 // Every array of a .npz archive, keyed by its name without ".npy" (as np.load gives
 // them). Stored and deflated entries; an entry that is not a .npy file is an error.
 std::map<std::string, torch::Tensor> read_npz(const std::filesystem::path& path);
+
+// The header of a .npy file, and of each array of a .npz archive (keyed as read_npz's), read without
+// the data. kd::Error as read_npy's for a bad header.
+ArrayHeader read_npy_header(const std::filesystem::path& path);
+std::map<std::string, ArrayHeader> read_npz_headers(const std::filesystem::path& path);
 
 }  // namespace kd::data

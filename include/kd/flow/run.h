@@ -74,6 +74,9 @@ struct RunSpec {
 struct RunOptions {
   TORCH_ARG(std::string, out) = "runs/latest";
   TORCH_ARG(bool, resume) = false;
+  // Overwrite the outputs of an earlier run in `out` (check_out_folder); its teacher is still reused
+  // when the teacher part is the same.
+  TORCH_ARG(bool, force) = false;
   TORCH_ARG(int64_t, latency_repeats) = 20;
   TORCH_ARG(nlohmann::json, extra_metrics) = nlohmann::json::object();  // merged into metrics.json (e.g. "search")
   // Soft-label banks made earlier for the same recipe, one per fold (null: none); a fold's bank is
@@ -98,6 +101,11 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options);
 
 // The folder of fold `fold` in a run folder: `out` itself with one fold, out/fold-K with K folds.
 std::string fold_dir(const std::string& out, size_t fold, size_t folds);
+
+// A finished run is not overwritten unasked: kd::Error when `out` holds a finished run's or search's
+// outputs (metrics.json, search.json) and neither `resume` nor `force` is set. (A run that stopped
+// before its end starts again without --resume, as before.)
+void check_out_folder(const std::string& out, bool resume, bool force);
 
 // A new student from the spec (zoo spec or trainable TorchScript file), checked against the data.
 models::ModelPtr build_student(const StudentSpec& spec, const data::Dataset& dataset);

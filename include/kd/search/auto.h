@@ -32,6 +32,7 @@ struct AutoOptions {
   TORCH_ARG(double, max_latency_ms) = 0;     // batch-1 latency limit, measured before training; 0 = none
   TORCH_ARG(int64_t, trials) = 0;            // at most this many trials; 0 = until the budget ends
   TORCH_ARG(bool, resume) = false;           // continue the search in `out` (trials.json)
+  TORCH_ARG(bool, force) = false;            // overwrite an earlier search's or run's outputs in `out`
   TORCH_ARG(bool, final_run) = true;         // retrain the chosen student with every `run` output
   TORCH_ARG(int64_t, latency_repeats) = 10;  // per trial
   TORCH_ARG(int64_t, workers) = 1;           // processes running trials side by side, threads split between them

@@ -13,6 +13,11 @@ namespace kd {
 std::string read_file(const std::filesystem::path& path);
 // The file, gunzipped when it starts with the gzip magic (whatever its name).
 std::string read_file_maybe_gz(const std::filesystem::path& path);
+// The first `count` bytes of the file (fewer when it is shorter), gunzipped like read_file_maybe_gz.
+std::string read_head_maybe_gz(const std::filesystem::path& path, size_t count);
+// The bytes read_file_maybe_gz would return, from the gzip trailer without inflating (at least the
+// file's own size; the trailer holds the size modulo 4 GiB).
+int64_t size_maybe_gz(const std::filesystem::path& path);
 
 // Fails with a kd::Error naming `what` and the path if the file does not exist.
 void require_file(const std::filesystem::path& path, const std::string& what);

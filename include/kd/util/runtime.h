@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace kd {
@@ -38,6 +39,15 @@ std::string preferred_blas_coretype();
 // processes (auto's workers, the benchmark's peer) load the same kernels. Returns OpenBLAS's core name
 // in force ("" when not OpenBLAS).
 std::string use_fitting_blas_kernels();
+// The memory this process may use: the machine's (MemTotal) or its cgroup's limit (memory.max, v2;
+// memory.limit_in_bytes, v1), the smaller. 0 when neither can be read.
+int64_t memory_available();
+// The default of --max-memory: 80 % of memory_available() (0, no limit, when that is unknown).
+int64_t default_memory_limit();
+// "8G", "512M", "1.5GB", "300000000" -> bytes (K, M, G, T are powers of 1024); nothing for other text.
+std::optional<int64_t> parse_bytes(const std::string& text);
+// 1536 -> "1.5 KiB", 12.3e9 -> "11.5 GiB".
+std::string bytes_text(double bytes);
 // Seeds libtorch's global generator.
 void seed_everything(uint64_t seed);
 
