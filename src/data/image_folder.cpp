@@ -57,11 +57,21 @@ int64_t channels_of(const fs::path& file) {
   return components <= 2 ? 1 : 3;
 }
 
+// The largest image decoded: 32 Mi pixels (e.g. 8192 x 4096; 384 MiB as float RGB for the resize).
+constexpr int64_t kMaxImagePixels = int64_t{1} << 25;
+
 // Decodes `file` to `channels` channels and writes it, resized, into `out` (uint8 [C, H, W]).
 void load_image(const fs::path& file, int64_t channels, torch::Tensor out) {
   const std::string bytes = read_file(file);
   if (bytes.size() > static_cast<size_t>(INT32_MAX)) fail("{}: image file over 2 GiB", file.string());
   int width = 0, height = 0, components = 0;
+  // A header may claim any size: it is checked before stb_image allocates for it.
+  if (stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), static_cast<int>(bytes.size()), &width,
+                            &height, &components) &&
+      int64_t{width} * height > kMaxImagePixels) {
+    fail("{}: image of {} x {} pixels, more than the {} million kdistill decodes", file.string(), width, height,
+         kMaxImagePixels >> 20);
+  }
   std::unique_ptr<stbi_uc, decltype(&stbi_image_free)> pixels(
       stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), static_cast<int>(bytes.size()),
                             &width, &height, &components, static_cast<int>(channels)),

@@ -100,6 +100,7 @@ LoadedModel load_kdm(const std::string& path, const std::string& output) {
   LoadedModel loaded;
   torch::serialize::InputArchive archive;
   c10::IValue meta;
+  check_zip_archive(path);
   try {
     archive.load_from(path);
     archive.read("kdistill", meta);
@@ -129,6 +130,7 @@ LoadedModel load_torchscript_file(const std::string& path, const std::string& ou
   LoadedModel loaded;
   torch::jit::ExtraFilesMap extra = {{kModelInfoEntry, ""}};
   std::shared_ptr<models::TorchScriptModel> scripted;
+  check_zip_archive(path);
   try {
     scripted = std::make_shared<models::TorchScriptModel>(torch::jit::load(path, c10::nullopt, extra), path, output);
   } catch (const std::exception& e) {

@@ -135,8 +135,9 @@ NamedTensors TorchScriptModel::state() {
 void TorchScriptModel::load_state(const NamedTensors& state) {
   torch::NoGradGuard no_grad;
   auto current = this->state();
-  for (const auto& [name, tensor] : current) {
-    auto it = std::find_if(state.begin(), state.end(), [&](const auto& item) { return item.first == name; });
+  for (const auto& entry : current) {
+    const auto& [name, tensor] = entry;
+    auto it = std::find_if(state.begin(), state.end(), [&](const auto& item) { return item.first == entry.first; });
     if (it == state.end()) fail("{}: state has no tensor {}", path_, quote(name));
     if (it->second.sizes() != tensor.sizes()) {
       fail("{}: {} has shape {}, the state has {}", path_, quote(name), shape_text(tensor.sizes()),
@@ -295,6 +296,7 @@ void TorchScriptModel::save(const std::string& path) {
 
 std::shared_ptr<TorchScriptModel> load_torchscript(const std::string& path, const std::string& output) {
   require_file(path, "TorchScript model");
+  check_zip_archive(path);
   try {
     auto module = torch::jit::load(path);
     module.eval();

@@ -261,6 +261,7 @@ LoopState load_checkpoint(const std::string& path, models::Model& model, models:
     spdlog::warn("{}: {}; resuming from the checkpoint before it, {}", path, why, previous);
     used = previous;
   }
+  check_zip_bytes(*bytes, used);
   try {
     torch::serialize::InputArchive archive;
     std::istringstream stream(*bytes);
@@ -373,6 +374,7 @@ std::optional<TrainResult> finished_training(const std::string& checkpoint) {
   if (!bytes) return std::nullopt;
   LoopState state;
   try {
+    check_zip_bytes(*bytes, checkpoint);
     torch::serialize::InputArchive archive;
     std::istringstream stream(*bytes);
     archive.load_from(stream);

@@ -2,7 +2,10 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+#include <zip.h>
 #include <zlib.h>
+
+#include <fmt/format.h>
 
 #include <cerrno>
 #include <cstring>
@@ -11,6 +14,7 @@
 #include <fstream>
 #include <memory>
 #include <random>
+#include <vector>
 
 #include "kd/util/error.h"
 #include "kd/util/runtime.h"
@@ -43,6 +47,57 @@ std::string read_file(const fs::path& path) {
   while (in.read(chunk, sizeof(chunk)) || in.gcount() > 0) out.append(chunk, static_cast<size_t>(in.gcount()));
   if (in.bad()) fail("{}: read error", path.string());
   return out;
+}
+
+namespace {
+
+void check_zip(zip_t* archive, const std::string& name) {
+  std::unique_ptr<zip_t, decltype(&zip_discard)> owned(archive, &zip_discard);
+  const zip_int64_t count = zip_get_num_entries(archive, 0);
+  std::vector<char> buffer(size_t{1} << 20);
+  for (zip_int64_t index = 0; index < count; ++index) {
+    const char* entry = zip_get_name(archive, static_cast<zip_uint64_t>(index), 0);
+    std::string where = fmt::format("{}: entry {}", name, entry ? entry : std::to_string(index));
+    std::unique_ptr<zip_file_t, decltype(&zip_fclose)> file(zip_fopen_index(archive, static_cast<zip_uint64_t>(index), 0),
+                                                            &zip_fclose);
+    if (!file) fail("{}: {}: the archive is damaged or truncated", where, zip_strerror(archive));
+    zip_int64_t got = 0;
+    // libzip checks the entry's CRC-32 when it reads its end.
+    while ((got = zip_fread(file.get(), buffer.data(), buffer.size())) > 0) {
+    }
+    if (got < 0) fail("{}: {}: the archive is damaged or truncated", where, zip_file_strerror(file.get()));
+  }
+}
+
+}  // namespace
+
+void check_zip_archive(const fs::path& path) {
+  require_file(path, "file");
+  int code = 0;
+  zip_t* archive = zip_open(path.c_str(), ZIP_RDONLY | ZIP_CHECKCONS, &code);
+  if (archive == nullptr) {
+    zip_error_t error;
+    zip_error_init_with_code(&error, code);
+    std::string message = zip_error_strerror(&error);
+    zip_error_fini(&error);
+    fail("{}: not a readable zip archive ({}): the file is damaged, truncated or of another format", path.string(), message);
+  }
+  check_zip(archive, path.string());
+}
+
+void check_zip_bytes(const std::string& bytes, const std::string& name) {
+  zip_error_t error;
+  zip_error_init(&error);
+  zip_source_t* source = zip_source_buffer_create(bytes.data(), bytes.size(), 0, &error);
+  zip_t* archive = source ? zip_open_from_source(source, ZIP_RDONLY | ZIP_CHECKCONS, &error) : nullptr;
+  if (archive == nullptr) {
+    std::string message = zip_error_strerror(&error);
+    if (source) zip_source_free(source);
+    zip_error_fini(&error);
+    fail("{}: not a readable zip archive ({}): the file is damaged, truncated or of another format", name, message);
+  }
+  zip_error_fini(&error);
+  check_zip(archive, name);
 }
 
 std::string read_head_maybe_gz(const fs::path& path, size_t count) {

@@ -19,6 +19,13 @@ std::string read_head_maybe_gz(const std::filesystem::path& path, size_t count);
 // file's own size; the trailer holds the size modulo 4 GiB).
 int64_t size_maybe_gz(const std::filesystem::path& path);
 
+// A zip archive whose every entry reads back whole with its CRC-32 (libtorch's own reader checks
+// none, and its TorchScript parser can crash on a damaged entry): call before handing a .pt, .kdm or
+// checkpoint to libtorch. kd::Error naming `name`, the entry and what is wrong. `bytes`: the archive
+// in memory.
+void check_zip_archive(const std::filesystem::path& path);
+void check_zip_bytes(const std::string& bytes, const std::string& name);
+
 // Fails with a kd::Error naming `what` and the path if the file does not exist.
 void require_file(const std::filesystem::path& path, const std::string& what);
 
