@@ -77,6 +77,7 @@ void load_image(const fs::path& file, int64_t channels, torch::Tensor out) {
                             &width, &height, &components, static_cast<int>(channels)),
       &stbi_image_free);
   if (!pixels) fail("{}: cannot decode image: {}", file.string(), stbi_failure_reason());
+  if (width < 1 || height < 1) fail("{}: image of {} x {} pixels: nothing to decode", file.string(), width, height);
   torch::Tensor image =
       torch::from_blob(pixels.get(), {height, width, channels}, torch::kUInt8).permute({2, 0, 1});
   if (height == out.size(1) && width == out.size(2)) {

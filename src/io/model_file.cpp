@@ -11,6 +11,7 @@
 #include "kd/models/zoo.h"
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
+#include "kd/util/shape.h"
 #include "kd/util/strings.h"
 
 namespace kd::io {
@@ -133,6 +134,7 @@ LoadedModel load_torchscript_file(const std::string& path, const std::string& ou
   check_zip_archive(path);
   try {
     scripted = std::make_shared<models::TorchScriptModel>(torch::jit::load(path, c10::nullopt, extra), path, output);
+    for (const auto& [name, tensor] : scripted->state()) check_within_storage(tensor, fmt::format("{}: {}", path, quote(name)));
   } catch (const std::exception& e) {
     fail("{}: not a readable TorchScript file ({}); save it with torch.jit.script(model).save(path)", path,
          first_line(e));
@@ -214,12 +216,26 @@ std::string model_formats_text() {
   return join(parts, ", ");
 }
 
+namespace {
+
+// A reader's JSON that is not what it expects (a TF.js topology, a file's kdistill metadata) as one
+// kd::Error naming the file, whichever step of the reader met it.
+LoadedModel load_with(const ModelReader& reader, const std::string& path, const std::string& output) {
+  try {
+    return reader.load(path, output);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not a usable {} file: its JSON is malformed or of another shape ({})", path, reader.name, e.what());
+  }
+}
+
+}  // namespace
+
 LoadedModel load_model(const std::string& path, const std::string& output) {
   require_file(path, "model file");
   std::string lower = to_lower(path);
   for (const auto& reader : model_readers()) {
     for (const auto& extension : reader.extensions) {
-      if (ends_with(lower, extension)) return reader.load(path, output);
+      if (ends_with(lower, extension)) return load_with(reader, path, output);
     }
   }
   // Another name: the readers whose content check fits the file's first bytes, in table order; when
@@ -229,7 +245,7 @@ LoadedModel load_model(const std::string& path, const std::string& output) {
   for (const auto& reader : model_readers()) {
     if (!reader.sniff(head)) continue;
     try {
-      return reader.load(path, output);
+      return load_with(reader, path, output);
     } catch (const Error&) {
       refused = std::current_exception();
     }

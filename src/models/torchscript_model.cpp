@@ -139,6 +139,7 @@ void TorchScriptModel::load_state(const NamedTensors& state) {
     const auto& [name, tensor] = entry;
     auto it = std::find_if(state.begin(), state.end(), [&](const auto& item) { return item.first == entry.first; });
     if (it == state.end()) fail("{}: state has no tensor {}", path_, quote(name));
+    check_within_storage(it->second, fmt::format("{}: {}", path_, quote(name)));
     if (it->second.sizes() != tensor.sizes()) {
       fail("{}: {} has shape {}, the state has {}", path_, quote(name), shape_text(tensor.sizes()),
            shape_text(it->second.sizes()));
@@ -300,6 +301,8 @@ std::shared_ptr<TorchScriptModel> load_torchscript(const std::string& path, cons
   try {
     auto module = torch::jit::load(path);
     module.eval();
+    for (const auto& p : module.named_parameters()) check_within_storage(p.value, fmt::format("{}: {}", path, quote(p.name)));
+    for (const auto& b : module.named_buffers()) check_within_storage(b.value, fmt::format("{}: {}", path, quote(b.name)));
     return std::make_shared<TorchScriptModel>(std::move(module), path, output);
   } catch (const c10::Error& e) {
     fail("{}: not a readable TorchScript file ({}); save it with torch.jit.script(model).save(path)", path,

@@ -1375,6 +1375,7 @@ void ZooModel::load_state(const NamedTensors& state) {
       fail("load_state: {}: shape {} in the state, but the {} model has {}", quote(name),
            shape_text(it->second.sizes().vec()), spec_.arch(), shape_text(tensor.sizes().vec()));
     }
+    check_within_storage(it->second, fmt::format("load_state: {}", quote(name)));
   }
   for (const auto& [name, tensor] : state) {
     if (!own_names.count(name)) {

@@ -270,6 +270,7 @@ LoopState load_checkpoint(const std::string& path, models::Model& model, models:
     for (auto& [name, tensor] : loss_parameters) {
       torch::Tensor value;
       archive.read("loss/" + name, value);
+      check_within_storage(value, used + ": loss/" + name);
       torch::NoGradGuard no_grad;
       tensor.copy_(value);
     }

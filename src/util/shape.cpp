@@ -22,4 +22,25 @@ int64_t checked_element_count(c10::IntArrayRef shape, const std::string& what) {
   return n;
 }
 
+void check_within_storage(const at::Tensor& tensor, const std::string& what) {
+  if (!tensor.defined() || tensor.numel() == 0) return;
+  if (!tensor.has_storage() || tensor.storage().data() == nullptr) {
+    fail("{}: tensor of shape {} has no data stored for it (the file is damaged)", what, shape_text(tensor.sizes()));
+  }
+  // The last element's offset, in elements from the storage's start; strides of a tensor read back
+  // are never negative.
+  int64_t last = tensor.storage_offset();
+  bool bad = last < 0;
+  for (int64_t d = 0; d < tensor.dim(); ++d) {
+    if (tensor.stride(d) < 0) bad = true;
+    else last += (tensor.size(d) - 1) * tensor.stride(d);
+  }
+  const auto itemsize = static_cast<int64_t>(tensor.element_size());
+  const auto bytes = static_cast<int64_t>(tensor.storage().nbytes());
+  if (bad || last >= bytes / itemsize) {
+    fail("{}: tensor of shape {} reaches past the {} bytes stored for it (the file is damaged)", what,
+         shape_text(tensor.sizes()), bytes);
+  }
+}
+
 }  // namespace kd

@@ -1,6 +1,7 @@
 // Shapes: shape_text({2, 3}) -> "[2, 3]" for messages; element_count({2, 3}) -> 6.
 #pragma once
 
+#include <ATen/core/Tensor.h>
 #include <c10/util/ArrayRef.h>
 
 #include <string>
@@ -20,5 +21,10 @@ inline int64_t element_count(c10::IntArrayRef shape) {
 // "... has more than 2^40 elements" (more than any model file holds), checked before anything is
 // allocated for it.
 int64_t checked_element_count(c10::IntArrayRef shape, const std::string& what);
+
+// A tensor read from a file (a model's state, a checkpoint) whose sizes and strides reach only into its
+// own storage: kd::Error "`what`: ..." otherwise (a damaged or crafted archive can declare a tensor
+// larger than the bytes behind it, and copying from it would read past them).
+void check_within_storage(const at::Tensor& tensor, const std::string& what);
 
 }  // namespace kd
