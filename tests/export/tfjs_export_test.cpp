@@ -105,9 +105,9 @@ TEST(TfjsExport, TfjsModelLoadsTheExport) {
     torch::Tensor actual = loaded.forward(input);
     ASSERT_EQ(actual.sizes(), e.expected.sizes()) << c.label;
     // The outputs depend on the input (a constant output would match anything), and the difference is
-    // small against how much they vary (resnet outputs vary by ~1e-3 only).
+    // small against how much they vary (resnet outputs vary by ~1e-3 only: 7.7e-4 in the Clang build).
     double spread = (e.expected - e.expected.mean(0)).abs().max().item<double>();
-    EXPECT_GT(spread, 1e-3) << c.label;
+    EXPECT_GT(spread, 1e-4) << c.label;
     double diff = (actual - e.expected).abs().max().item<double>();
     EXPECT_LE(diff, 1e-4) << c.label;
     EXPECT_LE(diff, 1e-3 * spread) << c.label;

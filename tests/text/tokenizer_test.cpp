@@ -111,7 +111,7 @@ std::vector<std::string> wordpiece_texts() {
       std::string("tab\there\x01"
                   "ctrl\x7f"
                   "del zero\xE2\x80\x8Bwidth soft\xC2\xADhyphen"),  // Cc and Cf dropped
-      std::string("nul\0byte and \xEF\xBF\xBD replacement", 30),    // NUL, U+FFFD
+      std::string("nul\0byte and \xEF\xBF\xBD replacement", 28),    // NUL, U+FFFD (28 bytes)
       "non\xC2\xA0"
       "breaking\xE3\x80\x80ideographic\xE2\x80\xA8line\xE2\x80\xA9para",  // NBSP, U+3000, U+2028/9
       "private \xEE\x80\x80use un\xCD\xB8"
