@@ -7,6 +7,8 @@
 # where new inputs go). A finding is saved as build-asan/findings/NAME-...; copy it to
 # fuzz/regressions/NAME/ once fixed (the replay test runs it in every build). Prints one line a target:
 # executions, executions a second, corpus size, findings. Exit status 1 on any finding.
+# KD_FUZZ_SEED (default 1) seeds libFuzzer's mutations: from the same corpus, a run explores the same
+# inputs in the same order (how far it gets in SECONDS depends on the machine's speed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-20}"
@@ -31,7 +33,7 @@ for t in "${targets[@]}"; do
   log="build-asan/logs/$t.log"
   # -rss_limit_mb: a file that makes a parser allocate more than 2 GB is a finding; -timeout: one that
   # takes more than 10 s.
-  if build-asan/fuzz/fuzz_"$t" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+  if build-asan/fuzz/fuzz_"$t" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 -seed="${KD_FUZZ_SEED:-1}" \
        -artifact_prefix="build-asan/findings/$t-" "build-asan/corpus/$t" "fuzz/corpus/$t" >"$log" 2>&1; then
     found=0
   else

@@ -59,6 +59,9 @@ int64_t channels_of(const fs::path& file) {
 
 // The largest image decoded: 32 Mi pixels (e.g. 8192 x 4096; 384 MiB as float RGB for the resize).
 constexpr int64_t kMaxImagePixels = int64_t{1} << 25;
+// The longest side: a 1 x 16,777,217 BMP (found by fuzzing) made the antialiased resize to a few pixels
+// allocate 2 GB for its weights.
+constexpr int kMaxImageSide = 1 << 16;
 
 // Decodes `file` to `channels` channels and writes it, resized, into `out` (uint8 [C, H, W]).
 void load_image(const fs::path& file, int64_t channels, torch::Tensor out) {
@@ -68,9 +71,9 @@ void load_image(const fs::path& file, int64_t channels, torch::Tensor out) {
   // A header may claim any size: it is checked before stb_image allocates for it.
   if (stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), static_cast<int>(bytes.size()), &width,
                             &height, &components) &&
-      int64_t{width} * height > kMaxImagePixels) {
-    fail("{}: image of {} x {} pixels, more than the {} million kdistill decodes", file.string(), width, height,
-         kMaxImagePixels >> 20);
+      (int64_t{width} * height > kMaxImagePixels || std::max(width, height) > kMaxImageSide)) {
+    fail("{}: image of {} x {} pixels, more than the {} Mi pixels or {} a side kdistill decodes", file.string(), width,
+         height, kMaxImagePixels >> 20, kMaxImageSide);
   }
   std::unique_ptr<stbi_uc, decltype(&stbi_image_free)> pixels(
       stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), static_cast<int>(bytes.size()),
