@@ -4,7 +4,7 @@
 #                                  build-asan/: the test suite below, then every fuzz harness for
 #                                  KD_FUZZ_SECONDS (default 20) seconds from its seed corpus
 #   scripts/sanitize.sh thread     ThreadSanitizer in build-tsan/: the tests of the code that runs on
-#                                  several threads
+#                                  several threads (13 tests, about 1.5 minutes after the build)
 # Extra arguments go to ctest. Exit status: non-zero on any test failure or fuzzer finding.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,12 @@ asan_exclude='SentencePiece|TokenizerJson\.RefusesBadJson|TextRun\.|TextDataset\
 # all-reduce thread (gradient buckets overlapping backward), signals and the launcher, and whole
 # data-parallel runs. libtorch's OpenMP loops are not among them: Clang builds leave kdistill's OpenMP
 # pragmas out (CMakeLists.txt), and neither libgomp nor libtorch is built for ThreadSanitizer here.
-tsan_include='GradientBuckets|Group\.|StopSignals|Launch|Distributed\.'
+# ignore_noninstrumented_modules: libtorch and Gloo are not built for TSan, so locks they take (in their
+# own code) and release (in their inlined headers), and their atomics, are invisible to it and were
+# reported as errors; with the option, calls from those libraries are not checked, kdistill's own code
+# still is. StopSignals.* are left out: TSan delivers a signal late (at the next call it intercepts),
+# so their raise-then-read sees no flag yet; Distributed.CtrlC... runs the signal path across threads.
+tsan_include='GradientBuckets|Group\.|Launch|Distributed\.'
 
 if [ "$mode" = address ]; then
   cmake -S . -B build-asan -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Release \
@@ -39,6 +44,6 @@ else
         -DCMAKE_CXX_FLAGS="-gline-tables-only -fsanitize=thread" -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread \
         -DKD_BUILD_BENCH=OFF >/dev/null
   cmake --build build-tsan -j"$(nproc)" --target kdistill kd_test_dist kd_test_train kd_test_util kd_test_cli
-  export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
+  export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1"
   (cd build-tsan && ctest --output-on-failure -j"$(nproc)" -R "$tsan_include" "$@")
 fi
