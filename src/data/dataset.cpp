@@ -501,7 +501,6 @@ std::vector<FileMemory> files_memory(const DataSpec& spec, const std::string& fo
   return out;
 }
 
-
 }  // namespace
 
 int64_t estimate_memory(const DataSpec& spec, std::string* what) {
@@ -515,7 +514,7 @@ int64_t estimate_memory(const DataSpec& spec, std::string* what) {
     else files.push_back(array_memory(spec.transfer(), read_idx_header(spec.transfer())));
   }
   const int64_t folds = std::max<int64_t>(1, spec.folds());
-  int64_t read = 0, values = 0;
+  double read = 0, values = 0;  // doubles: a crafted header's sizes must not overflow the sum
   std::vector<std::string> parts;
   for (const auto& f : files) {
     read += f.read_bytes;
@@ -523,11 +522,11 @@ int64_t estimate_memory(const DataSpec& spec, std::string* what) {
     parts.push_back(fmt::format("{}: {}", fs::path(f.file).filename().string(), f.what));
   }
   // The pool as read, then each fold's float32 copy of every row (train, validation, test, transfer).
-  int64_t bytes = read + folds * values * 4;
+  double bytes = read + static_cast<double>(folds) * values * 4;
   if (what) {
     *what = fmt::format("{}; as read, then as float32 in each of {} fold{}", join(parts, ", "), folds, folds > 1 ? "s" : "");
   }
-  return bytes;
+  return static_cast<int64_t>(std::min(bytes, 9e18));
 }
 
 torch::Tensor float_inputs(const torch::Tensor& x) {
