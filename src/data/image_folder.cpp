@@ -4,6 +4,7 @@
 #include <stb_image.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
 
 #include "kd/util/error.h"
@@ -68,12 +69,16 @@ void load_image(const fs::path& file, int64_t channels, torch::Tensor out) {
   const std::string bytes = read_file(file);
   if (bytes.size() > static_cast<size_t>(INT32_MAX)) fail("{}: image file over 2 GiB", file.string());
   int width = 0, height = 0, components = 0;
-  // A header may claim any size: it is checked before stb_image allocates for it.
-  if (stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), static_cast<int>(bytes.size()), &width,
-                            &height, &components) &&
-      (int64_t{width} * height > kMaxImagePixels || std::max(width, height) > kMaxImageSide)) {
-    fail("{}: image of {} x {} pixels, more than the {} Mi pixels or {} a side kdistill decodes", file.string(), width,
-         height, kMaxImagePixels >> 20, kMaxImageSide);
+  // A header may claim any size: it is checked before stb_image allocates for it (a top-down BMP's
+  // height is negative in its header).
+  if (!stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), static_cast<int>(bytes.size()), &width,
+                             &height, &components)) {
+    fail("{}: cannot decode image: {}", file.string(), stbi_failure_reason());
+  }
+  const int64_t w = std::abs(int64_t{width}), h = std::abs(int64_t{height});
+  if (w * h > kMaxImagePixels || std::max(w, h) > kMaxImageSide) {
+    fail("{}: image of {} x {} pixels, more than the {} Mi pixels or {} a side kdistill decodes", file.string(), w, h,
+         kMaxImagePixels >> 20, kMaxImageSide);
   }
   std::unique_ptr<stbi_uc, decltype(&stbi_image_free)> pixels(
       stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), static_cast<int>(bytes.size()),
