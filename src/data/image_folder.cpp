@@ -47,30 +47,18 @@ std::vector<fs::path> list_images(const fs::path& folder, int64_t& skipped) {
   return images;
 }
 
-// The number of channels to load when the options leave it to the first image.
-int64_t channels_of(const fs::path& file) {
-  const std::string bytes = read_file(file);
-  int width = 0, height = 0, components = 0;
-  if (!stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), static_cast<int>(bytes.size()),
-                             &width, &height, &components)) {
-    fail("{}: cannot decode image: {}", file.string(), stbi_failure_reason());
-  }
-  return components <= 2 ? 1 : 3;
-}
-
 // The largest image decoded: 32 Mi pixels (e.g. 8192 x 4096; 384 MiB as float RGB for the resize).
 constexpr int64_t kMaxImagePixels = int64_t{1} << 25;
 // The longest side: a 1 x 16,777,217 BMP (found by fuzzing) made the antialiased resize to a few pixels
 // allocate 2 GB for its weights.
 constexpr int kMaxImageSide = 1 << 16;
 
-// Decodes `file` to `channels` channels and writes it, resized, into `out` (uint8 [C, H, W]).
-void load_image(const fs::path& file, int64_t channels, torch::Tensor out) {
-  const std::string bytes = read_file(file);
+// The components of the image in `bytes` (an image file), from its header. A header may claim any
+// size: it is checked here, before stb_image allocates for it (a top-down BMP's height is negative in
+// its header).
+int header_components(const std::string& bytes, const fs::path& file) {
   if (bytes.size() > static_cast<size_t>(INT32_MAX)) fail("{}: image file over 2 GiB", file.string());
   int width = 0, height = 0, components = 0;
-  // A header may claim any size: it is checked before stb_image allocates for it (a top-down BMP's
-  // height is negative in its header).
   if (!stbi_info_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), static_cast<int>(bytes.size()), &width,
                              &height, &components)) {
     fail("{}: cannot decode image: {}", file.string(), stbi_failure_reason());
@@ -80,6 +68,17 @@ void load_image(const fs::path& file, int64_t channels, torch::Tensor out) {
     fail("{}: image of {} x {} pixels, more than the {} Mi pixels or {} a side kdistill decodes", file.string(), w, h,
          kMaxImagePixels >> 20, kMaxImageSide);
   }
+  return components;
+}
+
+// The number of channels to load when the options leave it to the first image.
+int64_t channels_of(const fs::path& file) { return header_components(read_file(file), file) <= 2 ? 1 : 3; }
+
+// Decodes `file` to `channels` channels and writes it, resized, into `out` (uint8 [C, H, W]).
+void load_image(const fs::path& file, int64_t channels, torch::Tensor out) {
+  const std::string bytes = read_file(file);
+  header_components(bytes, file);
+  int width = 0, height = 0, components = 0;
   std::unique_ptr<stbi_uc, decltype(&stbi_image_free)> pixels(
       stbi_load_from_memory(reinterpret_cast<const stbi_uc*>(bytes.data()), static_cast<int>(bytes.size()),
                             &width, &height, &components, static_cast<int>(channels)),
