@@ -72,7 +72,7 @@ void for_each_json_line(const std::string& path, const std::string& content,
     nlohmann::json record;
     try {
       record = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {
       fail("{}:{}: not a JSON object ({})", path, number, first_line(e));
     }
     use(record, number);

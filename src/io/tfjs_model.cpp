@@ -616,7 +616,7 @@ TfjsModel::TfjsModel(const std::string& model_json) : impl_(std::make_unique<Imp
   json root;
   try {
     root = json::parse(read_file(model_json));
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     fail("{}: not a TF.js model.json: not valid JSON (truncated?) ({})", model_json, first_line(e));
   }
   if (!root.is_object()) fail("{}: not a TF.js model.json: expected a JSON object", model_json);
