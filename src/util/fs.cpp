@@ -62,10 +62,18 @@ void check_zip(zip_t* archive, const std::string& name) {
                                                             &zip_fclose);
     if (!file) fail("{}: {}: the archive is damaged or truncated", where, zip_strerror(archive));
     zip_int64_t got = 0;
+    zip_uint64_t total = 0;
     // libzip checks the entry's CRC-32 when it reads its end.
-    while ((got = zip_fread(file.get(), buffer.data(), buffer.size())) > 0) {
-    }
+    while ((got = zip_fread(file.get(), buffer.data(), buffer.size())) > 0) total += static_cast<zip_uint64_t>(got);
     if (got < 0) fail("{}: {}: the archive is damaged or truncated", where, zip_file_strerror(file.get()));
+    // Not the size it declares: libtorch's reader would allocate the declared size (gigabytes, from a
+    // damaged header) before reading it.
+    zip_stat_t stat;
+    zip_stat_init(&stat);
+    if (zip_stat_index(archive, static_cast<zip_uint64_t>(index), 0, &stat) == 0 && (stat.valid & ZIP_STAT_SIZE) &&
+        stat.size != total) {
+      fail("{}: declares {} bytes but holds {}: the archive is damaged", where, stat.size, total);
+    }
   }
 }
 
