@@ -15,11 +15,12 @@ bash scripts/setup.sh clang libclang-rt-14-dev libomp-14-dev
 # The ASan suite: every stage's tests but these (431 of 464 tests, about 9 minutes on 2 cores):
 #  - SentencePiece's (its module is loaded with RTLD_DEEPBIND, src/text/sentencepiece.cpp, which
 #    AddressSanitizer refuses): SentencePiece.*, TextRun.*, TextDataset.TokenizedPerFold..., TokenizerJson.RefusesBadJson...;
+#  - the install and .deb tests (Install.*: they build and run programs against the installed library);
 #  - the crash tests (24 and 12 kills of whole runs), the data-parallel runs (several processes each)
 #    and headless Chromium;
 #  - the slowest end-to-end runs under ASan (30-125 s each): FeatureLosses' hint/attention, stages,
 #    ensemble, live-teacher and TorchScript-tap runs, Run.CtrlC..., Auto.WorkersShareOneLedger.
-asan_exclude='SentencePiece|TokenizerJson\.RefusesBadJson|TextRun\.|TextDataset\.TokenizedPerFold|Crash\.|Distributed\.|Chromium|FeatureLosses\.(HintAndAttention|Stages|AnEnsemble|AugmentedViews|ATorchScript)|Run\.CtrlC|Auto\.WorkersShareOneLedger'
+asan_exclude='Install\.|SentencePiece|TokenizerJson\.RefusesBadJson|TextRun\.|TextDataset\.TokenizedPerFold|Crash\.|Distributed\.|Chromium|FeatureLosses\.(HintAndAttention|Stages|AnEnsemble|AugmentedViews|ATorchScript)|Run\.CtrlC|Auto\.WorkersShareOneLedger'
 # The TSan run: the code that runs on threads of its own: the group's store and heartbeat and Gloo's
 # all-reduce thread (gradient buckets overlapping backward), signals and the launcher, and whole
 # data-parallel runs. libtorch's OpenMP loops are not among them: Clang builds leave kdistill's OpenMP
@@ -33,7 +34,7 @@ tsan_include='GradientBuckets|Group\.|Launch|Distributed\.'
 
 if [ "$mode" = address ]; then
   cmake -S . -B build-asan -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Release \
-        -DCMAKE_CXX_FLAGS="-gline-tables-only" -DKD_FUZZ=ON -DKD_BUILD_BENCH=OFF >/dev/null
+        -DCMAKE_CXX_FLAGS="-gline-tables-only" -DKD_FUZZ=ON -DKD_BUILD_BENCH=OFF -DKD_BUILD_PYTHON=OFF >/dev/null
   cmake --build build-asan -j"$(nproc)"
   export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:detect_odr_violation=0"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
@@ -42,7 +43,7 @@ if [ "$mode" = address ]; then
 else
   cmake -S . -B build-tsan -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Release \
         -DCMAKE_CXX_FLAGS="-gline-tables-only -fsanitize=thread" -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread \
-        -DKD_BUILD_BENCH=OFF >/dev/null
+        -DKD_BUILD_BENCH=OFF -DKD_BUILD_PYTHON=OFF >/dev/null
   cmake --build build-tsan -j"$(nproc)" --target kdistill kd_test_dist kd_test_train kd_test_util kd_test_cli
   export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1"
   (cd build-tsan && ctest --output-on-failure -j"$(nproc)" -R "$tsan_include" "$@")

@@ -14,6 +14,7 @@ packages=(
   dataset-fashion-mnist
   python3-torch python3-sklearn python3-numpy python3-onnx libonnx-testdata
   python3-scipy python3-protobuf python3-sentencepiece chromium
+  pybind11-dev python3-dev python3-pytest dpkg-dev
   "$@"
 )
 

@@ -1,4 +1,5 @@
 #include "cli/commands.h"
+#include "kd/kdistill.h"
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -15,17 +16,11 @@
 namespace kd::cli {
 
 void apply_global_options(const GlobalOptions& global) {
-  auto logger = spdlog::stderr_color_mt("kdistill");
-  spdlog::set_default_logger(logger);
-  spdlog::set_pattern("[%H:%M:%S] %v");
-  spdlog::set_level(global.quiet ? spdlog::level::warn : spdlog::level::from_str(global.log_level));
+  int threads = setup(SetupOptions().threads(global.threads).log_level(global.quiet ? "warn" : global.log_level));
   install_stop_handlers();
   // Past a file-size limit (RLIMIT_FSIZE) a write fails with EFBIG and is reported like a full disk,
   // rather than the process being killed half-way through a file.
   std::signal(SIGXFSZ, SIG_IGN);
-  configure_allocator();
-  configure_torchscript();
-  int threads = configure_threads(global.threads);
   spdlog::debug("threads: {}, BLAS: {}", threads, global.blas_core.empty() ? "not OpenBLAS" : "OpenBLAS " + global.blas_core);
 }
 

@@ -9,11 +9,12 @@
 #include "cli/commands.h"
 #include "kd/util/error.h"
 #include "kd/util/runtime.h"
+#include "kd/util/version.h"
 
 int main(int argc, char** argv) {
   std::string blas_core = kd::use_fitting_blas_kernels();
   CLI::App app{"kdistill: knowledge distillation from a large teacher to a small, fast student"};
-  app.set_version_flag("--version", std::string("kdistill ") + KD_VERSION);
+  app.set_version_flag("--version", std::string("kdistill ") + kd::build_version());
   app.require_subcommand(1);
 
   kd::cli::GlobalOptions global;

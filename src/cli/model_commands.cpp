@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "kd/kdistill.h"
 #include "kd/io/describe.h"
 #include "kd/export/exporters.h"
 #include "kd/data/npy.h"
@@ -62,12 +63,7 @@ void register_model_commands(CLI::App& app, GlobalOptions& global) {
     global.exit_status = guarded([&] {
       apply_global_options(global);
       const auto& format = exports::export_format(export_flags->format, "--format");
-      auto loaded = io::load_model(export_flags->model);
-      if (!loaded.has_info) {
-        fail("{}: not a model kdistill trained (no kdistill metadata); export takes .kdm files from a run folder",
-             export_flags->model);
-      }
-      exports::export_model(*loaded.model, loaded.info, format.name, export_flags->out);
+      kd::export_model(export_flags->model, format.name, export_flags->out);
       std::cout << "wrote " << export_flags->out << " (" << format.summary << ")\n";
     });
   });
@@ -90,14 +86,10 @@ void register_model_commands(CLI::App& app, GlobalOptions& global) {
     global.exit_status = guarded([&] {
       apply_global_options(global);
       auto loaded = io::load_model(predict_flags->model, predict_flags->output);
-      torch::Tensor outputs;
-      if (train::reads_text(loaded)) {
-        outputs = train::predict_texts(loaded, data::read_text_inputs(predict_flags->input), predict_flags->input);
-      } else {
-        torch::Tensor inputs = data::read_npy(predict_flags->input);
-        outputs = train::predict_raw(loaded, inputs, predict_flags->normalized, predict_flags->input);
-      }
-      if (predict_flags->softmax && !teacher::looks_like_probabilities(outputs)) outputs = torch::softmax(outputs, 1);
+      auto options = PredictOptions().normalized(predict_flags->normalized).softmax(predict_flags->softmax).name(predict_flags->input);
+      torch::Tensor outputs = train::reads_text(loaded)
+                                  ? kd::predict(loaded, data::read_text_inputs(predict_flags->input), options)
+                                  : kd::predict(loaded, data::read_npy(predict_flags->input), options);
       data::write_npy(predict_flags->out, outputs.contiguous());
       std::cout << "wrote " << predict_flags->out << " (" << outputs.size(0) << " x " << outputs.size(1) << ")\n";
     });

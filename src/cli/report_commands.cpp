@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "kd/kdistill.h"
 #include "kd/io/model_file.h"
 #include "kd/recipe/recipe.h"
 #include "kd/report/html.h"
@@ -70,32 +71,16 @@ void register_report_commands(CLI::App& app, GlobalOptions& global) {
       apply_global_options(global);
       torch::Device device = chosen_device(global);
       auto group = connect_group(global);
-      if (eval_flags->fold < 1) fail("--fold: {} is not a fold number (1-based)", eval_flags->fold);
       auto overrides = eval_flags->overrides;
       if (global.seed) overrides.push_back("seed=" + std::to_string(*global.seed));
       recipe::Recipe recipe = recipe::load_recipe(eval_flags->data, overrides);
-      seed_everything(recipe.seed);
-      auto loaded = io::load_model(eval_flags->model, eval_flags->output);
-      io::LoadedModel teacher;
-      if (!eval_flags->teacher.empty()) teacher = io::load_model(eval_flags->teacher);
-      auto dataset = data::load_dataset(recipe.data.max_memory(memory_limit(global)));
-      // Each file fed as `run` feeds a teacher file: its own preprocessing, or the better of raw and normalised.
-      const auto& fold = train::eval_fold(dataset, eval_flags->fold - 1);
-      auto input = teacher::TeacherInputOptions().input(eval_flags->input);
-      auto model = teacher::adapt_to_fold(loaded, fold, dataset.task, input);
-      spdlog::info("{} gets {}", eval_flags->model, model.description);
-      models::ModelPtr teacher_model;
-      if (teacher.model) {
-        auto adapted = teacher::adapt_to_fold(teacher, fold, dataset.task, teacher::TeacherInputOptions());
-        spdlog::info("--teacher {} gets {}", eval_flags->teacher, adapted.description);
-        teacher_model = adapted.model;
-      }
-      auto m = train::evaluate_model(*model.model, dataset, eval_flags->fold - 1, teacher_model.get(),
-                                     train::EvalOptions().file(eval_flags->model).group(group).device(device));
+      recipe.data.max_memory(memory_limit(global));
+      auto out = kd::evaluate(eval_flags->model, recipe,
+                              EvaluateOptions().fold(eval_flags->fold).teacher(eval_flags->teacher).output(eval_flags->output)
+                                  .input(eval_flags->input).device(device).group(group));
       if (!group->is_root()) return;  // rank 0 prints and writes what the ranks scored together
-      nlohmann::json out = {{"task", to_string(dataset.task)}, {"model", eval_flags->model}, {"data", recipe.file},
-                            {"fold", eval_flags->fold}, {"input", model.evidence}, {"metrics", m}};
       if (!eval_flags->json.empty()) write_file_atomic(eval_flags->json, out.dump(2) + "\n");
+      const nlohmann::json& m = out["metrics"];
       std::cout << eval_text(eval_flags->model, m);
     });
   });

@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "kd/kdistill.h"
 #include "kd/flow/run.h"
 #include "kd/recipe/recipe.h"
 #include "kd/util/error.h"
@@ -35,11 +36,10 @@ void register_run_command(CLI::App& app, GlobalOptions& global) {
       if (global.seed) overrides.push_back("seed=" + std::to_string(*global.seed));
       recipe::Recipe recipe = recipe::load_recipe(flags->recipe, overrides);
       recipe.run.data.max_memory(memory_limit(global));
-      seed_everything(recipe.seed);
       torch::Device device = chosen_device(global);
       auto group = connect_group(global);
-      auto result = flow::run_distillation(
-          recipe.run, flow::RunOptions().out(flags->out).resume(flags->resume).force(flags->force).group(group).device(device));
+      auto result = kd::distill(
+          recipe, RunOptions().out(flags->out).resume(flags->resume).force(flags->force).group(group).device(device));
       if (!group->is_root()) return;  // the others are done once the student is trained; rank 0 writes
       std::cout << result.table << "outputs: " << flags->out << "/ (report.html, metrics.json, epochs.csv, models, tensorboard/)\n";
     });

@@ -57,6 +57,15 @@ torch::Tensor as_inputs(torch::Tensor x, const std::string& file) {
 
 std::pair<torch::Tensor, torch::Tensor> read_pair(const std::string& format, const DataFiles& files,
                                                   const std::string& field) {
+  if (format == "arrays") {
+    if (!files.x.defined() || !files.y.defined()) fail("{}: arrays data needs both x and y", field);
+    if (files.x.dim() == 0 || files.y.dim() == 0 || files.x.size(0) != files.y.size(0)) {
+      fail("{}: x has shape {} and y {}, expected one label (row) of y per example of x", field,
+           shape_text(files.x.sizes()), shape_text(files.y.sizes()));
+    }
+    // Arrays from another library may be strided views or on another device: one CPU copy at most.
+    return {as_inputs(files.x.to(torch::kCPU).contiguous(), field + ".x"), files.y.to(torch::kCPU).contiguous()};
+  }
   if (format == "npz") {
     if (files.path.empty()) fail("{}: npz data needs path: file.npz (with arrays x and y)", field);
     auto arrays = read_npz(files.path);
@@ -77,6 +86,13 @@ std::pair<torch::Tensor, torch::Tensor> read_pair(const std::string& format, con
     fail("{}: {} has {} examples but {} has {} labels", field, files.inputs, x.size(0), files.labels, y.size(0));
   }
   return {as_inputs(x, files.inputs), y};
+}
+
+// What the training data is called in messages: its file, or "arrays in memory".
+std::string train_name(const DataSpec& spec) {
+  const DataFiles& train = spec.train();
+  if (train.x.defined()) return "arrays in memory";
+  return train.path.empty() ? train.inputs : train.path;
 }
 
 // Class ids 0..C-1 from integer labels (numeric order), names the label values.
@@ -138,7 +154,9 @@ Pool read_arrays(const DataSpec& spec, const std::string& format) {
     x_test = torch::Tensor();
   }
   pool.x = x;
-  std::string label_file = spec.train().labels.empty() ? spec.train().path : spec.train().labels;
+  std::string label_file = format == "arrays"            ? "data.train.y"
+                           : spec.train().labels.empty() ? spec.train().path
+                                                         : spec.train().labels;
   if (spec.task() == Task::classification) {
     if (format == "images") {
       pool.y = y.to(torch::kLong).reshape({-1});
@@ -276,7 +294,7 @@ std::vector<int64_t> limit_rows(const Pool& pool, const std::vector<int64_t>& ro
 void fail_over_memory(const DataSpec& spec, int64_t bytes, const std::string& what) {
   fail("{}: the data set needs about {} in memory ({}), more than --max-memory {}; read fewer rows "
        "(data.train_limit), use fewer folds, or raise --max-memory",
-       spec.train().path.empty() ? spec.train().inputs : spec.train().path, bytes_text(static_cast<double>(bytes)), what,
+       train_name(spec), bytes_text(static_cast<double>(bytes)), what,
        bytes_text(static_cast<double>(spec.max_memory())));
 }
 
@@ -398,6 +416,8 @@ const std::vector<DataReader>& data_readers() {
        [](const DataSpec& spec) { return read_arrays(spec, "images"); }},
       {"text", [](const std::string& n) { return ends_with(n, ".jsonl") || ends_with(n, ".ndjson"); }, false,
        read_texts},
+      {"arrays", [](const std::string&) { return false; }, false,
+       [](const DataSpec& spec) { return read_arrays(spec, "arrays"); }},
   };
   return readers;
 }
@@ -428,6 +448,11 @@ const DataReader& detect_format(const DataSpec& spec) {
   }
   const DataFiles& train = spec.train();
   if (train.empty()) fail("data.train: no training data given (a path, or inputs and labels)");
+  if (train.x.defined()) {
+    for (const auto& reader : readers) {
+      if (reader.name == "arrays") return reader;
+    }
+  }
   std::string name = to_lower(train.inputs.empty() ? train.path : train.inputs);
   if (ends_with(name, ".gz")) name = name.substr(0, name.size() - 3);
   for (const auto& reader : readers) {
@@ -483,6 +508,13 @@ bool missing(const std::string& path) {
 }
 
 std::vector<FileMemory> files_memory(const DataSpec& spec, const std::string& format, const DataFiles& files) {
+  if (format == "arrays") {  // in memory already: only the folds' float32 copies are new
+    std::vector<FileMemory> out;
+    for (const auto& [name, t] : {std::pair<std::string, torch::Tensor>{"x", files.x}, {"y", files.y}}) {
+      if (t.defined()) out.push_back({name, 0, t.numel(), fmt::format("{} values in memory", t.numel())});
+    }
+    return out;
+  }
   if (files.empty() || missing(files.inputs.empty() ? files.path : files.inputs)) return {};
   if (format == "idx" || format == "npy") {
     auto header = format == "idx" ? read_idx_header : read_npy_header;
@@ -552,7 +584,7 @@ Dataset load_dataset(const DataSpec& spec) {
   dataset.class_names = pool.class_names;
   dataset.outputs = spec.task() == Task::classification ? static_cast<int64_t>(pool.class_names.size())
                                                         : pool.y.size(1);
-  dataset.source = fmt::format("{} ({})", spec.train().path.empty() ? spec.train().inputs : spec.train().path, format);
+  dataset.source = fmt::format("{} ({})", train_name(spec), format);
 
   bool stratify = spec.task() == Task::classification;
   std::vector<int64_t> test = pool.test_rows;

@@ -15,6 +15,7 @@
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
 #include "kd/util/strings.h"
+#include "kd/util/version.h"
 #include "kd/io/onnx_tensor.h"
 #include "kd/io/onnx_model.h"
 
@@ -418,7 +419,7 @@ void export_onnx(models::Model& model, const io::ModelInfo& info, const std::str
   onnx::ModelProto proto;
   proto.set_ir_version(kIrVersion);
   proto.set_producer_name("kdistill");
-  proto.set_producer_version(KD_VERSION);
+  proto.set_producer_version(version());
   auto* opset = proto.add_opset_import();
   opset->set_domain("");
   opset->set_version(kOnnxExportOpset);

@@ -13,6 +13,7 @@
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
 #include "kd/util/shape.h"
+#include "kd/util/version.h"
 
 namespace kd::exports {
 namespace {
@@ -357,7 +358,7 @@ void export_tfjs(models::Model& model, const io::ModelInfo& info, const std::str
   metadata["tfjs_input"] = input_notes;
   json model_json = {
       {"format", "layers-model"},
-      {"generatedBy", fmt::format("kdistill {}", KD_VERSION)},
+      {"generatedBy", fmt::format("kdistill {}", version())},
       {"convertedBy", nullptr},
       {"modelTopology",
        {{"class_name", "Model"},

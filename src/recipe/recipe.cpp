@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "kd/losses/registry.h"
+#include "kd/util/fs.h"
 #include "kd/util/strings.h"
 
 namespace kd::recipe {
@@ -330,11 +331,15 @@ search::SearchOptions parse_search_section(YamlSection section) {
 }  // namespace
 
 Recipe load_recipe(const std::string& path, const std::vector<std::string>& overrides) {
+  return parse_recipe(read_file(path), path, fs::path(path).parent_path().string(), overrides);
+}
+
+Recipe parse_recipe(const std::string& yaml, const std::string& path, const std::string& base_folder,
+                    const std::vector<std::string>& overrides) {
   Recipe recipe;
   recipe.file = path;
-  recipe.root = load_yaml_file(path);
+  recipe.root = parse_yaml(yaml, path);
   for (const auto& assignment : overrides) apply_override(recipe.root, assignment);
-  std::string base_folder = fs::path(path).parent_path().string();
 
   YamlSection root(recipe.root, path, "");
   recipe.task = parse_task(root.get<std::string>("task", "classification"), root.where("task"));

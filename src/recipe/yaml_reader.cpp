@@ -103,8 +103,9 @@ void apply_override(YAML::Node& root, const std::string& assignment) {
   else chain.back()[parts.back()] = value;
 }
 
-YAML::Node load_yaml_file(const std::string& path) {
-  std::string text = read_file(path);
+YAML::Node load_yaml_file(const std::string& path) { return parse_yaml(read_file(path), path); }
+
+YAML::Node parse_yaml(const std::string& text, const std::string& path) {
   try {
     YAML::Node root = YAML::Load(text);
     if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);

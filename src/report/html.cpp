@@ -20,6 +20,7 @@
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
 #include "kd/util/strings.h"
+#include "kd/util/version.h"
 
 namespace kd::report {
 
@@ -629,7 +630,7 @@ nlohmann::json environment_info() {
   std::time_t now = std::time(nullptr);
   char when[64];
   std::strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&now));
-  return {{"kdistill", KD_VERSION},
+  return {{"kdistill", build_version()},
           {"libtorch", TORCH_VERSION},
           {"compiler", fmt::format("{} {}", __GNUC__, __VERSION__)},
           {"machine", host},
@@ -691,7 +692,7 @@ std::string render_html(const ReportInputs& inputs) {
   for (const auto& id : ids) o << "<a href=\"#" << id << "\">" << h(section_title(id)) << "</a>\n";
   o << "</nav></header>\n<main>\n";
   for (const auto& id : ids) o << section(id, section_title(id), bodies.at(id));
-  o << "</main>\n<footer class=\"note\">Written by kdistill " << KD_VERSION << ".</footer>\n</body></html>\n";
+  o << "</main>\n<footer class=\"note\">Written by kdistill " << build_version() << ".</footer>\n</body></html>\n";
   return o.str();
 }
 

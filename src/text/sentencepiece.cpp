@@ -25,14 +25,20 @@ const KdSpmApi* open_module() {
   // crashes on the protobuf clash.
   fail("SentencePiece is not available in a KD_SANITIZE build: AddressSanitizer refuses RTLD_DEEPBIND");
 #endif
+  // The build tree's module, then the installed one: kdistill/ beside libkdistill.so, wherever it is.
+  std::string installed = KD_SENTENCEPIECE_MODULE_NAME;
+  Dl_info self{};
+  if (dladdr(reinterpret_cast<void*>(&open_module), &self) != 0 && self.dli_fname != nullptr) {
+    installed = (std::filesystem::path(self.dli_fname).parent_path() / "kdistill" / installed).string();
+  }
   std::string tried;
-  for (const char* path : {KD_SENTENCEPIECE_MODULE_BUILT, KD_SENTENCEPIECE_MODULE_INSTALLED}) {
+  for (const std::string& path : {std::string(KD_SENTENCEPIECE_MODULE_BUILT), installed}) {
     std::error_code ec;
     if (!std::filesystem::exists(path, ec)) {
-      tried += tried.empty() ? path : std::string(" or ") + path;
+      tried += tried.empty() ? path : " or " + path;
       continue;
     }
-    void* handle = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
     if (handle == nullptr) fail("{}: cannot load the SentencePiece module: {}", path, dlerror());
     auto api = reinterpret_cast<const KdSpmApi* (*)()>(dlsym(handle, "kd_sentencepiece_api"));
     if (api == nullptr) fail("{}: not kdistill's SentencePiece module (no kd_sentencepiece_api)", path);

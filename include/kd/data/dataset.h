@@ -29,17 +29,21 @@ namespace kd::data {
 
 // One split's files. `path` is a single file or folder (CSV, NPZ with arrays x and y,
 // image folder); `inputs` and `labels` are a pair (IDX or NPY; for CSV, `labels` is an
-// optional separate target file).
+// optional separate target file). Or arrays in memory (format "arrays": the library and the
+// Python module): `x` [N, ...] and `y` [N] or [N, K], read as the same arrays from .npy files
+// would be (uint8 pixels stay pixels), and not copied until a fold is made.
 struct DataFiles {
   std::string path;
   std::string inputs;
   std::string labels;
-  bool empty() const { return path.empty() && inputs.empty(); }
+  torch::Tensor x{};
+  torch::Tensor y{};
+  bool empty() const { return path.empty() && inputs.empty() && !x.defined(); }
 };
 
 struct DataSpec {
   TORCH_ARG(Task, task) = Task::classification;
-  TORCH_ARG(std::string, format) = "";  // idx | csv | npy | npz | images | text; "" = from the file names
+  TORCH_ARG(std::string, format) = "";  // idx | csv | npy | npz | images | text | arrays; "" = from the file names
   TORCH_ARG(DataFiles, train);
   TORCH_ARG(DataFiles, test);           // empty: test_fraction of the training file is held out
   TORCH_ARG(std::string, transfer) = "";  // unlabeled inputs for distillation (same format as train inputs;

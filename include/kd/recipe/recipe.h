@@ -31,6 +31,9 @@ struct Recipe {
 
 // Reads, applies overrides, validates every key. kd::Error with file:line: key on any problem.
 Recipe load_recipe(const std::string& path, const std::vector<std::string>& overrides = {});
+// The same from YAML text: `path` names it in messages, relative paths are relative to `base_folder`.
+Recipe parse_recipe(const std::string& yaml, const std::string& path, const std::string& base_folder,
+                    const std::vector<std::string>& overrides = {});
 
 // The data: section alone (exposed for the tests and for `kdistill eval --data`).
 data::DataSpec parse_data_section(YamlSection section, Task task, uint64_t seed, const std::string& base_folder);

@@ -61,6 +61,8 @@ void apply_override(YAML::Node& root, const std::string& assignment);
 
 // Parses a YAML file; kd::Error with the file and line on a syntax error.
 YAML::Node load_yaml_file(const std::string& path);
+// The same from YAML text; `path` names it in messages.
+YAML::Node parse_yaml(const std::string& text, const std::string& path);
 
 template <typename T>
 T YamlSection::get(const std::string& key, const T& fallback) {
