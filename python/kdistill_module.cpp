@@ -1,7 +1,10 @@
 // kdistill._kdistill: the C++ core for the Python package (python/kdistill/__init__.py, docs/python.md).
 // torch's own pybind11 casters (torch/csrc/utils/pybind.h) pass torch.Tensor in and out as at::Tensor:
 // the same storage, no copies (the module and python3-torch link the same libtorch). Runs release the
-// GIL. A kd::Error reaches Python as kdistill.Error with the command line's one-line message.
+// GIL. A kd::Error reaches Python as kdistill.Error with the command line's one-line message. During a
+// run, Ctrl-C and SIGTERM are kdistill's (Python's handler only flags the interpreter, which would not
+// look until the run ends): the step finishes, a checkpoint is written and KeyboardInterrupt is raised
+// with the message of the command line (resume=True goes on); a second Ctrl-C ends the process.
 #include <torch/csrc/utils/pybind.h>
 
 #include <optional>
@@ -9,6 +12,7 @@
 #include <vector>
 
 #include "kd/kdistill.h"
+#include "kd/util/process.h"
 
 namespace py = pybind11;
 
@@ -33,6 +37,13 @@ kd::Recipe make_recipe(const std::string& yaml, const std::string& base_folder, 
 PYBIND11_MODULE(_kdistill, m) {
   m.doc() = "kdistill's C++ core; use the kdistill package";
   py::register_exception<kd::Error>(m, "Error", PyExc_RuntimeError);
+  py::register_exception_translator([](std::exception_ptr thrown) {
+    try {
+      if (thrown) std::rethrow_exception(thrown);
+    } catch (const kd::Interrupted& e) {
+      PyErr_SetString(PyExc_KeyboardInterrupt, e.what());
+    }
+  });
 
   m.def("version", [] { return std::string(kd::version()); });
   m.def("build_version", [] { return std::string(kd::build_version()); });
@@ -44,6 +55,7 @@ PYBIND11_MODULE(_kdistill, m) {
                       const std::string& out, bool force, bool resume, const MaybeTensor& x, const MaybeTensor& y,
                       const MaybeTensor& x_test, const MaybeTensor& y_test) {
     py::gil_scoped_release release;
+    kd::ScopedStopHandlers stop_handlers;
     kd::Recipe recipe = make_recipe(yaml, base_folder, overrides, x, y, x_test, y_test);
     kd::RunResult result = kd::distill(recipe, kd::RunOptions().out(out).force(force).resume(resume));
     return result.metrics.dump();

@@ -40,6 +40,19 @@ void install_stop_handlers() {
 
 int stop_signal() { return stop_requested; }
 
+ScopedStopHandlers::ScopedStopHandlers() {
+  sigaction(SIGINT, nullptr, &saved_[0]);
+  sigaction(SIGTERM, nullptr, &saved_[1]);
+  stop_requested = 0;
+  install_stop_handlers();
+}
+
+ScopedStopHandlers::~ScopedStopHandlers() {
+  sigaction(SIGINT, &saved_[0], nullptr);
+  sigaction(SIGTERM, &saved_[1], nullptr);
+  stop_requested = 0;
+}
+
 const char* stop_signal_name(int signal) { return signal == SIGTERM ? "SIGTERM" : "SIGINT"; }
 
 std::vector<std::string> own_arguments() {

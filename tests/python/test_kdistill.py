@@ -2,7 +2,10 @@
 PYTHONPATH=BUILD/python and KD_CLI_PATH=BUILD/kdistill (tests/CMakeLists.txt)."""
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -136,3 +139,35 @@ def test_version_is_the_command_lines():
     cli = subprocess.run([CLI, "--version"], check=True, capture_output=True, text=True).stdout.strip()
     assert cli == f"kdistill {kdistill.version()}"
     assert kdistill.__version__ == kdistill.version().split()[0]
+
+
+def test_ctrl_c_writes_a_checkpoint_and_raises_keyboard_interrupt(tmp_path):
+    """SIGINT during a run from Python: the step ends, a checkpoint is written, KeyboardInterrupt carries
+    the command line's message (resume=True would go on from the checkpoint: tests/cli cover resuming)."""
+    script = f"""
+import sys, kdistill
+sys.path.insert(0, {json.dumps(os.path.dirname(__file__))})
+from test_kdistill import digits
+x, y, _, _ = digits()
+recipe = {{"task": "classification", "seed": 0,
+           "teacher": {{"model": {{"arch": "mlp", "hidden": [256, 256]}}, "train": {{"epochs": 400, "batch_size": 32}}}},
+           "student": {{"model": {{"arch": "mlp", "hidden": [8]}}}}, "distill": {{"epochs": 1}}}}
+kdistill.setup(threads=1, log_level="warn")
+print("started", flush=True)
+try:
+    kdistill.distill(recipe, out=sys.argv[1], x=x, y=y)
+    print("finished", flush=True)
+except KeyboardInterrupt as e:
+    print("interrupted:", e, flush=True)
+    sys.exit(130)
+"""
+    out = tmp_path / "run"
+    child = subprocess.Popen([sys.executable, "-c", script, str(out)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "started"
+    time.sleep(4)  # the teacher's 400 epochs take minutes
+    child.send_signal(signal.SIGINT)
+    stdout, _ = child.communicate(timeout=120)
+    assert child.returncode == 130, stdout
+    assert "interrupted: teacher: stopped by SIGINT after epoch" in stdout
+    assert "checkpoint written" in stdout
+    assert any(p.suffix == ".ckpt" for p in out.rglob("*")), list(out.rglob("*"))

@@ -7,6 +7,7 @@
 //   int status = wait_for(pid);
 #pragma once
 
+#include <csignal>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,20 @@ std::vector<int> wait_for_all(const std::vector<int>& pids);
 void install_stop_handlers();
 // The signal that asked this process to stop (SIGINT or SIGTERM), or 0.
 int stop_signal();
+
+// install_stop_handlers for as long as the object lives, in a process that has handlers of its own (the
+// Python module: Python's SIGINT handler only sets a flag that the interpreter reads between bytecodes,
+// never during a C++ run): the previous handlers come back and the stop flag is cleared at its end.
+class ScopedStopHandlers {
+ public:
+  ScopedStopHandlers();
+  ~ScopedStopHandlers();
+  ScopedStopHandlers(const ScopedStopHandlers&) = delete;
+  ScopedStopHandlers& operator=(const ScopedStopHandlers&) = delete;
+
+ private:
+  struct ::sigaction saved_[2] {};  // SIGINT's and SIGTERM's
+};
 // "SIGTERM" or "SIGINT", for messages.
 const char* stop_signal_name(int signal);
 
