@@ -57,6 +57,11 @@ Recipe parse_recipe(const std::string& yaml, const std::string& base_folder = ".
 void set_arrays(Recipe& recipe, const torch::Tensor& x, const torch::Tensor& y,
                 const torch::Tensor& x_test = torch::Tensor(), const torch::Tensor& y_test = torch::Tensor());
 
+// The data stage alone (what a run starts with): the recipe's files or arrays read, split into train,
+// validation and test rows (or K folds), preprocessing fitted on each fold's training rows.
+using data::Dataset;
+Dataset load_data(const Recipe& recipe);
+
 // --- Distilling ---
 using flow::RunOptions;  // out (the run folder), resume, force, device, ...
 using flow::RunResult;   // metrics (metrics.json: teacher, baseline, student), table (the summary)

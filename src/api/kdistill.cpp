@@ -79,6 +79,8 @@ void set_arrays(Recipe& recipe, const torch::Tensor& x, const torch::Tensor& y, 
   recipe.run.teacher_fingerprint += fmt::format("\narrays: {:08x}\n", crc);
 }
 
+Dataset load_data(const Recipe& recipe) { return data::load_dataset(recipe.data); }
+
 RunResult distill(const Recipe& recipe, const RunOptions& options) {
   seed_everything(recipe.seed);
   return flow::run_distillation(recipe.run, options);
