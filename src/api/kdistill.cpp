@@ -60,6 +60,7 @@ void set_arrays(Recipe& recipe, const torch::Tensor& x, const torch::Tensor& y, 
                 const torch::Tensor& y_test) {
   if (!x.defined() || !y.defined()) fail("arrays: x and y are both needed");
   if (x_test.defined() != y_test.defined()) fail("arrays: x_test and y_test go together (give both or neither)");
+  if (recipe.data.train().x.defined()) fail("arrays: this recipe has arrays already; set them on a fresh recipe");
   // Files and arrays for the same rows: one would be silently ignored.
   if (!recipe.data.format().empty() && recipe.data.format() != "arrays") {
     fail("data.format: {} with arrays in memory; leave data.format out (the arrays are read as they are)",

@@ -69,6 +69,8 @@ TEST(Api, ArraysAndFilesForTheSameRowsAreRefused) {
   KD_EXPECT_ERROR(set_arrays(with_format, x, y), "data.format: idx with arrays in memory");
   Recipe recipe = parse_recipe(kRecipe);
   KD_EXPECT_ERROR(set_arrays(recipe, x, y, x), "x_test and y_test go together");
+  set_arrays(recipe, x, y);
+  KD_EXPECT_ERROR(set_arrays(recipe, x, y), "this recipe has arrays already");
   Recipe mismatched = parse_recipe(kRecipe);
   set_arrays(mismatched, x, y.slice(0, 0, 39));
   KD_EXPECT_ERROR(load_data(mismatched), "x has shape [40, 3] and y [39]");
