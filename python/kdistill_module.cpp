@@ -23,9 +23,10 @@ using MaybeTensor = std::optional<at::Tensor>;
 at::Tensor or_undefined(const MaybeTensor& t) { return t ? *t : at::Tensor(); }
 
 // A recipe from YAML (or JSON) text and overrides, with arrays in place of its data files when given.
-kd::Recipe make_recipe(const std::string& yaml, const std::string& base_folder, const std::vector<std::string>& overrides,
-                       const MaybeTensor& x, const MaybeTensor& y, const MaybeTensor& x_test, const MaybeTensor& y_test) {
-  kd::Recipe recipe = kd::parse_recipe(yaml, base_folder, overrides);
+kd::Recipe make_recipe(const std::string& yaml, const std::string& name, const std::string& base_folder,
+                       const std::vector<std::string>& overrides, const MaybeTensor& x, const MaybeTensor& y,
+                       const MaybeTensor& x_test, const MaybeTensor& y_test) {
+  kd::Recipe recipe = kd::parse_recipe(yaml, base_folder, overrides, name);
   if (x || y || x_test || y_test) {
     kd::set_arrays(recipe, or_undefined(x), or_undefined(y), or_undefined(x_test), or_undefined(y_test));
   }
@@ -51,25 +52,27 @@ PYBIND11_MODULE(_kdistill, m) {
     return kd::setup(kd::SetupOptions().threads(threads).log_level(log_level));
   }, py::arg("threads"), py::arg("log_level"));
 
-  m.def("distill", [](const std::string& yaml, const std::string& base_folder, const std::vector<std::string>& overrides,
+  m.def("distill", [](const std::string& yaml, const std::string& name, const std::string& base_folder, const std::vector<std::string>& overrides,
                       const std::string& out, bool force, bool resume, const MaybeTensor& x, const MaybeTensor& y,
                       const MaybeTensor& x_test, const MaybeTensor& y_test) {
     py::gil_scoped_release release;
     kd::ScopedStopHandlers stop_handlers;
-    kd::Recipe recipe = make_recipe(yaml, base_folder, overrides, x, y, x_test, y_test);
+    kd::Recipe recipe = make_recipe(yaml, name, base_folder, overrides, x, y, x_test, y_test);
     kd::RunResult result = kd::distill(recipe, kd::RunOptions().out(out).force(force).resume(resume));
     return result.metrics.dump();
-  }, py::arg("yaml"), py::arg("base_folder"), py::arg("overrides"), py::arg("out"), py::arg("force"), py::arg("resume"),
+  }, py::arg("yaml"), py::arg("name"), py::arg("base_folder"), py::arg("overrides"), py::arg("out"), py::arg("force"),
+     py::arg("resume"),
      py::arg("x"), py::arg("y"), py::arg("x_test"), py::arg("y_test"));
 
-  m.def("evaluate", [](const std::string& model, const std::string& yaml, const std::string& base_folder,
+  m.def("evaluate", [](const std::string& model, const std::string& yaml, const std::string& name,
+                       const std::string& base_folder,
                        const std::vector<std::string>& overrides, int64_t fold, const std::string& teacher,
                        const std::string& input, const MaybeTensor& x, const MaybeTensor& y, const MaybeTensor& x_test,
                        const MaybeTensor& y_test) {
     py::gil_scoped_release release;
-    kd::Recipe recipe = make_recipe(yaml, base_folder, overrides, x, y, x_test, y_test);
+    kd::Recipe recipe = make_recipe(yaml, name, base_folder, overrides, x, y, x_test, y_test);
     return kd::evaluate(model, recipe, kd::EvaluateOptions().fold(fold).teacher(teacher).input(input)).dump();
-  }, py::arg("model"), py::arg("yaml"), py::arg("base_folder"), py::arg("overrides"), py::arg("fold"), py::arg("teacher"),
+  }, py::arg("model"), py::arg("yaml"), py::arg("name"), py::arg("base_folder"), py::arg("overrides"), py::arg("fold"), py::arg("teacher"),
      py::arg("input"), py::arg("x"), py::arg("y"), py::arg("x_test"), py::arg("y_test"));
 
   m.def("predict", [](const std::string& model, const at::Tensor& inputs, bool normalized, bool softmax,

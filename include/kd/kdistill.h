@@ -44,9 +44,10 @@ using recipe::Recipe;
 // A recipe file, with `key=value` overrides (the command line's --set) applied; relative paths in it
 // are relative to its folder.
 using recipe::load_recipe;
-// A recipe from YAML text; relative paths are relative to `base_folder`.
+// A recipe from YAML text; relative paths are relative to `base_folder`; `name` is what messages call
+// it ("recipe:3: task: ...").
 Recipe parse_recipe(const std::string& yaml, const std::string& base_folder = ".",
-                    const std::vector<std::string>& overrides = {});
+                    const std::vector<std::string>& overrides = {}, const std::string& name = "recipe");
 
 // Trains on arrays in memory instead of the recipe's data files: `x` [N, ...] inputs (uint8 pixels,
 // or numbers), `y` [N] class labels (integers) or [N, K] regression targets; `x_test`/`y_test` the test

@@ -47,7 +47,7 @@ def _ensure_setup():
 
 
 def _recipe(recipe):
-    """(YAML text, folder that relative paths are relative to) of a recipe path or dict."""
+    """(YAML text, its name in messages, folder that relative paths are relative to) of a recipe path or dict."""
     if isinstance(recipe, (str, os.PathLike)):
         path = os.fspath(recipe)
         try:
@@ -55,10 +55,10 @@ def _recipe(recipe):
                 text = f.read()
         except OSError as e:
             raise Error(f"{path}: cannot read the recipe: {e.strerror}") from None
-        return text, os.path.dirname(os.path.abspath(path))
+        return text, path, os.path.dirname(os.path.abspath(path))
     if isinstance(recipe, dict):
         try:
-            return json.dumps(recipe), os.getcwd()  # JSON is YAML
+            return json.dumps(recipe), "recipe", os.getcwd()  # JSON is YAML
         except TypeError as e:
             raise Error(f"recipe: {e} (a recipe dict holds strings, numbers, lists and dicts)") from None
     raise Error(f"recipe: expected a YAML file's path or a dict, got {type(recipe).__name__}")
@@ -102,13 +102,13 @@ def distill(recipe, out="runs/latest", *, x=None, y=None, x_test=None, y_test=No
     recipe's teacher.path / student.path. overrides: "key=value" strings, as --set. force: write over a
     finished run in `out`; resume: continue an interrupted one. Returns metrics.json as a dict."""
     _ensure_setup()
-    text, base = _recipe(recipe)
+    text, name, base = _recipe(recipe)
     overrides = [str(o) for o in overrides]
     with tempfile.TemporaryDirectory(prefix="kdistill-") as folder:
         for key, model in (("teacher", teacher), ("student", student)):
             if model is not None:
                 overrides.append(f"{key}.path={json.dumps(_model_file(key, model, folder))}")
-        metrics = _kdistill.distill(text, base, overrides, os.fspath(out), bool(force), bool(resume),
+        metrics = _kdistill.distill(text, name, base, overrides, os.fspath(out), bool(force), bool(resume),
                                     *_arrays(x, y, x_test, y_test))
     return json.loads(metrics)
 
@@ -118,11 +118,11 @@ def evaluate(model, recipe, *, x=None, y=None, x_test=None, y_test=None, fold=1,
     """`kdistill eval`: the model's test metrics (with size and latency) on the recipe's data or the
     arrays given. Returns a dict: task, model, fold, input (how the model was fed), metrics."""
     _ensure_setup()
-    text, base = _recipe(recipe)
+    text, name, base = _recipe(recipe)
     with tempfile.TemporaryDirectory(prefix="kdistill-") as folder:
         path = _model_file("model", model, folder)
         teacher_path = _model_file("teacher", teacher, folder) if teacher is not None else ""
-        result = _kdistill.evaluate(path, text, base, [str(o) for o in overrides], int(fold), teacher_path, str(input),
+        result = _kdistill.evaluate(path, text, name, base, [str(o) for o in overrides], int(fold), teacher_path, str(input),
                                     *_arrays(x, y, x_test, y_test))
     return json.loads(result)
 

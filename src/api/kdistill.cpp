@@ -52,8 +52,9 @@ int setup(const SetupOptions& options) {
   return configure_threads(options.threads());
 }
 
-Recipe parse_recipe(const std::string& yaml, const std::string& base_folder, const std::vector<std::string>& overrides) {
-  return recipe::parse_recipe(yaml, "recipe", base_folder, overrides);
+Recipe parse_recipe(const std::string& yaml, const std::string& base_folder, const std::vector<std::string>& overrides,
+                    const std::string& name) {
+  return recipe::parse_recipe(yaml, name, base_folder, overrides);
 }
 
 void set_arrays(Recipe& recipe, const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& x_test,

@@ -131,6 +131,10 @@ def test_failures_are_kdistill_errors_with_the_command_lines_message(tmp_path):
         kdistill.distill(RECIPE, out=tmp_path / "b", x=np.zeros((4, 2)), y=np.zeros(3), teacher=train_teacher(*digits()[:2]))
     with pytest.raises(kdistill.Error, match="torch.jit.script"):
         kdistill.distill(RECIPE, out=tmp_path / "c", x=np.zeros((4, 2)), y=np.zeros(4), teacher=Teacher())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: clasification\nteacher: {}\n")
+    with pytest.raises(kdistill.Error, match=r"bad\.yaml:1: task: \"clasification\" is not a task"):
+        kdistill.distill(bad, out=tmp_path / "d")
     with pytest.raises(kdistill.Error, match="no-such-file.kdm"):
         kdistill.predict(tmp_path / "no-such-file.kdm", np.zeros((1, 64)))
 
