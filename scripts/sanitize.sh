@@ -14,7 +14,7 @@ mode=address
 if [ "${1:-}" = thread ]; then mode=thread; shift; fi
 bash scripts/setup.sh clang libclang-rt-14-dev libomp-14-dev
 
-# The ASan suite: every stage's tests but these (431 tests, about 9 minutes on 2 cores; CI's stages: 309
+# The ASan suite: every stage's tests but these (431 tests, about 9 minutes on 2 cores; CI's stages: 314
 # tests, 210 s):
 #  - SentencePiece's (its module is loaded with RTLD_DEEPBIND, src/text/sentencepiece.cpp, which
 #    AddressSanitizer refuses): SentencePiece.*, TextRun.*, TextDataset.TokenizedPerFold..., TokenizerJson.RefusesBadJson...;

@@ -7,7 +7,7 @@
 //   kd::setup();
 //   kd::Recipe recipe = kd::load_recipe("examples/iris.yaml", {"distill.epochs=5"});
 //   kd::RunResult result = kd::distill(recipe, kd::RunOptions().out("runs/iris"));
-//   double accuracy = result.metrics["student"]["test"]["accuracy"];
+//   double accuracy = result.metrics["models"]["student"]["test"]["accuracy"];
 //
 // Every failure is a kd::Error (a std::runtime_error) whose what() is the one-line message the
 // command-line program prints: the file, key or line, and what was expected.

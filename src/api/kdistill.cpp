@@ -22,16 +22,14 @@ uint32_t tensor_crc(uint32_t crc, const torch::Tensor& t) {
   if (!t.defined()) return crc;
   torch::Tensor c = t.to(torch::kCPU).contiguous();
   std::string header = fmt::format("{}:{};", c10::toString(c.scalar_type()), shape_text(c.sizes()));
-  crc = crc32(crc, reinterpret_cast<const Bytef*>(header.data()), static_cast<uInt>(header.size()));
-  const auto* bytes = static_cast<const Bytef*>(c.data_ptr());
-  size_t left = c.nbytes();
-  while (left > 0) {  // zlib takes at most 4 GiB a call
-    uInt piece = static_cast<uInt>(std::min<size_t>(left, size_t{1} << 30));
-    crc = crc32(crc, bytes, piece);
-    bytes += piece;
-    left -= piece;
-  }
-  return crc;
+  crc = crc32_z(crc, reinterpret_cast<const Bytef*>(header.data()), header.size());
+  return crc32_z(crc, static_cast<const Bytef*>(c.data_ptr()), c.nbytes());
+}
+
+// The class probabilities of `outputs` when asked for (a model that ends in a softmax gives them already).
+torch::Tensor with_softmax(torch::Tensor outputs, const PredictOptions& options) {
+  if (options.softmax() && !teacher::looks_like_probabilities(outputs)) return torch::softmax(outputs, 1);
+  return outputs;
 }
 
 }  // namespace
@@ -90,16 +88,12 @@ RunResult distill(const Recipe& recipe, const RunOptions& options) {
 
 torch::Tensor predict(LoadedModel& model, const torch::Tensor& inputs, const PredictOptions& options) {
   if (train::reads_text(model)) fail("{}: a text model reads texts, not an array of inputs", options.name());
-  torch::Tensor outputs = train::predict_raw(model, inputs.to(torch::kCPU), options.normalized(), options.name());
-  if (options.softmax() && !teacher::looks_like_probabilities(outputs)) outputs = torch::softmax(outputs, 1);
-  return outputs;
+  return with_softmax(train::predict_raw(model, inputs.to(torch::kCPU), options.normalized(), options.name()), options);
 }
 
 torch::Tensor predict(LoadedModel& model, const std::vector<std::string>& texts, const PredictOptions& options) {
   if (!train::reads_text(model)) fail("{}: texts given to a model that reads arrays of inputs", options.name());
-  torch::Tensor outputs = train::predict_texts(model, texts, options.name());
-  if (options.softmax() && !teacher::looks_like_probabilities(outputs)) outputs = torch::softmax(outputs, 1);
-  return outputs;
+  return with_softmax(train::predict_texts(model, texts, options.name()), options);
 }
 
 nlohmann::json evaluate(const std::string& model_path, const Recipe& recipe, const EvaluateOptions& options) {

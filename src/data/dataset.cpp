@@ -438,21 +438,18 @@ std::string format_list() {
 
 const DataReader& detect_format(const DataSpec& spec) {
   const auto& readers = data_readers();
-  if (!spec.format().empty()) {
+  const DataFiles& train = spec.train();
+  // Arrays in memory have no file name to tell their format by.
+  const std::string format = spec.format().empty() && train.x.defined() ? "arrays" : spec.format();
+  if (!format.empty()) {
     for (const auto& reader : readers) {
-      if (reader.name == spec.format()) return reader;
+      if (reader.name == format) return reader;
     }
-    auto suggestion = nearest(spec.format(), format_names());
-    fail("data.format: {} is not a format, expected {}{}", quote(spec.format()), format_list(),
+    auto suggestion = nearest(format, format_names());
+    fail("data.format: {} is not a format, expected {}{}", quote(format), format_list(),
          suggestion ? " (did you mean " + *suggestion + "?)" : "");
   }
-  const DataFiles& train = spec.train();
   if (train.empty()) fail("data.train: no training data given (a path, or inputs and labels)");
-  if (train.x.defined()) {
-    for (const auto& reader : readers) {
-      if (reader.name == "arrays") return reader;
-    }
-  }
   std::string name = to_lower(train.inputs.empty() ? train.path : train.inputs);
   if (ends_with(name, ".gz")) name = name.substr(0, name.size() - 3);
   for (const auto& reader : readers) {

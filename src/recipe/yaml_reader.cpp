@@ -1,6 +1,5 @@
 #include "kd/recipe/yaml_reader.h"
 
-#include "kd/util/fs.h"
 #include "kd/util/strings.h"
 
 namespace kd::recipe {
@@ -102,8 +101,6 @@ void apply_override(YAML::Node& root, const std::string& assignment) {
   if (value.IsNull()) chain.back().remove(parts.back());
   else chain.back()[parts.back()] = value;
 }
-
-YAML::Node load_yaml_file(const std::string& path) { return parse_yaml(read_file(path), path); }
 
 YAML::Node parse_yaml(const std::string& text, const std::string& path) {
   try {

@@ -59,9 +59,8 @@ class YamlSection {
 // Applies `--set a.b.c=value` (the value read as YAML, so lists and maps work) to `root`.
 void apply_override(YAML::Node& root, const std::string& assignment);
 
-// Parses a YAML file; kd::Error with the file and line on a syntax error.
-YAML::Node load_yaml_file(const std::string& path);
-// The same from YAML text; `path` names it in messages.
+// Parses YAML text (a recipe); `path` names it in messages: kd::Error with it and the line on a syntax
+// error.
 YAML::Node parse_yaml(const std::string& text, const std::string& path);
 
 template <typename T>

@@ -33,6 +33,8 @@ std::vector<int> wait_for_all(const std::vector<int>& pids);
 void install_stop_handlers();
 // The signal that asked this process to stop (SIGINT or SIGTERM), or 0.
 int stop_signal();
+// "SIGTERM" or "SIGINT", for messages.
+const char* stop_signal_name(int signal);
 
 // install_stop_handlers for as long as the object lives, in a process that has handlers of its own (the
 // Python module: Python's SIGINT handler only sets a flag that the interpreter reads between bytecodes,
@@ -47,8 +49,6 @@ class ScopedStopHandlers {
  private:
   struct ::sigaction saved_[2] {};  // SIGINT's and SIGTERM's
 };
-// "SIGTERM" or "SIGINT", for messages.
-const char* stop_signal_name(int signal);
 
 // An exclusive flock(2) on `path` (created if missing), held while the object lives.
 class FileLock {
