@@ -9,7 +9,8 @@
 A seed whose run folder already holds metrics.json for the same recipe is read, not
 rerun (delete runs/study or pass --fresh to redo it). Prints a Markdown table.
 --methods adds rows per teaching method on the CNN pair (seed 0's teacher, the same student
-and epochs): plain KD, consistent bank views V = 1, 4, 16, online mixup function matching.
+and epochs): plain KD, consistent bank views V = 1, 4, 16, online mixup function matching;
+--methods mlp the same on the MLP pair (views of shifted, mixed and noisy images, longer schedules).
 --merge keeps the rows of setups not run now from an earlier summary. cnn_ensemble and
 mlp_ensemble use the cnn and mlp setups' three teacher files as one ensemble teacher (trained
 first where missing).
@@ -98,6 +99,21 @@ METHODS = {
     "bank V=16 (shift 1)": ["distill.augment={shift: 1}", "distill.views=16"],
     "online function matching (shift 1 + mixup 0.2)": ["distill.augment={shift: 1, mixup: 0.2}", "distill.views=online"],
 }
+# Teaching methods on the MLP pair (seed 0's teacher, the same 2x32 student): the recipe before
+# (no augmentation, 60 epochs), longer schedules and the views that do or do not help an MLP.
+MLP_METHODS = {
+    "plain KD, 60 epochs (the recipe before: cached outputs, no augmentation)":
+        ["distill.augment=none", "distill.views=null", "distill.epochs=60"],
+    "plain KD, 200 epochs": ["distill.augment=none", "distill.views=null", "distill.epochs=200"],
+    "kl alone at T = 4, 200 epochs": ["distill.augment=none", "distill.views=null", "distill.epochs=200",
+                                      "distill.losses=[{kind: kl, weight: 1, temperature: 4}]"],
+    "bank V=8 (shift 1), 160 epochs": ["distill.augment={shift: 1}", "distill.views=8", "distill.epochs=160"],
+    "online function matching (mixup 0.5), 100 epochs":
+        ["distill.augment={mixup: 0.5}", "distill.views=online", "distill.epochs=100"],
+    "bank V=8 (noise 0.2), 80 epochs": ["distill.augment={noise: 0.2}", "distill.views=8", "distill.epochs=80"],
+    "bank V=16 (noise 0.2), 160 epochs (the recipe now)": [],
+}
+PAIR_METHODS = {"cnn": METHODS, "mlp": MLP_METHODS}
 
 
 def run_setup(kdistill, name, seed, out_root, threads, fresh, sets=(), tag=None):
@@ -231,9 +247,12 @@ def main():
     parser.add_argument("--json", help="write the summary here (atomically)")
     parser.add_argument("--fresh", action="store_true", help="rerun seeds that already have metrics.json")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (give each --threads 1 on 2 cores)")
-    parser.add_argument("--methods", action="store_true", help="also the rows per teaching method on the CNN pair")
+    parser.add_argument("--methods", nargs="*", choices=list(PAIR_METHODS),
+                        help="also the rows per teaching method on these pairs (none named: the CNN pair)")
     parser.add_argument("--merge", help="keep the rows of setups not run now from this earlier summary")
     args = parser.parse_args()
+    if args.methods == []:
+        args.methods = ["cnn"]
 
     rows, seconds = [], {}
     for ensemble, base in list(ENSEMBLES.items()) + list(BASELINE_FROM.items()):
@@ -255,46 +274,46 @@ def main():
                 if took is not None:
                     seconds[f"{name}/seed-{seed}"] = round(took, 1)
             rows.append(summarise(name, runs, args.out))
-    methods = []
-    if args.methods:
-        teacher = os.path.join(args.out, "cnn", f"seed-{args.seeds[0]}", "teacher.kdm")
+    methods = {}
+    for pair in args.methods or []:
+        teacher = os.path.join(args.out, pair, f"seed-{args.seeds[0]}", "teacher.kdm")
         if not os.path.exists(teacher):
-            run_setup(args.kdistill, "cnn", args.seeds[0], args.out, args.threads, False)
+            run_setup(args.kdistill, pair, args.seeds[0], args.out, args.threads, False)
+        tag = "methods" if pair == "cnn" else f"{pair}_methods"
         with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
             jobs = {}
-            for i, (method, sets) in enumerate(METHODS.items()):
+            for i, (method, sets) in enumerate(PAIR_METHODS[pair].items()):
                 values = ["teacher.path=" + teacher, "teacher.model=null", "teacher.train=null"] + sets
-                jobs[method] = pool.submit(run_setup, args.kdistill, "cnn", args.seeds[0], args.out, args.threads,
-                                           args.fresh, values, f"methods/{i}")
-            for method in METHODS:
-                metrics, took = jobs[method].result()
-                methods.append(method_row(method, metrics, took))
+                jobs[method] = pool.submit(run_setup, args.kdistill, pair, args.seeds[0], args.out, args.threads,
+                                           args.fresh, values, f"{tag}/{i}")
+            methods[tag] = [method_row(method, *jobs[method].result()) for method in PAIR_METHODS[pair]]
     if args.merge and os.path.exists(args.merge):
         with open(args.merge) as f:
             earlier = json.load(f)
         done = {r["setup"] for r in rows}
         rows += [r for r in earlier["rows"] if r["setup"] not in done]
         rows.sort(key=lambda r: list(SETUPS).index(r["setup"]))
-        if not methods:
-            methods = earlier.get("methods", [])
+        for tag in ("methods", "mlp_methods"):
+            if tag not in methods and earlier.get(tag):
+                methods[tag] = earlier[tag]
     table = markdown(rows)
     print(table)
     alignment = alignment_markdown(rows)
     if alignment:
         print()
         print(alignment)
-    if methods:
+    for rows_of_methods in methods.values():
         print()
-        print(methods_markdown(methods))
+        print(methods_markdown(rows_of_methods))
     if args.json:
         result = {"command": "/usr/bin/python3 bench/study.py " + " ".join(sys.argv[1:]),
                   "machine": {"cpus": os.cpu_count(), "threads": args.threads, "platform": platform.platform()},
                   "seconds_per_run": seconds, "rows": rows, "markdown": table}
         if alignment:
             result["alignment_markdown"] = alignment
-        if methods:
-            result["methods"] = methods
-            result["methods_markdown"] = methods_markdown(methods)
+        for tag, rows_of_methods in methods.items():
+            result[tag] = rows_of_methods
+            result[tag + "_markdown"] = methods_markdown(rows_of_methods)
         write_json(args.json, result)
 
 

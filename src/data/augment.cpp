@@ -137,20 +137,20 @@ torch::Tensor Augmenter::view(const torch::Tensor& x, const torch::Tensor& rows,
       } else {
         std::copy(src, src + per_row, dst);
       }
-      if (o.noise() > 0 || o.feature_dropout() > 0) {
+      if (o.noise() > 0) {
+        // The row's own generator, seeded by its (seed, view, row) key: ATen's vectorised normal
+        // fill instead of a Box-Muller pair of hashes and three transcendentals per value.
+        auto generator = at::make_generator<at::CPUGeneratorImpl>(splitmix(key ^ 0x6E6F697365ULL));
+        auto z = torch::empty({per_row}, torch::kFloat);
+        z.normal_(0.0, 1.0, generator);
+        const float* normal = z.data_ptr<float>();
+        const auto scale = static_cast<float>(o.noise());
+        for (int64_t j = 0; j < per_row; ++j) dst[j] += scale * sd_[static_cast<size_t>(j)] * normal[j];
+      }
+      if (o.feature_dropout() > 0) {
         for (int64_t j = 0; j < per_row; ++j) {
           const uint64_t a = splitmix(key ^ (static_cast<uint64_t>(j) * 0xD1B54A32D192ED03ULL));
-          const auto f = static_cast<size_t>(j);
-          if (o.feature_dropout() > 0 && uniform_of(splitmix(a)) < o.feature_dropout()) {
-            dst[j] = mean_[f];
-            continue;
-          }
-          if (o.noise() > 0) {
-            // Box-Muller from two uniforms of the (row, feature) hash.
-            const double u = uniform_of(a), v = uniform_of(splitmix(a + 1));
-            const double z = std::sqrt(-2.0 * std::log(u)) * std::cos(2.0 * M_PI * v);
-            dst[j] += static_cast<float>(o.noise() * sd_[f] * z);
-          }
+          if (uniform_of(a) < o.feature_dropout()) dst[j] = mean_[static_cast<size_t>(j)];
         }
       }
     }
