@@ -168,7 +168,12 @@ except KeyboardInterrupt as e:
     out = tmp_path / "run"
     child = subprocess.Popen([sys.executable, "-c", script, str(out)], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "started"
-    time.sleep(4)  # the teacher's 400 epochs take minutes
+    # Signal once the teacher is in its epochs (its first checkpoint is on disk), not at a fixed
+    # time: under load a fixed wait can land before the loop; the 400 epochs take minutes.
+    deadline = time.time() + 120
+    while not (out / "checkpoints" / "teacher.ckpt").exists() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert child.poll() is None, "the run ended before it could be interrupted"
     child.send_signal(signal.SIGINT)
     stdout, _ = child.communicate(timeout=120)
     assert child.returncode == 130, stdout
