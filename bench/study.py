@@ -287,6 +287,7 @@ def main():
                 jobs[method] = pool.submit(run_setup, args.kdistill, pair, args.seeds[0], args.out, args.threads,
                                            args.fresh, values, f"{tag}/{i}")
             methods[tag] = [method_row(method, *jobs[method].result()) for method in PAIR_METHODS[pair]]
+    earlier = {}
     if args.merge and os.path.exists(args.merge):
         with open(args.merge) as f:
             earlier = json.load(f)
@@ -314,6 +315,8 @@ def main():
         for tag, rows_of_methods in methods.items():
             result[tag] = rows_of_methods
             result[tag + "_markdown"] = methods_markdown(rows_of_methods)
+        for key, value in earlier.items():  # what the summary kept that this run does not make
+            result.setdefault(key, value)
         write_json(args.json, result)
 
 
