@@ -116,6 +116,11 @@ MLP_METHODS = {
 PAIR_METHODS = {"cnn": METHODS, "mlp": MLP_METHODS}
 
 
+def methods_tag(pair):
+    """The summary's key and the runs' folder for a pair's method rows ("methods": the CNN pair's)."""
+    return "methods" if pair == "cnn" else f"{pair}_methods"
+
+
 def run_setup(kdistill, name, seed, out_root, threads, fresh, sets=(), tag=None):
     recipe = os.path.join(ROOT, SETUPS[name][0])
     sets = [v.replace("{out}", out_root).replace("{seed}", str(seed))
@@ -279,7 +284,7 @@ def main():
         teacher = os.path.join(args.out, pair, f"seed-{args.seeds[0]}", "teacher.kdm")
         if not os.path.exists(teacher):
             run_setup(args.kdistill, pair, args.seeds[0], args.out, args.threads, False)
-        tag = "methods" if pair == "cnn" else f"{pair}_methods"
+        tag = methods_tag(pair)
         with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
             jobs = {}
             for i, (method, sets) in enumerate(PAIR_METHODS[pair].items()):
@@ -294,7 +299,7 @@ def main():
         done = {r["setup"] for r in rows}
         rows += [r for r in earlier["rows"] if r["setup"] not in done]
         rows.sort(key=lambda r: list(SETUPS).index(r["setup"]))
-        for tag in ("methods", "mlp_methods"):
+        for tag in map(methods_tag, PAIR_METHODS):
             if tag not in methods and earlier.get(tag):
                 methods[tag] = earlier[tag]
     table = markdown(rows)
