@@ -282,6 +282,9 @@ std::vector<std::string> overrides(const SearchSpace& space, const Config& confi
     if (o.beta2() != d.beta2()) keys.push_back("beta2: " + number(o.beta2()));
     sets.push_back("distill.optimizer={" + join(keys, ", ") + "}");
   }
+  // A trial trains one stage on its searched objective; so does the final run: the recipe's stages
+  // (a hint on taps a resized student may lack) are not part of the search.
+  if (!base.distill.stages.empty()) sets.push_back("distill.stages=null");
   return sets;
 }
 

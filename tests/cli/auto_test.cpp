@@ -230,6 +230,25 @@ TEST_F(Auto, MaxParamsLeavesLargeStudentsUntrained) {
   EXPECT_LE(s["chosen"]["params"].get<int64_t>(), 200);
 }
 
+TEST_F(Auto, RecipeStagesGiveWayToTheSearchedObjective) {
+  // Staged FitNets in the recipe read the student's second hidden layer; the search keeps one layer,
+  // which has no fc2. Trials and the final retraining train one stage on the searched objective.
+  std::string text = cancer_recipe("  epochs: 3\n  width: 1\n  depth: 1\n");
+  auto edit = [&text](const std::string& from, const std::string& to) {
+    auto at = text.find(from);
+    ASSERT_NE(at, std::string::npos) << from;
+    text.replace(at, from.size(), to);
+  };
+  edit("hidden: [8]}", "hidden: [8, 8]}");
+  edit("distill:\n", "distill:\n  stages: [{epochs: 2, losses: [{kind: hint, student: fc2, teacher: fc1}]}, {epochs: 7}]\n");
+  auto r = run_kdistill("auto " + recipe(text) + " --budget 5m --trials 2 --out " + out());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(json("search.json")["chosen"]["overrides"].back(), "distill.stages=null");
+  auto m = json("metrics.json");
+  EXPECT_EQ(m["models"]["student"]["params"], 30 * 8 + 8 + 8 * 2 + 2);  // one hidden layer of 8
+  EXPECT_FALSE(m["distill"].contains("stages")) << m["distill"].dump();
+}
+
 TEST_F(Auto, BadInputIsOneLineNamingTheProblem) {
   auto path = recipe(cancer_recipe());
   auto r = run_kdistill("auto " + path + " --budget soon --out " + out());

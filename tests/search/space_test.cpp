@@ -67,6 +67,10 @@ TEST(SearchSpace, OverridesAreRecipeSetValues) {
                       "student.model.width_multiplier=2", "student.model.hidden=[32, 32]",
                       "distill.losses=[{kind: dkd, weight: 1, temperature: 20}, {kind: ce, weight: 0}]",
                       "distill.optimizer={name: adam, lr: 0.3}"}));
+  // A recipe's stages (staged FitNets) give way to the one searched objective, in trials and final run.
+  base.distill.stages.push_back({{losses::LossTermOptions("hint").set("student", "fc1").set("teacher", "fc1")}, base.distill.train});
+  sets = search::overrides(space, search::decode(space, std::vector<double>(6, 0.0)), base);
+  EXPECT_EQ(sets.back(), "distill.stages=null");
 }
 
 TEST(SearchSpace, CnnDepthAddsStagesOfTwiceTheChannels) {
