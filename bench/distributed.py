@@ -44,11 +44,11 @@ def run(kdistill, setup, ranks, threads, epochs, out, port):
     _, recipe, teacher = SETUPS[setup]
     if teacher:
         sets = ["teacher.model=null", "teacher.train=null", f"teacher.path={os.path.join(ROOT, teacher)}",
-                f"distill.epochs={epochs}", "distill.augment=none", "distill.views=null", "distill.baseline=false",
-                "export=[]"]
+                f"distill.epochs={epochs}", "distill.stages=null", "distill.augment=none", "distill.views=null",
+                "distill.baseline=false", "export=[]"]
     else:  # the teacher's training, one epoch (without augmentation), then one short student epoch
-        sets = ["teacher.train.epochs=1", "teacher.train.augment=null", "distill.epochs=1", "distill.baseline=false",
-                "export=[]"]
+        sets = ["teacher.train.epochs=1", "teacher.train.augment=null", "distill.epochs=1", "distill.stages=null",
+                "distill.baseline=false", "export=[]"]
     args = ["run", os.path.join(ROOT, recipe), "--out", out, "--force"]
     for s in sets:
         args += ["--set", s]

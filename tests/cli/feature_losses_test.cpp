@@ -177,6 +177,11 @@ TEST_F(FeatureLosses, StagesTrainOneAfterTheOtherAndResume) {
   EXPECT_EQ(bad.status, 2) << bad.output;
   EXPECT_NE(bad.output.find("distill.stages[0].epochs: 0 is not a number of epochs (1 or more)"), std::string::npos)
       << bad.output;
+  // distill.epochs that the stages do not add up to (12 against 4 + 4) is refused, not ignored.
+  bad = run_kdistill("run " + recipe(feature_recipe("    - {kind: ce}\n", "  stages:\n    - {epochs: 4}\n    - {epochs: 4}\n")) +
+                     " --out " + out() + " --force");
+  EXPECT_EQ(bad.status, 2) << bad.output;
+  EXPECT_NE(bad.output.find("distill.epochs: 12 epochs, but distill.stages train 8 (4 + 4)"), std::string::npos) << bad.output;
 }
 
 // A teacher made in PyTorch (TorchScript) taught through a submodule's output: its path is the tap.
