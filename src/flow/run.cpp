@@ -343,6 +343,11 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     train.keep_best(last).resume(options.resume())
         .checkpoint((fs::path(checkpoints) / (staged ? fmt::format("student-stage-{}.ckpt", k + 1) : "student.ckpt")).string());
     losses::Distiller distiller(stages[k].losses, task);
+    if (staged && !last && !distiller.needs_labels()) {
+      // A hint stage trains layers below the head: its validation scores are the untrained head's.
+      spdlog::info("student stage {}/{}{}: {} only; validation scores show the head as it stands, and the last "
+                   "stage's best epoch is the result", k + 1, stages.size(), tag, join(distiller.term_names(), " + "));
+    }
     Trainer trainer(train, distiller, staged ? fmt::format("student stage {}/{}{}", k + 1, stages.size(), tag) : "student" + tag);
     TrainResult result = trainer.fit(*run.student.model, distill_data, make_validate(teacher_val),
                                      live_teacher ? run.teacher.model.get() : nullptr);

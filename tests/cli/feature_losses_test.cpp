@@ -160,6 +160,8 @@ TEST_F(FeatureLosses, StagesTrainOneAfterTheOtherAndResume) {
   auto r = run_kdistill("run " + path + " --out " + out() + " --force");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("student stage 1/2 epoch 4/4"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("student stage 1/2: hint only; validation scores show the head as it stands"), std::string::npos)
+      << r.output;
   EXPECT_NE(r.output.find("student stage 2/2 epoch 8/8"), std::string::npos) << r.output;
   auto m = metrics();
   EXPECT_EQ(m["distill"]["stages"], nlohmann::json::parse(R"([{"epochs": 4, "losses": ["hint"]},
