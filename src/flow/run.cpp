@@ -343,7 +343,10 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     train.keep_best(last).resume(options.resume())
         .checkpoint((fs::path(checkpoints) / (staged ? fmt::format("student-stage-{}.ckpt", k + 1) : "student.ckpt")).string());
     losses::Distiller distiller(stages[k].losses, task);
-    if (staged && !last && !distiller.needs_labels()) {
+    bool below_head = std::all_of(stages[k].losses.begin(), stages[k].losses.end(), [](const losses::LossTermOptions& o) {
+      return o.words().count("student") && o.word("student") != "output";
+    });
+    if (staged && !last && below_head) {
       // A hint stage trains layers below the head: its validation scores are the untrained head's.
       spdlog::info("student stage {}/{}{}: {} only; validation scores show the head as it stands, and the last "
                    "stage's best epoch is the result", k + 1, stages.size(), tag, join(distiller.term_names(), " + "));
