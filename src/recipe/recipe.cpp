@@ -470,9 +470,9 @@ Recipe parse_recipe(const std::string& yaml, const std::string& path, const std:
   run.distill.target = distill.get<std::string>("target", "");
   run.distill.train = parse_train_options(distill, train::TrainOptions());
   // stages: [{epochs, losses, optimizer, schedule}, ...], each continuing from the last.
-  std::vector<std::string> stage_epochs;  // as each stage sets them, for the check below
+  bool every_stage_sets_epochs = true;
   for (auto& item : distill.list("stages")) {
-    if (item.has("epochs")) stage_epochs.push_back(std::to_string(item.get<int64_t>("epochs", 0)));
+    every_stage_sets_epochs = every_stage_sets_epochs && item.has("epochs");
     flow::StageSpec stage;
     stage.losses = parse_losses(item, "losses");
     if (stage.losses.empty()) stage.losses = run.distill.losses;
@@ -486,12 +486,16 @@ Recipe parse_recipe(const std::string& yaml, const std::string& path, const std:
   }
   // A distill.epochs the stages do not add up to would be ignored: `--set distill.epochs=20` on a
   // staged recipe must not train 60 epochs silently.
-  if (distill.has("epochs") && !run.distill.stages.empty() && stage_epochs.size() == run.distill.stages.size()) {
+  if (distill.has("epochs") && !run.distill.stages.empty() && every_stage_sets_epochs) {
     int64_t total = 0;
-    for (const auto& stage : run.distill.stages) total += stage.train.epochs();
+    std::vector<std::string> parts;
+    for (const auto& stage : run.distill.stages) {
+      total += stage.train.epochs();
+      parts.push_back(std::to_string(stage.train.epochs()));
+    }
     if (total != run.distill.train.epochs()) {
       fail("{}: {} epochs, but distill.stages train {} ({}); change the stages' epochs, or drop them "
-           "(--set distill.stages=null)", distill.where("epochs"), run.distill.train.epochs(), total, join(stage_epochs, " + "));
+           "(--set distill.stages=null)", distill.where("epochs"), run.distill.train.epochs(), total, join(parts, " + "));
     }
   }
   YAML::Node views = distill.node("views");
