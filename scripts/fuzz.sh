@@ -15,9 +15,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-20}"
 shift || true
 if [ ! -x build-asan/fuzz/kd_fuzz ]; then
-  bash scripts/setup.sh clang libclang-rt-14-dev libomp-14-dev
-  cmake -S . -B build-asan -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Release \
-        -DCMAKE_CXX_FLAGS="-gline-tables-only" -DKD_FUZZ=ON -DKD_BUILD_BENCH=OFF -DKD_BUILD_PYTHON=OFF >/dev/null
+  bash scripts/sanitize.sh configure
   cmake --build build-asan -j"$(nproc)" --target kd_fuzz
 fi
 targets=("$@")

@@ -7,11 +7,12 @@
 #                                  stages (tests/<stage>; CI: the parsers' and the units' stages)
 #   scripts/sanitize.sh thread     ThreadSanitizer in build-tsan/: the tests of the code that runs on
 #                                  several threads (13 tests, about 1.5 minutes after the build)
+#   scripts/sanitize.sh configure  only configures build-asan/ (scripts/fuzz.sh builds its harnesses there)
 # Extra arguments go to ctest. Exit status: non-zero on any test failure or fuzzer finding.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=address
-if [ "${1:-}" = thread ]; then mode=thread; shift; fi
+if [ "${1:-}" = thread ] || [ "${1:-}" = configure ]; then mode=$1; shift; fi
 bash scripts/setup.sh clang libclang-rt-14-dev libomp-14-dev
 
 # The ASan suite: every stage's tests but these (431 tests, about 9 minutes on 2 cores; CI's stages: 314
@@ -35,9 +36,11 @@ asan_exclude='Install\.|SentencePiece|TokenizerJson\.RefusesBadJson|TextRun\.|Te
 # so their raise-then-read sees no flag yet; Distributed.CtrlC... runs the signal path across threads.
 tsan_include='GradientBuckets|Group\.|Launch|Distributed\.'
 
-if [ "$mode" = address ]; then
+if [ "$mode" != thread ]; then
   cmake -S . -B build-asan -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Release \
         -DCMAKE_CXX_FLAGS="-gline-tables-only" -DKD_FUZZ=ON -DKD_BUILD_BENCH=OFF -DKD_BUILD_PYTHON=OFF >/dev/null
+fi
+if [ "$mode" = address ]; then
   stages=(${KD_ASAN_STAGES:-})
   if [ ${#stages[@]} -eq 0 ]; then
     cmake --build build-asan -j"$(nproc)"
@@ -52,7 +55,7 @@ if [ "$mode" = address ]; then
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
   (cd build-asan && ctest --output-on-failure -j"$(nproc)" -E "$asan_exclude" "${only[@]}" "$@")
   bash scripts/fuzz.sh "${KD_FUZZ_SECONDS:-20}"
-else
+elif [ "$mode" = thread ]; then
   cmake -S . -B build-tsan -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Release \
         -DCMAKE_CXX_FLAGS="-gline-tables-only -fsanitize=thread" -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread \
         -DKD_BUILD_BENCH=OFF -DKD_BUILD_PYTHON=OFF >/dev/null
