@@ -556,6 +556,11 @@ void check_spec(const RunSpec& spec, const RunOptions& options) {
   if (!spec.distill.target.empty()) Target::parse(spec.distill.target, "distill.target");
   validate(spec.distill.train, "distill");
   bank_views(spec.distill, 8);
+  const auto& augment = spec.distill.train.augment();
+  if (spec.distill.views >= 0 && !augment.per_row() && !augment.mixes()) {
+    spdlog::warn("distill.views: {} has no effect without distill.augment: every view of a row is the row as it is, "
+                 "so the teacher's outputs on the rows are computed once", spec.distill.views == 0 ? "online" : std::to_string(spec.distill.views));
+  }
   if (spec.teacher.model) validate(spec.teacher.train, "teacher.train");
 }
 

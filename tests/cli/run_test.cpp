@@ -454,6 +454,11 @@ TEST_F(Run, AugmentationTeachesFromABankOrALiveTeacher) {
                  "distill.views: a bank of 4 views cannot hold mixup or cutmix mixtures; use views: online");
   expect_refused(run_kdistill("run " + recipe(digits_recipe("  views: 0\n")) + " --out " + out() + " --force"),
                  "distill.views");
+  // Views of rows that are not augmented are the rows: said, and the outputs are cached once.
+  auto plain = run_kdistill("run " + recipe(digits_recipe("  views: 4\n")) + " --out " + out() + " --force");
+  ASSERT_EQ(plain.status, 0) << plain.output;
+  EXPECT_NE(plain.output.find("distill.views: 4 has no effect without distill.augment"), std::string::npos) << plain.output;
+  EXPECT_EQ(metrics()["distill"]["teaching"]["mode"], "cache");
 }
 
 // The run says plainly whether distillation helped, from the validation rows and a paired test.
