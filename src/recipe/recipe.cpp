@@ -185,13 +185,14 @@ data::AugmentOptions parse_augment(YamlSection& parent, data::AugmentOptions opt
   std::string field = parent.where("augment");
   if (node.IsScalar()) {
     options = data::AugmentOptions();
-    const std::vector<std::string> words = {"none", "shift", "flip", "cutout", "noise", "mixup", "cutmix"};
+    const std::vector<std::string> words = {"none", "shift", "flip", "cutout", "noise", "feature_dropout", "mixup", "cutmix"};
     for (const auto& word : split(node.Scalar(), '+')) {
       std::string w = trim(word);
       if (w == "shift") options.shift(shift_pixels);
       else if (w == "flip") options.flip(true);
       else if (w == "cutout") options.cutout(8);
       else if (w == "noise") options.noise(0.1);
+      else if (w == "feature_dropout") options.feature_dropout(0.1);
       else if (w == "mixup") options.mixup(0.2);
       else if (w == "cutmix") options.cutmix(1.0);
       else if (w != "none") fail("{}: {} is not one of {} (joined with +), or a map of them", field, quote(w), join(words, ", "));

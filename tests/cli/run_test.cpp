@@ -449,7 +449,7 @@ TEST_F(Run, AugmentationTeachesFromABankOrALiveTeacher) {
   expect_refused(run_kdistill("run " + recipe(digits_recipe("  augment: shift\n")) + " --out " + out() + " --force"),
                  "distill.augment.shift: needs images [C, H, W]; the rows here are [64]");
   expect_refused(run_kdistill("run " + recipe(digits_recipe("  augment: shift+twist\n")) + " --out " + out() + " --force"),
-                 "distill.augment: \"twist\" is not one of none, shift, flip, cutout, noise, mixup, cutmix");
+                 "distill.augment: \"twist\" is not one of none, shift, flip, cutout, noise, feature_dropout, mixup, cutmix");
   expect_refused(run_kdistill("run " + recipe(digits_recipe("  augment: mixup\n  views: 4\n")) + " --out " + out() + " --force"),
                  "distill.views: a bank of 4 views cannot hold mixup or cutmix mixtures; use views: online");
   expect_refused(run_kdistill("run " + recipe(digits_recipe("  views: 0\n")) + " --out " + out() + " --force"),

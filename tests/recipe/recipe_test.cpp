@@ -25,5 +25,19 @@ TEST(Recipe, SetNullRemovesAKeySoATrainedTeacherBecomesAFile) {
   KD_EXPECT_ERROR(load_recipe(path, {"teacher.path=/m/t.kdm"}), "give path or model, not both");
 }
 
+// Each augmentation word turns its option on at its default strength.
+TEST(Recipe, AugmentWordsTakeTheirDefaults) {
+  test::TempDir dir;
+  auto path = (dir / "recipe.yaml").string();
+  write_file_atomic(path, "task: classification\ndata: {train: x.csv}\nteacher: {model: {arch: mlp, hidden: [8]}}\n"
+                          "student: {model: {arch: linear}}\ndistill: {augment: noise+feature_dropout}\n");
+  auto augment = load_recipe(path, {}).run.distill.train.augment();
+  EXPECT_DOUBLE_EQ(augment.noise(), 0.1);
+  EXPECT_DOUBLE_EQ(augment.feature_dropout(), 0.1);
+  EXPECT_EQ(augment.shift(), 0);
+  KD_EXPECT_ERROR(load_recipe(path, {"distill.augment=noise+dropout"}),
+                  "distill.augment: \"dropout\" is not one of none, shift, flip, cutout, noise, feature_dropout");
+}
+
 }  // namespace
 }  // namespace kd::recipe
