@@ -734,8 +734,16 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
   data::Dataset dataset = data::load_dataset(spec.data);
   double data_seconds = seconds_since(data_start);
   spdlog::info("{}", trim(dataset.summary()));
-  data::validate(spec.distill.train.augment(), dataset.input_shape, "distill.augment");
-  if (spec.teacher.model) data::validate(spec.teacher.train.augment(), dataset.input_shape, "teacher.train.augment");
+  auto check_augment = [&](const data::AugmentOptions& augment, const std::string& field) {
+    // Noise, feature dropout or a mixture of token ids makes numbers that are no token.
+    if (dataset.text.vocab > 0 && augment.any()) {
+      fail("{}: {}: the rows are texts' token ids, which augmentation would turn into ids of other tokens or none; "
+           "augmentation is for images and numeric rows", field, augment.describe());
+    }
+    data::validate(augment, dataset.input_shape, field);
+  };
+  check_augment(spec.distill.train.augment(), "distill.augment");
+  if (spec.teacher.model) check_augment(spec.teacher.train.augment(), "teacher.train.augment");
   train::check_storage(spec.distill.bank, dataset.outputs);  // before any teacher trains
 
   std::vector<FoldRun> runs;

@@ -90,6 +90,13 @@ TEST_F(TextRun, PackageDescriptionsToSectionsEndToEnd) {
   EXPECT_EQ(mlp.status, 2) << mlp.output;
   EXPECT_NE(mlp.output.find("student.model.channels: arch textcnn needs at least one stage"), std::string::npos)
       << mlp.output;
+  // Augmentation of token ids makes ids of other tokens: refused, for the student and the teacher.
+  for (std::string set : {"distill.augment=noise", "distill.augment=mixup", "teacher.train.augment=feature_dropout"}) {
+    auto augmented = run_kdistill("run " + recipe(text_recipe(train)) + " --out " + out() + " --force --set " + set);
+    EXPECT_EQ(augmented.status, 2) << augmented.output;
+    EXPECT_NE(augmented.output.find(set.substr(0, set.find('=')) + ": "), std::string::npos) << augmented.output;
+    EXPECT_NE(augmented.output.find("the rows are texts' token ids"), std::string::npos) << augmented.output;
+  }
 }
 
 // `kdistill predict` on raw text (a text file, or JSON Lines) tokenizes with the model's own tokenizer:
