@@ -70,7 +70,8 @@ void validate(const AugmentOptions& options, const std::vector<int64_t>& input_s
   }
 }
 
-Augmenter::Augmenter(AugmentOptions options, const torch::Tensor& train_x, uint64_t seed)
+Augmenter::Augmenter(AugmentOptions options, const torch::Tensor& train_x, uint64_t seed,
+                     const std::vector<bool>& categorical)
     : options_(options), seed_(seed) {
   if (!options_.any()) return;
   KD_CHECK(train_x.defined() && train_x.dim() >= 2 && train_x.size(0) > 0, "Augmenter needs training rows");
@@ -86,6 +87,13 @@ Augmenter::Augmenter(AugmentOptions options, const torch::Tensor& train_x, uint6
     auto sd = flat.std(0, /*unbiased=*/false).contiguous();
     mean_.assign(mean.data_ptr<float>(), mean.data_ptr<float>() + mean.numel());
     sd_.assign(sd.data_ptr<float>(), sd.data_ptr<float>() + sd.numel());
+    KD_CHECK(categorical.empty() || categorical.size() == sd_.size(), "Augmenter: {} categorical flags for {} features",
+             categorical.size(), sd_.size());
+    numeric_.assign(sd_.size(), true);
+    for (size_t j = 0; j < categorical.size(); ++j) {
+      numeric_[j] = !categorical[j];
+      if (categorical[j]) sd_[j] = 0.0F;
+    }
   }
 }
 
@@ -150,7 +158,7 @@ torch::Tensor Augmenter::view(const torch::Tensor& x, const torch::Tensor& rows,
       if (o.feature_dropout() > 0) {
         for (int64_t j = 0; j < per_row; ++j) {
           const uint64_t a = splitmix(key ^ (static_cast<uint64_t>(j) * 0xD1B54A32D192ED03ULL));
-          if (uniform_of(a) < o.feature_dropout()) dst[j] = mean_[static_cast<size_t>(j)];
+          if (numeric_[static_cast<size_t>(j)] && uniform_of(a) < o.feature_dropout()) dst[j] = mean_[static_cast<size_t>(j)];
         }
       }
     }

@@ -369,6 +369,7 @@ DataFold make_fold(const Pool& pool, const DataSpec& spec, const std::vector<int
     normalizer.apply_(fold.transfer_x);
   }
   fold.preprocessing = preprocessing;
+  if (preprocessing.contains("tabular")) fold.categorical = TabularEncoder::from_json(preprocessing["tabular"]).categorical_features();
   return fold;
 }
 

@@ -482,6 +482,15 @@ std::vector<std::string> TabularEncoder::feature_names() const {
   return names;
 }
 
+std::vector<bool> TabularEncoder::categorical_features() const {
+  std::vector<bool> categorical;
+  for (const auto& column : columns_) {
+    size_t width = column.categorical && categorical_encoding_ == "onehot" ? column.categories.size() : 1;
+    categorical.insert(categorical.end(), width, column.categorical);
+  }
+  return categorical;
+}
+
 torch::Tensor TabularEncoder::transform(const LabeledTable& data) const {
   const CsvTable& table = data.table;
   if (data.feature_columns.size() != columns_.size()) {

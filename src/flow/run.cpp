@@ -303,6 +303,7 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
     check_outputs(*run.baseline.model, dataset, fold.train.x, "student");
     auto labeled_index = fold.labeled.nonzero().squeeze(1);
     TrainData data{fold.train.x.index_select(0, labeled_index), fold.train.y.index_select(0, labeled_index), {}, {}};
+    data.categorical = fold.categorical;
     TrainOptions train = student_train;
     train.steps(distill_steps).target(std::nullopt)
         .checkpoint((fs::path(checkpoints) / "baseline.ckpt").string()).resume(options.resume());
@@ -739,6 +740,12 @@ RunResult run_distillation(const RunSpec& spec, const RunOptions& options) {
     if (dataset.text.vocab > 0 && augment.any()) {
       fail("{}: {}: the rows are texts' token ids, which augmentation would turn into ids of other tokens or none; "
            "augmentation is for images and numeric rows", field, augment.describe());
+    }
+    const auto& categorical = dataset.folds.front().categorical;
+    if ((augment.noise() > 0 || augment.feature_dropout() > 0) && !categorical.empty() &&
+        std::all_of(categorical.begin(), categorical.end(), [](bool c) { return c; })) {
+      fail("{}: {}: every feature of this table is a category's; noise and feature dropout change numeric features only",
+           field, augment.describe());
     }
     data::validate(augment, dataset.input_shape, field);
   };

@@ -82,6 +82,7 @@ TrainedTeacher train_or_reuse(const TeacherSpec& spec, const TeacherRun& run, co
       .device(run.device());
   Trainer trainer(train, supervised, name + tag);
   TrainData data{fold.train.x, fold.train.y, {}, {}};
+  data.categorical = fold.categorical;
   auto validate = [&fold, task, group = run.group().get()](models::Model& model) {
     return score_validation(model, task, fold, {}, group);
   };
@@ -326,6 +327,7 @@ train::TrainData distill_train_data(const data::DataFold& fold, const TeacherCac
                                     std::shared_ptr<const train::SoftLabelBank> shared,
                                     const std::vector<std::string>& teacher_taps) {
   TrainData data{fold.train.x, fold.train.y, fold.labeled, cache.train};
+  data.categorical = fold.categorical;
   if (fold.transfer_x.defined()) {
     auto rows = fold.transfer_x.size(0);
     data.x = torch::cat({fold.train.x, fold.transfer_x});

@@ -491,7 +491,7 @@ TrainOptions sized_for_rows(TrainOptions options, int64_t rows) {
 }
 
 data::Augmenter augmenter_for(const TrainOptions& options, const TrainData& data) {
-  return data::Augmenter(options.augment(), data.x, options.seed());
+  return data::Augmenter(options.augment(), data.x, options.seed(), data.categorical);
 }
 
 Trainer::Trainer(TrainOptions options, const losses::Distiller& distiller, std::string name)

@@ -107,6 +107,17 @@ TEST_F(BadInput, NonNumericCell) {
   expect_bad_input(run_recipe(recipe_with_data("  train: " + csv + "\n")), "cells.csv:3: column \"b\": \"abc\" is not a number");
 }
 
+// Noise and feature dropout change numeric features only: on a table of categories alone they are refused.
+TEST_F(BadInput, NoiseOnATableOfCategoriesOnly) {
+  std::string text = "color,shape,y\n";
+  for (int i = 0; i < 40; ++i) text += std::string(i % 3 == 0 ? "red" : "blue") + "," + (i % 2 ? "round" : "square") + "," + std::to_string(i % 2) + "\n";
+  auto csv = write("categories.csv", text);
+  expect_bad_input(run_recipe(recipe_with_data("  train: " + csv + "\n"), "--set distill.augment=noise"),
+                   "distill.augment: noise 0.1: every feature of this table is a category's");
+  expect_bad_input(run_recipe(recipe_with_data("  train: " + csv + "\n"), "--set teacher.train.augment=feature_dropout"),
+                   "teacher.train.augment: feature_dropout 0.1: every feature of this table is a category's");
+}
+
 TEST_F(BadInput, TargetColumnMissing) {
   expect_bad_input(run_recipe(recipe_with_data("  train: " + kIris + "\n  target: specis\n")), "specis");
 }

@@ -118,6 +118,22 @@ TEST(Augmenter, FeatureDropoutReplacesValuesByTheirMean) {
   EXPECT_TRUE(torch::allclose(out.masked_select(changed), means.masked_select(changed)));
 }
 
+// A table's one-hot or index columns name categories: noise and feature dropout leave them alone.
+TEST(Augmenter, NoiseAndFeatureDropoutLeaveCategoricalFeaturesAsTheyAre) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  auto table = torch::randn({500, 4}, gen);
+  table.select(1, 1).copy_(torch::randint(0, 2, {500}, gen).to(torch::kFloat));  // one-hot
+  table.select(1, 3).copy_(torch::randint(0, 5, {500}, gen).to(torch::kFloat));  // index
+  const std::vector<bool> categorical = {false, true, false, true};
+  Augmenter augmenter(AugmentOptions().noise(0.5).feature_dropout(0.2), table, 1, categorical);
+  auto changed = augmenter.view(table, all_rows(500), 0).ne(table).to(torch::kDouble).mean(0);
+  EXPECT_GT(changed[0].item<double>(), 0.99);
+  EXPECT_EQ(changed[1].item<double>(), 0.0);
+  EXPECT_GT(changed[2].item<double>(), 0.99);
+  EXPECT_EQ(changed[3].item<double>(), 0.0);
+  EXPECT_THROW(Augmenter(AugmentOptions().noise(0.5), table, 1, {true, false}), std::logic_error);  // a caller's bug
+}
+
 TEST(Augmenter, MixupMixesEachRowWithItsPartnerAndRepeats) {
   auto images = images_of(16, 1, 4, 4, 2);
   Augmenter augmenter(AugmentOptions().mixup(0.4), images, 0);

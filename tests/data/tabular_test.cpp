@@ -59,6 +59,7 @@ TEST(Tabular, OneHotRoundTripFittedOnTrainRowsOnly) {
   TabularEncoder encoder = TabularEncoder::fit(data, kShapesTrain, shapes_options());
   EXPECT_EQ(encoder.feature_names(),
             (Names{"color=blue", "color=red", "size, cm", "shape=round, small", "shape=square"}));
+  EXPECT_EQ(encoder.categorical_features(), (std::vector<bool>{true, true, false, true, true}));
   torch::Tensor x = encoder.transform(data);
   ASSERT_EQ(x.sizes(), (std::vector<int64_t>{6, 5}));
   EXPECT_EQ(x.dtype(), torch::kFloat32);
@@ -86,6 +87,7 @@ TEST(Tabular, IndexEncodingReservesAnIndexForUnseenCategories) {
   LabeledTable data = label_table(parse(kShapes), options);
   TabularEncoder encoder = TabularEncoder::fit(data, kShapesTrain, options);
   EXPECT_EQ(encoder.feature_names(), (Names{"color", "size, cm", "shape"}));
+  EXPECT_EQ(TabularEncoder::from_json(encoder.to_json()).categorical_features(), (std::vector<bool>{true, false, true}));
   torch::Tensor x = encoder.transform(data);
   expect_row(x, 0, {1, 10, 0});
   expect_row(x, 1, {0, 80.0 / 3.0, 1});

@@ -54,7 +54,9 @@ void validate(const AugmentOptions& options, const std::vector<int64_t>& input_s
 class Augmenter {
  public:
   // `train_x`: float32 [N, ...] training rows, for the image backgrounds and the features' spread.
-  Augmenter(AugmentOptions options, const torch::Tensor& train_x, uint64_t seed);
+  // `categorical`: per feature, whether it encodes a category (a table's one-hot or index columns):
+  // noise and feature dropout leave those as they are (empty: every feature is numeric).
+  Augmenter(AugmentOptions options, const torch::Tensor& train_x, uint64_t seed, const std::vector<bool>& categorical = {});
 
   const AugmentOptions& options() const { return options_; }
 
@@ -76,7 +78,8 @@ class Augmenter {
   AugmentOptions options_;
   uint64_t seed_;
   std::vector<float> background_;  // per image channel
-  std::vector<float> mean_, sd_;   // per feature (flattened example)
+  std::vector<float> mean_, sd_;   // per feature (flattened example); sd 0 for a categorical one
+  std::vector<bool> numeric_;      // per feature: noise and feature dropout change it
 };
 
 }  // namespace kd::data

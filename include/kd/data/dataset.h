@@ -81,6 +81,8 @@ struct DataFold {
   torch::Tensor transfer_x;  // float32 [M, ...]: extra unlabeled inputs (may be undefined)
   Normalizer target_normalizer;  // regression targets; identity for classification
   nlohmann::json preprocessing;  // everything needed to turn raw inputs into model inputs
+  // Tables: per feature, whether it encodes a category (one-hot or index column); empty otherwise.
+  std::vector<bool> categorical;
 };
 
 // What text models need to know of the token ids (data.format: text); vocab 0 for other data.

@@ -85,6 +85,7 @@ class TabularEncoder {
                             const TabularOptions& options);
   torch::Tensor transform(const LabeledTable& data) const;  // float32 [N, F]
   std::vector<std::string> feature_names() const;           // after one-hot expansion: "color=red", ...
+  std::vector<bool> categorical_features() const;            // per feature name: part of a category's encoding
   const std::vector<std::string>& class_names() const { return class_names_; }
   kd::Task task() const { return task_; }
 

@@ -87,6 +87,7 @@ struct TrainData {
   torch::Tensor y;          // labels; rows without a label hold any value
   torch::Tensor has_label;  // bool [N] or undefined (all labeled)
   torch::Tensor teacher;    // [N, outputs] or undefined
+  std::vector<bool> categorical{};  // tables: per feature, a category's encoding (kd::data::DataFold::categorical)
   std::shared_ptr<const SoftLabelBank> bank = nullptr;  // or null
   // The teacher's tensors at the taps `teacher_tap_names` on the rows as they are (float16), beside
   // `teacher`; a Distiller's teacher_taps() among them are read from here, else the live teacher runs.
