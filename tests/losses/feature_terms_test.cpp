@@ -136,7 +136,12 @@ TEST(FeatureTerms, AttentionMapLeavesPaddingQueriesOut) {
     auto changed = [&](int64_t query) {
       LossInputs moved = same;
       moved.student_feature = same.student_feature.clone();
-      moved.student_feature[1][0][query] = torch::tensor({0.1f, 0.2f, 0.7f, 0.0f, 0.0f});
+      // 0.8 on the token the row gave least (at most 1/3), 0.1 on the other two: a change of at least
+      // 0.47 in one value, whatever the random scores.
+      auto row = torch::full({5}, 0.1f);
+      row.slice(0, 3, 5).zero_();
+      row[same.student_feature[1][0][query].slice(0, 0, 3).argmin().item<int64_t>()] = 0.8f;
+      moved.student_feature[1][0][query] = row;
       return make_loss_term(Options("attention_map").set("measure", measure))->compute(moved).item<double>();
     };
     EXPECT_NEAR(changed(4), 0.0, 1e-6) << measure;  // a padding position's row
