@@ -19,6 +19,7 @@
 #include "kd/report/svg.h"
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
+#include "kd/util/runtime.h"
 #include "kd/util/strings.h"
 #include "kd/util/version.h"
 
@@ -129,6 +130,55 @@ std::string section(const std::string& id, const std::string& title, const std::
 
 std::string p_text(double p) { return p < 1e-4 ? fmt::format("{:.1e}", p) : fmt::format("{:.4f}", p); }
 
+// "kl at T 2 (0.5) + ce (0.5)", "mse to teacher (0.5) + mse to labels (0.5)": metrics.json's distill.loss.
+std::string objective_text(const nlohmann::json& terms) {
+  std::vector<std::string> parts;
+  for (const auto& t : terms) {
+    std::string kind = t.value("kind", "?");
+    bool tempered = t.contains("temperature") && t["temperature"].get<double>() != 1.0;
+    std::string target = t.contains("target") && t["target"].is_string() ? " to " + t["target"].get<std::string>() : "";
+    parts.push_back(kind + target + (tempered ? fmt::format(" at T {:g}", t["temperature"].get<double>()) : "") +
+                    fmt::format(" ({:g})", t.value("weight", 1.0)));
+  }
+  return join(parts, " + ");
+}
+
+// How the distilled student was taught: the objective, its stages, and where the teacher's outputs
+// came from (metrics.json distill: loss, stages, epochs_run, augment, teaching).
+std::string teaching_text(const nlohmann::json& distill) {
+  auto epochs = [](int64_t n) { return fmt::format("{} epoch{}", n, n == 1 ? "" : "s"); };
+  std::string text;
+  if (distill.contains("stages")) {
+    std::vector<std::string> stages;
+    for (const auto& s : distill["stages"]) {
+      stages.push_back(epochs(s.value("epochs", int64_t{0})) + " of " + join(s.value("losses", std::vector<std::string>{}), " + "));
+    }
+    text = fmt::format("The distilled student learned in {} stages: {}", stages.size(), join(stages, ", then "));
+  } else {
+    text = "The distilled student learned from " + objective_text(distill.value("loss", nlohmann::json::array()));
+    if (distill.contains("epochs_run")) text += ", " + epochs(distill["epochs_run"].get<int64_t>());
+  }
+  const auto& teaching = distill.value("teaching", nlohmann::json::object());
+  std::string mode = teaching.value("mode", "");
+  std::string augment = distill.value("augment", "none");
+  auto bytes = [&] { return bytes_text(teaching.value("bytes", 0.0)); };
+  if (mode == "cache") {
+    text += fmt::format("; the teacher's outputs on the training rows were computed once ({})", bytes());
+  } else if (mode == "bank") {
+    int64_t top_k = teaching.value("top_k", int64_t{0});
+    text += fmt::format("; each epoch's rows were views ({}), taught from a soft-label bank of the teacher's outputs on {} "
+                        "views of each row, computed once before training ({}, {}{}{}; {:.1f} s of teacher time)",
+                        augment, teaching.value("views", int64_t{0}), bytes(), teaching.value("dtype", "float16"),
+                        top_k > 0 ? fmt::format(", the {} largest logits of each view", top_k) : "",
+                        teaching.value("storage", "") == "mapped file" ? ", in a memory-mapped file" : "",
+                        teaching.value("seconds", 0.0));
+  } else if (mode == "online") {
+    text += augment == "none" ? "; the teacher ran on every batch"
+                              : fmt::format("; the teacher ran on every batch of views ({})", augment);
+  }
+  return text + ".";
+}
+
 std::string summary(const nlohmann::json& metrics, bool classification) {
   std::ostringstream o;
   const auto& models = metrics.at("models");
@@ -186,6 +236,9 @@ std::string summary(const nlohmann::json& metrics, bool classification) {
       o << " Combined by " << h(combine) << ".";
     }
     o << "</p>\n";
+  }
+  if (metrics.contains("distill") && metrics["distill"].contains("loss")) {
+    o << "<p class=\"note\">" << h(teaching_text(metrics["distill"])) << "</p>\n";
   }
   for (const auto& name : present_models(metrics)) {  // training that diverged and went back (metrics.json)
     const auto& m = models.at(name);

@@ -412,6 +412,11 @@ TEST_F(Run, AugmentationTeachesFromABankOrALiveTeacher) {
   EXPECT_LT(teaching["float16_max_error"].get<double>(), 0.05);
   EXPECT_GT(m["models"]["student"]["test"]["accuracy"].get<double>(), 0.6);
   EXPECT_NE(banked.output.find("teacher bank: 3 views of"), std::string::npos) << banked.output;
+  // The report says how the student was taught.
+  std::string report = read_file(out() + "/report.html");
+  EXPECT_NE(report.find("each epoch's rows were views (noise 0.1, feature_dropout 0.05), taught from a soft-label bank "
+                        "of the teacher's outputs on 3 views of each row, computed once before training"),
+            std::string::npos);
 
   // The same bank as the 3 largest logits of each view and the rest's mass, over a memory limit of
   // 0 MB: in a mapped file in the run's folder, unlinked at once.
@@ -445,6 +450,7 @@ TEST_F(Run, AugmentationTeachesFromABankOrALiveTeacher) {
   ASSERT_EQ(mixed.status, 0) << mixed.output;
   EXPECT_EQ(metrics()["distill"]["teaching"]["mode"], "online");
   EXPECT_EQ(metrics()["distill"]["augment"], "mixup 0.2");
+  EXPECT_NE(read_file(out() + "/report.html").find("the teacher ran on every batch of views (mixup 0.2)"), std::string::npos);
 
   expect_refused(run_kdistill("run " + recipe(digits_recipe("  augment: shift\n")) + " --out " + out() + " --force"),
                  "distill.augment.shift: needs images [C, H, W]; the rows here are [64]");
@@ -459,6 +465,7 @@ TEST_F(Run, AugmentationTeachesFromABankOrALiveTeacher) {
   ASSERT_EQ(plain.status, 0) << plain.output;
   EXPECT_NE(plain.output.find("distill.views: 4 has no effect without distill.augment"), std::string::npos) << plain.output;
   EXPECT_EQ(metrics()["distill"]["teaching"]["mode"], "cache");
+  EXPECT_NE(read_file(out() + "/report.html").find("outputs on the training rows were computed once"), std::string::npos);
 }
 
 // The run says plainly whether distillation helped, from the validation rows and a paired test.
