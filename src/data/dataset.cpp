@@ -329,6 +329,7 @@ DataFold make_fold(const Pool& pool, const DataSpec& spec, const std::vector<int
     }
     x_all = encoder.transform(pool.table);
     preprocessing["tabular"] = encoder.to_json();
+    fold.categorical = encoder.categorical_features();
   } else {
     x_all = pool.x;
   }
@@ -369,7 +370,6 @@ DataFold make_fold(const Pool& pool, const DataSpec& spec, const std::vector<int
     normalizer.apply_(fold.transfer_x);
   }
   fold.preprocessing = preprocessing;
-  if (preprocessing.contains("tabular")) fold.categorical = TabularEncoder::from_json(preprocessing["tabular"]).categorical_features();
   return fold;
 }
 
