@@ -184,6 +184,9 @@ int64_t bank_views(const DistillSpec& distill, int64_t epochs) {
     if (distill.views > 0) fail("distill.views: a bank of {} views cannot hold mixup or cutmix mixtures; use views: online", distill.views);
     return 0;
   }
+  // Epoch e trains on view e mod V: a bank of more views than epochs would hold views no epoch reads.
+  // Staged runs count epochs per stage, so their banks keep the views asked for.
+  if (distill.views > epochs && epochs > 0 && distill.stages.empty() && distill.train.steps() == 0) return epochs;
   if (distill.views >= 0) return distill.views;
   return std::clamp<int64_t>(epochs, 1, 8);
 }
@@ -257,6 +260,10 @@ FoldRun run_fold(const RunSpec& spec, const RunOptions& options, const data::Dat
   TrainOptions student_train = train::sized_for_rows(spec.distill.train, rows);
   student_train.seed(spec.seed).group(options.group()).device(options.device());
   int64_t views = bank_views(spec.distill, student_train.epochs());
+  if (views > 0 && views < spec.distill.views) {
+    spdlog::warn("distill.views: {} views for {} epochs; the bank holds the {} views the epochs train on", spec.distill.views,
+                 student_train.epochs(), views);
+  }
   std::shared_ptr<const train::SoftLabelBank> earlier_bank;
   if (fold_index < options.banks().size() && options.banks()[fold_index] && options.banks()[fold_index]->views() == views &&
       options.banks()[fold_index]->rows() == rows) {
@@ -556,7 +563,7 @@ void check_spec(const RunSpec& spec, const RunOptions& options) {
   }
   if (!spec.distill.target.empty()) Target::parse(spec.distill.target, "distill.target");
   validate(spec.distill.train, "distill");
-  bank_views(spec.distill, 8);
+  bank_views(spec.distill, 0);  // its refusals; the views are resolved once the epochs are known
   const auto& augment = spec.distill.train.augment();
   if (spec.distill.views >= 0 && !augment.per_row() && !augment.mixes()) {
     spdlog::warn("distill.views: {} has no effect without distill.augment: every view of a row is the row as it is, "

@@ -412,6 +412,13 @@ TEST_F(Run, AugmentationTeachesFromABankOrALiveTeacher) {
   EXPECT_LT(teaching["float16_max_error"].get<double>(), 0.05);
   EXPECT_GT(m["models"]["student"]["test"]["accuracy"].get<double>(), 0.6);
   EXPECT_NE(banked.output.find("teacher bank: 3 views of"), std::string::npos) << banked.output;
+  // More views than the 8 epochs: the bank holds the 8 the epochs train on, and says so.
+  auto extra = run_kdistill("run " + recipe(digits_recipe("  augment: noise\n  views: 12\n")) + " --out " + out() +
+                            "-views --force");
+  ASSERT_EQ(extra.status, 0) << extra.output;
+  EXPECT_NE(extra.output.find("distill.views: 12 views for 8 epochs; the bank holds the 8 views the epochs train on"),
+            std::string::npos) << extra.output;
+  EXPECT_EQ(nlohmann::json::parse(read_file(out() + "-views/metrics.json"))["distill"]["teaching"]["views"], 8);
   // The report says how the student was taught.
   std::string report = read_file(out() + "/report.html");
   EXPECT_NE(report.find("each epoch's rows were views (noise 0.1, feature_dropout 0.05), taught from a soft-label bank "

@@ -54,9 +54,10 @@ struct DistillSpec {
   std::vector<StageSpec> stages;  // empty: one stage, `losses` for `train`'s epochs
 };
 
-// The bank's views for `distill` trained for `epochs` (resolving auto), or -1 when a feature term reads
-// the teacher's taps (the teacher runs live: teacher::distill_train_data); kd::Error naming
-// distill.views when a bank is asked to hold mixup or cutmix mixtures.
+// The bank's views for `distill` trained for `epochs` (`epochs` 0: not yet known), resolving auto and
+// dropping views past the epochs (epoch e trains on view e mod V); -1 when a feature term reads the
+// teacher's taps (the teacher runs live: teacher::distill_train_data). kd::Error naming distill.views
+// when a bank is asked to hold mixup or cutmix mixtures.
 int64_t bank_views(const DistillSpec& distill, int64_t epochs);
 
 struct RunSpec {
