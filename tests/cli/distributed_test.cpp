@@ -18,8 +18,12 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A port of this test process's own, so that tests running side by side do not meet.
-std::string port(int offset) { return std::to_string(20000 + (getpid() * 7 + offset) % 20000); }
+// A port of this test process's own, so that tests running side by side do not meet: 20 ports a
+// process (offsets 0-19) in 20000-31999, below the ephemeral ports the kernel hands out for outgoing
+// connections (32768 up) and apart from the gradient-bucket test's (32000-32699). Two test processes
+// share none unless their pids agree modulo 600 (a stride of 7 with offsets up to 16, as before, made
+// processes 1 or 2 pids apart meet).
+std::string port(int offset) { return std::to_string(20000 + (getpid() % 600) * 20 + offset); }
 
 // Digits with a dropout-free teacher (dropout draws masks per rank): every step is the same sum on
 // one or two processes.

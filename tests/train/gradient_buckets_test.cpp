@@ -49,7 +49,7 @@ struct Step {
 };
 
 TEST(GradientBuckets, TwoRanksSumWhatEachComputes) {
-  const int64_t port = 21000 + getpid() % 20000;
+  const int64_t port = 32000 + getpid() % 700;  // below the ephemeral ports, apart from the CLI tests' 20000-31999
   Step steps[2][2];  // [rank][step]
   auto rank_main = [&](int64_t rank) {
     auto group = dist::Group::connect(dist::LaunchOptions().rank(rank).world_size(2).master_port(port).timeout_seconds(30));
