@@ -76,7 +76,7 @@ Split holdout_split(int64_t count, const torch::Tensor& labels, double val_fract
 }
 
 std::vector<Split> kfold_split(int64_t count, const torch::Tensor& labels, int64_t folds, uint64_t seed) {
-  if (folds < 2) fail("data.folds: {} is too few, expected at least 2", folds);
+  if (folds < 2) fail("data.folds: {} is too few, expected at least 2 (0, the default: one train/validation split)", folds);
   if (folds > count) fail("data.folds: {} folds for {} rows, expected at most one fold per row", folds, count);
   auto groups = shuffled_groups(count, labels, seed);
   // Deal each class round-robin, continuing where the previous class stopped, so fold

@@ -82,7 +82,7 @@ TEST(Split, BadFractionsAndFolds) {
   auto y = three_class_labels();
   KD_EXPECT_ERROR(holdout_split(100, y, 1.5, 0), "data.val_fraction: 1.5 is outside (0, 1)");
   KD_EXPECT_ERROR(holdout_split(3, y.slice(0, 0, 3), 0.1, 0), "leaves 0 for validation");
-  KD_EXPECT_ERROR(kfold_split(100, y, 1, 0), "data.folds: 1 is too few");
+  KD_EXPECT_ERROR(kfold_split(100, y, 1, 0), "data.folds: 1 is too few, expected at least 2 (0, the default: one train/validation split)");
   KD_EXPECT_ERROR(kfold_split(4, torch::Tensor(), 5, 0), "data.folds: 5 folds for 4 rows");
 }
 
