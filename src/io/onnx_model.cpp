@@ -855,6 +855,7 @@ void OnnxModel::Impl::parse(const std::string& output) {
     }
   }
   for (const auto& value : graph.output()) outputs.push_back(value.name());
+  if (outputs.empty()) fail("{}: the graph has no outputs; a teacher needs its logits as one", path);
 
   const auto& table = operators();
   for (int i = 0; i < graph.node_size(); ++i) {

@@ -240,7 +240,8 @@ std::vector<losses::LossTermOptions> parse_losses(YamlSection& parent, const std
     // finish(), which names it with a suggestion.
     if (item.raw().IsMap()) {
       for (const auto& pair : item.raw()) {
-        std::string key = pair.first.as<std::string>();
+        if (!pair.first.IsScalar()) continue;  // finish() names it
+        std::string key = pair.first.Scalar();
         const losses::LossOption* option = losses::find_loss_option(key);
         if (!option) continue;
         if (!item.has(key)) item.get<std::string>(key, "");  // null: the default (and the key is read)

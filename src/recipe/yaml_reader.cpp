@@ -62,6 +62,10 @@ void YamlSection::finish() const {
   if (!defined()) return;
   std::vector<std::string> known(used_.begin(), used_.end());
   for (const auto& item : node_) {
+    if (!item.first.IsScalar()) {
+      fail("{}:{}: {}: a key is {}, expected a word", file_, item.first.Mark().line + 1,
+           path_.empty() ? "the recipe" : path_, item.first.IsSequence() ? "a list" : "a map");
+    }
     std::string key = item.first.Scalar();
     if (used_.count(key)) continue;
     auto suggestion = nearest(key, known);
