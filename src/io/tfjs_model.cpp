@@ -52,13 +52,15 @@ struct LayerConfig {
       fail("{}: config {} = {} has the wrong type", where(), key, value->dump());
     }
   }
-  // An int or a list of two ints (kernel_size, strides, ...).
+  // An int or a list of two ints, each 1 or more (kernel_size, strides, dilation_rate, pool_size).
   std::vector<int64_t> pair(const std::string& key, std::vector<int64_t> fallback) const {
     const json* value = find(key);
-    if (!value) return fallback;
-    if (value->is_number_integer()) return {value->get<int64_t>(), value->get<int64_t>()};
-    auto list = get<std::vector<int64_t>>(key, {});
-    if (list.size() != 2) fail("{}: config {} = {}: expected two sizes", where(), key, value->dump());
+    if (!value || value->is_null()) return fallback;
+    auto list = value->is_number_integer() ? std::vector<int64_t>{value->get<int64_t>(), value->get<int64_t>()}
+                                           : get<std::vector<int64_t>>(key, {});
+    if (list.size() != 2 || list[0] < 1 || list[1] < 1) {
+      fail("{}: config {} = {}: expected two sizes of 1 or more", where(), key, value->dump());
+    }
     return list;
   }
   Tensor weight(const std::string& key) const {
