@@ -164,6 +164,11 @@ Window window_of(const OpContext& c, const torch::Tensor& x, std::vector<int64_t
   if (w.strides.size() != spatial || w.dilations.size() != spatial) {
     fail("strides/dilations do not have {} values", spatial);
   }
+  auto positive = [](const std::vector<int64_t>& v) { return std::all_of(v.begin(), v.end(), [](int64_t x) { return x >= 1; }); };
+  if (!positive(kernel) || !positive(w.strides) || !positive(w.dilations)) {
+    fail("kernel_shape {}, strides {} and dilations {}: each must be 1 or more", shape_text(kernel), shape_text(w.strides),
+         shape_text(w.dilations));
+  }
   std::vector<int64_t> in(x.sizes().begin() + 2, x.sizes().end());
   w.pads = spatial_pads(c, in, kernel, w.strides, w.dilations);
   return w;

@@ -227,6 +227,28 @@ TEST(OnnxImport, HugeOrNegativeShapesAreRefusedBeforeAllocating) {
   }
 }
 
+// Graphs no exporter writes but a damaged or hand-edited file can hold: refused by name, not a crash
+// (each was a crash: a division by zero for "same" padding with stride 0, a read past an empty list
+// of outputs).
+TEST(OnnxImport, ZeroStridesAndNoOutputsAreRefused) {
+  TempDir tmp;
+  std::string conv = (tmp / "conv.onnx").string();
+  auto made = test::run_python(
+      "import onnx\nfrom onnx import helper, TensorProto\n"
+      "w = helper.make_tensor('w', TensorProto.FLOAT, [1, 1, 3, 3], [0.1] * 9)\n"
+      "node = helper.make_node('Conv', ['x', 'w'], ['y'], auto_pad='SAME_UPPER', strides=[0, 1])\n"
+      "graph = helper.make_graph([node], 'g', [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 1, 4, 4])],\n"
+      "    [helper.make_tensor_value_info('y', TensorProto.FLOAT, [1, 1, 4, 4])], [w])\n"
+      "onnx.save(helper.make_model(graph), '" + conv + "')\n"
+      "graph = helper.make_graph([node], 'g', [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1, 1, 4, 4])],\n"
+      "    [], [w])\n"
+      "onnx.save(helper.make_model(graph), '" + (tmp / "none.onnx").string() + "')\n");
+  ASSERT_EQ(made.status, 0) << made.output;
+  KD_EXPECT_ERROR(OnnxModel model(conv), "kernel_shape [3, 3], strides [0, 1] and dilations [1, 1]: each must be 1 or more");
+  std::string none = (tmp / "none.onnx").string();
+  KD_EXPECT_ERROR(OnnxModel model(none), none + ": the graph has no outputs; a teacher needs its logits as one");
+}
+
 // ONNX's backend node tests (Debian's libonnx-testdata): every test whose operators the importer
 // claims runs, and matches the reference outputs.
 TEST(OnnxImport, BackendNodeTests) {
