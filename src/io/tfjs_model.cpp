@@ -10,6 +10,7 @@
 #include <limits>
 #include <map>
 #include <set>
+#include <type_traits>
 
 #include "kd/util/error.h"
 #include "kd/util/fs.h"
@@ -31,6 +32,14 @@ struct Layer {
   std::function<int64_t(const Tensors&, const Tensor&)> macs;
 };
 
+// Whether `value` holds its numbers as integers only. nlohmann converts a float to an integer type
+// unchecked, and a float past int64's range is undefined behaviour, so sizes are checked first.
+bool integers_only(const json& value) {
+  if (value.is_number_float()) return false;
+  if (value.is_array()) return std::all_of(value.begin(), value.end(), [](const json& v) { return integers_only(v); });
+  return true;
+}
+
 // What a builder sees of one layer of model.json: its config, its weights, and where it is for messages.
 struct LayerConfig {
   std::string file, name, class_name;
@@ -47,6 +56,9 @@ struct LayerConfig {
     const json* value = find(key);
     if (!value) return fallback;
     try {
+      if constexpr (std::is_integral_v<T> || std::is_same_v<T, std::vector<int64_t>>) {
+        if (!integers_only(*value)) fail("{}: config {} = {} has the wrong type", where(), key, value->dump());
+      }
       return value->get<T>();
     } catch (const json::exception&) {
       fail("{}: config {} = {} has the wrong type", where(), key, value->dump());
@@ -330,6 +342,7 @@ Layer build_zero_padding(const LayerConfig& layer) {
   layer.channels_last();
   const json* value = layer.find("padding");
   std::vector<int64_t> pads = {1, 1, 1, 1};  // top, bottom, left, right
+  if (value && !integers_only(*value)) fail("{}: padding {} is not a size or sizes", layer.where(), value->dump());
   try {
     if (value && value->is_number_integer()) {
       pads.assign(4, value->get<int64_t>());
@@ -519,7 +532,8 @@ models::NamedTensors read_weights(const json& manifest, const fs::path& model_js
       }
       std::vector<int64_t> shape;
       try {
-        shape = entry["shape"].get<std::vector<int64_t>>();
+        if (integers_only(entry["shape"])) shape = entry["shape"].get<std::vector<int64_t>>();
+        else fail("{}: shape {} is not a list of sizes", where, entry["shape"].dump());
       } catch (const json::exception&) {
         fail("{}: shape {} is not a list of sizes", where, entry["shape"].dump());
       }

@@ -13,13 +13,19 @@ std::string shape_text(c10::IntArrayRef shape) {
 
 int64_t checked_element_count(c10::IntArrayRef shape, const std::string& what) {
   constexpr int64_t kLimit = int64_t{1} << 40;
+  // The sizes other than 0 are bounded too: an empty tensor of shape [0, 2^62] has strides past int64.
   int64_t n = 1;
+  bool empty = false, too_big = false;
   for (int64_t d : shape) {
     if (d < 0) fail("{}: shape {} has a negative size", what, shape_text(shape));
-    if (d > 0 && n > kLimit / d) fail("{}: shape {} has more than 2^40 elements", what, shape_text(shape));
-    n *= d;
+    if (d == 0) empty = true;
+    else if (too_big || n > kLimit / d) too_big = true;
+    else n *= d;
   }
-  return n;
+  if (too_big) {
+    fail("{}: shape {} has {} 2^40 elements", what, shape_text(shape), empty ? "sizes that multiply past" : "more than");
+  }
+  return empty ? 0 : n;
 }
 
 void check_within_storage(const at::Tensor& tensor, const std::string& what) {

@@ -18,8 +18,8 @@ inline int64_t element_count(c10::IntArrayRef shape) {
 }
 
 // element_count of a shape read from a file: kd::Error "`what`: shape [..] has a negative size" or
-// "... has more than 2^40 elements" (more than any model file holds), checked before anything is
-// allocated for it.
+// "... has more than 2^40 elements" (more than any model file holds; for an empty shape, its other
+// sizes multiplied), checked before anything is allocated for it.
 int64_t checked_element_count(c10::IntArrayRef shape, const std::string& what);
 
 // A tensor read from a file (a model's state, a checkpoint) whose sizes and strides reach only into its
