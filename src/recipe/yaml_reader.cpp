@@ -64,7 +64,8 @@ void YamlSection::finish() const {
   for (const auto& item : node_) {
     if (!item.first.IsScalar()) {
       fail("{}:{}: {}: a key is {}, expected a word", file_, item.first.Mark().line + 1,
-           path_.empty() ? "the recipe" : path_, item.first.IsSequence() ? "a list" : "a map");
+           path_.empty() ? "the recipe" : path_,
+           item.first.IsSequence() ? "a list" : item.first.IsMap() ? "a map" : "empty");
     }
     std::string key = item.first.Scalar();
     if (used_.count(key)) continue;
