@@ -57,6 +57,17 @@ TEST_F(BadInput, UnknownKeySuggestsTheNearest) {
                    "recipe.yaml:4: data.val_fractoin: unknown key (did you mean val_fraction?)");
 }
 
+// A key that is not a word (YAML allows maps, lists and null as keys) is named, in a loss entry too
+// (it escaped as yaml-cpp's conversion error there: a fuzzer's find).
+TEST_F(BadInput, AKeyThatIsNotAWord) {
+  expect_bad_input(run_recipe(recipe_with_data("  train: " + kIris + "\n  ? [a, b]\n  : 1\n")),
+                   "recipe.yaml:4: data: a key is a list, expected a word");
+  std::string with_loss = recipe_with_data("  train: " + kIris + "\n");
+  with_loss.replace(with_loss.find("distill:\n"), std::string("distill:\n").size(),
+                    "distill:\n  losses:\n    - {kind: kl, {name: adam}}\n");
+  expect_bad_input(run_recipe(with_loss), "distill.losses[0]: a key is a map, expected a word");
+}
+
 TEST_F(BadInput, WrongType) {
   expect_bad_input(run_recipe(recipe_with_data("  train: " + kIris + "\n  folds: many\n")),
                    "recipe.yaml:4: data.folds: expected an integer, found \"many\"");
