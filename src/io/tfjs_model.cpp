@@ -67,7 +67,7 @@ struct LayerConfig {
   // An int or a list of two ints, each 1 or more (kernel_size, strides, dilation_rate, pool_size).
   std::vector<int64_t> pair(const std::string& key, std::vector<int64_t> fallback) const {
     const json* value = find(key);
-    if (!value || value->is_null()) return fallback;
+    if (!value) return fallback;  // absent or null (find)
     auto list = value->is_number_integer() ? std::vector<int64_t>{value->get<int64_t>(), value->get<int64_t>()}
                                            : get<std::vector<int64_t>>(key, {});
     if (list.size() != 2 || list[0] < 1 || list[1] < 1) {
